@@ -1,0 +1,2 @@
+//! tractor
+fn main() {}

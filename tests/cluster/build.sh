@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Builds (or reuses) the test cluster's binaries from the pinned wrapper Go modules in this folder.
+#
+#   tests/cluster/build.sh              build what is missing, print the bin dir at the end
+#   tests/cluster/build.sh --bin-dir    print the bin dir only (builds nothing)
+#
+# Binaries land in ${TRACTOR_CACHE:-$HOME/.cache/tractor}/k8s/<k8s version>-<hash>/bin, where <hash> covers every
+# go.mod/go.sum here and BUILD_REV below, so a version bump or a build-flag change gets a fresh folder and
+# fresh clones/CI reuse a warm one. A cold build on 2 cores takes many minutes (see README in this folder);
+# with a warm Go build cache it is seconds per binary.
+#
+# Environment:
+#   TRACTOR_CACHE       cache root (default ~/.cache/tractor)
+#   TRACTOR_BUILD_NODE  1 = also build kubelet and kube-proxy (not needed with KWOK; off by default)
+#   TRACTOR_NO_APT      1 = never call apt-get (fail if prometheus/openssl/curl are missing)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+# Versions come from the committed go.mod files, so there is one place to bump them.
+modver() { sed -n -E "s#^[[:space:]]*(require )?$1 (v[^ ]+)( .*)?\$#\2#p" "$2" | head -n1; }
+K8S_VERSION=$(modver k8s.io/kubernetes "$here/k8s/go.mod")
+ETCD_VERSION=$(modver go.etcd.io/etcd/server/v3 "$here/etcd/go.mod")
+KWOK_VERSION=$(modver sigs.k8s.io/kwok "$here/kwok/go.mod")
+HELM_VERSION=$(modver helm.sh/helm/v3 "$here/helm/go.mod")
+
+# Bump BUILD_REV when build flags below change, so cached binaries built the old way are not reused.
+BUILD_REV=1
+hash=$( (cat "$here"/{k8s,etcd,kwok,helm}/go.{mod,sum}; echo "rev $BUILD_REV") | sha256sum | cut -c1-12)
+CACHE=${TRACTOR_CACHE:-$HOME/.cache/tractor}
+BIN="$CACHE/k8s/$K8S_VERSION-$hash/bin"
+
+if [[ "${1:-}" == "--bin-dir" ]]; then
+  echo "$BIN"
+  exit 0
+fi
+
+log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# --- Debian packages -------------------------------------------------------------------------------------
+need_pkgs=()
+command -v prometheus >/dev/null || need_pkgs+=(prometheus)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
+command -v curl >/dev/null || need_pkgs+=(curl)
+if ((${#need_pkgs[@]})); then
+  if [[ "${TRACTOR_NO_APT:-0}" == 1 ]]; then
+    log "missing Debian packages: ${need_pkgs[*]} (TRACTOR_NO_APT=1, not installing)"; exit 1
+  fi
+  sudo=""; [[ $(id -u) == 0 ]] || sudo="sudo"
+  log "installing Debian packages: ${need_pkgs[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+# --- Go binaries -----------------------------------------------------------------------------------------
+command -v go >/dev/null || { log "go not found on PATH"; exit 1; }
+mkdir -p "$BIN"
+export CGO_ENABLED=0        # static, like upstream release binaries; no C toolchain needed
+export GOFLAGS="${GOFLAGS:-} -trimpath"
+
+built=0
+# build NAME MODULE_DIR PACKAGE LDFLAGS: builds into a temp file and renames, so an interrupted build
+# never leaves a half-written binary that a later run would take for a finished one.
+build() {
+  local name=$1 dir=$2 pkg=$3 ldf=$4
+  if [[ -x "$BIN/$name" ]]; then
+    log "$name: cached"
+    return 0
+  fi
+  log "$name: building $pkg (cold builds take minutes; go prints nothing meanwhile)"
+  local t0=$SECONDS
+  (cd "$here/$dir" && go build -ldflags "$ldf" -o "$BIN/.$name.tmp" "$pkg")
+  mv -f "$BIN/.$name.tmp" "$BIN/$name"
+  log "$name: built in $((SECONDS - t0))s"
+  built=$((built + 1))
+}
+
+# Version info through ldflags (hack/lib/version.sh in k/k): without it /version says v0.0.0-master and
+# Helm's kubeVersion checks fail.
+minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+k8s_ldf="-s -w"
+for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  k8s_ldf+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+  k8s_ldf+=" -X $p.gitCommit=none -X $p.buildDate=1970-01-01T00:00:00Z"
+done
+
+build etcd etcd go.etcd.io/etcd/server/v3 "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION"
+for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  build "$c" k8s "k8s.io/kubernetes/cmd/$c" "$k8s_ldf"
+done
+if [[ "${TRACTOR_BUILD_NODE:-0}" == 1 ]]; then
+  for c in kubelet kube-proxy; do
+    build "$c" k8s "k8s.io/kubernetes/cmd/$c" "$k8s_ldf"
+  done
+fi
+build kwok kwok sigs.k8s.io/kwok/cmd/kwok \
+  "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=$K8S_VERSION"
+# Helm's default capabilities (helm template, lint) report the Kubernetes minor its client-go was built from,
+# as helm's own Makefile sets it.
+helm_k8s=$(cd "$here/helm" && go list -m -f '{{.Version}}' k8s.io/client-go)   # v0.M.P -> 1.M
+helm_minor=${helm_k8s#v0.}; helm_minor=${helm_minor%%.*}
+build helm helm helm.sh/helm/v3/cmd/helm \
+  "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean \
+   -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$helm_minor \
+   -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$helm_minor"
+
+cat > "$BIN/../VERSIONS" <<EOF
+kubernetes $K8S_VERSION
+etcd $ETCD_VERSION
+kwok $KWOK_VERSION
+helm $HELM_VERSION
+hash $hash
+EOF
+log "done ($built built); binaries in $BIN ($(du -sh "$BIN" | cut -f1))"
+echo "$BIN"
