@@ -1,0 +1,314 @@
+#!/usr/bin/env bash
+# A local Kubernetes for the tests: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, KWOK fake
+# nodes and Prometheus, run as plain background processes on loopback (no container engine needed).
+#
+#   tests/cluster/cluster.sh up       build/reuse binaries, start what is not running, wait until ready (idempotent)
+#   tests/cluster/cluster.sh down     stop every process by its PID file, drop etcd/Prometheus data (keeps certs)
+#   tests/cluster/cluster.sh status   print each component, its PID and whether it answers its health check
+#   tests/cluster/cluster.sh env      print the export line for KUBECONFIG
+#
+# The kubeconfig is always ${TRACTOR_CLUSTER_DIR:-$HOME/.cache/tractor/cluster}/admin.kubeconfig
+# (client certs of a system:masters user, embedded, so any client library can read it).
+#
+# Environment:
+#   TRACTOR_CLUSTER_DIR      state dir: pki/, logs/, run/ (PID files), etcd/, prometheus/ (default above)
+#   KWOK_NODES               number of KWOK fake nodes to create (default 3)
+#   TRACTOR_CLUSTER_TIMEOUT  seconds to wait for each component to become healthy (default 180)
+#
+# Fixed loopback ports: one cluster per machine. They are listed here and nowhere else; the Rust harness
+# (tests/src/cluster.rs) mirrors the apiserver and Prometheus ones.
+ETCD_CLIENT_PORT=12379      # http, etcd client API and /health
+ETCD_PEER_PORT=12380        # etcd peer (single member, loopback only)
+APISERVER_PORT=16443        # https, kube-apiserver
+KCM_PORT=10257              # https, kube-controller-manager /healthz, /metrics
+SCHEDULER_PORT=10259        # https, kube-scheduler /healthz, /metrics
+KWOK_PORT=10247             # http, kwok /healthz, /metrics
+PROMETHEUS_PORT=19090       # http, Prometheus UI and API (lifecycle API enabled: POST /-/reload)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+DIR=${TRACTOR_CLUSTER_DIR:-$HOME/.cache/tractor/cluster}
+KUBECONFIG_PATH="$DIR/admin.kubeconfig"
+NODES=${KWOK_NODES:-3}
+TIMEOUT=${TRACTOR_CLUSTER_TIMEOUT:-180}
+PKI="$DIR/pki"
+RUN="$DIR/run"
+LOGS="$DIR/logs"
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok prometheus)
+
+log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# --- processes -------------------------------------------------------------------------------------------
+# pid_of NAME: prints the PID if the PID file names a live process that is still that component.
+pid_of() {
+  local f="$RUN/$1.pid" pid
+  [[ -f "$f" ]] || return 1
+  pid=$(<"$f")
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  # Guard against PID reuse: the command line must still name the component's binary.
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$1" || return 1
+  echo "$pid"
+}
+
+# start NAME BINARY ARGS...: starts a detached process (own session, no inherited stdio) unless it runs.
+start() {
+  local name=$1; shift
+  if pid=$(pid_of "$name"); then
+    log "$name: already running (pid $pid)"
+    return 0
+  fi
+  log "$name: starting"
+  # setsid + redirected fds: the process outlives the shell (and a test runner's pipes) that started it;
+  # fd 9 (the up/down lock) is closed so a long-running child never holds the lock.
+  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
+  echo $! >"$RUN/$name.pid"
+}
+
+stop() {
+  local name=$1 pid
+  if ! pid=$(pid_of "$name"); then
+    rm -f "$RUN/$name.pid"
+    return 0
+  fi
+  log "$name: stopping pid $pid"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$name: did not stop in 10s, killing"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$RUN/$name.pid"
+}
+
+# --- health ----------------------------------------------------------------------------------------------
+healthy() {
+  case $1 in
+    etcd) curl -fsS --max-time 2 "http://127.0.0.1:$ETCD_CLIENT_PORT/health" 2>/dev/null | grep -q '"health":"true"' ;;
+    kube-apiserver) [[ $(curl -fsS --max-time 5 --cacert "$PKI/ca.crt" "https://127.0.0.1:$APISERVER_PORT/readyz" 2>/dev/null) == ok ]] ;;
+    kube-controller-manager) [[ $(curl -ksS --max-time 2 "https://127.0.0.1:$KCM_PORT/healthz" 2>/dev/null) == ok ]] ;;
+    kube-scheduler) [[ $(curl -ksS --max-time 2 "https://127.0.0.1:$SCHEDULER_PORT/healthz" 2>/dev/null) == ok ]] ;;
+    kwok) curl -fsS --max-time 2 "http://127.0.0.1:$KWOK_PORT/healthz" >/dev/null 2>&1 ;;
+    prometheus) curl -fsS --max-time 2 "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" >/dev/null 2>&1 ;;
+  esac
+}
+
+wait_healthy() {
+  local name=$1 deadline=$((SECONDS + TIMEOUT))
+  until healthy "$name"; do
+    if ! pid_of "$name" >/dev/null; then
+      tail -n 30 "$LOGS/$name.log" >&2 || true
+      die "$name exited; log: $LOGS/$name.log"
+    fi
+    if ((SECONDS >= deadline)); then
+      tail -n 30 "$LOGS/$name.log" >&2 || true
+      die "$name not healthy after ${TIMEOUT}s; log: $LOGS/$name.log"
+    fi
+    sleep 0.5
+  done
+  log "$name: healthy"
+}
+
+# --- certificates and kubeconfig -------------------------------------------------------------------------
+certs() {
+  [[ -f "$PKI/admin.crt" && -f "$PKI/sa.key" && -f "$PKI/apiserver.crt" ]] && return 0
+  log "generating certificates in $PKI"
+  mkdir -p "$PKI"
+  (
+    cd "$PKI"
+    export OPENSSL_CONF=/dev/null   # ignore any system config; everything needed is on the command line
+    q() { "$@" 2>/dev/null >/dev/null || "$@"; }
+    q openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 -subj /CN=tractor-test-ca \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+    # Serving cert: the SANs cover loopback and the in-cluster names of the default/kubernetes Service.
+    q openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj /CN=kube-apiserver
+    printf '%s\n' \
+      'subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local' \
+      'extendedKeyUsage=serverAuth' 'keyUsage=critical,digitalSignature,keyEncipherment' >srv.ext
+    q openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile srv.ext -out apiserver.crt
+    # Admin: a client cert in group system:masters (RBAC superuser), used by every component and by the tests.
+    q openssl req -newkey rsa:2048 -nodes -keyout admin.key -out admin.csr -subj "/O=system:masters/CN=admin"
+    printf '%s\n' 'extendedKeyUsage=clientAuth' 'keyUsage=critical,digitalSignature,keyEncipherment' >cli.ext
+    q openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile cli.ext -out admin.crt
+    # One RSA key both signs and verifies service-account tokens, as hack/local-up-cluster.sh does.
+    q openssl genrsa -out sa.key 2048
+    rm -f ./*.csr ./*.ext
+    chmod 600 ./*.key
+  )
+}
+
+kubeconfig() {
+  local tmp="$KUBECONFIG_PATH.tmp"
+  b64() { base64 -w0 <"$1"; }
+  cat >"$tmp" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: tractor-test
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority-data: $(b64 "$PKI/ca.crt")
+users:
+- name: admin
+  user:
+    client-certificate-data: $(b64 "$PKI/admin.crt")
+    client-key-data: $(b64 "$PKI/admin.key")
+contexts:
+- name: tractor-test
+  context: {cluster: tractor-test, user: admin}
+current-context: tractor-test
+EOF
+  chmod 600 "$tmp"
+  mv -f "$tmp" "$KUBECONFIG_PATH"
+}
+
+prometheus_config() {
+  mkdir -p "$DIR/prometheus/targets"
+  cat >"$DIR/prometheus/prometheus.yml" <<EOF
+# Written by tests/cluster/cluster.sh; rewritten on every 'up'.
+global: {scrape_interval: 5s, evaluation_interval: 5s}
+scrape_configs:
+- job_name: apiserver
+  scheme: https
+  static_configs: [{targets: ["127.0.0.1:$APISERVER_PORT"]}]
+  tls_config: {ca_file: "$PKI/ca.crt", cert_file: "$PKI/admin.crt", key_file: "$PKI/admin.key"}
+# Tests and later issues add scrape targets without a reload by dropping Prometheus file_sd JSON files here
+# ([{"targets": ["127.0.0.1:8080"], "labels": {"job": "operator"}}]).
+- job_name: local
+  file_sd_configs: [{files: ["$DIR/prometheus/targets/*.json"], refresh_interval: 5s}]
+EOF
+}
+
+# --- KWOK nodes ------------------------------------------------------------------------------------------
+kwok_nodes() {
+  local kubectl=$BIN/kubectl i manifest=""
+  for ((i = 0; i < NODES; i++)); do
+    # No taint, so ordinary pods (the operator's included) schedule without a toleration.
+    manifest+="---
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-$i
+  annotations: {node.alpha.kubernetes.io/ttl: \"0\", kwok.x-k8s.io/node: fake}
+  labels: {kubernetes.io/arch: amd64, kubernetes.io/os: linux, kubernetes.io/hostname: kwok-node-$i,
+           kubernetes.io/role: agent, node-role.kubernetes.io/agent: \"\", type: kwok}
+spec: {providerID: \"kwok://kwok-node-$i\"}
+status:
+  allocatable: {cpu: \"32\", memory: 256Gi, pods: \"110\"}
+  capacity: {cpu: \"32\", memory: 256Gi, pods: \"110\"}
+  nodeInfo: {architecture: amd64, operatingSystem: linux, kubeletVersion: fake, kubeProxyVersion: fake}
+  phase: Running
+"
+  done
+  if ((NODES > 0)); then
+    echo "$manifest" | "$kubectl" --kubeconfig "$KUBECONFIG_PATH" apply -f - >/dev/null
+    "$kubectl" --kubeconfig "$KUBECONFIG_PATH" wait --for=condition=Ready node -l type=kwok --timeout="${TIMEOUT}s" >/dev/null
+    log "kwok: $NODES node(s) Ready"
+  fi
+}
+
+# --- commands --------------------------------------------------------------------------------------------
+up() {
+  local t0=$SECONDS
+  BIN=$("$here/build.sh" | tail -n1)
+  [[ -x "$BIN/kube-apiserver" ]] || die "build.sh did not produce binaries in $BIN"
+  mkdir -p "$DIR" "$RUN" "$LOGS" "$DIR/kcm" "$DIR/scheduler"
+  certs
+  kubeconfig
+  prometheus_config
+
+  start etcd "$BIN/etcd" --name=node0 --data-dir="$DIR/etcd" \
+    --listen-client-urls="http://127.0.0.1:$ETCD_CLIENT_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster="node0=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --unsafe-no-fsync=true --auto-compaction-retention=1 --quota-backend-bytes=2147483648 --log-level=warn
+  wait_healthy etcd
+
+  # --advertise-address: these machines may have no default route (the apiserver would refuse to start).
+  start kube-apiserver "$BIN/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" --cert-dir="$PKI" \
+    --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+    --client-ca-file="$PKI/ca.crt" --authorization-mode=Node,RBAC --allow-privileged=true \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$PKI/sa.key" --service-account-signing-key-file="$PKI/sa.key" \
+    --service-cluster-ip-range=10.96.0.0/16 --profiling=false --v=1
+  wait_healthy kube-apiserver
+
+  start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig="$KUBECONFIG_PATH" \
+    --authentication-kubeconfig="$KUBECONFIG_PATH" --authorization-kubeconfig="$KUBECONFIG_PATH" \
+    --bind-address=127.0.0.1 --secure-port="$KCM_PORT" --cert-dir="$DIR/kcm" \
+    --authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics \
+    --leader-elect=false --controllers='*' --use-service-account-credentials=true \
+    --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
+    --service-cluster-ip-range=10.96.0.0/16 --allocate-node-cidrs=true --cluster-cidr=10.244.0.0/16 \
+    --node-cidr-mask-size=24 --profiling=false --v=1
+  start kube-scheduler "$BIN/kube-scheduler" --kubeconfig="$KUBECONFIG_PATH" \
+    --authentication-kubeconfig="$KUBECONFIG_PATH" --authorization-kubeconfig="$KUBECONFIG_PATH" \
+    --bind-address=127.0.0.1 --secure-port="$SCHEDULER_PORT" --cert-dir="$DIR/scheduler" \
+    --authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics --leader-elect=false --profiling=false --v=1
+  # Pod IPs come from each node's podCIDR (allocated by the KCM above), else from --cidr; keep both away
+  # from the service range 10.96.0.0/16.
+  start kwok "$BIN/kwok" --kubeconfig="$KUBECONFIG_PATH" --config="$here/kwok/stages.yaml" \
+    --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --cidr=10.244.0.0/16 --node-ip=10.240.0.1 --node-lease-duration-seconds=40 \
+    --server-address="127.0.0.1:$KWOK_PORT"
+  start prometheus prometheus --config.file="$DIR/prometheus/prometheus.yml" --storage.tsdb.path="$DIR/prometheus/data" \
+    --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" --web.enable-lifecycle --storage.tsdb.retention.time=1d \
+    --log.level=warn
+  wait_healthy kube-controller-manager
+  wait_healthy kube-scheduler
+  wait_healthy kwok
+  wait_healthy prometheus
+  # The config is rewritten on every up; reload so a running Prometheus picks up changes.
+  curl -fsS -X POST "http://127.0.0.1:$PROMETHEUS_PORT/-/reload" >/dev/null || log "prometheus: reload failed"
+
+  kwok_nodes
+  log "cluster ready in $((SECONDS - t0))s"
+  echo "export KUBECONFIG=$KUBECONFIG_PATH"
+}
+
+down() {
+  local i
+  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
+    stop "${COMPONENTS[$i]}"
+  done
+  # Fresh state next time: a stale etcd would bring back objects of earlier runs. Certs are kept (cheap reuse).
+  rm -rf "$DIR/etcd" "$DIR/prometheus/data"
+  log "stopped"
+}
+
+status() {
+  local c pid state rc=0
+  printf '%-24s %-8s %s\n' COMPONENT PID STATE
+  for c in "${COMPONENTS[@]}"; do
+    if pid=$(pid_of "$c"); then
+      if healthy "$c"; then state=healthy; else state="running, not healthy"; rc=1; fi
+    else
+      pid=-; state=stopped; rc=1
+    fi
+    printf '%-24s %-8s %s\n' "$c" "$pid" "$state"
+  done
+  echo "kubeconfig: $KUBECONFIG_PATH"
+  echo "logs:       $LOGS"
+  return $rc
+}
+
+# up and down take a lock, so concurrent callers (parallel test binaries, two terminals) serialize instead of
+# racing to start the same processes.
+locked() {
+  mkdir -p "$DIR"
+  exec 9>"$DIR/.lock"
+  flock 9
+  "$@"
+}
+
+case "${1:-}" in
+  up) locked up ;;
+  down) locked down ;;
+  status) status ;;
+  env) echo "export KUBECONFIG=$KUBECONFIG_PATH" ;;
+  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+esac
