@@ -1,1 +1,3 @@
-//! placeholder
+//! End-to-end tests of tractor against a real local Kubernetes; the harness lives in [`cluster`].
+
+pub mod cluster;
