@@ -65,23 +65,25 @@ start() {
   echo $! >"$RUN/$name.pid"
 }
 
+# stop NAME...: SIGTERM to every named component at once (each takes a second or two to shut down
+# gracefully, so one by one would be slow), then SIGKILL whatever is left after 15 s.
 stop() {
-  local name=$1 pid
-  if ! pid=$(pid_of "$name"); then
+  local name pid pids=() deadline=$((SECONDS + 15))
+  for name in "$@"; do
+    if pid=$(pid_of "$name"); then
+      log "$name: stopping pid $pid"
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    fi
     rm -f "$RUN/$name.pid"
-    return 0
-  fi
-  log "$name: stopping pid $pid"
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 100); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
   done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "$name: did not stop in 10s, killing"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$RUN/$name.pid"
+  for pid in "${pids[@]}"; do
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "pid $pid did not stop in 15s, killing"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
 }
 
 # --- health ----------------------------------------------------------------------------------------------
@@ -271,10 +273,10 @@ up() {
 }
 
 down() {
-  local i
-  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
-    stop "${COMPONENTS[$i]}"
-  done
+  # Clients first, etcd last, so the apiserver can still reach it while it drains.
+  stop kwok prometheus kube-scheduler kube-controller-manager
+  stop kube-apiserver
+  stop etcd
   # Fresh state next time: a stale etcd would bring back objects of earlier runs. Certs are kept (cheap reuse).
   rm -rf "$DIR/etcd" "$DIR/prometheus/data"
   log "stopped"
