@@ -57,7 +57,9 @@ pub fn cluster() -> Result<&'static Cluster> {
         return Ok(c);
     }
     // Tests in one binary run on parallel threads: only one of them may start the cluster.
-    let _guard = INIT.lock().map_err(|_| anyhow!("cluster init lock poisoned"))?;
+    let _guard = INIT
+        .lock()
+        .map_err(|_| anyhow!("cluster init lock poisoned"))?;
     if let Some(c) = CLUSTER.get() {
         return Ok(c);
     }
@@ -127,7 +129,12 @@ impl Cluster {
             .context("running curl")?;
         let body = String::from_utf8_lossy(&out.stdout).into_owned();
         if !out.status.success() {
-            bail!("curl failed ({}): {}{}", out.status, body, String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "curl failed ({}): {}{}",
+                out.status,
+                body,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(body)
     }
@@ -135,12 +142,18 @@ impl Cluster {
     /// A `kubectl` command bound to the cluster's kubeconfig (the binary comes from the build cache).
     pub fn kubectl_cmd(&self) -> Command {
         let mut cmd = Command::new(kubectl_binary());
-        cmd.arg("--kubeconfig").arg(self.kubeconfig()).stdin(Stdio::null());
+        cmd.arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .stdin(Stdio::null());
         cmd
     }
 
     /// Runs kubectl and returns its raw output, whatever the exit status.
-    pub fn kubectl_output<S: AsRef<OsStr>>(&self, args: &[S], stdin: Option<&str>) -> Result<Output> {
+    pub fn kubectl_output<S: AsRef<OsStr>>(
+        &self,
+        args: &[S],
+        stdin: Option<&str>,
+    ) -> Result<Output> {
         let mut cmd = self.kubectl_cmd();
         cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
         if stdin.is_some() {
@@ -148,8 +161,12 @@ impl Cluster {
         }
         let mut child = cmd.spawn().context("spawning kubectl")?;
         if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().ok_or_else(|| anyhow!("kubectl stdin not piped"))?;
-            pipe.write_all(input.as_bytes()).context("writing kubectl stdin")?;
+            let mut pipe = child
+                .stdin
+                .take()
+                .ok_or_else(|| anyhow!("kubectl stdin not piped"))?;
+            pipe.write_all(input.as_bytes())
+                .context("writing kubectl stdin")?;
         }
         child.wait_with_output().context("waiting for kubectl")
     }
@@ -160,10 +177,17 @@ impl Cluster {
     }
 
     /// Like [`Cluster::kubectl`], feeding `stdin` (e.g. a manifest for `apply -f -`).
-    pub fn kubectl_with_stdin<S: AsRef<OsStr>>(&self, args: &[S], stdin: Option<&str>) -> Result<String> {
+    pub fn kubectl_with_stdin<S: AsRef<OsStr>>(
+        &self,
+        args: &[S],
+        stdin: Option<&str>,
+    ) -> Result<String> {
         let out = self.kubectl_output(args, stdin)?;
         if !out.status.success() {
-            let shown: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
+            let shown: Vec<_> = args
+                .iter()
+                .map(|a| a.as_ref().to_string_lossy().into_owned())
+                .collect();
             bail!(
                 "kubectl {} failed ({}): {}",
                 shown.join(" "),
@@ -206,11 +230,19 @@ impl Cluster {
         let name = unique_name(prefix);
         self.kubectl(&["create", "namespace", &name])?;
         // Pods are refused until the KCM has created the namespace's `default` ServiceAccount.
-        wait_for(DEFAULT_WAIT, &format!("ServiceAccount default in {name}"), || {
-            let out = self.kubectl_output(&["get", "serviceaccount", "default", "-n", &name], None)?;
-            Ok(out.status.success().then_some(()))
-        })?;
-        Ok(TestNamespace { cluster: self, name })
+        wait_for(
+            DEFAULT_WAIT,
+            &format!("ServiceAccount default in {name}"),
+            || {
+                let out =
+                    self.kubectl_output(&["get", "serviceaccount", "default", "-n", &name], None)?;
+                Ok(out.status.success().then_some(()))
+            },
+        )?;
+        Ok(TestNamespace {
+            cluster: self,
+            name,
+        })
     }
 
     /// Runs an instant PromQL query and returns `data.result`.
@@ -248,14 +280,22 @@ impl TestNamespace {
     }
 
     /// Runs kubectl in this namespace, feeding `stdin`.
-    pub fn kubectl_with_stdin<S: AsRef<OsStr>>(&self, args: &[S], stdin: Option<&str>) -> Result<String> {
+    pub fn kubectl_with_stdin<S: AsRef<OsStr>>(
+        &self,
+        args: &[S],
+        stdin: Option<&str>,
+    ) -> Result<String> {
         let mut all: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
         all.extend([OsStr::new("-n"), OsStr::new(&self.name)]);
         self.cluster.kubectl_with_stdin(&all, stdin)
     }
 
     /// Runs kubectl in this namespace and returns the raw output, whatever the exit status.
-    pub fn kubectl_output<S: AsRef<OsStr>>(&self, args: &[S], stdin: Option<&str>) -> Result<Output> {
+    pub fn kubectl_output<S: AsRef<OsStr>>(
+        &self,
+        args: &[S],
+        stdin: Option<&str>,
+    ) -> Result<Output> {
         let mut all: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
         all.extend([OsStr::new("-n"), OsStr::new(&self.name)]);
         self.cluster.kubectl_output(&all, stdin)
@@ -271,15 +311,23 @@ impl TestNamespace {
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        let _ = self
-            .cluster
-            .kubectl(&["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"]);
+        let _ = self.cluster.kubectl(&[
+            "delete",
+            "namespace",
+            &self.name,
+            "--wait=false",
+            "--ignore-not-found",
+        ]);
     }
 }
 
 /// Polls `check` until it returns `Some`, failing after `timeout` with the last error seen. Errors from
 /// `check` count as "not yet" (the API may be briefly unavailable), not as failure.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+pub fn wait_for<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
     let deadline = Instant::now() + timeout;
     let mut last_err = None;
     loop {
@@ -300,9 +348,10 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Res
 
 /// True when `obj.status.conditions` has `type` with `status`.
 pub fn condition_is(obj: &Value, type_: &str, status: &str) -> bool {
-    obj["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == type_ && c["status"] == status))
+    obj["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == type_ && c["status"] == status)
+    })
 }
 
 /// The CRD's `metadata.name`, read from `crds/modeldeployment.yaml`.
@@ -317,7 +366,8 @@ pub fn crd_name() -> Result<String> {
 /// The CRD document, parsed.
 pub fn crd_document() -> Result<Value> {
     let path = repo_root().join("crds/modeldeployment.yaml");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -337,7 +387,10 @@ pub fn yaml_files(dir: &str) -> Result<Vec<PathBuf>> {
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     format!("{prefix}-{:x}{:x}{n}", std::process::id(), nanos % 0x10000)
 }
 

@@ -8,7 +8,11 @@ fn crd_installs_and_is_established() -> Result<()> {
     let c = cluster()?;
     c.install_crd()?;
     let crd = c.kubectl_json(&["get", "crd", &crd_name()?])?;
-    ensure!(condition_is(&crd, "NamesAccepted", "True"), "names not accepted: {}", crd["status"]);
+    ensure!(
+        condition_is(&crd, "NamesAccepted", "True"),
+        "names not accepted: {}",
+        crd["status"]
+    );
     // A non-structural schema is accepted for storage but flagged with this condition.
     ensure!(
         !condition_is(&crd, "NonStructuralSchema", "True"),

@@ -8,23 +8,49 @@ fn deployment_of_three_becomes_available_on_kwok_nodes() -> Result<()> {
     let c = cluster()?;
     let ns = c.namespace("deploy")?;
     // The image is never pulled: KWOK fakes the pod lifecycle.
-    ns.kubectl(&["create", "deployment", "web", "--image=registry.invalid/web:1", "--replicas=3"])?;
+    ns.kubectl(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=registry.invalid/web:1",
+        "--replicas=3",
+    ])?;
 
-    let dep = wait_for(DEFAULT_WAIT, "deployment/web Available with 3 replicas", || {
-        let d = ns.kubectl_json(&["get", "deployment", "web"])?;
-        let ok = condition_is(&d, "Available", "True") && d["status"]["availableReplicas"] == 3;
-        Ok(ok.then_some(d))
-    })?;
-    ensure!(dep["status"]["readyReplicas"] == 3, "readyReplicas: {}", dep["status"]);
+    let dep = wait_for(
+        DEFAULT_WAIT,
+        "deployment/web Available with 3 replicas",
+        || {
+            let d = ns.kubectl_json(&["get", "deployment", "web"])?;
+            let ok = condition_is(&d, "Available", "True") && d["status"]["availableReplicas"] == 3;
+            Ok(ok.then_some(d))
+        },
+    )?;
+    ensure!(
+        dep["status"]["readyReplicas"] == 3,
+        "readyReplicas: {}",
+        dep["status"]
+    );
 
     let pods = ns.kubectl_json(&["get", "pods", "-l", "app=web"])?;
     let items = pods["items"].as_array().cloned().unwrap_or_default();
     ensure!(items.len() == 3, "expected 3 pods, got {}", items.len());
     for p in &items {
         let node = p["spec"]["nodeName"].as_str().unwrap_or("");
-        ensure!(node.starts_with("kwok-node-"), "pod scheduled to {node:?}, not a KWOK node");
-        ensure!(p["status"]["phase"] == "Running", "pod phase {}", p["status"]["phase"]);
-        ensure!(p["status"]["podIP"].as_str().is_some_and(|ip| !ip.is_empty()), "pod without IP");
+        ensure!(
+            node.starts_with("kwok-node-"),
+            "pod scheduled to {node:?}, not a KWOK node"
+        );
+        ensure!(
+            p["status"]["phase"] == "Running",
+            "pod phase {}",
+            p["status"]["phase"]
+        );
+        ensure!(
+            p["status"]["podIP"]
+                .as_str()
+                .is_some_and(|ip| !ip.is_empty()),
+            "pod without IP"
+        );
     }
     Ok(())
 }

@@ -12,13 +12,30 @@ fn every_example_passes_server_side_dry_run() -> Result<()> {
     ensure!(!files.is_empty(), "no YAML files in manifests/examples");
     let mut refused = Vec::new();
     for f in &files {
-        let out = ns.kubectl_output(&["apply".as_ref(), "--dry-run=server".as_ref(), "-f".as_ref(), f.as_os_str()], None)?;
+        let out = ns.kubectl_output(
+            &[
+                "apply".as_ref(),
+                "--dry-run=server".as_ref(),
+                "-f".as_ref(),
+                f.as_os_str(),
+            ],
+            None,
+        )?;
         if !out.status.success() {
-            refused.push(format!("{}: {}", f.display(), String::from_utf8_lossy(&out.stderr).trim()));
+            refused.push(format!(
+                "{}: {}",
+                f.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
         }
     }
     if !refused.is_empty() {
-        bail!("{} of {} examples refused:\n{}", refused.len(), files.len(), refused.join("\n"));
+        bail!(
+            "{} of {} examples refused:\n{}",
+            refused.len(),
+            files.len(),
+            refused.join("\n")
+        );
     }
     Ok(())
 }

@@ -8,8 +8,13 @@ fn explain_prints_the_model_uri_doc() -> Result<()> {
     let c = cluster()?;
     c.install_crd()?;
     let crd = crd_document()?;
-    let versions = crd["spec"]["versions"].as_array().context("CRD without versions")?;
-    let served = versions.iter().find(|v| v["storage"] == true).context("CRD without a storage version")?;
+    let versions = crd["spec"]["versions"]
+        .as_array()
+        .context("CRD without versions")?;
+    let served = versions
+        .iter()
+        .find(|v| v["storage"] == true)
+        .context("CRD without a storage version")?;
     let doc = served["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["model"]["properties"]["uri"]
         ["description"]
         .as_str()
@@ -23,6 +28,9 @@ fn explain_prints_the_model_uri_doc() -> Result<()> {
         let out = c.kubectl_output(&["explain", "modeldeployment.spec.model.uri"], None)?;
         let text = String::from_utf8_lossy(&out.stdout);
         let normalised = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        Ok((out.status.success() && normalised.contains("FIELD: uri") && normalised.contains(&want)).then_some(()))
+        Ok((out.status.success()
+            && normalised.contains("FIELD: uri")
+            && normalised.contains(&want))
+        .then_some(()))
     })
 }

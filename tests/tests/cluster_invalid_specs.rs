@@ -13,27 +13,54 @@ fn every_invalid_spec_is_refused_with_its_message() -> Result<()> {
     c.install_crd()?;
     let ns = c.namespace("invalid")?;
     let files = yaml_files("tests/specs/invalid")?;
-    ensure!(files.len() >= MIN_CASES, "only {} invalid specs, want >= {MIN_CASES}", files.len());
+    ensure!(
+        files.len() >= MIN_CASES,
+        "only {} invalid specs, want >= {MIN_CASES}",
+        files.len()
+    );
     let mut wrong = Vec::new();
     for f in &files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         let fragment = text
             .lines()
             .next()
             .and_then(|l| l.strip_prefix("# expect:"))
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .with_context(|| format!("{}: first line must be `# expect: <fragment>`", f.display()))?;
-        let out = ns.kubectl_output(&["apply".as_ref(), "--dry-run=server".as_ref(), "-f".as_ref(), f.as_os_str()], None)?;
+            .with_context(|| {
+                format!("{}: first line must be `# expect: <fragment>`", f.display())
+            })?;
+        let out = ns.kubectl_output(
+            &[
+                "apply".as_ref(),
+                "--dry-run=server".as_ref(),
+                "-f".as_ref(),
+                f.as_os_str(),
+            ],
+            None,
+        )?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         if out.status.success() {
-            wrong.push(format!("{}: accepted, expected refusal with {fragment:?}", f.display()));
+            wrong.push(format!(
+                "{}: accepted, expected refusal with {fragment:?}",
+                f.display()
+            ));
         } else if !stderr.contains(fragment) {
-            wrong.push(format!("{}: refused without {fragment:?}: {}", f.display(), stderr.trim()));
+            wrong.push(format!(
+                "{}: refused without {fragment:?}: {}",
+                f.display(),
+                stderr.trim()
+            ));
         }
     }
     if !wrong.is_empty() {
-        bail!("{} of {} invalid specs misjudged:\n{}", wrong.len(), files.len(), wrong.join("\n"));
+        bail!(
+            "{} of {} invalid specs misjudged:\n{}",
+            wrong.len(),
+            files.len(),
+            wrong.join("\n")
+        );
     }
     Ok(())
 }

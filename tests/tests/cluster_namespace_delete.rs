@@ -8,18 +8,39 @@ fn deleting_a_namespace_removes_its_objects() -> Result<()> {
     let c = cluster()?;
     let name = unique_name("nsdel");
     c.kubectl(&["create", "namespace", &name])?;
-    c.kubectl(&["create", "configmap", "cm", "--from-literal=k=v", "-n", &name])?;
-    c.kubectl(&["create", "deployment", "web", "--image=registry.invalid/web:1", "--replicas=2", "-n", &name])?;
+    c.kubectl(&[
+        "create",
+        "configmap",
+        "cm",
+        "--from-literal=k=v",
+        "-n",
+        &name,
+    ])?;
+    c.kubectl(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=registry.invalid/web:1",
+        "--replicas=2",
+        "-n",
+        &name,
+    ])?;
     // Wait for the deployment's ReplicaSet so the garbage collector has an owner chain to follow.
     wait_for(DEFAULT_WAIT, "a ReplicaSet of deployment/web", || {
         let rs = c.kubectl_json(&["get", "replicasets", "-n", &name])?;
-        Ok(rs["items"].as_array().is_some_and(|a| !a.is_empty()).then_some(()))
+        Ok(rs["items"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+            .then_some(()))
     })?;
 
     c.kubectl(&["delete", "namespace", &name, "--wait=false"])?;
     wait_for(DEFAULT_WAIT, &format!("namespace {name} gone"), || {
         let out = c.kubectl_output(&["get", "namespace", &name], None)?;
-        Ok((!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NotFound")).then_some(()))
+        Ok(
+            (!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NotFound"))
+                .then_some(()),
+        )
     })?;
     // With the namespace gone, nothing of it may be left anywhere.
     for kind in ["configmaps", "deployments", "replicasets", "pods"] {

@@ -18,8 +18,13 @@ fn kubectl_scale_sets_the_replicas() -> Result<()> {
     ns.kubectl(&["scale", "mdep/x", "--replicas=3"])?;
 
     let crd = crd_document()?;
-    let versions = crd["spec"]["versions"].as_array().context("CRD without versions")?;
-    let storage = versions.iter().find(|v| v["storage"] == true).context("no storage version")?;
+    let versions = crd["spec"]["versions"]
+        .as_array()
+        .context("CRD without versions")?;
+    let storage = versions
+        .iter()
+        .find(|v| v["storage"] == true)
+        .context("no storage version")?;
     let spec_path = storage["subresources"]["scale"]["specReplicasPath"]
         .as_str()
         .context("the CRD has no scale subresource")?;
@@ -28,7 +33,11 @@ fn kubectl_scale_sets_the_replicas() -> Result<()> {
         Ok((json_path(&obj, spec_path) == Some(&Value::from(3))).then_some(()))
     })?;
     let scale = ns.kubectl_json(&["get", "mdep", "x", "--subresource=scale"])?;
-    ensure!(scale["spec"]["replicas"] == 3, "scale subresource says {}", scale["spec"]);
+    ensure!(
+        scale["spec"]["replicas"] == 3,
+        "scale subresource says {}",
+        scale["spec"]
+    );
     Ok(())
 }
 
@@ -47,5 +56,7 @@ fn first_example_modeldeployment() -> Result<Value> {
 
 /// Follows a `.a.b.c` path as used by `specReplicasPath`.
 fn json_path<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
-    path.trim_start_matches('.').split('.').try_fold(v, |v, k| v.get(k))
+    path.trim_start_matches('.')
+        .split('.')
+        .try_fold(v, |v, k| v.get(k))
 }
