@@ -1,0 +1,48 @@
+//! Identity strings of the API: group, label and annotation keys, the field manager, ports, container names.
+//!
+//! One source of truth: every other crate imports these instead of writing the strings again.
+
+/// API group of the ModelDeployment resource.
+pub const GROUP: &str = "serving.tractor.dev";
+/// API version of the ModelDeployment resource.
+pub const VERSION: &str = "v1alpha1";
+/// Field manager for every server-side apply the operator does.
+pub const FIELD_MANAGER: &str = "tractor";
+
+/// `app.kubernetes.io/name` on every object the operator creates.
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+/// Value of [`LABEL_NAME`]: all model-serving objects share it.
+pub const LABEL_NAME_VALUE: &str = "tractor-model";
+/// `app.kubernetes.io/instance`: the ModelDeployment's name.
+pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+/// `app.kubernetes.io/managed-by`.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`LABEL_MANAGED_BY`].
+pub const LABEL_MANAGED_BY_VALUE: &str = "tractor";
+/// `serving.tractor.dev/model`: the ModelDeployment's name (the selector key of its Service).
+pub const LABEL_MODEL: &str = "serving.tractor.dev/model";
+/// `serving.tractor.dev/revision`: the model revision an object belongs to.
+pub const LABEL_REVISION: &str = "serving.tractor.dev/revision";
+/// `serving.tractor.dev/component`: `optimize` or `server`, so watches can be narrowed by role.
+pub const LABEL_COMPONENT: &str = "serving.tractor.dev/component";
+
+/// Name of the inference server container in serving pods; user containers may not take it.
+pub const SERVER_CONTAINER: &str = "server";
+/// HTTP port of the server: V2 REST, `/metrics`, health.
+pub const HTTP_PORT: i32 = 8080;
+/// gRPC port of the server: `inference.GRPCInferenceService`.
+pub const GRPC_PORT: i32 = 8081;
+
+/// The labels every object of a ModelDeployment's revision carries, as the architecture contract says.
+pub fn common_labels(model: &str, revision: &str) -> std::collections::BTreeMap<String, String> {
+    [
+        (LABEL_NAME, LABEL_NAME_VALUE),
+        (LABEL_INSTANCE, model),
+        (LABEL_MANAGED_BY, LABEL_MANAGED_BY_VALUE),
+        (LABEL_MODEL, model),
+        (LABEL_REVISION, revision),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}

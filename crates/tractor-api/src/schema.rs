@@ -1,0 +1,58 @@
+//! Defaults of the spec, shared by serde and the CRD schema so stored objects and typed reads agree.
+
+pub(crate) fn default_true() -> bool {
+    true
+}
+
+/// Half an hour: an optimize Job on a large model with `precision: auto` times several candidates.
+pub(crate) fn default_optimize_deadline() -> i64 {
+    1800
+}
+
+pub(crate) fn default_backoff_limit() -> i32 {
+    1
+}
+
+pub(crate) fn default_max_batch_size() -> i32 {
+    8
+}
+
+/// 500 µs: small next to a network round trip, long enough to gather a batch under load.
+pub(crate) fn default_max_delay_micros() -> i32 {
+    500
+}
+
+pub(crate) fn default_token_key() -> String {
+    "token".to_owned()
+}
+
+pub(crate) fn default_min_replicas() -> i32 {
+    1
+}
+
+/// The HPA's sync period.
+pub(crate) fn default_interval() -> String {
+    "15s".to_owned()
+}
+
+/// The HPA's `--horizontal-pod-autoscaler-tolerance`.
+pub(crate) fn default_tolerance() -> f64 {
+    0.1
+}
+
+pub(crate) fn default_quantile() -> f64 {
+    0.95
+}
+
+pub(crate) fn default_accuracy_window() -> String {
+    "10m".to_owned()
+}
+
+pub(crate) fn default_pause() -> String {
+    "1m".to_owned()
+}
+
+/// One failed check is tolerated: a single noisy scrape should not roll back a good canary.
+pub(crate) fn default_failure_limit() -> i32 {
+    1
+}

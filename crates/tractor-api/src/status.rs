@@ -1,0 +1,191 @@
+//! `ModelDeployment.status`: what the operator reports, in shapes `kubectl wait`, kstatus and Argo CD read.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{Datatype, EvalMetric, ModelFormat, Precision};
+
+/// Observed state of a ModelDeployment.
+///
+/// Example:
+/// ```yaml
+/// observedGeneration: 3
+/// phase: Ready
+/// conditions: [{type: Ready, status: "True", reason: Available, message: "2/2 replicas ready", ...}]
+/// replicas: 2
+/// readyReplicas: 2
+/// url: http://digits.default.svc:8080/v2/models/digits
+/// ```
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeploymentStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// One word for humans; conditions are the machine-readable truth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Ready, Reconciling, Stalled, ModelReady, Available, ScalingActive and Degraded, in metav1.Condition shape.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The model being served, as the optimize Job reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelStatus>,
+    /// Model revisions: the current target, the last stable one, and a canary in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<RevisionStatus>,
+    /// Serving pods, all revisions together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Serving pods that pass their readiness probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// Replica count the autoscaler decided last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<i32>,
+    /// Label selector of the serving pods, in string form (for the `/scale` subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// When the autoscaler last changed the replica count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+    /// The last metric values read from Prometheus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricSnapshot>,
+    /// In-cluster URL of the V2 model endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// One word on where a ModelDeployment stands.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepted, nothing started yet.
+    Pending,
+    /// The optimize Job is running.
+    Optimizing,
+    /// Serving pods of a new revision are rolling out (or a canary is in progress).
+    RollingOut,
+    /// Serving the current revision with every replica ready.
+    Ready,
+    /// Serving, but below an accuracy floor or short of replicas.
+    Degraded,
+    /// Cannot make progress without a spec change (e.g. the optimize Job failed).
+    Failed,
+}
+
+/// The served model as the optimize Job reported it.
+///
+/// Example: `{sourceDigest: "sha256:3f2a...", artifactDigest: "sha256:9c1e...", format: nnef, precision: f16, sizeBytes: 81234}`
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelStatus {
+    /// SHA-256 of the source model file, `sha256:<hex>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_digest: Option<String>,
+    /// SHA-256 of the served artifact, `sha256:<hex>`; serving pods refuse any other bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_digest: Option<String>,
+    /// Format of the source model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ModelFormat>,
+    /// Precision of the served artifact (never `auto`: the choice made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<Precision>,
+    /// Size of the served artifact in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<i64>,
+    /// Model inputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<TensorSignature>,
+    /// Model outputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<TensorSignature>,
+    /// Scores on the evaluation set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scores: Option<Scores>,
+    /// Why this precision was served (e.g. `int8 lost 0.031 accuracy, over maxRegression 0.01; served f16`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Name, type and shape of one model input or output.
+///
+/// Example: `{name: input, datatype: FP32, shape: [-1, 64]}`
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TensorSignature {
+    /// Tensor name.
+    pub name: String,
+    /// Element type.
+    pub datatype: Datatype,
+    /// Dimensions; `-1` is a free dimension.
+    pub shape: Vec<i64>,
+}
+
+/// Evaluation scores, unoptimized and served.
+///
+/// Example: `{metric: accuracy, baseline: 0.972, optimized: 0.969}`
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Scores {
+    /// The metric both scores use.
+    pub metric: EvalMetric,
+    /// Score of the unoptimized (f32) model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<f64>,
+    /// Score of the served artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimized: Option<f64>,
+}
+
+/// Model revisions in play.
+///
+/// Example: `{current: 7f3a9c2e1b, stable: 7f3a9c2e1b}` or, mid-canary, `{current: c41d..., stable: 7f3a..., canary: c41d..., canaryWeight: 25, canaryStep: 1}`
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionStatus {
+    /// Revision the spec asks for (hash of the model source and optimize recipe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
+    /// Last revision that was fully rolled out and healthy; rollbacks return here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<String>,
+    /// Revision under canary analysis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
+    /// Percentage of traffic on the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_weight: Option<i32>,
+    /// Index of the canary step in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_step: Option<i32>,
+    /// A revision that failed (optimize or canary analysis) and is not retried until the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
+}
+
+/// Last metric values read from Prometheus.
+///
+/// Example: `{time: "2026-11-27T10:00:00Z", latencyP95Millis: 12.5, requestsPerSecond: 340, errorRate: 0, accuracy: 0.97}`
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricSnapshot {
+    /// When the values were read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+    /// p95 request latency in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p95_millis: Option<f64>,
+    /// Requests per second, all replicas together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<f64>,
+    /// Share of failed requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<f64>,
+    /// Rolling online accuracy from feedback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test. The end-to-end tests need the local cluster: reuse one that is up, else start one here and
+# stop it when the tests end, so a CI run leaves no processes behind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo test --locked --workspace --exclude tractor-e2e
+
+started=0
+if ! tests/cluster/cluster.sh status >/dev/null 2>&1; then
+  tests/cluster/cluster.sh up
+  started=1
+fi
+cleanup() { if [ "$started" = 1 ]; then tests/cluster/cluster.sh down || true; fi; }
+trap cleanup EXIT
+
+cargo test --locked -p tractor-e2e -- --test-threads=2
