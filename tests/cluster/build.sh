@@ -55,7 +55,6 @@ fi
 command -v go >/dev/null || { log "go not found on PATH"; exit 1; }
 mkdir -p "$BIN"
 export CGO_ENABLED=0        # static, like upstream release binaries; no C toolchain needed
-export GOFLAGS="${GOFLAGS:-} -trimpath"
 
 built=0
 # build NAME MODULE_DIR PACKAGE LDFLAGS: builds into a temp file and renames, so an interrupted build
@@ -68,7 +67,7 @@ build() {
   fi
   log "$name: building $pkg (cold builds take minutes; go prints nothing meanwhile)"
   local t0=$SECONDS
-  (cd "$here/$dir" && go build -ldflags "$ldf" -o "$BIN/.$name.tmp" "$pkg")
+  (cd "$here/$dir" && go build -trimpath -ldflags "$ldf" -o "$BIN/.$name.tmp" "$pkg")
   mv -f "$BIN/.$name.tmp" "$BIN/$name"
   log "$name: built in $((SECONDS - t0))s"
   built=$((built + 1))
