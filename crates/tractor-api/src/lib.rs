@@ -5,6 +5,7 @@
 
 pub mod conditions;
 pub mod names;
+pub mod report;
 pub mod revision;
 mod schema;
 pub mod spec;
