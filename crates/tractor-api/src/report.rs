@@ -140,6 +140,7 @@ impl OptimizeReport {
     /// The `status.model` section this report describes.
     pub fn model_status(&self) -> ModelStatus {
         ModelStatus {
+            revision: None,
             source_digest: self.source_digest.clone(),
             artifact_digest: self.artifact_digest.clone(),
             format: self.format,

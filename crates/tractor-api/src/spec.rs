@@ -81,6 +81,8 @@ use crate::status::ModelDeploymentStatus;
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[kube(validation = Rule::new("self.metadata.name.size() <= 52 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+    .message("metadata.name must be a DNS-1035 label of at most 52 characters: it names the Service, and with the revision the Jobs").reason(Reason::FieldValueInvalid))]
 #[x_kube(validation = Rule::new("!(has(self.serving) && has(self.serving.replicas) && has(self.autoscaling))")
     .message("spec.serving.replicas and spec.autoscaling are exclusive: the autoscaler owns the replica count").reason(Reason::FieldValueForbidden))]
 #[x_kube(validation = Rule::new("!has(self.rollout) || !has(self.rollout.rollbackOnAccuracyDrop) || !self.rollout.rollbackOnAccuracyDrop || (has(self.autoscaling) && self.autoscaling.metrics.exists(m, m.type == 'Accuracy')) || (has(self.rollout.canary) && has(self.rollout.canary.analysis) && has(self.rollout.canary.analysis.minAccuracy))")

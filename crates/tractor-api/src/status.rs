@@ -82,6 +82,9 @@ pub enum Phase {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelStatus {
+    /// Model revision this artifact was built for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
     /// SHA-256 of the source model file, `sha256:<hex>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_digest: Option<String>,
