@@ -205,6 +205,14 @@ status:
   phase: Running
 "
   done
+  # A smaller KWOK_NODES than last time: drop the surplus nodes so the count is what was asked for.
+  local n
+  for n in $("$kubectl" --kubeconfig "$KUBECONFIG_PATH" get nodes -l type=kwok -o name); do
+    i=${n##*/kwok-node-}
+    if [[ "$i" =~ ^[0-9]+$ ]] && ((i >= NODES)); then
+      "$kubectl" --kubeconfig "$KUBECONFIG_PATH" delete "$n" --wait=false >/dev/null
+    fi
+  done
   if ((NODES > 0)); then
     echo "$manifest" | "$kubectl" --kubeconfig "$KUBECONFIG_PATH" apply -f - >/dev/null
     "$kubectl" --kubeconfig "$KUBECONFIG_PATH" wait --for=condition=Ready node -l type=kwok --timeout="${TIMEOUT}s" >/dev/null
