@@ -33,6 +33,17 @@ pub const HTTP_PORT: i32 = 8080;
 /// gRPC port of the server: `inference.GRPCInferenceService`.
 pub const GRPC_PORT: i32 = 8081;
 
+/// `serving.tractor.dev/spec-hash`: hash of what the operator applied to a child; equal hash, no write.
+pub const ANNOTATION_SPEC_HASH: &str = "serving.tractor.dev/spec-hash";
+
+/// Component label value of optimize Job pods.
+pub const COMPONENT_OPTIMIZE: &str = "optimize";
+/// Component label value of serving pods.
+pub const COMPONENT_SERVER: &str = "server";
+
+/// File name `tractor optimize --out DIR` writes the served artifact (tract NNEF archive) to.
+pub const ARTIFACT_FILE: &str = "model.nnef.tgz";
+
 /// The labels every object of a ModelDeployment's revision carries, as the architecture contract says.
 pub fn common_labels(model: &str, revision: &str) -> std::collections::BTreeMap<String, String> {
     [

@@ -1,1 +1,173 @@
-//! placeholder
+//! The tractor operator: watches ModelDeployments and reconciles each into an optimize Job, a serving
+//! Deployment, a Service, a PodDisruptionBudget and a NetworkPolicy, with a truthful status.
+
+pub mod admin;
+pub mod build;
+pub mod error;
+pub mod leader;
+pub mod metrics;
+pub mod reconcile;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::ListParams;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client};
+use tracing::{error, info};
+use tractor_api::ModelDeployment;
+
+use crate::build::BuildConfig;
+use crate::reconcile::{Context, error_policy, managed_selector, reconcile};
+
+/// `tractor operator` flags; each has an environment fallback.
+#[derive(clap::Args, Debug, Clone)]
+pub struct OperatorArgs {
+    /// Watch one namespace only (default: all namespaces).
+    #[arg(long, env = "TRACTOR_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Image for optimize Jobs and serving pods (default: the operator's own, from `TRACTOR_IMAGE`).
+    #[arg(long, env = "TRACTOR_IMAGE", default_value = "tractor:dev")]
+    pub image: String,
+    /// Prometheus base URL for autoscaling and canary analysis.
+    #[arg(long, env = "TRACTOR_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
+    /// Act only while holding the `tractor-operator` Lease, so several replicas can run.
+    #[arg(long, env = "TRACTOR_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Namespace of the leader Lease (default: the pod's namespace from `POD_NAMESPACE`, else `default`).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub leader_namespace: String,
+    /// Address of `/live`, `/ready` and `/metrics`.
+    #[arg(long, env = "TRACTOR_ADMIN_ADDR", default_value = "0.0.0.0:8090")]
+    pub admin_addr: SocketAddr,
+}
+
+/// Runs the operator until SIGTERM/ctrl-c (or loss of leadership).
+pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
+    let OperatorArgs {
+        namespace,
+        image,
+        prometheus_url,
+        leader_elect,
+        leader_namespace,
+        admin_addr,
+    } = args;
+    // Read by the autoscaler (a later step); accepted now so manifests can set it.
+    let _ = prometheus_url;
+    let client = Client::try_default()
+        .await
+        .map_err(error::StartError::Client)?;
+    let metrics = metrics::Metrics::new().map_err(error::StartError::Metrics)?;
+    let admin_state = admin::Admin {
+        ready: Arc::default(),
+        metrics: metrics.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(admin_addr)
+        .await
+        .map_err(|e| error::StartError::Bind(admin_addr, e))?;
+    info!(%admin_addr, "admin server listening");
+    let admin_router_state = admin_state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, admin::router(admin_router_state)).await {
+            error!(error = %e, "admin server stopped");
+        }
+    });
+
+    let mds: Api<ModelDeployment> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    // Start-up check: a missing CRD is a clear error, not an endless watch retry.
+    mds.list(&ListParams::default().limit(1))
+        .await
+        .map_err(error::StartError::CrdMissing)?;
+
+    let elector = leader_elect.then(|| {
+        let identity = std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| format!("tractor-{}", std::process::id()));
+        leader::Elector::new(
+            client.clone(),
+            &leader_namespace,
+            "tractor-operator",
+            identity,
+        )
+    });
+    if let Some(elector) = &elector {
+        elector
+            .acquire()
+            .await
+            .map_err(error::StartError::Election)?;
+    }
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        build: BuildConfig { image },
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "tractor".into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        ),
+        metrics,
+    });
+    let children = watcher::Config::default().labels(&managed_selector());
+    let api_for = |c: &Client| -> (Api<Deployment>, Api<Job>, Api<Service>) {
+        match &namespace {
+            Some(ns) => (
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c.clone(), ns),
+            ),
+            None => (
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+            ),
+        }
+    };
+    let (deployments, jobs, services) = api_for(&client);
+    let controller = Controller::new(mds, watcher::Config::default().any_semantic())
+        .owns(deployments, children.clone())
+        .owns(jobs, children.clone())
+        .owns(services, children)
+        .shutdown_on_signal();
+    let store = controller.store();
+    let ready = admin_state.ready.clone();
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            ready.store(true, Ordering::Release);
+            info!("first watch sync done: ready");
+        }
+    });
+    let run = controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile loop");
+            }
+        });
+    match &elector {
+        Some(elector) => {
+            tokio::select! {
+                () = run => {}
+                () = elector.hold() => {
+                    error!("lost leadership: exiting so a follower takes over");
+                    return Err(error::StartError::LostLeadership);
+                }
+            }
+        }
+        None => run.await,
+    }
+    info!("operator stopped");
+    Ok(())
+}

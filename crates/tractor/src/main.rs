@@ -1,11 +1,14 @@
 //! The one tractor binary: each subcommand wires a crate of the workspace to the command line.
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// tractor: trained model in, served, monitored and autoscaled endpoint out.
 #[derive(Parser, Debug)]
 #[command(name = "tractor", version, about)]
 struct Cli {
+    /// Log line format.
+    #[arg(long, env = "TRACTOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain, global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -14,12 +17,48 @@ struct Cli {
 enum Command {
     /// Print the ModelDeployment CustomResourceDefinition as YAML.
     Crd,
+    /// Watch ModelDeployments and reconcile them into Jobs, Deployments and Services.
+    Operator(tractor_operator::OperatorArgs),
+}
+
+/// How log lines are written.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn main() -> anyhow::Result<()> {
-    let Cli { command } = Cli::parse();
+    let Cli {
+        log_format,
+        command,
+    } = Cli::parse();
     match command {
         Command::Crd => print!("{}", tractor_api::crd_yaml()),
+        Command::Operator(args) => {
+            init_tracing(log_format);
+            runtime()?.block_on(tractor_operator::run(args))?;
+        }
     }
     Ok(())
 }

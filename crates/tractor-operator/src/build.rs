@@ -1,0 +1,857 @@
+//! Pure builders: one function per child object, from a validated ModelDeployment to the object to apply.
+//!
+//! How a serving pod gets its artifact: with no artifact store configured, an init container re-derives it
+//! from the source with the recipe the optimize Job recorded (`tractor optimize` is deterministic for a fixed
+//! precision), and the server refuses to start unless the bytes hash to `status.model.artifactDigest`. So a
+//! pod serves exactly what the Job evaluated, or nothing.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+use sha2::{Digest, Sha256};
+use tractor_api::names::{self, ARTIFACT_FILE, GRPC_PORT, HTTP_PORT, SERVER_CONTAINER};
+use tractor_api::{ModelDeployment, ModelStatus, Precision};
+
+use crate::validate::{Location, Validated};
+
+/// Where a `configmap://` or `pvc://` model source is mounted, read-only.
+const SOURCE_DIR: &str = "/var/run/tractor/source";
+/// Where a `configmap://` or `pvc://` evaluation set is mounted, read-only.
+const DATASET_DIR: &str = "/var/run/tractor/dataset";
+/// Scratch folder the artifact is written to (an emptyDir: the root filesystem is read-only).
+const ARTIFACT_DIR: &str = "/var/lib/tractor/model";
+const TLS_DIR: &str = "/var/run/tractor/tls";
+const AUTH_DIR: &str = "/var/run/tractor/auth";
+/// Non-root user of every tractor container (the distroless `nonroot` uid).
+const RUN_AS: i64 = 65532;
+
+/// Operator settings the builders need.
+#[derive(Clone, Debug)]
+pub struct BuildConfig {
+    /// Image with the `tractor` binary, for Jobs and serving pods.
+    pub image: String,
+}
+
+/// Name of the optimize Job of a revision.
+pub fn job_name(md_name: &str, revision: &str) -> String {
+    format!("{md_name}-{revision}")
+}
+
+fn owner(md: &ModelDeployment) -> Option<OwnerReference> {
+    md.controller_owner_ref(&())
+}
+
+fn meta(md: &ModelDeployment, name: String, labels: BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: md.metadata.namespace.clone(),
+        labels: Some(labels),
+        owner_references: owner(md).map(|o| vec![o]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Labels selecting every serving pod of a ModelDeployment, whatever the revision: stable across revisions
+/// because a Deployment's selector is immutable.
+pub fn server_selector(md_name: &str) -> BTreeMap<String, String> {
+    [
+        (names::LABEL_MODEL.to_owned(), md_name.to_owned()),
+        (
+            names::LABEL_COMPONENT.to_owned(),
+            names::COMPONENT_SERVER.to_owned(),
+        ),
+    ]
+    .into()
+}
+
+/// The selector in string form, as `status.selector` carries it for `/scale`.
+pub fn server_selector_string(md_name: &str) -> String {
+    server_selector(md_name)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn labels(md_name: &str, revision: &str, component: &str) -> BTreeMap<String, String> {
+    let mut l = names::common_labels(md_name, revision);
+    l.insert(names::LABEL_COMPONENT.to_owned(), component.to_owned());
+    l
+}
+
+/// Stamps `object` with the hash of its own content, so an unchanged child is recognised without a write.
+pub fn with_spec_hash<T: serde::Serialize + Resource>(mut object: T) -> T {
+    let bytes = serde_json::to_vec(&object).unwrap_or_default();
+    let hash = hex::encode(Sha256::digest(&bytes))[..16].to_owned();
+    object
+        .meta_mut()
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(names::ANNOTATION_SPEC_HASH.to_owned(), hash);
+    object
+}
+
+/// The hash a child was applied with, if any.
+pub fn spec_hash<T: Resource>(object: &T) -> Option<&str> {
+    object
+        .meta()
+        .annotations
+        .as_ref()?
+        .get(names::ANNOTATION_SPEC_HASH)
+        .map(String::as_str)
+}
+
+fn restricted_container_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+fn restricted_pod_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        run_as_group: Some(RUN_AS),
+        fs_group: Some(RUN_AS),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_owned(),
+                key: key.to_owned(),
+                optional: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
+/// Volumes, mounts and environment a `tractor optimize` run needs to reach its source (and dataset).
+#[derive(Default)]
+struct SourceAccess {
+    volumes: Vec<Volume>,
+    mounts: Vec<VolumeMount>,
+    env: Vec<EnvVar>,
+}
+
+impl SourceAccess {
+    /// Mounts a `configmap://` or `pvc://` location and returns the local path the command should read.
+    fn locate(&mut self, location: &Location, volume: &str, dir: &str) -> String {
+        match location {
+            Location::Remote(uri) => uri.clone(),
+            Location::ConfigMap { name, key } => {
+                self.mount(
+                    Volume {
+                        name: volume.to_owned(),
+                        config_map: Some(ConfigMapVolumeSource {
+                            name: name.clone(),
+                            ..Default::default()
+                        }),
+                        ..Volume::default()
+                    },
+                    dir,
+                );
+                format!("{dir}/{key}")
+            }
+            Location::Pvc { claim, path } => {
+                self.mount(
+                    Volume {
+                        name: volume.to_owned(),
+                        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                            claim_name: claim.clone(),
+                            read_only: Some(true),
+                        }),
+                        ..Volume::default()
+                    },
+                    dir,
+                );
+                format!("{dir}/{path}")
+            }
+        }
+    }
+
+    fn mount(&mut self, volume: Volume, dir: &str) {
+        self.mounts.push(VolumeMount {
+            name: volume.name.clone(),
+            mount_path: dir.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        self.volumes.push(volume);
+    }
+}
+
+/// The `tractor optimize` command line and what it needs, for the Job (`evaluate`) or an init container.
+fn optimize_command(
+    v: &Validated,
+    precision: Precision,
+    evaluate: bool,
+) -> (Vec<String>, SourceAccess) {
+    let spec = &v.md.spec;
+    let mut access = SourceAccess::default();
+    let source = access.locate(&v.source, "model-source", SOURCE_DIR);
+    let mut args = vec!["optimize".to_owned(), "--source".to_owned(), source];
+    if let Some(sha) = &spec.model.sha256 {
+        args.extend(["--sha256".to_owned(), sha.clone()]);
+    }
+    args.extend([
+        "--out".to_owned(),
+        ARTIFACT_DIR.to_owned(),
+        "--precision".to_owned(),
+        precision_arg(precision),
+    ]);
+    if let Some(p) = &spec.optimize.pruning {
+        args.extend(["--prune-sparsity".to_owned(), p.sparsity.to_string()]);
+    }
+    if let (true, Some(eval), Some(dataset)) = (evaluate, &spec.optimize.evaluation, &v.dataset) {
+        let data = access.locate(dataset, "dataset", DATASET_DIR);
+        args.extend([
+            "--eval-data".to_owned(),
+            data,
+            "--metric".to_owned(),
+            metric_arg(eval.metric),
+        ]);
+        if let Some(min) = eval.min_score {
+            args.extend(["--min-score".to_owned(), min.to_string()]);
+        }
+        if let Some(max) = eval.max_regression {
+            args.extend(["--max-regression".to_owned(), max.to_string()]);
+        }
+    }
+    if let Some(s3) = &spec.model.s3 {
+        if let Some(endpoint) = &s3.endpoint {
+            access.env.push(env("AWS_ENDPOINT_URL", endpoint.clone()));
+        }
+        if let Some(region) = &s3.region {
+            access.env.push(env("AWS_REGION", region.clone()));
+        }
+        access.env.push(env(
+            "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
+            (!s3.path_style).to_string(),
+        ));
+        if let Some(secret) = s3.secret_ref.as_ref() {
+            // Referenced, never copied: the Secret's values reach only this container's environment.
+            access.env.push(secret_env(
+                "AWS_ACCESS_KEY_ID",
+                &secret.name,
+                "AWS_ACCESS_KEY_ID",
+            ));
+            access.env.push(secret_env(
+                "AWS_SECRET_ACCESS_KEY",
+                &secret.name,
+                "AWS_SECRET_ACCESS_KEY",
+            ));
+        }
+    }
+    (args, access)
+}
+
+fn precision_arg(p: Precision) -> String {
+    serde_json::to_value(p)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "f32".to_owned())
+}
+
+fn metric_arg(m: tractor_api::EvalMetric) -> String {
+    serde_json::to_value(m)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "accuracy".to_owned())
+}
+
+fn artifact_volume() -> (Volume, VolumeMount) {
+    (
+        Volume {
+            name: "artifact".to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+        VolumeMount {
+            name: "artifact".to_owned(),
+            mount_path: ARTIFACT_DIR.to_owned(),
+            ..VolumeMount::default()
+        },
+    )
+}
+
+/// The optimize Job of the current revision. Its report comes back through the container's termination
+/// message (`/dev/termination-log`), so the Job needs no API access at all.
+pub fn optimize_job(v: &Validated, config: &BuildConfig) -> Job {
+    let spec = &v.md.spec;
+    let labels = labels(&v.name, &v.revision, names::COMPONENT_OPTIMIZE);
+    let (args, mut access) = optimize_command(v, spec.optimize.precision, true);
+    let (artifact, artifact_mount) = artifact_volume();
+    access.volumes.push(artifact);
+    access.mounts.push(artifact_mount);
+    let container = Container {
+        name: names::COMPONENT_OPTIMIZE.to_owned(),
+        image: Some(config.image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        args: Some(args),
+        env: (!access.env.is_empty()).then_some(access.env),
+        volume_mounts: Some(access.mounts),
+        resources: spec.optimize.resources.clone(),
+        security_context: Some(restricted_container_context()),
+        termination_message_policy: Some("File".to_owned()),
+        ..Container::default()
+    };
+    Job {
+        metadata: meta(&v.md, job_name(&v.name, &v.revision), labels.clone()),
+        spec: Some(JobSpec {
+            backoff_limit: Some(spec.optimize.backoff_limit),
+            active_deadline_seconds: Some(spec.optimize.active_deadline_seconds),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".to_owned()),
+                    automount_service_account_token: Some(false),
+                    security_context: Some(restricted_pod_context()),
+                    containers: vec![container],
+                    volumes: Some(access.volumes),
+                    image_pull_secrets: spec
+                        .serving
+                        .pod
+                        .as_ref()
+                        .map(|p| p.image_pull_secrets.clone())
+                        .filter(|s| !s.is_empty()),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn http_probe(path: &str, tls: bool, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String("http".to_owned()),
+            scheme: Some(if tls { "HTTPS" } else { "HTTP" }.to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    }
+}
+
+/// Replica count the Deployment should have now.
+pub fn desired_replicas(md: &ModelDeployment) -> i32 {
+    match &md.spec.autoscaling {
+        Some(a) => md
+            .status
+            .as_ref()
+            .and_then(|s| s.desired_replicas)
+            .unwrap_or(a.min_replicas)
+            .clamp(a.min_replicas, a.max_replicas),
+        None => md.spec.serving.replicas.unwrap_or(1),
+    }
+}
+
+/// The serving Deployment for the model in `model` (the current revision's, or the last good one's while a
+/// new revision is optimizing or has failed).
+pub fn deployment(v: &Validated, model: &ModelStatus, config: &BuildConfig) -> Deployment {
+    let spec = &v.md.spec;
+    let serving = &spec.serving;
+    let revision = model.revision.clone().unwrap_or_else(|| v.revision.clone());
+    let mut pod_labels = serving
+        .pod
+        .as_ref()
+        .map(|p| p.labels.clone())
+        .unwrap_or_default();
+    // Ours last: a user label must never break the selector or the contract labels.
+    pod_labels.extend(labels(&v.name, &revision, names::COMPONENT_SERVER));
+    let mut annotations = serving
+        .pod
+        .as_ref()
+        .map(|p| p.annotations.clone())
+        .unwrap_or_default();
+    annotations.extend([
+        ("prometheus.io/scrape".to_owned(), "true".to_owned()),
+        ("prometheus.io/port".to_owned(), HTTP_PORT.to_string()),
+        ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
+    ]);
+    if serving.tls.is_some() {
+        annotations.insert("prometheus.io/scheme".to_owned(), "https".to_owned());
+    }
+
+    let precision = model.precision.unwrap_or(Precision::F32);
+    let (fetch_args, mut access) = optimize_command(v, precision, false);
+    let (artifact, artifact_mount) = artifact_volume();
+    access.volumes.push(artifact);
+    let artifact_hex = model
+        .artifact_digest
+        .as_deref()
+        .map(|d| d.trim_start_matches("sha256:").to_owned())
+        .unwrap_or_default();
+
+    let mut server_args = vec![
+        "serve".to_owned(),
+        "--model".to_owned(),
+        format!("{ARTIFACT_DIR}/{ARTIFACT_FILE}"),
+        "--name".to_owned(),
+        v.name.clone(),
+        "--sha256".to_owned(),
+        artifact_hex,
+        "--http-addr".to_owned(),
+        format!("0.0.0.0:{HTTP_PORT}"),
+        "--grpc-addr".to_owned(),
+        format!("0.0.0.0:{GRPC_PORT}"),
+    ];
+    if let Some(b) = &serving.batching {
+        server_args.extend([
+            "--max-batch-size".to_owned(),
+            b.max_batch_size.to_string(),
+            "--max-delay-micros".to_owned(),
+            b.max_delay_micros.to_string(),
+        ]);
+    }
+    if let Some(t) = serving.threads {
+        server_args.extend(["--threads".to_owned(), t.to_string()]);
+    }
+    let mut server_mounts = vec![VolumeMount {
+        read_only: Some(true),
+        ..artifact_mount.clone()
+    }];
+    if let Some(tls) = &serving.tls {
+        access.volumes.push(Volume {
+            name: "tls".to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls.secret_ref.name.clone()),
+                ..Default::default()
+            }),
+            ..Volume::default()
+        });
+        server_mounts.push(VolumeMount {
+            name: "tls".to_owned(),
+            mount_path: TLS_DIR.to_owned(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        server_args.extend([
+            "--tls-cert".to_owned(),
+            format!("{TLS_DIR}/tls.crt"),
+            "--tls-key".to_owned(),
+            format!("{TLS_DIR}/tls.key"),
+        ]);
+    }
+    if let Some(auth) = &serving.auth {
+        access.volumes.push(Volume {
+            name: "auth".to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(auth.secret_ref.name.clone()),
+                ..Default::default()
+            }),
+            ..Volume::default()
+        });
+        server_mounts.push(VolumeMount {
+            name: "auth".to_owned(),
+            mount_path: AUTH_DIR.to_owned(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        server_args.extend([
+            "--auth-token-file".to_owned(),
+            format!("{AUTH_DIR}/{}", auth.key),
+        ]);
+    }
+    let tls = serving.tls.is_some();
+
+    let fetch = Container {
+        name: "fetch".to_owned(),
+        image: Some(config.image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        args: Some(fetch_args),
+        env: (!access.env.is_empty()).then_some(access.env),
+        volume_mounts: Some(access.mounts.into_iter().chain([artifact_mount]).collect()),
+        resources: spec.optimize.resources.clone(),
+        security_context: Some(restricted_container_context()),
+        ..Container::default()
+    };
+    let server = Container {
+        name: SERVER_CONTAINER.to_owned(),
+        image: Some(config.image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        args: Some(server_args),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".to_owned()),
+                container_port: HTTP_PORT,
+                protocol: Some("TCP".to_owned()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("grpc".to_owned()),
+                container_port: GRPC_PORT,
+                protocol: Some("TCP".to_owned()),
+                ..Default::default()
+            },
+        ]),
+        readiness_probe: Some(http_probe("/v2/health/ready", tls, 2, 2)),
+        liveness_probe: Some(http_probe("/v2/health/live", tls, 10, 3)),
+        // Loading and warming a large model can take a while; liveness waits for it.
+        startup_probe: Some(http_probe("/v2/health/live", tls, 2, 90)),
+        resources: serving.resources.clone(),
+        security_context: Some(restricted_container_context()),
+        volume_mounts: Some(server_mounts),
+        ..Container::default()
+    };
+    let pod = serving.pod.clone().unwrap_or_default();
+    let mut containers = vec![server];
+    containers.extend(serving.containers.iter().cloned());
+
+    Deployment {
+        metadata: meta(
+            &v.md,
+            v.name.clone(),
+            labels(&v.name, &revision, names::COMPONENT_SERVER),
+        ),
+        spec: Some(DeploymentSpec {
+            replicas: Some(desired_replicas(&v.md)),
+            selector: LabelSelector {
+                match_labels: Some(server_selector(&v.name)),
+                match_expressions: None,
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                // Never below the desired capacity while a new revision comes up.
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::String("25%".to_owned())),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    init_containers: Some(vec![fetch]),
+                    containers,
+                    volumes: Some(access.volumes),
+                    security_context: Some(restricted_pod_context()),
+                    automount_service_account_token: Some(false),
+                    node_selector: (!pod.node_selector.is_empty()).then_some(pod.node_selector),
+                    tolerations: (!pod.tolerations.is_empty()).then_some(pod.tolerations),
+                    affinity: pod.affinity,
+                    priority_class_name: pod.priority_class_name,
+                    service_account_name: pod.service_account_name,
+                    image_pull_secrets: (!pod.image_pull_secrets.is_empty())
+                        .then_some(pod.image_pull_secrets),
+                    termination_grace_period_seconds: Some(30),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn serving_port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.to_owned()),
+        port,
+        target_port: Some(IntOrString::String(name.to_owned())),
+        protocol: Some("TCP".to_owned()),
+        app_protocol: Some(
+            if name == "grpc" {
+                "kubernetes.io/h2c"
+            } else {
+                "http"
+            }
+            .to_owned(),
+        ),
+        ..ServicePort::default()
+    }
+}
+
+/// The Service: same name as the ModelDeployment, every revision's serving pods behind it.
+pub fn service(v: &Validated) -> Service {
+    Service {
+        metadata: meta(
+            &v.md,
+            v.name.clone(),
+            labels(&v.name, &v.revision, names::COMPONENT_SERVER),
+        ),
+        spec: Some(ServiceSpec {
+            selector: Some(server_selector(&v.name)),
+            ports: Some(vec![
+                serving_port("http", HTTP_PORT),
+                serving_port("grpc", GRPC_PORT),
+            ]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// A PodDisruptionBudget keeping all but one serving pod through voluntary disruptions (with 2+ replicas).
+pub fn pod_disruption_budget(v: &Validated) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta(
+            &v.md,
+            v.name.clone(),
+            labels(&v.name, &v.revision, names::COMPONENT_SERVER),
+        ),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(server_selector(&v.name)),
+                match_expressions: None,
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// A NetworkPolicy admitting traffic to the serving pods on the serving ports only.
+pub fn network_policy(v: &Validated) -> NetworkPolicy {
+    let port = |p: i32| NetworkPolicyPort {
+        port: Some(IntOrString::Int(p)),
+        protocol: Some("TCP".to_owned()),
+        end_port: None,
+    };
+    NetworkPolicy {
+        metadata: meta(
+            &v.md,
+            v.name.clone(),
+            labels(&v.name, &v.revision, names::COMPONENT_SERVER),
+        ),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(server_selector(&v.name)),
+                match_expressions: None,
+            }),
+            policy_types: Some(vec!["Ingress".to_owned()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: None,
+                ports: Some(vec![port(HTTP_PORT), port(GRPC_PORT)]),
+            }]),
+            ..NetworkPolicySpec::default()
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::validate;
+
+    fn md(yaml: &str) -> ModelDeployment {
+        let mut md: ModelDeployment = serde_yaml::from_str(yaml).expect("valid yaml");
+        md.metadata.namespace = Some("ns".into());
+        md.metadata.uid = Some("uid-1".into());
+        md
+    }
+
+    const CONFIG_MAP_MODEL: &str = r#"
+apiVersion: serving.tractor.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: digits}
+spec:
+  model: {uri: "configmap://digits-model/mlp.onnx", sha256: "0000000000000000000000000000000000000000000000000000000000000000"}
+  optimize:
+    precision: auto
+    evaluation: {dataset: "configmap://digits-data/test.npz", metric: accuracy, minScore: 0.9}
+  serving:
+    replicas: 2
+    batching: {maxBatchSize: 16, maxDelayMicros: 200}
+    pod: {labels: {team: risk, "serving.tractor.dev/model": hijack}}
+"#;
+
+    fn config() -> BuildConfig {
+        BuildConfig {
+            image: "tractor:dev".into(),
+        }
+    }
+
+    #[test]
+    fn job_mounts_configmap_sources_and_runs_optimize() {
+        let v = validate(&md(CONFIG_MAP_MODEL)).expect("valid");
+        let job = optimize_job(&v, &config());
+        assert_eq!(
+            job.metadata.name.as_deref(),
+            Some(format!("digits-{}", v.revision).as_str())
+        );
+        let pod = job
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod spec");
+        let args = pod.containers[0].args.clone().expect("args");
+        let joined = args.join(" ");
+        assert!(
+            joined.starts_with("optimize --source /var/run/tractor/source/mlp.onnx --sha256 "),
+            "{joined}"
+        );
+        assert!(joined.contains("--precision auto"));
+        assert!(joined.contains(
+            "--eval-data /var/run/tractor/dataset/test.npz --metric accuracy --min-score 0.9"
+        ));
+        let volumes: Vec<_> = pod
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(volumes, ["model-source", "dataset", "artifact"]);
+        assert_eq!(
+            job.metadata.owner_references.as_ref().map(Vec::len),
+            Some(1)
+        );
+        assert_eq!(pod.automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn deployment_pins_artifact_and_keeps_contract_labels() {
+        let v = validate(&md(CONFIG_MAP_MODEL)).expect("valid");
+        let model = ModelStatus {
+            revision: Some(v.revision.clone()),
+            artifact_digest: Some(format!("sha256:{}", "ab".repeat(32))),
+            precision: Some(Precision::F16),
+            ..ModelStatus::default()
+        };
+        let d = deployment(&v, &model, &config());
+        let spec = d.spec.as_ref().expect("spec");
+        assert_eq!(spec.replicas, Some(2));
+        let template = &spec.template;
+        let labels = template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .expect("labels");
+        assert_eq!(
+            labels[names::LABEL_MODEL],
+            "digits",
+            "user labels must not override ours"
+        );
+        assert_eq!(labels["team"], "risk");
+        assert_eq!(labels[names::LABEL_REVISION], v.revision);
+        let pod = template.spec.as_ref().expect("pod");
+        let server = &pod.containers[0];
+        let args = server.args.clone().expect("args").join(" ");
+        assert!(
+            args.contains(&format!("--sha256 {}", "ab".repeat(32))),
+            "{args}"
+        );
+        assert!(args.contains("--max-batch-size 16 --max-delay-micros 200"));
+        let fetch = &pod.init_containers.as_ref().expect("init")[0];
+        assert!(
+            fetch
+                .args
+                .clone()
+                .expect("args")
+                .join(" ")
+                .contains("--precision f16"),
+            "the recorded choice, not auto"
+        );
+        let sc = server.security_context.as_ref().expect("security context");
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            spec.selector.match_labels.as_ref(),
+            Some(&server_selector("digits"))
+        );
+    }
+
+    #[test]
+    fn s3_credentials_are_referenced_not_copied() {
+        let v = validate(&md(r#"
+apiVersion: serving.tractor.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: fraud}
+spec:
+  model:
+    uri: s3://models/fraud.onnx
+    s3: {endpoint: "http://store:8333", region: us-east-1, secretRef: {name: creds}}
+"#))
+        .expect("valid");
+        let job = optimize_job(&v, &config());
+        let env = job
+            .spec
+            .and_then(|s| s.template.spec)
+            .map(|p| p.containers[0].env.clone().unwrap_or_default())
+            .unwrap_or_default();
+        let key = env
+            .iter()
+            .find(|e| e.name == "AWS_SECRET_ACCESS_KEY")
+            .expect("secret env");
+        assert!(key.value.is_none());
+        assert_eq!(
+            key.value_from
+                .as_ref()
+                .and_then(|f| f.secret_key_ref.as_ref())
+                .map(|s| s.name.as_str()),
+            Some("creds")
+        );
+        assert!(env.iter().any(
+            |e| e.name == "AWS_ENDPOINT_URL" && e.value.as_deref() == Some("http://store:8333")
+        ));
+    }
+
+    #[test]
+    fn spec_hash_changes_with_content_only() {
+        let v = validate(&md(CONFIG_MAP_MODEL)).expect("valid");
+        let a = with_spec_hash(service(&v));
+        let b = with_spec_hash(service(&v));
+        assert_eq!(spec_hash(&a), spec_hash(&b));
+        let mut other = validate(&md(CONFIG_MAP_MODEL)).expect("valid");
+        other.name = "other".into();
+        assert_ne!(spec_hash(&a), spec_hash(&with_spec_hash(service(&other))));
+    }
+}

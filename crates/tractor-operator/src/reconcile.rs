@@ -1,0 +1,740 @@
+//! The reconcile pipeline: validate (pure) → optimize Job state → build children (pure) → apply → status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+use tractor_api::conditions::{self, reason};
+use tractor_api::names::{self, FIELD_MANAGER};
+use tractor_api::report::{FailureReason, OptimizeReport};
+use tractor_api::{ModelDeployment, ModelDeploymentStatus, ModelStatus, Phase, RevisionStatus};
+
+use crate::build::{self, BuildConfig};
+use crate::error::{Error, call, is_not_found};
+use crate::metrics::Metrics;
+use crate::validate::{Validated, validate};
+
+/// Everything a reconcile needs, shared by all of them.
+pub struct Context {
+    /// API client.
+    pub client: kube::Client,
+    /// Builder settings (image).
+    pub build: BuildConfig,
+    /// Event recorder (one per operator, deduplicating).
+    pub recorder: Recorder,
+    /// Operator metrics.
+    pub metrics: Metrics,
+}
+
+/// How long a Job may be complete without its report before the revision is marked failed. The kubelet
+/// writes the termination message before the Job controller can see the pod succeed, so this only covers
+/// a container that exited 0 without writing one.
+const REPORT_GRACE: Duration = Duration::from_secs(60);
+/// Requeue when all is well: watches bring changes; this only heals missed events.
+const HEALTHY_REQUEUE: Duration = Duration::from_secs(300);
+
+/// Where the optimize step stands for the revision the spec asks for.
+enum ModelState {
+    /// The current revision's artifact is known.
+    Ready(ModelStatus),
+    /// The Job is running (or about to).
+    Optimizing,
+    /// The Job failed; not retried until the spec changes.
+    Failed { reason: String, message: String },
+}
+
+/// Reconciles one ModelDeployment.
+pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let mut timer = ctx.metrics.start();
+    // Children carry owner references: deletion cascades without a finalizer.
+    if md.metadata.deletion_timestamp.is_some() {
+        timer.ok();
+        return Ok(Action::await_change());
+    }
+    let action = apply(&md, &ctx).await?;
+    timer.ok();
+    Ok(action)
+}
+
+/// Transient failures back off per object; the controller retries.
+pub fn error_policy(_md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(%error, "reconcile failed");
+    ctx.metrics.failed(error.category());
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action, Error> {
+    let old = md.status.clone().unwrap_or_default();
+    let v = match validate(md) {
+        Ok(v) => v,
+        Err(invalid) => {
+            let mut status = old.clone();
+            status.observed_generation = md.metadata.generation;
+            status.phase = Some(Phase::Failed);
+            let now = now();
+            let g = md.metadata.generation;
+            conditions::set(
+                &mut status.conditions,
+                conditions::new(
+                    conditions::STALLED,
+                    true,
+                    reason::INVALID_SPEC,
+                    invalid.to_string(),
+                    g,
+                    now.clone(),
+                ),
+            );
+            conditions::set(
+                &mut status.conditions,
+                conditions::new(
+                    conditions::READY,
+                    false,
+                    reason::INVALID_SPEC,
+                    invalid.to_string(),
+                    g,
+                    now.clone(),
+                ),
+            );
+            conditions::set(
+                &mut status.conditions,
+                conditions::new(
+                    conditions::RECONCILING,
+                    false,
+                    reason::INVALID_SPEC,
+                    "",
+                    g,
+                    now,
+                ),
+            );
+            write_status(md, &old, status, ctx).await?;
+            return Ok(Action::await_change());
+        }
+    };
+
+    let (state, requeue) = model_state(&v, &old, ctx).await?;
+    let serving_model = match &state {
+        ModelState::Ready(m) => Some(m.clone()),
+        _ => old.model.clone(),
+    };
+
+    // Front objects exist from the start, so the URL resolves as soon as a pod is ready.
+    apply_child(ctx, &v, build::service(&v), "Service").await?;
+    apply_child(
+        ctx,
+        &v,
+        build::pod_disruption_budget(&v),
+        "PodDisruptionBudget",
+    )
+    .await?;
+    apply_child(ctx, &v, build::network_policy(&v), "NetworkPolicy").await?;
+    let deployment = match &serving_model {
+        Some(model) => Some(
+            apply_child(
+                ctx,
+                &v,
+                build::deployment(&v, model, &ctx.build),
+                "Deployment",
+            )
+            .await?,
+        ),
+        None => None,
+    };
+
+    let status = compute_status(&v, &old, &state, serving_model, deployment.as_ref());
+    let became_ready = !conditions::is_true(&old.conditions, conditions::READY)
+        && conditions::is_true(&status.conditions, conditions::READY);
+    if became_ready {
+        prune_old_jobs(&v, &status, ctx).await?;
+    }
+    write_status(md, &old, status.clone(), ctx).await?;
+
+    Ok(match (&state, requeue) {
+        (_, Some(after)) => Action::requeue(after),
+        (ModelState::Optimizing, None) => Action::requeue(Duration::from_secs(30)),
+        _ if conditions::is_true(&status.conditions, conditions::READY) => {
+            Action::requeue(HEALTHY_REQUEUE)
+        }
+        // Rolling out: Deployment status changes wake us; the requeue covers a stuck watch.
+        _ => Action::requeue(Duration::from_secs(60)),
+    })
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+/// Finds or starts the optimize Job of the current revision and reads its outcome.
+async fn model_state(
+    v: &Validated,
+    old: &ModelDeploymentStatus,
+    ctx: &Context,
+) -> Result<(ModelState, Option<Duration>), Error> {
+    if let Some(model) = old
+        .model
+        .as_ref()
+        .filter(|m| m.revision.as_deref() == Some(v.revision.as_str()))
+    {
+        return Ok((ModelState::Ready(model.clone()), None));
+    }
+    let revisions = old.revision.clone().unwrap_or_default();
+    if revisions.failed.as_deref() == Some(v.revision.as_str()) {
+        let stalled = conditions::find(&old.conditions, conditions::STALLED);
+        return Ok((
+            ModelState::Failed {
+                reason: stalled
+                    .map(|c| c.reason.clone())
+                    .unwrap_or_else(|| reason::OPTIMIZE_FAILED.to_owned()),
+                message: stalled.map(|c| c.message.clone()).unwrap_or_default(),
+            },
+            None,
+        ));
+    }
+
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let name = build::job_name(&v.name, &v.revision);
+    let job = match call("get Job", jobs.get_opt(&name)).await? {
+        Some(job) => job,
+        None => {
+            // A Job's pod template is immutable, so it is created once per revision, never re-applied.
+            let job = build::optimize_job(v, &ctx.build);
+            match call(
+                "create Job",
+                jobs.create(
+                    &PostParams {
+                        field_manager: Some(FIELD_MANAGER.to_owned()),
+                        ..Default::default()
+                    },
+                    &job,
+                ),
+            )
+            .await
+            {
+                Ok(job) => {
+                    ctx.metrics.child_applies.with_label_values(&["Job"]).inc();
+                    info!(job = %name, "started optimize Job");
+                    job
+                }
+                Err(Error::Api {
+                    source: kube::Error::Api(s),
+                    ..
+                }) if s.code == 409 => {
+                    return Ok((ModelState::Optimizing, Some(Duration::from_secs(2))));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let job_status = job.status.clone().unwrap_or_default();
+    let condition = |t: &str| {
+        job_status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == t && c.status == "True")
+            .cloned()
+    };
+    let complete = condition("Complete");
+    let failed = condition("Failed");
+    if complete.is_none() && failed.is_none() {
+        return Ok((ModelState::Optimizing, None));
+    }
+    let report = read_report(v, &name, ctx).await?;
+    if let Some(done) = complete {
+        return Ok(match report {
+            Some(r) if r.succeeded() => {
+                let mut model = r.model_status();
+                model.revision = Some(v.revision.clone());
+                (ModelState::Ready(model), None)
+            }
+            Some(r) => (failure_state(&r), None),
+            None => {
+                let since = done
+                    .last_transition_time
+                    .map(|t| t.0)
+                    .unwrap_or_else(Timestamp::now);
+                let waited = Timestamp::now().duration_since(since).as_secs_f64();
+                if waited < REPORT_GRACE.as_secs_f64() {
+                    (ModelState::Optimizing, Some(Duration::from_secs(3)))
+                } else {
+                    (
+                        failure_state(&OptimizeReport::failure(
+                            FailureReason::Internal,
+                            "the optimize Job completed without writing a report to its termination message",
+                        )),
+                        None,
+                    )
+                }
+            }
+        });
+    }
+    let failed = failed.unwrap_or_default();
+    Ok((
+        match report {
+            Some(r) if r.reason.is_some() => failure_state(&r),
+            _ => ModelState::Failed {
+                reason: failed
+                    .reason
+                    .unwrap_or_else(|| reason::OPTIMIZE_FAILED.to_owned()),
+                message: failed
+                    .message
+                    .unwrap_or_else(|| "the optimize Job failed without a report".to_owned()),
+            },
+        },
+        None,
+    ))
+}
+
+fn failure_state(report: &OptimizeReport) -> ModelState {
+    let code = report
+        .reason
+        .and_then(|r| serde_json::to_value(r).ok())
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| reason::OPTIMIZE_FAILED.to_owned());
+    ModelState::Failed {
+        reason: code,
+        message: report.message.clone(),
+    }
+}
+
+/// The report of the Job's newest terminated optimize container, from its termination message.
+async fn read_report(
+    v: &Validated,
+    job: &str,
+    ctx: &Context,
+) -> Result<Option<OptimizeReport>, Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let list = call(
+        "list Job pods",
+        pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"))),
+    )
+    .await?;
+    let mut found: Vec<(Option<Timestamp>, OptimizeReport)> = list
+        .items
+        .iter()
+        .flat_map(|pod| {
+            pod.status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+        })
+        .filter(|c| c.name == names::COMPONENT_OPTIMIZE)
+        .filter_map(|c| c.state.as_ref()?.terminated.clone())
+        .filter_map(|t| {
+            let report =
+                serde_json::from_str::<OptimizeReport>(t.message.as_deref()?.trim()).ok()?;
+            Some((t.finished_at.map(|f| f.0), report))
+        })
+        .collect();
+    found.sort_by_key(|(at, _)| *at);
+    Ok(found.pop().map(|(_, r)| r))
+}
+
+/// Server-side applies a child unless the live one already carries the same content hash: a steady state
+/// sends no writes at all.
+async fn apply_child<K>(
+    ctx: &Context,
+    v: &Validated,
+    desired: K,
+    kind: &'static str,
+) -> Result<K, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let desired = build::with_spec_hash(desired);
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let name = desired.name_any();
+    if let Some(live) = call(kind_action(kind, false), api.get_opt(&name)).await?
+        && build::spec_hash(&live).is_some()
+        && build::spec_hash(&live) == build::spec_hash(&desired)
+    {
+        return Ok(live);
+    }
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let applied = call(
+        kind_action(kind, true),
+        api.patch(&name, &params, &Patch::Apply(&desired)),
+    )
+    .await?;
+    ctx.metrics.child_applies.with_label_values(&[kind]).inc();
+    Ok(applied)
+}
+
+fn kind_action(kind: &str, apply: bool) -> &'static str {
+    match (kind, apply) {
+        ("Deployment", true) => "apply Deployment",
+        ("Deployment", false) => "get Deployment",
+        ("Service", true) => "apply Service",
+        ("Service", false) => "get Service",
+        ("PodDisruptionBudget", true) => "apply PodDisruptionBudget",
+        ("PodDisruptionBudget", false) => "get PodDisruptionBudget",
+        ("NetworkPolicy", true) => "apply NetworkPolicy",
+        ("NetworkPolicy", false) => "get NetworkPolicy",
+        (_, true) => "apply child",
+        (_, false) => "get child",
+    }
+}
+
+/// The truthful status for what was just observed. Pure.
+fn compute_status(
+    v: &Validated,
+    old: &ModelDeploymentStatus,
+    state: &ModelState,
+    serving_model: Option<ModelStatus>,
+    deployment: Option<&Deployment>,
+) -> ModelDeploymentStatus {
+    let g = v.md.metadata.generation;
+    let now = now();
+    let mut status = old.clone();
+    status.observed_generation = g;
+    status.selector = Some(build::server_selector_string(&v.name));
+    status.url = Some(format!(
+        "http://{name}.{ns}.svc:{port}/v2/models/{name}",
+        name = v.name,
+        ns = v.namespace,
+        port = names::HTTP_PORT
+    ));
+    status.model = serving_model.clone();
+
+    let desired = build::desired_replicas(&v.md);
+    let d_status = deployment
+        .and_then(|d| d.status.clone())
+        .unwrap_or_default();
+    let d_generation = deployment.and_then(|d| d.metadata.generation);
+    status.replicas = Some(d_status.replicas.unwrap_or(0));
+    status.ready_replicas = Some(d_status.ready_replicas.unwrap_or(0));
+    let serving_revision = serving_model.as_ref().and_then(|m| m.revision.clone());
+    let rolled_out = deployment.is_some()
+        && d_status.observed_generation >= d_generation
+        && d_status.updated_replicas.unwrap_or(0) == desired
+        && d_status.replicas.unwrap_or(0) == desired
+        && d_status.available_replicas.unwrap_or(0) == desired;
+    let available = d_status.available_replicas.unwrap_or(0) >= desired.min(1)
+        && deployment.is_some()
+        && desired > 0
+        || (desired == 0 && deployment.is_some());
+
+    let mut revision = old.revision.clone().unwrap_or_default();
+    revision.current = Some(v.revision.clone());
+    let (model_ready, stalled) = match state {
+        ModelState::Ready(_) => {
+            revision.failed = None;
+            (true, None)
+        }
+        ModelState::Optimizing => (false, None),
+        ModelState::Failed { reason, message } => {
+            revision.failed = Some(v.revision.clone());
+            (false, Some((reason.clone(), message.clone())))
+        }
+    };
+    if rolled_out {
+        revision.stable = serving_revision.clone();
+    }
+    status.revision = Some(RevisionStatus { ..revision });
+
+    let set = |status: &mut ModelDeploymentStatus, t: &str, ok: bool, r: &str, m: String| {
+        conditions::set(
+            &mut status.conditions,
+            conditions::new(t, ok, r, m, g, now.clone()),
+        );
+    };
+    match state {
+        ModelState::Ready(m) => set(
+            &mut status,
+            conditions::MODEL_READY,
+            true,
+            reason::OPTIMIZED,
+            format!(
+                "revision {} optimized: {}",
+                v.revision,
+                m.precision
+                    .and_then(|p| serde_json::to_value(p).ok())
+                    .and_then(|p| p.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "f32".into())
+            ),
+        ),
+        ModelState::Optimizing => set(
+            &mut status,
+            conditions::MODEL_READY,
+            false,
+            reason::OPTIMIZING,
+            format!(
+                "optimize Job {} is running",
+                build::job_name(&v.name, &v.revision)
+            ),
+        ),
+        ModelState::Failed { reason: r, message } => set(
+            &mut status,
+            conditions::MODEL_READY,
+            false,
+            r,
+            message.clone(),
+        ),
+    }
+    let ready_count = d_status.ready_replicas.unwrap_or(0);
+    if deployment.is_some() {
+        set(
+            &mut status,
+            conditions::AVAILABLE,
+            available,
+            if available {
+                reason::AVAILABLE
+            } else {
+                reason::REPLICAS_UNAVAILABLE
+            },
+            format!("{ready_count}/{desired} replicas ready"),
+        );
+    } else {
+        set(
+            &mut status,
+            conditions::AVAILABLE,
+            false,
+            reason::OPTIMIZING,
+            "no model has been optimized yet".to_owned(),
+        );
+    }
+    let ready =
+        model_ready && rolled_out && serving_revision.as_deref() == Some(v.revision.as_str());
+    match &stalled {
+        Some((r, m)) => {
+            set(
+                &mut status,
+                conditions::STALLED,
+                true,
+                reason::OPTIMIZE_FAILED,
+                format!("{r}: {m}"),
+            );
+            set(
+                &mut status,
+                conditions::RECONCILING,
+                false,
+                reason::OPTIMIZE_FAILED,
+                String::new(),
+            );
+            let serving = if deployment.is_some() {
+                "; the previous revision keeps serving"
+            } else {
+                ""
+            };
+            set(
+                &mut status,
+                conditions::READY,
+                false,
+                r,
+                format!("optimize failed for revision {}: {m}{serving}", v.revision),
+            );
+        }
+        None => {
+            conditions::remove(&mut status.conditions, conditions::STALLED);
+            let (r, m) = if ready {
+                (reason::RECONCILED, String::new())
+            } else if !model_ready {
+                (
+                    reason::OPTIMIZING,
+                    format!("optimizing revision {}", v.revision),
+                )
+            } else {
+                (
+                    reason::ROLLING_OUT,
+                    format!(
+                        "rolling out revision {}: {ready_count}/{desired} replicas ready",
+                        v.revision
+                    ),
+                )
+            };
+            set(&mut status, conditions::RECONCILING, !ready, r, m.clone());
+            set(
+                &mut status,
+                conditions::READY,
+                ready,
+                if ready { reason::AVAILABLE } else { r },
+                if ready {
+                    format!("{ready_count}/{desired} replicas ready")
+                } else {
+                    m
+                },
+            );
+        }
+    }
+    if conditions::find(&status.conditions, conditions::DEGRADED).is_none() {
+        set(
+            &mut status,
+            conditions::DEGRADED,
+            false,
+            reason::HEALTHY,
+            String::new(),
+        );
+    }
+    if v.md.spec.autoscaling.is_none() {
+        set(
+            &mut status,
+            conditions::SCALING_ACTIVE,
+            false,
+            reason::NOT_CONFIGURED,
+            "spec.autoscaling is not set".to_owned(),
+        );
+    }
+    status.phase = Some(if stalled.is_some() {
+        Phase::Failed
+    } else if ready {
+        Phase::Ready
+    } else if !model_ready {
+        Phase::Optimizing
+    } else {
+        Phase::RollingOut
+    });
+    status
+}
+
+/// Patches the status subresource only when something changed, and records transitions as events.
+async fn write_status(
+    md: &ModelDeployment,
+    old: &ModelDeploymentStatus,
+    new: ModelDeploymentStatus,
+    ctx: &Context,
+) -> Result<(), Error> {
+    if *old == new {
+        return Ok(());
+    }
+    for event in transitions(old, &new) {
+        // Events are best effort: losing one must not fail the reconcile.
+        if let Err(e) = ctx.recorder.publish(&event, &md.object_ref(&())).await {
+            warn!(error = %e, "could not publish event");
+        }
+    }
+    let api: Api<ModelDeployment> =
+        Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": format!("{}/{}", names::GROUP, names::VERSION),
+        "kind": "ModelDeployment",
+        "status": new,
+    });
+    call(
+        "patch status",
+        api.patch_status(
+            &md.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        ),
+    )
+    .await?;
+    ctx.metrics.status_writes.inc();
+    Ok(())
+}
+
+/// Events for condition flips: one per transition, never per reconcile.
+fn transitions(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> Vec<Event> {
+    let flipped = |t: &str| {
+        let was = conditions::is_true(&old.conditions, t);
+        let is = conditions::is_true(&new.conditions, t);
+        (was != is)
+            .then(|| conditions::find(&new.conditions, t).cloned())
+            .flatten()
+    };
+    let mut events = vec![];
+    if let Some(c) = flipped(conditions::STALLED).filter(|c| c.status == conditions::status::TRUE) {
+        events.push(Event {
+            type_: EventType::Warning,
+            reason: c.reason,
+            note: Some(c.message),
+            action: "Optimize".into(),
+            secondary: None,
+        });
+    }
+    if let Some(c) =
+        flipped(conditions::MODEL_READY).filter(|c| c.status == conditions::status::TRUE)
+    {
+        events.push(Event {
+            type_: EventType::Normal,
+            reason: c.reason,
+            note: Some(c.message),
+            action: "Optimize".into(),
+            secondary: None,
+        });
+    }
+    if let Some(c) = flipped(conditions::READY) {
+        let type_ = if c.status == conditions::status::TRUE {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        events.push(Event {
+            type_,
+            reason: c.reason,
+            note: Some(c.message),
+            action: "Rollout".into(),
+            secondary: None,
+        });
+    }
+    events
+}
+
+/// Once a revision is stable, optimize Jobs of other revisions are history.
+async fn prune_old_jobs(
+    v: &Validated,
+    status: &ModelDeploymentStatus,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let keep: Vec<String> = status
+        .revision
+        .iter()
+        .flat_map(|r| [r.current.clone(), r.stable.clone()])
+        .flatten()
+        .collect();
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let selector = format!(
+        "{}={},{}={}",
+        names::LABEL_MODEL,
+        v.name,
+        names::LABEL_COMPONENT,
+        names::COMPONENT_OPTIMIZE
+    );
+    let list = call(
+        "list Jobs",
+        jobs.list(&ListParams::default().labels(&selector)),
+    )
+    .await?;
+    for job in list.items {
+        let rev = job
+            .labels()
+            .get(names::LABEL_REVISION)
+            .cloned()
+            .unwrap_or_default();
+        if !keep.contains(&rev) {
+            let dp = kube::api::DeleteParams::background();
+            match call("delete Job", jobs.delete(&job.name_any(), &dp)).await {
+                Ok(_) => {}
+                Err(Error::Api { source, .. }) if is_not_found(&source) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Watches on children are narrowed to what the operator manages.
+pub fn managed_selector() -> String {
+    format!(
+        "{}={}",
+        names::LABEL_MANAGED_BY,
+        names::LABEL_MANAGED_BY_VALUE
+    )
+}
+
+/// Resources watched as owned children.
+pub type Children = (Deployment, Job, Service, PodDisruptionBudget, NetworkPolicy);

@@ -1,0 +1,178 @@
+//! The pure first step of a reconcile: everything the builders need, derived once, or a reason the spec
+//! cannot be served. The API server already enforced the schema and CEL rules; this checks what they cannot.
+
+use tractor_api::{ModelDeployment, ModelFormat, revision::revision};
+
+/// Where a `tractor optimize` run reads a file from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// `https://`, `http://` or `s3://`: fetched by the command itself.
+    Remote(String),
+    /// `configmap://name/key`: mounted read-only.
+    ConfigMap {
+        /// ConfigMap name.
+        name: String,
+        /// Key (file name in the mount).
+        key: String,
+    },
+    /// `pvc://claim/path`: mounted read-only.
+    Pvc {
+        /// PersistentVolumeClaim name.
+        claim: String,
+        /// Path inside the volume.
+        path: String,
+    },
+}
+
+/// A ModelDeployment checked and enriched for the builders.
+#[derive(Clone, Debug)]
+pub struct Validated {
+    /// The resource as read.
+    pub md: ModelDeployment,
+    /// Its name.
+    pub name: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// The model revision the spec asks for.
+    pub revision: String,
+    /// Format of the source file.
+    pub format: ModelFormat,
+    /// Where the model is read from.
+    pub source: Location,
+    /// Where the labelled set is read from, if any.
+    pub dataset: Option<Location>,
+}
+
+/// Why a spec cannot be served; reported as `Stalled=True` with reason `InvalidSpec`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Invalid {
+    /// The object lacks a name or namespace (never true for objects read from the API server).
+    #[error("the object has no name or namespace")]
+    Unnamed,
+    /// The format could not be derived.
+    #[error("cannot tell the model format from {0:?}: set spec.model.format (onnx or nnef)")]
+    UnknownFormat(String),
+    /// A uri could not be parsed.
+    #[error("{0}")]
+    BadUri(String),
+}
+
+/// Parses a model or dataset uri.
+pub fn locate(uri: &str) -> Result<Location, Invalid> {
+    let split = |rest: &str, scheme: &str| -> Result<(String, String), Invalid> {
+        match rest.split_once('/') {
+            Some((a, b))
+                if !a.is_empty() && !b.is_empty() && !b.split('/').any(|seg| seg == "..") =>
+            {
+                Ok((a.to_owned(), b.to_owned()))
+            }
+            _ => Err(Invalid::BadUri(format!(
+                "{scheme}:// uri {uri:?} needs the form {scheme}://NAME/PATH without '..'"
+            ))),
+        }
+    };
+    if let Some(rest) = uri.strip_prefix("configmap://") {
+        let (name, key) = split(rest, "configmap")?;
+        Ok(Location::ConfigMap { name, key })
+    } else if let Some(rest) = uri.strip_prefix("pvc://") {
+        let (claim, path) = split(rest, "pvc")?;
+        Ok(Location::Pvc { claim, path })
+    } else {
+        Ok(Location::Remote(uri.to_owned()))
+    }
+}
+
+/// The format a file name implies.
+pub fn format_from_name(uri: &str) -> Option<ModelFormat> {
+    let path = uri
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(uri)
+        .to_ascii_lowercase();
+    if path.ends_with(".onnx") {
+        Some(ModelFormat::Onnx)
+    } else if path.ends_with(".nnef")
+        || path.ends_with(".nnef.tar")
+        || path.ends_with(".nnef.tgz")
+        || path.ends_with(".nnef.tar.gz")
+    {
+        Some(ModelFormat::Nnef)
+    } else {
+        None
+    }
+}
+
+/// Checks a ModelDeployment and derives what the builders need.
+pub fn validate(md: &ModelDeployment) -> Result<Validated, Invalid> {
+    let name = md.metadata.name.clone().ok_or(Invalid::Unnamed)?;
+    let namespace = md.metadata.namespace.clone().ok_or(Invalid::Unnamed)?;
+    let model = &md.spec.model;
+    let format = model
+        .format
+        .or_else(|| format_from_name(&model.uri))
+        .ok_or_else(|| Invalid::UnknownFormat(model.uri.clone()))?;
+    let source = locate(&model.uri)?;
+    let dataset = md
+        .spec
+        .optimize
+        .evaluation
+        .as_ref()
+        .map(|e| locate(&e.dataset))
+        .transpose()?;
+    Ok(Validated {
+        revision: revision(&md.spec),
+        md: md.clone(),
+        name,
+        namespace,
+        format,
+        source,
+        dataset,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations() {
+        let cases = [
+            (
+                "https://h/m.onnx",
+                Ok(Location::Remote("https://h/m.onnx".into())),
+            ),
+            (
+                "configmap://cm/model.onnx",
+                Ok(Location::ConfigMap {
+                    name: "cm".into(),
+                    key: "model.onnx".into(),
+                }),
+            ),
+            (
+                "pvc://claim/a/b.onnx",
+                Ok(Location::Pvc {
+                    claim: "claim".into(),
+                    path: "a/b.onnx".into(),
+                }),
+            ),
+        ];
+        for (uri, want) in cases {
+            assert_eq!(locate(uri), want, "{uri}");
+        }
+        assert!(locate("pvc://claim/../etc/passwd").is_err());
+        assert!(locate("configmap://cm").is_err());
+    }
+
+    #[test]
+    fn formats_from_names() {
+        assert_eq!(
+            format_from_name("s3://b/k/model.ONNX"),
+            Some(ModelFormat::Onnx)
+        );
+        assert_eq!(
+            format_from_name("https://h/m.nnef.tgz?sig=1"),
+            Some(ModelFormat::Nnef)
+        );
+        assert_eq!(format_from_name("https://h/model.bin"), None);
+    }
+}
