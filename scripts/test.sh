@@ -14,4 +14,6 @@ fi
 cleanup() { if [ "$started" = 1 ]; then tests/cluster/cluster.sh down || true; fi; }
 trap cleanup EXIT
 
+# The e2e tests run the real binary, found next to the test binaries.
+cargo build --locked -p tractor
 cargo test --locked -p tractor-e2e -- --test-threads=2

@@ -1,3 +1,5 @@
 //! End-to-end tests of tractor against a real local Kubernetes; the harness lives in [`cluster`].
 
 pub mod cluster;
+pub mod modeldeployment;
+pub mod operator;

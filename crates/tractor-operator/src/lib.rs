@@ -12,6 +12,7 @@ pub mod validate;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -144,9 +145,18 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
     let store = controller.store();
     let ready = admin_state.ready.clone();
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            ready.store(true, Ordering::Release);
-            info!("first watch sync done: ready");
+        // Re-armed every second: a waiter registered while the controller's own runner also waits was
+        // seen never to be woken, while a fresh wait on an initialised store returns at once.
+        loop {
+            match tokio::time::timeout(Duration::from_secs(1), store.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    ready.store(true, Ordering::Release);
+                    info!("first watch sync done: ready");
+                    return;
+                }
+                Ok(Err(_)) => return,
+                Err(_) => {}
+            }
         }
     });
     let run = controller

@@ -140,8 +140,8 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action, Error> {
     )
     .await?;
     apply_child(ctx, &v, build::network_policy(&v), "NetworkPolicy").await?;
-    let deployment = match &serving_model {
-        Some(model) => Some(
+    let deployment = match &state {
+        ModelState::Ready(model) => Some(
             apply_child(
                 ctx,
                 &v,
@@ -150,7 +150,9 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action, Error> {
             )
             .await?,
         ),
-        None => None,
+        // The spec now describes a revision that is not built (yet, or ever): the serving Deployment was
+        // rendered from the previous spec's source and must keep it. Only the replica count follows.
+        _ => keep_serving(&v, ctx).await?,
     };
 
     let status = compute_status(&v, &old, &state, serving_model, deployment.as_ref());
@@ -341,6 +343,33 @@ async fn read_report(
     Ok(found.pop().map(|(_, r)| r))
 }
 
+/// Leaves the previous revision's Deployment as it is, except for the replica count.
+async fn keep_serving(v: &Validated, ctx: &Context) -> Result<Option<Deployment>, Error> {
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let Some(live) = call("get Deployment", api.get_opt(&v.name)).await? else {
+        return Ok(None);
+    };
+    let desired = build::desired_replicas(&v.md);
+    if live.spec.as_ref().and_then(|s| s.replicas) == Some(desired) {
+        return Ok(Some(live));
+    }
+    let patch = serde_json::json!({"spec": {"replicas": desired}});
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    let patched = call(
+        "scale Deployment",
+        api.patch(&v.name, &params, &Patch::Merge(&patch)),
+    )
+    .await?;
+    ctx.metrics
+        .child_applies
+        .with_label_values(&["Deployment"])
+        .inc();
+    Ok(Some(patched))
+}
+
 /// Server-side applies a child unless the live one already carries the same content hash: a steady state
 /// sends no writes at all.
 async fn apply_child<K>(
@@ -516,8 +545,8 @@ fn compute_status(
                 &mut status,
                 conditions::STALLED,
                 true,
-                reason::OPTIMIZE_FAILED,
-                format!("{r}: {m}"),
+                r,
+                format!("optimize failed for revision {}: {m}", v.revision),
             );
             set(
                 &mut status,
@@ -624,7 +653,7 @@ async fn write_status(
         "kind": "ModelDeployment",
         "status": new,
     });
-    call(
+    match call(
         "patch status",
         api.patch_status(
             &md.name_any(),
@@ -632,7 +661,13 @@ async fn write_status(
             &Patch::Apply(&patch),
         ),
     )
-    .await?;
+    .await
+    {
+        Ok(_) => {}
+        // Deleted while we reconciled: nothing left to report on.
+        Err(Error::Api { source, .. }) if is_not_found(&source) => return Ok(()),
+        Err(e) => return Err(e),
+    }
     ctx.metrics.status_writes.inc();
     Ok(())
 }

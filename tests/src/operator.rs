@@ -1,0 +1,127 @@
+//! Runs `tractor operator` as a real process against the local cluster, scoped to one test namespace, and
+//! reads its admin endpoints.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, Result};
+
+use crate::cluster::{Cluster, DEFAULT_WAIT, wait_for};
+
+/// The `tractor` binary next to the running test binary (`target/debug/deps/..` → `target/debug/tractor`);
+/// `scripts/test.sh` builds it before the end-to-end tests. `$TRACTOR_BIN` overrides.
+pub fn tractor_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("TRACTOR_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let debug = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test binary has no target dir")?;
+    let bin = debug.join("tractor");
+    anyhow::ensure!(
+        bin.is_file(),
+        "{} not found: run `cargo build -p tractor` first",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// A running operator; killed (SIGKILL) when dropped.
+pub struct Operator {
+    child: Child,
+    admin: String,
+    namespace: String,
+}
+
+impl Operator {
+    /// Starts an operator watching `namespace` only, and waits until its `/ready` says so.
+    pub fn start(cluster: &Cluster, namespace: &str) -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let admin = format!("127.0.0.1:{port}");
+        let child = Command::new(tractor_binary()?)
+            .args([
+                "operator",
+                "--namespace",
+                namespace,
+                "--admin-addr",
+                &admin,
+                "--image",
+                "tractor:test",
+            ])
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .env("RUST_LOG", "info,tractor_operator=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting tractor operator")?;
+        let op = Self {
+            child,
+            admin,
+            namespace: namespace.to_owned(),
+        };
+        op.wait_ready()?;
+        Ok(op)
+    }
+
+    /// Waits until `/ready` answers 200.
+    pub fn wait_ready(&self) -> Result<()> {
+        wait_for(DEFAULT_WAIT, "operator /ready", || {
+            Ok(self
+                .get("/ready")
+                .ok()
+                .filter(|b| b.starts_with("ok"))
+                .map(|_| ()))
+        })
+    }
+
+    /// GETs a path on the admin port (plain HTTP/1.0, so no client crate is needed).
+    pub fn get(&self, path: &str) -> Result<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.admin)?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.admin)?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let (head, body) = out
+            .split_once("\r\n\r\n")
+            .context("malformed HTTP response")?;
+        anyhow::ensure!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "{path}: {head}"
+        );
+        Ok(body.to_owned())
+    }
+
+    /// The sum of one operator metric's samples (0 when absent).
+    pub fn metric(&self, name: &str) -> Result<f64> {
+        let body = self.get("/metrics")?;
+        Ok(body
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// The namespace this operator watches.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,183 @@
+//! One ModelDeployment through its life on KWOK nodes with the operator as a process: optimize Job, report,
+//! Deployment and Service, Ready; an idempotent re-apply; `kubectl scale`; a failing revision that leaves
+//! the old one serving; deletion that removes every child.
+
+use anyhow::{Result, ensure};
+use tractor_e2e::cluster::{DEFAULT_WAIT, cluster, condition_is, wait_for};
+use tractor_e2e::modeldeployment::{
+    apply, apply_example, failure_report, finish_job_with_report, get, resource_version,
+    success_report, wait_for_new_job,
+};
+use tractor_e2e::operator::Operator;
+
+const CHILDREN: [&str; 4] = [
+    "deployment",
+    "service",
+    "poddisruptionbudget",
+    "networkpolicy",
+];
+
+#[test]
+fn modeldeployment_lifecycle() -> Result<()> {
+    let c = cluster()?;
+    c.install_crd()?;
+    let ns = c.namespace("op-life")?;
+    let op = Operator::start(c, ns.name())?;
+
+    // Apply: a Job appears and the status says the model is being optimized.
+    let md = apply_example(&ns, "minimal.yaml", "digits")?;
+    let job = wait_for_new_job(&ns, "digits", &[])?;
+    wait_for(DEFAULT_WAIT, "phase Optimizing", || {
+        let s = get(&ns, "digits")?;
+        Ok(
+            (s["status"]["phase"] == "Optimizing" && condition_is(&s, "Reconciling", "True"))
+                .then_some(()),
+        )
+    })?;
+
+    // The Job finishes with a report: model section, children, pods Ready, Ready=True.
+    finish_job_with_report(&ns, &job, &success_report("f32"))?;
+    ns.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "mdep/digits",
+        "--timeout=120s",
+    ])?;
+    let s = get(&ns, "digits")?;
+    ensure!(
+        s["status"]["model"]["artifactDigest"] == format!("sha256:{}", "a1".repeat(32)),
+        "{}",
+        s["status"]
+    );
+    ensure!(
+        s["status"]["phase"] == "Ready",
+        "phase {}",
+        s["status"]["phase"]
+    );
+    ensure!(s["status"]["readyReplicas"] == 1);
+    ensure!(s["status"]["observedGeneration"] == s["metadata"]["generation"]);
+    ensure!(s["status"]["url"] == format!("http://digits.{}.svc:8080/v2/models/digits", ns.name()));
+    let dep = ns.kubectl_json(&["get", "deployment", "digits"])?;
+    let args = dep["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    ensure!(
+        args.contains(&"a1".repeat(32)),
+        "server not pinned to the artifact digest: {args}"
+    );
+    let svc = ns.kubectl_json(&["get", "service", "digits"])?;
+    ensure!(svc["spec"]["ports"].as_array().map(Vec::len) == Some(2));
+
+    // Re-applying the same spec, and a reconcile forced by an annotation, write nothing.
+    let versions: Vec<String> = CHILDREN
+        .iter()
+        .map(|k| resource_version(&ns, k, "digits"))
+        .collect::<Result<_>>()?;
+    let generation = get(&ns, "digits")?["metadata"]["generation"].clone();
+    let writes = op.metric("tractor_operator_status_writes_total")?;
+    let applies = op.metric("tractor_operator_child_applies_total")?;
+    let reconciles = op.metric("tractor_operator_reconciliations_total")?;
+    apply(&ns, &md)?;
+    ns.kubectl(&["annotate", "mdep", "digits", "test/touch=1"])?;
+    wait_for(DEFAULT_WAIT, "a reconcile after the annotation", || {
+        Ok((op.metric("tractor_operator_reconciliations_total")? > reconciles).then_some(()))
+    })?;
+    ensure!(
+        op.metric("tractor_operator_status_writes_total")? == writes,
+        "an unchanged object got a status write"
+    );
+    ensure!(
+        op.metric("tractor_operator_child_applies_total")? == applies,
+        "an unchanged child was applied again"
+    );
+    for (kind, before) in CHILDREN.iter().zip(&versions) {
+        ensure!(
+            &resource_version(&ns, kind, "digits")? == before,
+            "{kind} changed on a no-op reconcile"
+        );
+    }
+    ensure!(
+        get(&ns, "digits")?["metadata"]["generation"] == generation,
+        "re-apply bumped the generation"
+    );
+
+    // kubectl scale reaches the Deployment.
+    ns.kubectl(&["scale", "mdep/digits", "--replicas=4"])?;
+    wait_for(DEFAULT_WAIT, "Deployment scaled to 4", || {
+        let d = ns.kubectl_json(&["get", "deployment", "digits"])?;
+        Ok((d["spec"]["replicas"] == 4 && d["status"]["readyReplicas"] == 4).then_some(()))
+    })?;
+    ns.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "mdep/digits",
+        "--timeout=120s",
+    ])?;
+
+    // A new revision whose Job fails: Stalled with the report's reason, the old Deployment untouched.
+    let deployment_version = resource_version(&ns, "deployment", "digits")?;
+    let mut changed = md.clone();
+    changed["spec"]["model"]["sha256"] = "b2".repeat(32).into();
+    changed["spec"]["serving"] = serde_json::json!({"replicas": 4});
+    apply(&ns, &changed)?;
+    let bad_job = wait_for_new_job(&ns, "digits", &[job])?;
+    finish_job_with_report(
+        &ns,
+        &bad_job,
+        &failure_report(
+            "DigestMismatch",
+            "the file's sha256 is 5f5f…, the spec says b2b2…",
+        ),
+    )?;
+    let stalled = wait_for(DEFAULT_WAIT, "Stalled=True", || {
+        let s = get(&ns, "digits")?;
+        Ok(condition_is(&s, "Stalled", "True").then_some(s))
+    })?;
+    let cond = stalled["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Stalled")
+        .cloned()
+        .unwrap_or_default();
+    ensure!(
+        cond["reason"] == "DigestMismatch",
+        "Stalled reason {}",
+        cond["reason"]
+    );
+    ensure!(stalled["status"]["phase"] == "Failed");
+    ensure!(condition_is(&stalled, "Ready", "False"));
+    ensure!(
+        stalled["status"]["model"]["artifactDigest"] == format!("sha256:{}", "a1".repeat(32)),
+        "the served model changed"
+    );
+    ensure!(
+        resource_version(&ns, "deployment", "digits")? == deployment_version,
+        "the old revision's Deployment was touched"
+    );
+    let events = ns.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=DigestMismatch",
+        "-o",
+        "name",
+    ])?;
+    ensure!(
+        events.lines().count() == 1,
+        "expected one DigestMismatch event, got: {events}"
+    );
+
+    // Deleting the resource deletes every child.
+    ns.kubectl(&["delete", "mdep", "digits", "--wait=true", "--timeout=60s"])?;
+    wait_for(DEFAULT_WAIT, "children garbage-collected", || {
+        let left = ns.kubectl(&[
+            "get",
+            "deployments,services,jobs,poddisruptionbudgets,networkpolicies",
+            "-l",
+            "serving.tractor.dev/model=digits",
+            "-o",
+            "name",
+        ])?;
+        Ok(left.trim().is_empty().then_some(()))
+    })?;
+    Ok(())
+}
