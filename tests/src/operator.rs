@@ -38,6 +38,13 @@ pub struct Operator {
 impl Operator {
     /// Starts an operator watching `namespace` only, and waits until its `/ready` says so.
     pub fn start(cluster: &Cluster, namespace: &str) -> Result<Self> {
+        let op = Self::spawn(cluster, namespace, &[])?;
+        op.wait_ready()?;
+        Ok(op)
+    }
+
+    /// Starts an operator with extra flags and waits until its admin port answers `/live`.
+    pub fn spawn(cluster: &Cluster, namespace: &str, extra: &[&str]) -> Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -52,6 +59,7 @@ impl Operator {
                 "--image",
                 "tractor:test",
             ])
+            .args(extra)
             .env("KUBECONFIG", cluster.kubeconfig())
             .env("RUST_LOG", "info,tractor_operator=debug")
             .stdin(Stdio::null())
@@ -64,8 +72,16 @@ impl Operator {
             admin,
             namespace: namespace.to_owned(),
         };
-        op.wait_ready()?;
+        // The admin port answers /live before leader election and the first sync.
+        wait_for(DEFAULT_WAIT, "operator /live", || {
+            Ok(op.get("/live").ok().map(|_| ()))
+        })?;
         Ok(op)
+    }
+
+    /// True when `/ready` answers 200 now.
+    pub fn is_ready(&self) -> bool {
+        self.get("/ready").is_ok()
     }
 
     /// Waits until `/ready` answers 200.

@@ -92,9 +92,11 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
         .map_err(error::StartError::CrdMissing)?;
 
     let elector = leader_elect.then(|| {
-        let identity = std::env::var("POD_NAME")
+        // The pid keeps two replicas on one host (or a restarted container) from sharing an identity.
+        let host = std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
-            .unwrap_or_else(|_| format!("tractor-{}", std::process::id()));
+            .unwrap_or_else(|_| "tractor".to_owned());
+        let identity = format!("{host}-{}", std::process::id());
         leader::Elector::new(
             client.clone(),
             &leader_namespace,

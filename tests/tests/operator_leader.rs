@@ -1,0 +1,53 @@
+//! Two operators with leader election: only the Lease holder acts; when it dies, the other takes over.
+
+use anyhow::{Result, ensure};
+use tractor_e2e::cluster::{DEFAULT_WAIT, cluster, wait_for};
+use tractor_e2e::modeldeployment::{
+    apply_example, finish_job_with_report, success_report, wait_for_new_job,
+};
+use tractor_e2e::operator::Operator;
+
+#[test]
+fn follower_takes_over_when_the_leader_dies() -> Result<()> {
+    let c = cluster()?;
+    c.install_crd()?;
+    let ns = c.namespace("op-lead")?;
+    let lease_ns = ["--leader-elect", "--leader-namespace", ns.name()];
+    let mut leader = Operator::spawn(c, ns.name(), &lease_ns)?;
+    leader.wait_ready()?;
+    let follower = Operator::spawn(c, ns.name(), &lease_ns)?;
+    ensure!(
+        !follower.is_ready(),
+        "a follower must not report ready while another replica holds the lease"
+    );
+
+    apply_example(&ns, "minimal.yaml", "digits")?;
+    let job = wait_for_new_job(&ns, "digits", &[])?;
+    let lease = ns.kubectl_json(&["get", "lease", "tractor-operator"])?;
+    let first_holder = lease["spec"]["holderIdentity"].clone();
+
+    leader.kill()?;
+    // The lease lasts 15 s without renewal; the follower renews every 5 s.
+    wait_for(DEFAULT_WAIT, "the follower to take the lease", || {
+        Ok(follower.is_ready().then_some(()))
+    })?;
+    let lease = ns.kubectl_json(&["get", "lease", "tractor-operator"])?;
+    ensure!(
+        lease["spec"]["holderIdentity"] != first_holder,
+        "lease still held by the dead leader"
+    );
+    ensure!(
+        lease["spec"]["leaseTransitions"] == 1,
+        "lease: {}",
+        lease["spec"]
+    );
+
+    finish_job_with_report(&ns, &job, &success_report("f32"))?;
+    ns.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "mdep/digits",
+        "--timeout=120s",
+    ])?;
+    Ok(())
+}
