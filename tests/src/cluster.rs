@@ -119,6 +119,31 @@ impl Cluster {
                  Ok(body) if body.trim() == "ok")
     }
 
+    /// Stops kube-apiserver (SIGTERM, as a rolling control-plane upgrade would) and starts it again with
+    /// `cluster.sh up`, which restarts only what is down; returns once `/readyz` answers again.
+    pub fn restart_apiserver(&self) -> Result<()> {
+        let pid_file = self.dir.join("run/kube-apiserver.pid");
+        let pid = std::fs::read_to_string(&pid_file)
+            .with_context(|| format!("reading {}", pid_file.display()))?;
+        let pid = pid.trim().to_owned();
+        let status = Command::new("kill").args(["-TERM", &pid]).status()?;
+        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        wait_for(DEFAULT_WAIT, "kube-apiserver to exit", || {
+            Ok((!Path::new(&format!("/proc/{pid}")).exists()).then_some(()))
+        })?;
+        let out = Command::new(repo_root().join("tests/cluster/cluster.sh"))
+            .arg("up")
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "cluster.sh up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_for(DEFAULT_WAIT, "kube-apiserver /readyz", || {
+            Ok(self.apiserver_ready().then_some(()))
+        })
+    }
+
     /// Runs curl with a short timeout and returns the body; fails on transport errors and HTTP >= 400.
     pub fn curl<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<String> {
         let out = Command::new("curl")
