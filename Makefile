@@ -8,7 +8,7 @@ CARGO ?= cargo
 
 include tests/cluster/cluster.mk
 
-.PHONY: help build test test-unit lint fmt crds demo
+.PHONY: help build test test-unit lint fmt crds demo bench-operator
 
 ## help: list the verbs
 help:
@@ -43,3 +43,7 @@ crds:
 demo:
 	@echo "make demo arrives with the end-to-end issue: the serving pods and operator are not built yet." >&2
 	@exit 1
+
+## bench-operator: 1000 ModelDeployments on KWOK vs 1000 plain Deployments; writes bench/operator.md (BENCH_N to change)
+bench-operator: cluster-build
+	scripts/bench-operator.sh
