@@ -47,3 +47,9 @@ demo:
 ## bench-operator: 1000 ModelDeployments on KWOK vs 1000 plain Deployments; writes bench/operator.md (BENCH_N to change)
 bench-operator: cluster-build
 	scripts/bench-operator.sh
+
+.PHONY: bench-optimize
+## bench-optimize: latency (batch 1, 32), size and score per fixture and precision, and auto's choice; report in $(CARGO_TARGET_DIR)/bench-optimize/
+bench-optimize:
+	$(CARGO) build --locked --release -p tractor
+	scripts/bench-optimize.sh

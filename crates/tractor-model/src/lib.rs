@@ -1,1 +1,4 @@
 //! placeholder
+
+pub mod fetch;
+pub mod optimize;

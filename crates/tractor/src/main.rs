@@ -19,6 +19,10 @@ enum Command {
     Crd,
     /// Watch ModelDeployments and reconcile them into Jobs, Deployments and Services.
     Operator(tractor_operator::OperatorArgs),
+    /// Fetch, verify, convert, optimize and evaluate a model into a deterministic NNEF artifact and a report.
+    Optimize(tractor_model::optimize::OptimizeArgs),
+    /// Print a model's signature, op histogram, parameter count, size and FLOPs estimate as JSON.
+    Inspect(tractor_model::optimize::InspectArgs),
 }
 
 /// How log lines are written.
@@ -55,6 +59,16 @@ fn main() -> anyhow::Result<()> {
     } = Cli::parse();
     match command {
         Command::Crd => print!("{}", tractor_api::crd_yaml()),
+        Command::Optimize(args) => {
+            init_tracing(log_format);
+            let code = tractor_model::optimize::run(args);
+            if code != 0 {
+                std::process::exit(code);
+            }
+        }
+        Command::Inspect(args) => {
+            println!("{}", tractor_model::optimize::inspect(&args)?.to_json());
+        }
         Command::Operator(args) => {
             init_tracing(log_format);
             runtime()?.block_on(tractor_operator::run(args))?;

@@ -1,0 +1,274 @@
+//! Fetch a model or a labelled set from where a ModelDeployment says it lives: a local path, `http(s)://` or `s3://`.
+//!
+//! Remote bytes are streamed to a file in a caller-given work folder; the caller checks the digest. S3 settings come
+//! from the environment the operator sets from the spec and its Secret (`AWS_ENDPOINT_URL`, `AWS_REGION`,
+//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_VIRTUAL_HOSTED_STYLE_REQUEST`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use object_store::ObjectStore;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+
+/// Why a fetch failed; the split matters because the report tells "denied" apart from "unreachable".
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Network error, 404, timeout, unreadable local file.
+    #[error("fetching {uri}: {message}")]
+    Failed {
+        /// The source.
+        uri: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The server refused the credentials (HTTP 401/403, S3 access denied).
+    #[error("fetching {uri}: access denied: {message}")]
+    Denied {
+        /// The source.
+        uri: String,
+        /// What the server said.
+        message: String,
+    },
+}
+
+/// Where bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file on this machine (what `pvc://` and `configmap://` sources become inside a pod).
+    Local(PathBuf),
+    /// `http://` or `https://`.
+    Http(String),
+    /// `s3://bucket/key`.
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The object key.
+        key: String,
+    },
+}
+
+impl Source {
+    /// Parse a URI or a local path.
+    pub fn parse(uri: &str) -> Result<Source, FetchError> {
+        let failed = |message: &str| FetchError::Failed {
+            uri: uri.to_owned(),
+            message: message.to_owned(),
+        };
+        if uri.starts_with("http://") || uri.starts_with("https://") {
+            Ok(Source::Http(uri.to_owned()))
+        } else if let Some(rest) = uri.strip_prefix("s3://") {
+            let (bucket, key) = rest
+                .split_once('/')
+                .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+                .ok_or_else(|| failed("expected s3://bucket/key"))?;
+            Ok(Source::S3 {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+            })
+        } else if let Some(path) = uri.strip_prefix("file://") {
+            Ok(Source::Local(PathBuf::from(path)))
+        } else if uri.contains("://") {
+            Err(failed(
+                "unsupported scheme (use https://, http://, s3:// or a local path)",
+            ))
+        } else {
+            Ok(Source::Local(PathBuf::from(uri)))
+        }
+    }
+
+    /// Whether the source is reached over plain HTTP, where a digest is the only integrity check.
+    pub fn is_plain_http(&self) -> bool {
+        matches!(self, Source::Http(u) if u.starts_with("http://"))
+    }
+
+    /// The last path segment, kept so a fetched file has a telling name.
+    fn file_name(&self) -> String {
+        let raw = match self {
+            Source::Local(p) => p.to_string_lossy().into_owned(),
+            Source::Http(u) => u.split(['?', '#']).next().unwrap_or_default().to_owned(),
+            Source::S3 { key, .. } => key.clone(),
+        };
+        raw.rsplit('/')
+            .find(|s| !s.is_empty())
+            .unwrap_or("source")
+            .to_owned()
+    }
+}
+
+/// Fetch `uri` and return a local path holding its bytes: the path itself for a local source, else a file in `work`.
+pub async fn fetch(uri: &str, work: &Path) -> Result<PathBuf, FetchError> {
+    let source = Source::parse(uri)?;
+    let failed = |message: String| FetchError::Failed {
+        uri: uri.to_owned(),
+        message,
+    };
+    let dest = work.join(source.file_name());
+    match &source {
+        Source::Local(path) => {
+            let meta = std::fs::metadata(path).map_err(|e| failed(e.to_string()))?;
+            if meta.is_dir() || meta.is_file() {
+                Ok(path.clone())
+            } else {
+                Err(failed("not a file or folder".into()))
+            }
+        }
+        Source::Http(url) => {
+            let bytes = http_get(url).await.map_err(|(denied, message)| {
+                if denied {
+                    FetchError::Denied {
+                        uri: uri.to_owned(),
+                        message,
+                    }
+                } else {
+                    failed(message)
+                }
+            })?;
+            std::fs::write(&dest, bytes).map_err(|e| failed(e.to_string()))?;
+            Ok(dest)
+        }
+        Source::S3 { bucket, key } => {
+            let store = s3_store(bucket).map_err(|e| failed(e.to_string()))?;
+            let got = store
+                .get(&object_store::path::Path::from(key.as_str()))
+                .await
+                .map_err(|e| s3_error(uri, e))?;
+            let bytes = got.bytes().await.map_err(|e| s3_error(uri, e))?;
+            std::fs::write(&dest, bytes).map_err(|e| failed(e.to_string()))?;
+            Ok(dest)
+        }
+    }
+}
+
+/// Upload a finished artifact to `s3://bucket/key` (the only upload target: HTTP has no standard write).
+pub async fn upload(uri: &str, file: &Path) -> Result<(), FetchError> {
+    let failed = |message: String| FetchError::Failed {
+        uri: uri.to_owned(),
+        message,
+    };
+    let Source::S3 { bucket, key } = Source::parse(uri)? else {
+        return Err(failed("uploads go to s3://bucket/key only".into()));
+    };
+    let bytes = std::fs::read(file).map_err(|e| failed(e.to_string()))?;
+    let store = s3_store(&bucket).map_err(|e| failed(e.to_string()))?;
+    store
+        .put(&object_store::path::Path::from(key.as_str()), bytes.into())
+        .await
+        .map_err(|e| s3_error(uri, e))?;
+    Ok(())
+}
+
+/// GET with timeouts; the error says whether the server denied access.
+async fn http_get(url: &str) -> Result<Vec<u8>, (bool, String)> {
+    // Bounded: a Job that hangs on a dead server is worse than one that fails and retries.
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(600))
+        .build()
+        .map_err(|e| (false, e.to_string()))?;
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| (false, error_chain(&e)))?;
+    let status = resp.status();
+    if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+        return Err((true, format!("HTTP {status}")));
+    }
+    if !status.is_success() {
+        return Err((false, format!("HTTP {status}")));
+    }
+    let body = resp.bytes().await.map_err(|e| (false, error_chain(&e)))?;
+    Ok(body.to_vec())
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+/// The store for one bucket, configured from the environment.
+fn s3_store(bucket: &str) -> object_store::Result<AmazonS3> {
+    // from_env reads AWS_ENDPOINT_URL, AWS_REGION, the keys and AWS_VIRTUAL_HOSTED_STYLE_REQUEST.
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
+        // In-cluster stores (SeaweedFS, Ceph) are often plain HTTP; the endpoint is the operator's choice.
+        builder = builder
+            .with_endpoint(&endpoint)
+            .with_allow_http(endpoint.starts_with("http://"));
+    }
+    if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+    {
+        builder = builder.with_region("us-east-1");
+    }
+    builder.build()
+}
+
+fn s3_error(uri: &str, e: object_store::Error) -> FetchError {
+    let message = error_chain(&e);
+    let denied = matches!(
+        e,
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
+    ) || [
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "403 Forbidden",
+    ]
+    .iter()
+    .any(|m| message.contains(m));
+    if denied {
+        FetchError::Denied {
+            uri: uri.to_owned(),
+            message,
+        }
+    } else {
+        FetchError::Failed {
+            uri: uri.to_owned(),
+            message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sources() {
+        assert_eq!(
+            Source::parse("s3://models/digits/v1.onnx").expect("ok"),
+            Source::S3 {
+                bucket: "models".into(),
+                key: "digits/v1.onnx".into()
+            }
+        );
+        assert!(Source::parse("s3://models").is_err());
+        assert!(Source::parse("ftp://x/y").is_err());
+        assert!(
+            Source::parse("http://h/m.onnx")
+                .expect("ok")
+                .is_plain_http()
+        );
+        assert!(
+            !Source::parse("https://h/m.onnx")
+                .expect("ok")
+                .is_plain_http()
+        );
+        assert_eq!(
+            Source::parse("/var/run/m.onnx").expect("ok"),
+            Source::Local("/var/run/m.onnx".into())
+        );
+        assert_eq!(
+            Source::parse("https://h/a/m.onnx?x=1")
+                .expect("ok")
+                .file_name(),
+            "m.onnx"
+        );
+    }
+}

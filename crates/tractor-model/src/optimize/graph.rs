@@ -1,0 +1,274 @@
+//! tract glue for the optimizer: load a source (telling unsupported ops from broken files), write the deterministic
+//! NNEF archive, read it back as the server will, run and time it.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tract_nnef::internal::*;
+use tract_onnx::prelude::{Framework, InferenceModelExt};
+
+use super::{OptError, Reason};
+
+/// The tract NNEF framework with every extension the artifact may need (core ops, ONNX-specific ops).
+pub fn nnef() -> tract_nnef::framework::Nnef {
+    use tract_onnx::WithOnnx;
+    tract_nnef::nnef().with_onnx()
+}
+
+fn flat(e: &TractError) -> String {
+    format!("{e:#}")
+}
+
+/// Whether the bytes are an NNEF archive (gzip or tar) rather than an ONNX protobuf.
+fn looks_like_nnef(path: &Path) -> bool {
+    if path.is_dir() {
+        return true;
+    }
+    let mut head = [0u8; 262];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    // gzip magic, or the ustar magic at offset 257 of a tar header.
+    (n >= 2 && head[..2] == [0x1f, 0x8b]) || (n >= 262 && &head[257..262] == b"ustar")
+}
+
+/// Load a model file into a decluttered typed model; `UnsupportedOp` names the op tract lacks.
+pub fn load(path: &Path) -> Result<(TypedModel, tractor_api::ModelFormat), OptError> {
+    let invalid = |m: String| OptError::new(Reason::InvalidModel, m);
+    if looks_like_nnef(path) {
+        let model = nnef()
+            .model_for_path(path)
+            .and_then(|m| m.into_decluttered())
+            .map_err(|e| classify(&e))?;
+        return Ok((model, tractor_api::ModelFormat::Nnef));
+    }
+    let mut inference = tract_onnx::onnx()
+        .model_for_path(path)
+        .map_err(|e| invalid(format!("not a loadable ONNX or NNEF model: {}", flat(&e))))?;
+    // Exporters (skl2onnx, torch without dynamic_axes names) often leave the batch axis unnamed; tract needs a
+    // symbol there to type the graph, and a symbolic batch is what lets the server merge requests.
+    let batch = inference.symbols.sym("N");
+    for ix in 0..inference.inputs.len() {
+        let mut fact = inference
+            .input_fact(ix)
+            .map_err(|e| invalid(flat(&e)))?
+            .clone();
+        if !fact.shape.is_open() && fact.shape.dim(0).is_some_and(|d| d == Default::default()) {
+            fact.shape.set_dim(0, batch.to_dim());
+            inference
+                .set_input_fact(ix, fact)
+                .map_err(|e| invalid(flat(&e)))?;
+        }
+    }
+    // tract parses unknown ops into placeholders; name them instead of failing later with a shape error.
+    let mut missing: Vec<String> = inference
+        .nodes()
+        .iter()
+        .filter_map(|n| {
+            let name = n.op.name();
+            name.strip_prefix("Unimplemented(")
+                .map(|s| s.trim_end_matches(')').to_owned())
+        })
+        .collect();
+    missing.sort();
+    missing.dedup();
+    if !missing.is_empty() {
+        return Err(OptError::new(
+            Reason::UnsupportedOp,
+            format!("tract cannot run op(s): {}", missing.join(", ")),
+        ));
+    }
+    let input_names: Vec<String> = inference
+        .inputs
+        .iter()
+        .map(|o| {
+            inference
+                .outlet_label(*o)
+                .unwrap_or(&inference.node(o.node).name)
+                .to_owned()
+        })
+        .collect();
+    let mut model = inference
+        .into_typed()
+        .and_then(|m| m.into_decluttered())
+        .map_err(|e| classify(&e))?;
+    // Declutter may fold an input's first op (a Cast) into the source and rename it; clients know the ONNX name.
+    for (ix, name) in input_names.into_iter().enumerate() {
+        if let Some(input) = model.inputs.get(ix).copied() {
+            model.node_mut(input.node).name = name.clone();
+            model
+                .set_outlet_label(input, name)
+                .map_err(|e| OptError::new(Reason::Internal, flat(&e)))?;
+        }
+    }
+    Ok((integer_outputs(model)?, tractor_api::ModelFormat::Onnx))
+}
+
+/// tract types some integer outputs (class labels picked by ArgMax, shapes) as its symbolic `TDim`; clients and
+/// the NNEF archive need plain int64, so cast those, keeping the output's name.
+fn integer_outputs(mut model: TypedModel) -> Result<TypedModel, OptError> {
+    let internal = |e: TractError| OptError::new(Reason::Internal, flat(&e));
+    for ix in 0..model.outputs.len() {
+        let outlet = model.outputs[ix];
+        if model.outlet_fact(outlet).map_err(internal)?.datum_type != DatumType::TDim {
+            continue;
+        }
+        let label = model.outlet_label(outlet).map(str::to_owned);
+        let name = model.node(outlet.node).name.clone();
+        model.node_mut(outlet.node).name = format!("{name}.tdim");
+        let casted = model
+            .wire_node(
+                name,
+                tract_nnef::tract_core::ops::cast::cast(i64::datum_type()),
+                &[outlet],
+            )
+            .map_err(internal)?[0];
+        model.outputs[ix] = casted;
+        if let Some(label) = label {
+            model.set_outlet_label(casted, label).map_err(internal)?;
+        }
+    }
+    model.into_compact().map_err(internal)
+}
+
+fn classify(e: &TractError) -> OptError {
+    let message = flat(e);
+    if message.contains("Unimplemented") || message.contains("not supported") {
+        OptError::new(Reason::UnsupportedOp, message)
+    } else {
+        OptError::new(Reason::InvalidModel, message)
+    }
+}
+
+/// The artifact bytes: tract's deterministic tar (fixed mtimes, sorted entries) gzipped with a fixed header.
+pub fn archive(model: &TypedModel) -> Result<Vec<u8>, OptError> {
+    let tar = nnef()
+        .write_to_tar_with_config(model, Vec::new(), false, true)
+        .map_err(|e| {
+            let m = flat(&e);
+            OptError::new(
+                Reason::UnsupportedOp,
+                format!("cannot write the model as NNEF: {m}"),
+            )
+        })?;
+    // mtime 0, no file name, fixed OS byte and level: the same tar always gives the same gzip bytes.
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(Vec::new(), flate2::Compression::best());
+    gz.write_all(&tar)
+        .and_then(|_| gz.finish())
+        .map_err(|e| OptError::new(Reason::Internal, format!("compressing the artifact: {e}")))
+}
+
+/// Read an artifact back exactly as the server does (NNEF, decluttered), so what is evaluated is what is served.
+pub fn reload(bytes: &[u8]) -> Result<TypedModel, OptError> {
+    nnef()
+        .model_for_read(&mut &*bytes)
+        .and_then(|m| m.into_decluttered())
+        .map_err(|e| {
+            OptError::new(
+                Reason::Internal,
+                format!("the written artifact does not load back: {}", flat(&e)),
+            )
+        })
+}
+
+/// A model optimized for running, with the batch symbol left free.
+pub struct Exec {
+    plan: Arc<TypedSimplePlan>,
+    input_types: Vec<DatumType>,
+}
+
+impl Exec {
+    /// Optimize `model` for running any batch size.
+    pub fn new(model: &TypedModel) -> Result<Exec, OptError> {
+        Exec::build(model.clone())
+    }
+
+    /// Optimize `model` with its batch fixed to `batch` (the fast path the server takes per bucket).
+    pub fn with_batch(model: &TypedModel, batch: usize) -> Result<Exec, OptError> {
+        let mut values = HashMap::new();
+        for input in &model.inputs {
+            let fact = model.outlet_fact(*input).map_err(|e| internal(&e))?;
+            if let Some(first) = fact.shape.iter().next() {
+                for s in first.symbols() {
+                    values.insert(s, TDim::Val(batch as i64));
+                }
+            }
+        }
+        let fixed = model.set_symbols(&values).map_err(|e| internal(&e))?;
+        Exec::build(fixed)
+    }
+
+    fn build(model: TypedModel) -> Result<Exec, OptError> {
+        let input_types = model
+            .inputs
+            .iter()
+            .map(|i| model.outlet_fact(*i).map(|f| f.datum_type))
+            .collect::<TractResult<Vec<_>>>()
+            .map_err(|e| internal(&e))?;
+        let plan = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| internal(&e))?;
+        Ok(Exec { plan, input_types })
+    }
+
+    /// Run on one batch; the input is cast to the model's input type.
+    pub fn run(&self, input: &Tensor) -> Result<Vec<Tensor>, OptError> {
+        let dt = self
+            .input_types
+            .first()
+            .copied()
+            .unwrap_or(f32::datum_type());
+        let input = input.cast_to_dt(dt).map_err(|e| internal(&e))?.into_owned();
+        let outputs = self.plan.run(tvec!(input.into_tvalue())).map_err(|e| {
+            OptError::new(
+                Reason::InvalidDataset,
+                format!("running the model: {}", flat(&e)),
+            )
+        })?;
+        Ok(outputs.into_iter().map(|t| t.into_tensor()).collect())
+    }
+
+    /// Median wall time of one run on `input`, over as many runs as fit in about `budget` (at least 5).
+    pub fn median_latency(&self, input: &Tensor, budget: Duration) -> Result<Duration, OptError> {
+        self.run(input)?; // warm-up: first run allocates scratch space
+        let started = Instant::now();
+        let mut times = Vec::new();
+        while times.len() < 5 || (started.elapsed() < budget && times.len() < 2000) {
+            let t = Instant::now();
+            self.run(input)?;
+            times.push(t.elapsed());
+        }
+        times.sort();
+        Ok(times[times.len() / 2])
+    }
+}
+
+fn internal(e: &TractError) -> OptError {
+    OptError::new(Reason::Internal, flat(e))
+}
+
+/// Number of features per row of the first input (its shape without the batch axis), when static.
+pub fn row_shape(model: &TypedModel) -> Result<Vec<usize>, OptError> {
+    let input = model
+        .inputs
+        .first()
+        .ok_or_else(|| OptError::new(Reason::InvalidModel, "the model has no input"))?;
+    let fact = model.outlet_fact(*input).map_err(|e| internal(&e))?;
+    fact.shape
+        .iter()
+        .skip(1)
+        .map(|d| {
+            d.to_usize().map_err(|_| {
+                OptError::new(
+                    Reason::InvalidModel,
+                    format!("input has a non-batch dimension that is not fixed: {d}"),
+                )
+            })
+        })
+        .collect()
+}

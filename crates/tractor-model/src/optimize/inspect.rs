@@ -1,0 +1,112 @@
+//! `tractor inspect MODEL`: signature, op histogram, parameter count, size and a FLOPs estimate, as JSON.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+use tract_nnef::internal::*;
+use tractor_api::{ModelFormat, TensorSignature};
+
+use super::{OptError, graph, signature};
+
+/// `tractor inspect`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct InspectArgs {
+    /// An ONNX file, an NNEF archive (`.nnef.tgz`, `.nnef.tar`) or an NNEF folder.
+    #[arg(env = "TRACTOR_MODEL")]
+    pub model: PathBuf,
+}
+
+/// What `tractor inspect` prints.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Inspection {
+    /// The file.
+    pub path: String,
+    /// Its format.
+    pub format: ModelFormat,
+    /// File size in bytes (0 for a folder).
+    pub size_bytes: u64,
+    /// `sha256:<hex>` of the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Inputs.
+    pub inputs: Vec<TensorSignature>,
+    /// Outputs.
+    pub outputs: Vec<TensorSignature>,
+    /// Nodes of the decluttered model by op name.
+    pub ops: BTreeMap<String, usize>,
+    /// Number of values in constant tensors (weights and biases), by datum type.
+    pub parameters: BTreeMap<String, usize>,
+    /// Floating-point operations of one run at batch 1 (2 per multiply-add), as tract's cost model counts them.
+    pub flops_batch1: u64,
+}
+
+impl Inspection {
+    /// Pretty JSON, for people and for `jq`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// Inspect a model file.
+pub fn inspect(args: &InspectArgs) -> Result<Inspection, OptError> {
+    let path = &args.model;
+    let (model, format) = graph::load(path)?;
+    let (inputs, outputs) = signature(&model)?;
+    let mut ops = BTreeMap::new();
+    let mut parameters = BTreeMap::new();
+    for node in model.nodes() {
+        *ops.entry(node.op.name().to_string()).or_insert(0) += 1;
+        if let Some(k) = node.op_as::<tract_nnef::tract_core::ops::konst::Const>() {
+            *parameters
+                .entry(format!("{:?}", k.val().datum_type()).to_lowercase())
+                .or_insert(0) += k.val().len();
+        }
+    }
+    let size_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let sha256 = if path.is_file() {
+        super::sha256_file(path).ok().map(|h| format!("sha256:{h}"))
+    } else {
+        None
+    };
+    Ok(Inspection {
+        path: path.display().to_string(),
+        format,
+        size_bytes,
+        sha256,
+        inputs,
+        outputs,
+        ops,
+        parameters,
+        flops_batch1: flops_at_batch1(&model).unwrap_or(0),
+    })
+}
+
+/// Sum tract's per-node cost estimates with every symbol set to 1.
+fn flops_at_batch1(model: &TypedModel) -> TractResult<u64> {
+    let mut values = HashMap::new();
+    for node in model.nodes() {
+        for o in &node.outputs {
+            for d in o.fact.shape.iter() {
+                for s in d.symbols() {
+                    values.insert(s, TDim::Val(1));
+                }
+            }
+        }
+    }
+    let model = model.set_symbols(&values)?;
+    let mut flops = 0u64;
+    for node in model.nodes() {
+        let facts = model.node_input_facts(node.id)?;
+        for (cost, count) in node.op.cost(&facts)? {
+            let n = count.to_i64().unwrap_or(0).max(0) as u64;
+            flops += match cost {
+                Cost::FMA(_) => 2 * n,
+                Cost::Params(_) | Cost::Custom(..) => 0,
+                _ => n,
+            };
+        }
+    }
+    Ok(flops)
+}

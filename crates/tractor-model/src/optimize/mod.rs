@@ -1,0 +1,595 @@
+//! `tractor optimize`: fetch a model, verify it, convert it to tract's NNEF archive, try f32/f16/int8 (and pruning),
+//! gate each candidate on accuracy, and write the chosen one atomically with a compact JSON report.
+//!
+//! What tract 0.23 can do shapes the candidates (measured, see the issue): f16 is tract's own f32→f16 translation,
+//! kept only where it is faster; int8 is *weight-only*: weights are stored per output channel as int8 (a ~4×
+//! smaller artifact) and dequantized into f32 constants when the server loads the archive, because tract's int8
+//! execution paths are slower than f32 or wrong on these models. Pruning zeroes the smallest weights; tract runs
+//! dense kernels, so it gains size (the archive compresses better), not speed.
+//!
+//! Determinism: the archive is tract's deterministic tar (fixed mtime, sorted entries) in a gzip with a fixed
+//! header; passes are pure functions of the weights. A fixed precision without a labelled set is built exactly as
+//! asked, with no gate: that is how serving pods re-derive the artifact the optimize Job already gated and recorded.
+
+mod eval;
+mod graph;
+mod inspect;
+mod passes;
+
+pub use eval::Dataset;
+pub use inspect::{InspectArgs, inspect};
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::ValueEnum;
+use sha2::{Digest, Sha256};
+use tract_nnef::internal::*;
+use tractor_api::report::{Candidate, FailureReason, OptimizeReport};
+use tractor_api::{Datatype, EvalMetric, Precision, TensorSignature};
+
+use crate::fetch;
+
+/// The failure codes of the report, shared with the operator.
+pub type Reason = FailureReason;
+
+/// A failed step: the report's reason code and a message for humans.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct OptError {
+    /// The report's reason code.
+    pub reason: Reason,
+    /// What failed and, where it helps, how to fix it.
+    pub message: String,
+}
+
+impl OptError {
+    /// A failure with its code.
+    pub fn new(reason: Reason, message: impl Into<String>) -> OptError {
+        OptError {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<fetch::FetchError> for OptError {
+    fn from(e: fetch::FetchError) -> OptError {
+        let reason = match e {
+            fetch::FetchError::Denied { .. } => Reason::AccessDenied,
+            fetch::FetchError::Failed { .. } => Reason::FetchFailed,
+        };
+        OptError::new(reason, e.to_string())
+    }
+}
+
+/// Precision on the command line.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrecisionArg {
+    /// Time every candidate and keep the fastest that passes the gate.
+    Auto,
+    /// 32-bit floats, as trained.
+    F32,
+    /// 16-bit floats.
+    F16,
+    /// int8 weights (per output channel), dequantized at load.
+    Int8,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Precision {
+        match p {
+            PrecisionArg::Auto => Precision::Auto,
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::F16 => Precision::F16,
+            PrecisionArg::Int8 => Precision::Int8,
+        }
+    }
+}
+
+/// Metric on the command line.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricArg {
+    /// Share of rows whose predicted class is the label.
+    Accuracy,
+    /// Macro-averaged F1.
+    F1,
+    /// Macro-averaged precision.
+    Precision,
+    /// Macro-averaged recall.
+    Recall,
+    /// Mean absolute error.
+    Mae,
+    /// Root mean squared error.
+    Rmse,
+}
+
+impl From<MetricArg> for EvalMetric {
+    fn from(m: MetricArg) -> EvalMetric {
+        match m {
+            MetricArg::Accuracy => EvalMetric::Accuracy,
+            MetricArg::F1 => EvalMetric::F1,
+            MetricArg::Precision => EvalMetric::Precision,
+            MetricArg::Recall => EvalMetric::Recall,
+            MetricArg::Mae => EvalMetric::Mae,
+            MetricArg::Rmse => EvalMetric::Rmse,
+        }
+    }
+}
+
+/// `tractor optimize`: every flag has an environment fallback, as the Job sets them.
+#[derive(clap::Args, Debug, Clone)]
+pub struct OptimizeArgs {
+    /// The model: `https://...`, `http://...` (needs --sha256), `s3://bucket/key`, or a local file or NNEF folder.
+    #[arg(long, env = "TRACTOR_SOURCE")]
+    pub source: String,
+    /// Expected sha256 of the source bytes (hex, optionally prefixed `sha256:`).
+    #[arg(long, env = "TRACTOR_SHA256")]
+    pub sha256: Option<String>,
+    /// Folder to write the artifact (`model.nnef.tgz`) to; created if missing.
+    #[arg(long, env = "TRACTOR_OUT")]
+    pub out: PathBuf,
+    /// Numeric precision of the artifact.
+    #[arg(long, env = "TRACTOR_PRECISION", value_enum, default_value_t = PrecisionArg::Auto)]
+    pub precision: PrecisionArg,
+    /// Fraction of each weight tensor to zero, smallest magnitudes first, in [0, 0.95].
+    #[arg(long, env = "TRACTOR_PRUNE_SPARSITY")]
+    pub prune_sparsity: Option<f64>,
+    /// Labelled set: an `.npz` with arrays `x` (inputs) and `y` (labels), by path or URI like --source.
+    #[arg(long, env = "TRACTOR_EVAL_DATA")]
+    pub eval_data: Option<String>,
+    /// Metric of the evaluation.
+    #[arg(long, env = "TRACTOR_METRIC", value_enum, default_value_t = MetricArg::Accuracy)]
+    pub metric: MetricArg,
+    /// Lowest acceptable score (highest for mae/rmse).
+    #[arg(long, env = "TRACTOR_MIN_SCORE")]
+    pub min_score: Option<f64>,
+    /// Largest acceptable loss against the f32 baseline, in metric units (default 0.01; for mae/rmse 1 % of the
+    /// baseline).
+    #[arg(long, env = "TRACTOR_MAX_REGRESSION")]
+    pub max_regression: Option<f64>,
+    /// Also upload the artifact to `s3://bucket/key`.
+    #[arg(long, env = "TRACTOR_UPLOAD")]
+    pub upload: Option<String>,
+    /// Write the JSON report here (and to /dev/termination-log when it is writable).
+    #[arg(long, env = "TRACTOR_REPORT")]
+    pub report: Option<PathBuf>,
+    /// Batch sizes `auto` times candidates at; the first decides.
+    #[arg(
+        long,
+        env = "TRACTOR_BATCH_SIZES",
+        value_delimiter = ',',
+        default_value = "1,32"
+    )]
+    pub batch_sizes: Vec<usize>,
+}
+
+/// Lowest argmax agreement (or `1 - relative error` for regressions) with the f32 model on the calibration sample.
+pub const MIN_AGREEMENT: f64 = 0.99;
+/// Rows of the calibration sample used when no labelled set is given.
+const CALIBRATION_ROWS: usize = 256;
+/// Timing budget per candidate and batch size: enough for a stable median on small models, short for the Job.
+const TIMING_BUDGET: Duration = Duration::from_millis(400);
+
+/// Run the whole optimize step; returns the process exit code (0 on success) after writing the report.
+pub fn run(args: OptimizeArgs) -> i32 {
+    let started = Instant::now();
+    let mut report = OptimizeReport::default();
+    if let Err(e) = pipeline(&args, &mut report) {
+        tracing::error!(reason = ?e.reason, "{}", e.message);
+        report.reason = Some(e.reason);
+        report.message = e.message;
+        report.artifact_digest = None;
+        report.size_bytes = None;
+        report.precision = None;
+    }
+    report.duration_millis = Some(started.elapsed().as_millis() as u64);
+    let json = report.to_compact_json();
+    println!("{json}");
+    if let Some(path) = &args.report
+        && let Err(e) = write_atomic(path, json.as_bytes())
+    {
+        tracing::error!("writing the report to {}: {e}", path.display());
+        return 2;
+    }
+    // The kubelet reads this file into the container's termination message, where the operator finds the report.
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open("/dev/termination-log")
+    {
+        let _ = f.write_all(json.as_bytes());
+    }
+    if report.succeeded() { 0 } else { 1 }
+}
+
+/// One candidate's artifact and how it did.
+struct Built {
+    precision: Precision,
+    bytes: Vec<u8>,
+    score: Option<f64>,
+    agreement: f64,
+    passed: bool,
+    latencies: Vec<Duration>,
+}
+
+fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptError> {
+    let sparsity = args.prune_sparsity.unwrap_or(0.0);
+    if !(0.0..=0.95).contains(&sparsity) {
+        return Err(OptError::new(
+            Reason::Internal,
+            format!("--prune-sparsity must be in [0, 0.95], got {sparsity}"),
+        ));
+    }
+    std::fs::create_dir_all(&args.out).map_err(|e| {
+        OptError::new(
+            Reason::Internal,
+            format!("creating {}: {e}", args.out.display()),
+        )
+    })?;
+    let work = tempfile::tempdir()
+        .map_err(|e| OptError::new(Reason::Internal, format!("work folder: {e}")))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| OptError::new(Reason::Internal, format!("runtime: {e}")))?;
+
+    // 1. Fetch and verify.
+    let source = fetch::Source::parse(&args.source)?;
+    let expected = args
+        .sha256
+        .as_deref()
+        .map(|s| s.trim().trim_start_matches("sha256:").to_lowercase());
+    if source.is_plain_http() && expected.is_none() {
+        return Err(OptError::new(
+            Reason::FetchFailed,
+            "an http:// source needs --sha256: plain HTTP has no other integrity check",
+        ));
+    }
+    progress("fetch", &args.source);
+    let path = rt.block_on(fetch::fetch(&args.source, work.path()))?;
+    if path.is_file() {
+        let found = sha256_file(&path)?;
+        report.source_digest = Some(format!("sha256:{found}"));
+        if let Some(expected) = &expected
+            && *expected != found
+        {
+            return Err(OptError::new(
+                Reason::DigestMismatch,
+                format!("source sha256 is {found}, expected {expected}"),
+            ));
+        }
+    } else if expected.is_some() {
+        return Err(OptError::new(
+            Reason::DigestMismatch,
+            "--sha256 pins a file, but the source is a folder",
+        ));
+    }
+
+    // 2. Convert.
+    progress("load", &path.display().to_string());
+    let (model, format) = graph::load(&path)?;
+    report.format = Some(format);
+    let (inputs, outputs) = signature(&model)?;
+    report.inputs = inputs;
+    report.outputs = outputs;
+
+    // 3. What to measure candidates on.
+    let metric: EvalMetric = args.metric.into();
+    let regression = eval::is_regression(metric);
+    let dataset = match &args.eval_data {
+        Some(uri) => {
+            progress("dataset", uri);
+            let dir = work.path().join("dataset");
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| OptError::new(Reason::Internal, e.to_string()))?;
+            let local = rt.block_on(fetch::fetch(uri, &dir)).map_err(|e| {
+                let e = OptError::from(e);
+                OptError::new(e.reason, format!("labelled set: {}", e.message))
+            })?;
+            Some(eval::load_npz(&local)?)
+        }
+        None => None,
+    };
+    let sample = match &dataset {
+        Some(d) => d.x.clone(),
+        None => eval::calibration_sample(&graph::row_shape(&model)?, CALIBRATION_ROWS)?,
+    };
+    let baseline = graph::Exec::new(&model)?;
+    let reference = eval::predict(&baseline, &sample, regression && dataset.is_some())?;
+    let regression_ref = regression && dataset.is_some();
+    if let Some(d) = &dataset {
+        let score = eval::score(metric, &reference, &d.y)?;
+        report.metric = Some(metric);
+        report.baseline_score = Some(round6(score));
+        if let Some(min) = args.min_score
+            && !meets_min(metric, score, min)
+        {
+            return Err(OptError::new(
+                Reason::BelowMinScore,
+                format!(
+                    "the unoptimized model scores {score:.4} {metric:?}, below the minimum {min}"
+                ),
+            ));
+        }
+    }
+
+    // 4. Candidates.
+    let base = if sparsity > 0.0 {
+        let (pruned, achieved) = passes::prune(&model, sparsity)?;
+        progress(
+            "prune",
+            &format!("{:.1}% of weights are zero", achieved * 100.0),
+        );
+        pruned
+    } else {
+        model.clone()
+    };
+    let requested: Precision = args.precision.into();
+    let order = match requested {
+        Precision::Auto => vec![Precision::F32, Precision::F16, Precision::Int8],
+        Precision::Int8 => vec![Precision::Int8, Precision::F16, Precision::F32],
+        Precision::F16 => vec![Precision::F16, Precision::F32],
+        Precision::F32 => vec![Precision::F32],
+    };
+    // A fixed precision without a labelled set is a re-derivation (or an explicit order): build it as asked.
+    let gated = requested == Precision::Auto || dataset.is_some();
+    let timed = requested == Precision::Auto;
+    let mut built: Vec<Built> = Vec::new();
+    for precision in order {
+        progress("candidate", &format!("{precision:?}"));
+        let candidate = match precision {
+            Precision::F16 => passes::to_f16(&base),
+            Precision::Int8 => passes::int8_weights(&base),
+            _ => Ok(base.clone()),
+        };
+        let candidate = match candidate {
+            Ok(c) => c,
+            Err(e) if precision != Precision::F32 => {
+                tracing::warn!("{precision:?} candidate dropped: {}", e.message);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let bytes = graph::archive(&candidate)?;
+        let served = graph::reload(&bytes)?;
+        let runnable = graph::Exec::new(&served)?;
+        let pred = eval::predict(&runnable, &sample, regression_ref)?;
+        let agreement = eval::agreement(&reference, &pred);
+        let score = match &dataset {
+            Some(d) => Some(eval::score(metric, &pred, &d.y)?),
+            None => None,
+        };
+        let passed = !gated
+            || match (score, report.baseline_score) {
+                (Some(s), Some(b)) => {
+                    let max = args.max_regression.unwrap_or(if regression {
+                        0.01 * b.abs()
+                    } else {
+                        0.01
+                    });
+                    let loss = if regression { s - b } else { b - s };
+                    loss <= max + 1e-9 && args.min_score.is_none_or(|m| meets_min(metric, s, m))
+                }
+                _ => agreement >= MIN_AGREEMENT,
+            };
+        let mut latencies = Vec::new();
+        if timed && passed {
+            for &b in &args.batch_sizes {
+                let fixed = graph::Exec::with_batch(&served, b)?;
+                let input = batch_of(&sample, b)?;
+                latencies.push(fixed.median_latency(&input, TIMING_BUDGET)?);
+            }
+        }
+        tracing::info!(
+            precision = ?precision, size = bytes.len(), agreement, score, passed,
+            latencies_micros = ?latencies.iter().map(|d| d.as_micros()).collect::<Vec<_>>(),
+            "candidate measured"
+        );
+        let stop = !timed && passed;
+        built.push(Built {
+            precision,
+            bytes,
+            score,
+            agreement,
+            passed,
+            latencies,
+        });
+        if stop {
+            break; // fixed precision: the first that passes in the int8 → f16 → f32 chain
+        }
+    }
+
+    // 5. Choose.
+    let chosen = if timed {
+        built
+            .iter()
+            .filter(|b| b.passed)
+            .min_by_key(|b| b.latencies.first().copied().unwrap_or(Duration::MAX))
+    } else {
+        built.iter().find(|b| b.passed)
+    };
+    let Some(chosen) = chosen else {
+        let why = match sparsity > 0.0 {
+            true => format!("pruning to {sparsity} costs more accuracy than allowed"),
+            false => "no candidate passes the accuracy gate".to_owned(),
+        };
+        return Err(OptError::new(Reason::BelowMinScore, why));
+    };
+    report.candidates = built
+        .iter()
+        .map(|b| Candidate {
+            precision: b.precision,
+            latency_micros: b.latencies.first().map(|d| round6(d.as_secs_f64() * 1e6)),
+            score: Some(round6(b.score.unwrap_or(b.agreement))),
+            passed: b.passed,
+        })
+        .collect();
+    report.message = explain(requested, chosen, &built, dataset.is_some());
+
+    // 6. Write, atomically.
+    let artifact = args.out.join(tractor_api::names::ARTIFACT_FILE);
+    write_atomic(&artifact, &chosen.bytes).map_err(|e| {
+        OptError::new(
+            Reason::Internal,
+            format!("writing {}: {e}", artifact.display()),
+        )
+    })?;
+    report.artifact_digest = Some(format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(&chosen.bytes))
+    ));
+    report.size_bytes = Some(chosen.bytes.len() as i64);
+    report.precision = Some(chosen.precision);
+    report.optimized_score = chosen.score.map(round6);
+    if let Some(uri) = &args.upload {
+        progress("upload", uri);
+        rt.block_on(fetch::upload(uri, &artifact))?;
+    }
+    Ok(())
+}
+
+fn explain(requested: Precision, chosen: &Built, built: &[Built], labelled: bool) -> String {
+    let gate = if labelled {
+        "the accuracy gate"
+    } else {
+        "the calibration agreement gate"
+    };
+    let failed: Vec<String> = built
+        .iter()
+        .filter(|b| !b.passed)
+        .map(|b| format!("{:?}", b.precision).to_lowercase())
+        .collect();
+    let failed = if failed.is_empty() {
+        String::new()
+    } else {
+        format!("; failed {gate}: {}", failed.join(", "))
+    };
+    let p = format!("{:?}", chosen.precision).to_lowercase();
+    match requested {
+        Precision::Auto => format!("auto chose {p}: fastest candidate passing {gate}{failed}"),
+        r if r == chosen.precision => format!("{p} as requested{failed}"),
+        r => format!(
+            "fell back from {} to {p}{failed}",
+            format!("{r:?}").to_lowercase()
+        ),
+    }
+}
+
+fn meets_min(metric: EvalMetric, score: f64, min: f64) -> bool {
+    if eval::higher_is_better(metric) {
+        score >= min
+    } else {
+        score <= min
+    }
+}
+
+fn round6(v: f64) -> f64 {
+    (v * 1e6).round() / 1e6
+}
+
+/// `rows` rows taken from the sample, repeating it when it is shorter.
+fn batch_of(sample: &Tensor, rows: usize) -> Result<Tensor, OptError> {
+    let have = sample.shape().first().copied().unwrap_or(0).max(1);
+    let mut parts = Vec::new();
+    let mut left = rows;
+    while left > 0 {
+        let n = left.min(have);
+        parts.push(
+            sample
+                .slice(0, 0, n)
+                .map_err(|e| OptError::new(Reason::Internal, e.to_string()))?,
+        );
+        left -= n;
+    }
+    Tensor::stack_tensors(0, &parts).map_err(|e| OptError::new(Reason::Internal, e.to_string()))
+}
+
+fn progress(stage: &str, what: &str) {
+    tracing::info!(stage, "{what}");
+}
+
+fn sha256_file(path: &Path) -> Result<String, OptError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        OptError::new(
+            Reason::FetchFailed,
+            format!("reading {}: {e}", path.display()),
+        )
+    })?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// Write to a temporary name in the same folder, fsync, rename: readers see the whole file or none.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tractor-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    // tempfile creates 0600; the server container may run as another user than the optimize Job.
+    tmp.as_file().set_permissions(
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
+    )?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// The model's inputs and outputs as the report describes them.
+fn signature(model: &TypedModel) -> Result<(Vec<TensorSignature>, Vec<TensorSignature>), OptError> {
+    let spec = |outlet: &OutletId| -> Result<TensorSignature, OptError> {
+        let fact = model
+            .outlet_fact(*outlet)
+            .map_err(|e| OptError::new(Reason::InvalidModel, format!("{e:#}")))?;
+        let node = model.node(outlet.node);
+        let name = model.outlet_label(*outlet).unwrap_or(&node.name).to_owned();
+        let datatype = datatype(fact.datum_type).ok_or_else(|| {
+            OptError::new(
+                Reason::UnsupportedOp,
+                format!("{name}: datatype {:?} cannot be served", fact.datum_type),
+            )
+        })?;
+        let shape = fact
+            .shape
+            .iter()
+            .map(|d| d.to_i64().unwrap_or(-1))
+            .collect();
+        Ok(TensorSignature {
+            name,
+            datatype,
+            shape,
+        })
+    };
+    Ok((
+        model.inputs.iter().map(spec).collect::<Result<_, _>>()?,
+        model.outputs.iter().map(spec).collect::<Result<_, _>>()?,
+    ))
+}
+
+/// V2 datatype of a tract datum type.
+pub fn datatype(dt: DatumType) -> Option<Datatype> {
+    Some(match dt {
+        DatumType::Bool => Datatype::Bool,
+        DatumType::U8 => Datatype::Uint8,
+        DatumType::U16 => Datatype::Uint16,
+        DatumType::U32 => Datatype::Uint32,
+        DatumType::U64 => Datatype::Uint64,
+        DatumType::I8 => Datatype::Int8,
+        DatumType::I16 => Datatype::Int16,
+        DatumType::I32 => Datatype::Int32,
+        DatumType::I64 => Datatype::Int64,
+        DatumType::F16 => Datatype::Fp16,
+        DatumType::F32 => Datatype::Fp32,
+        DatumType::F64 => Datatype::Fp64,
+        DatumType::String => Datatype::Bytes,
+        _ => return None,
+    })
+}

@@ -1,0 +1,195 @@
+//! Model rewrites: f32→f16 (tract's translator, keeping f32 inputs and outputs), per-channel int8 weights
+//! (stored as int8, dequantized when the server loads), and magnitude pruning.
+
+use tract_nnef::internal::*;
+use tract_nnef::tract_core::floats::FloatPrecisionTranslator;
+use tract_nnef::tract_core::ops::cast::cast;
+use tract_nnef::tract_core::ops::einsum::EinSum;
+use tract_nnef::tract_core::ops::konst::Const;
+use tract_nnef::tract_core::ops::math;
+use tract_nnef::tract_core::ops::source::TypedSource;
+use tract_nnef::tract_core::transform::ModelTransform;
+
+use super::{OptError, Reason};
+
+/// Weights smaller than this stay as they are: biases and tiny tensors gain nothing and lose accuracy first.
+const MIN_WEIGHT_ELEMENTS: usize = 256;
+
+fn internal(e: &TractError) -> OptError {
+    OptError::new(Reason::Internal, format!("{e:#}"))
+}
+
+/// The weight tensors the passes touch: f32 constants of rank 2 or more, large enough to matter.
+fn weight_nodes(model: &TypedModel) -> Vec<usize> {
+    model
+        .nodes()
+        .iter()
+        .filter(|n| {
+            n.op_as::<Const>().is_some_and(|k| {
+                let v = k.val();
+                v.datum_type() == f32::datum_type()
+                    && v.rank() >= 2
+                    && v.len() >= MIN_WEIGHT_ELEMENTS
+                    && v.is_plain_ram()
+            })
+        })
+        .map(|n| n.id)
+        .collect()
+}
+
+/// f32 → f16 everywhere inside the model, with f32 inputs and outputs kept so clients see the same signature.
+pub fn to_f16(model: &TypedModel) -> Result<TypedModel, OptError> {
+    let mut half = FloatPrecisionTranslator::new(f32::datum_type(), f16::datum_type())
+        .transform_into(model.clone())
+        .map_err(|e| internal(&e))?;
+    // The translator turns f32 sources into f16 ones; put f32 sources back in front, cast once.
+    for (ix, input) in half.inputs.clone().into_iter().enumerate() {
+        let fact = half.outlet_fact(input).map_err(|e| internal(&e))?.clone();
+        if fact.datum_type != f16::datum_type() {
+            continue;
+        }
+        let original = model
+            .outlet_fact(model.inputs[ix])
+            .map_err(|e| internal(&e))?
+            .clone();
+        let name = half.node(input.node).name.clone();
+        // Retype the source in place and rewire its consumers through one cast: the graph keeps its input names.
+        let node = input.node;
+        let consumers = half.nodes[node].outputs[0].successors.clone();
+        half.nodes[node].op = Box::new(TypedSource::new(original.clone()));
+        half.nodes[node].outputs[0].fact = original;
+        half.nodes[node].outputs[0].successors.clear();
+        let casted = half
+            .wire_node(format!("{name}.to_f16"), cast(f16::datum_type()), &[input])
+            .map_err(|e| internal(&e))?[0];
+        for inlet in consumers {
+            half.add_edge(casted, inlet).map_err(|e| internal(&e))?;
+        }
+    }
+    // Cast float outputs back to f32.
+    let outputs = half.outputs.clone();
+    for (ix, output) in outputs.into_iter().enumerate() {
+        let fact = half.outlet_fact(output).map_err(|e| internal(&e))?;
+        if fact.datum_type == f16::datum_type() {
+            // NNEF names outputs after their nodes: the cast takes over the name clients know.
+            let label = half.outlet_label(output).map(|s| s.to_owned());
+            let name = half.node(output.node).name.clone();
+            half.node_mut(output.node).name = format!("{name}.f16");
+            let casted = half
+                .wire_node(name, cast(f32::datum_type()), &[output])
+                .map_err(|e| internal(&e))?[0];
+            half.outputs[ix] = casted;
+            if let Some(label) = label {
+                half.set_outlet_label(casted, label)
+                    .map_err(|e| internal(&e))?;
+            }
+        }
+    }
+    let half = half.into_compact().map_err(|e| internal(&e))?;
+    // Declutter folds the translator's "f32 const + cast" pairs into f16 constants: half the artifact size.
+    half.into_decluttered().map_err(|e| internal(&e))
+}
+
+/// The axis of a weight that indexes output channels: the one its EinSum consumer keeps in the output.
+fn channel_axis(model: &TypedModel, node: usize, rank: usize) -> usize {
+    for succ in &model.node(node).outputs[0].successors {
+        let consumer = model.node(succ.node);
+        if let Some(op) = consumer.op_as::<EinSum>() {
+            for axis in op.axes.iter_all_axes() {
+                let in_weight = axis.inputs.get(succ.slot).is_some_and(|p| p.len() == 1);
+                let in_output = !axis.outputs[0].is_empty();
+                let in_others = axis
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .any(|(slot, p)| slot != succ.slot && !p.is_empty());
+                if in_weight && in_output && !in_others {
+                    return axis.inputs[succ.slot][0];
+                }
+            }
+        }
+    }
+    rank - 1
+}
+
+/// Replace each weight by int8 values and one f32 scale per output channel (symmetric, max-abs), dequantized by a
+/// Cast and a Mul that the server's declutter folds back into f32 constants at load. The artifact shrinks about 4×;
+/// the arithmetic stays f32 (see the module docs of `optimize` for why).
+pub fn int8_weights(model: &TypedModel) -> Result<TypedModel, OptError> {
+    let mut model = model.clone();
+    for id in weight_nodes(&model) {
+        let node = model.node(id);
+        let Some(konst) = node.op_as::<Const>() else {
+            continue;
+        };
+        let w = konst.val().clone();
+        let name = node.name.clone();
+        let shape = w.shape().to_vec();
+        let axis = channel_axis(&model, id, shape.len());
+        let view = w.to_plain_array_view::<f32>().map_err(|e| internal(&e))?;
+        let channels = shape[axis];
+        let mut scales = vec![0f32; channels];
+        for (c, scale) in scales.iter_mut().enumerate() {
+            let lane = view.index_axis(tract_ndarray::Axis(axis), c);
+            let max = lane.iter().fold(0f32, |m, v| m.max(v.abs()));
+            *scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        }
+        let mut q = tract_ndarray::ArrayD::<i8>::zeros(shape.clone());
+        for (ix, v) in view.indexed_iter() {
+            let s = scales[ix[axis]];
+            q[&ix] = (v / s).round().clamp(-127.0, 127.0) as i8;
+        }
+        let mut scale_shape = vec![1usize; shape.len()];
+        scale_shape[axis] = channels;
+        let scale_t = Tensor::from_shape(&scale_shape, &scales).map_err(|e| internal(&e))?;
+        let mut patch = TypedModelPatch::default();
+        let qw = patch
+            .add_const(format!("{name}.q8"), q.into_tensor())
+            .map_err(|e| internal(&e))?;
+        let sw = patch
+            .add_const(format!("{name}.scale"), scale_t)
+            .map_err(|e| internal(&e))?;
+        let deq = patch
+            .wire_node(format!("{name}.dequant"), cast(f32::datum_type()), &[qw])
+            .map_err(|e| internal(&e))?[0];
+        let out = patch
+            .wire_node(format!("{name}.scaled"), math::mul(), &[deq, sw])
+            .map_err(|e| internal(&e))?[0];
+        patch
+            .shunt_outside(&model, OutletId::new(id, 0), out)
+            .map_err(|e| internal(&e))?;
+        patch.apply(&mut model).map_err(|e| internal(&e))?;
+    }
+    model.into_compact().map_err(|e| internal(&e))
+}
+
+/// Zero the `sparsity` fraction of each weight tensor's entries with the smallest magnitudes (ties broken by
+/// position, so the result is deterministic). Returns the model and the fraction of weight entries now zero.
+pub fn prune(model: &TypedModel, sparsity: f64) -> Result<(TypedModel, f64), OptError> {
+    let mut model = model.clone();
+    let (mut zeros, mut total) = (0usize, 0usize);
+    for id in weight_nodes(&model) {
+        let Some(konst) = model.node(id).op_as::<Const>() else {
+            continue;
+        };
+        let mut w = konst.val().clone().into_tensor();
+        let mut view = w.try_as_plain_ram_mut().map_err(|e| internal(&e))?;
+        let data: &mut [f32] = view.as_slice_mut::<f32>().map_err(|e| internal(&e))?;
+        let k = ((data.len() as f64) * sparsity).floor() as usize;
+        let mut order: Vec<usize> = (0..data.len()).collect();
+        order.sort_by(|a, b| data[*a].abs().total_cmp(&data[*b].abs()).then(a.cmp(b)));
+        for ix in order.into_iter().take(k) {
+            data[ix] = 0.0;
+        }
+        zeros += data.iter().filter(|v| **v == 0.0).count();
+        total += data.len();
+        let konst = Const::new(w.into_arc_tensor()).map_err(|e| internal(&e))?;
+        model.node_mut(id).op = Box::new(konst);
+    }
+    let achieved = if total == 0 {
+        0.0
+    } else {
+        zeros as f64 / total as f64
+    };
+    Ok((model, achieved))
+}

@@ -1,0 +1,300 @@
+//! Helpers for the `tractor optimize` process tests: the binary, the fixtures, a local HTTP server and a real
+//! S3-compatible server (SeaweedFS, built by `tests/s3/build.sh`), each started on loopback and stopped on drop.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The committed model fixtures folder.
+pub fn fixtures() -> PathBuf {
+    repo_root().join("tests/fixtures")
+}
+
+/// The `tractor` binary the tests run: `$TRACTOR_BIN`, else `$CARGO_TARGET_DIR/debug/tractor` (built by
+/// `scripts/test.sh` before the end-to-end tests).
+pub fn tractor_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TRACTOR_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    target.join("debug/tractor")
+}
+
+/// What one `tractor optimize` run gave.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit status code.
+    pub code: i32,
+    /// The report, parsed from `--report`.
+    pub report: Value,
+    /// stderr, for failure messages.
+    pub stderr: String,
+}
+
+impl Run {
+    /// The report's reason code, if any.
+    pub fn reason(&self) -> Option<&str> {
+        self.report.get("reason").and_then(Value::as_str)
+    }
+}
+
+/// Run `tractor optimize` with `args` plus `--out OUT --report OUT/../report.json`, with `env` added.
+pub fn optimize(out: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Run> {
+    let report = out.with_extension("report.json");
+    let mut cmd = Command::new(tractor_bin());
+    cmd.arg("optimize")
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .arg("--report")
+        .arg(&report)
+        .env("RUST_LOG", "info")
+        .env_remove("RUST_BACKTRACE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd
+        .output()
+        .with_context(|| format!("running {}", tractor_bin().display()))?;
+    let stderr = String::from_utf8_lossy(&stderr).into_owned();
+    let text = std::fs::read_to_string(&report)
+        .with_context(|| format!("no report written; stderr:\n{stderr}"))?;
+    let parsed: Value = serde_json::from_str(&text)?;
+    // The same report goes to stdout, so a Job's logs carry it too.
+    let printed = String::from_utf8_lossy(&stdout);
+    anyhow::ensure!(
+        printed.trim() == text.trim(),
+        "stdout differs from report: {printed}"
+    );
+    anyhow::ensure!(text.len() <= 4096, "report is {} bytes", text.len());
+    Ok(Run {
+        code: status.code().unwrap_or(-1),
+        report: parsed,
+        stderr,
+    })
+}
+
+/// Files in `dir` (names), sorted; an absent folder is empty.
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Hex sha256 of a file, with the system's sha256sum (an independent implementation from the binary's).
+pub fn sha256(path: &Path) -> Result<String> {
+    let out = Command::new("sha256sum").arg(path).output()?;
+    let text = String::from_utf8(out.stdout)?;
+    Ok(text
+        .split_whitespace()
+        .next()
+        .context("sha256sum printed nothing")?
+        .to_owned())
+}
+
+/// A free loopback port (the listener is dropped, so a server can take it).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Wait until `port` accepts connections.
+pub fn wait_for_port(port: u16, timeout: Duration, child: &mut Child) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("server exited early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("port {port} not open after {timeout:?}")
+}
+
+/// A child process killed on drop.
+pub struct Server {
+    child: Child,
+    /// Its port.
+    pub port: u16,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Python's `http.server` serving `root` on a free loopback port.
+pub fn http_server(root: &Path) -> Result<Server> {
+    let port = free_port()?;
+    let mut child = Command::new("python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.1"])
+        .arg(port.to_string())
+        .current_dir(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting python3 -m http.server")?;
+    wait_for_port(port, Duration::from_secs(20), &mut child)?;
+    Ok(Server {
+        child,
+        port,
+        _dir: None,
+    })
+}
+
+/// Credentials the S3 test server accepts.
+pub const S3_ACCESS_KEY: &str = "tractortest";
+/// Secret of [`S3_ACCESS_KEY`].
+pub const S3_SECRET_KEY: &str = "tractortestsecret";
+
+/// The SeaweedFS binary, built by `tests/s3/build.sh` when missing (minutes on a cold Go cache).
+pub fn weed_bin() -> Result<PathBuf> {
+    let out = Command::new(repo_root().join("tests/s3/build.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running tests/s3/build.sh")?;
+    anyhow::ensure!(out.status.success(), "tests/s3/build.sh failed");
+    let path = String::from_utf8(out.stdout)?.trim().to_owned();
+    Ok(PathBuf::from(path))
+}
+
+/// A real SeaweedFS (master, volume, filer and S3 gateway in one process) on loopback, with one identity.
+pub fn s3_server() -> Result<Server> {
+    let weed = weed_bin()?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("s3.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({"identities": [{
+            "name": "tractor",
+            "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"]
+        }]})
+        .to_string(),
+    )?;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    let (s3, master, volume, filer) = (free_port()?, free_port()?, free_port()?, free_port()?);
+    let log = std::fs::File::create(dir.path().join("weed.log"))?;
+    let mut child = Command::new(weed)
+        .arg("server")
+        .arg(format!("-dir={}", data.display()))
+        .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3", "-filer"])
+        .arg(format!("-master.port={master}"))
+        .arg(format!("-volume.port={volume}"))
+        .arg(format!("-filer.port={filer}"))
+        .arg(format!("-s3.port={s3}"))
+        .arg(format!("-s3.config={}", config.display()))
+        .arg("-master.volumeSizeLimitMB=64")
+        .arg("-volume.max=8")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("starting weed server")?;
+    wait_for_port(s3, Duration::from_secs(90), &mut child)?;
+    Ok(Server {
+        child,
+        port: s3,
+        _dir: Some(dir),
+    })
+}
+
+/// Run curl with AWS SigV4 against the S3 server (PUT a bucket or an object); retried while the server warms up.
+pub fn s3_put(port: u16, path: &str, file: Option<&Path>) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+            .args(["--aws-sigv4", "aws:amz:us-east-1:s3"])
+            .arg("--user")
+            .arg(format!("{S3_ACCESS_KEY}:{S3_SECRET_KEY}"));
+        if let Some(f) = file {
+            cmd.arg("--data-binary").arg(format!("@{}", f.display()));
+        }
+        cmd.arg(format!("http://127.0.0.1:{port}/{path}"));
+        let out = cmd.output().context("running curl")?;
+        let code = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if code.starts_with('2') {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "PUT {path}: HTTP {code} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The environment `tractor optimize` gets in a pod for this server.
+pub fn s3_env(port: u16, secret: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            "AWS_ENDPOINT_URL".into(),
+            format!("http://127.0.0.1:{port}"),
+        ),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID".into(), S3_ACCESS_KEY.into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), secret.into()),
+        ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST".into(), "false".into()),
+    ]
+}
+
+/// Write an ONNX model with an op tract does not implement, using the fixtures' Python venv (onnx package).
+pub fn unsupported_op_model(dest: &Path) -> Result<()> {
+    let python = std::env::var("TRACTOR_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tractor/venv")
+        })
+        .join("bin/python");
+    let script = r#"
+import sys, onnx
+from onnx import helper, TensorProto
+x = helper.make_tensor_value_info("x", TensorProto.STRING, [None])
+y = helper.make_tensor_value_info("y", TensorProto.STRING, [None])
+node = helper.make_node("StringNormalizer", ["x"], ["y"], case_change_action="LOWER")
+g = helper.make_graph([node], "g", [x], [y])
+m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+onnx.save(m, sys.argv[1])
+"#;
+    let status = Command::new(&python)
+        .args(["-c", script])
+        .arg(dest)
+        .status()
+        .with_context(|| format!("running {} (make the fixtures venv)", python.display()))?;
+    anyhow::ensure!(
+        status.success(),
+        "generating the unsupported-op model failed"
+    );
+    Ok(())
+}
