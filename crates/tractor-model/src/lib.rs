@@ -1,4 +1,344 @@
-//! placeholder
+//! Everything about a model file: load (ONNX, NNEF), digest check, signature, and a batched runner.
+//!
+//! The lifecycle is visible in the types, as in tract: [`load`] gives a decluttered [`Model`] with its
+//! [`Signature`]; [`Model::runner`] optimizes it once per batch-size bucket into a shared [`Runner`];
+//! each worker thread opens a [`Session`] that keeps one reusable run state per bucket.
 
+mod datatype;
 pub mod fetch;
 pub mod optimize;
+mod runner;
+
+pub use datatype::DataType;
+pub use runner::{Runner, Session};
+/// tract's tensor type, re-exported so callers need no direct tract dependency.
+pub use tract_onnx::prelude::{Datum, DatumType, Tensor, f16};
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tract_onnx::prelude::*;
+
+/// Failures of this crate, named for the action that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The model file could not be read (for its digest).
+    #[error("reading {path}: {source}")]
+    ReadModel {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file's sha256 is not the one the deployment pinned.
+    #[error("sha256 mismatch for {path}: expected {expected}, found {found}")]
+    VerifyDigest {
+        /// The file.
+        path: PathBuf,
+        /// The pinned digest.
+        expected: String,
+        /// The digest of the bytes on disk.
+        found: String,
+    },
+    /// tract could not parse or type the model.
+    #[error("loading model {path}: {message}")]
+    LoadModel {
+        /// The file.
+        path: PathBuf,
+        /// tract's error chain, flattened (tract errors are anyhow errors, not `std::error::Error`).
+        message: String,
+    },
+    /// The model has an input or output this server cannot describe (e.g. a string tensor).
+    #[error("unsupported signature: {0}")]
+    Signature(String),
+    /// Building an optimized plan failed.
+    #[error("optimizing model for batch {batch}: {message}")]
+    Optimize {
+        /// The batch-size bucket.
+        batch: usize,
+        /// tract's error chain.
+        message: String,
+    },
+    /// Running the model failed.
+    #[error("running model: {0}")]
+    Run(String),
+    /// The inputs given do not match the signature.
+    #[error("{0}")]
+    BadInput(String),
+}
+
+impl Error {
+    /// A short, bounded category for metric labels and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::ReadModel { .. } => "read",
+            Error::VerifyDigest { .. } => "digest",
+            Error::LoadModel { .. } => "load",
+            Error::Signature(_) => "signature",
+            Error::Optimize { .. } => "optimize",
+            Error::Run(_) => "run",
+            Error::BadInput(_) => "bad_input",
+        }
+    }
+}
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn flat(e: &TractError) -> String {
+    format!("{e:#}")
+}
+
+/// The file formats tract can load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// ONNX protobuf (`.onnx`).
+    Onnx,
+    /// NNEF, as a directory or a `.nnef.tar`/`.nnef.tgz` archive.
+    Nnef,
+}
+
+impl Format {
+    /// Guess the format from the path: `.onnx` is ONNX, directories and `.nnef*`/`.tgz`/`.tar` are NNEF.
+    pub fn from_path(path: &Path) -> Format {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        if name.ends_with(".onnx") {
+            Format::Onnx
+        } else if path.is_dir()
+            || name.contains(".nnef")
+            || name.ends_with(".tgz")
+            || name.ends_with(".tar")
+        {
+            Format::Nnef
+        } else {
+            Format::Onnx
+        }
+    }
+
+    /// The platform string of V2 model metadata.
+    pub fn platform(self) -> &'static str {
+        match self {
+            Format::Onnx => "tract_onnx",
+            Format::Nnef => "tract_nnef",
+        }
+    }
+}
+
+/// One input or output as the Open Inference Protocol describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TensorSpec {
+    /// The tensor's name in the model.
+    pub name: String,
+    /// Its V2 datatype.
+    pub datatype: DataType,
+    /// Its shape; `-1` for a dimension that varies (the batch).
+    pub shape: Vec<i64>,
+}
+
+/// The inputs and outputs of a model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Signature {
+    /// Inputs, in the model's order.
+    pub inputs: Vec<TensorSpec>,
+    /// Outputs, in the model's order.
+    pub outputs: Vec<TensorSpec>,
+}
+
+/// A loaded, decluttered model, not yet optimized for any batch size.
+#[derive(Debug, Clone)]
+pub struct Model {
+    typed: TypedModel,
+    batch: Option<Symbol>,
+    signature: Signature,
+    format: Format,
+    sha256: String,
+}
+
+/// The lowercase hex sha256 of a file (for a directory: not supported, returns an error).
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let read_err = |source| Error::ReadModel {
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(read_err)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Load a model file, checking its sha256 first when one is pinned.
+pub fn load(path: &Path, expected_sha256: Option<&str>) -> Result<Model> {
+    let format = Format::from_path(path);
+    let sha256 = if path.is_file() {
+        sha256_file(path)?
+    } else {
+        String::new()
+    };
+    if let Some(expected) = expected_sha256 {
+        let expected = expected.trim().to_lowercase();
+        if expected != sha256 {
+            return Err(Error::VerifyDigest {
+                path: path.to_owned(),
+                expected,
+                found: sha256,
+            });
+        }
+    }
+    let load_err = |e: TractError| Error::LoadModel {
+        path: path.to_owned(),
+        message: flat(&e),
+    };
+    let typed = match format {
+        Format::Onnx => {
+            let inference = tract_onnx::onnx().model_for_path(path).map_err(load_err)?;
+            inference
+                .into_typed()
+                .and_then(|m| m.into_decluttered())
+                .map_err(load_err)?
+        }
+        Format::Nnef => {
+            use tract_onnx::WithOnnx;
+            let nnef = tract_nnef::nnef().with_onnx();
+            nnef.model_for_path(path)
+                .and_then(|m| m.into_decluttered())
+                .map_err(load_err)?
+        }
+    };
+    Model::from_typed(typed, format, sha256)
+}
+
+impl Model {
+    fn from_typed(typed: TypedModel, format: Format, sha256: String) -> Result<Model> {
+        let mut batch = None;
+        let mut spec = |outlet: OutletId| -> Result<TensorSpec> {
+            let node = typed.node(outlet.node);
+            let fact = typed
+                .outlet_fact(outlet)
+                .map_err(|e| Error::Signature(flat(&e)))?;
+            let datatype = DataType::from_datum(fact.datum_type).ok_or_else(|| {
+                Error::Signature(format!(
+                    "{}: datatype {:?} is not supported",
+                    node.name, fact.datum_type
+                ))
+            })?;
+            let shape = fact
+                .shape
+                .iter()
+                .enumerate()
+                .map(|(axis, d)| match d.to_i64() {
+                    Ok(v) => v,
+                    Err(_) => {
+                        // The batch is the symbol on the first axis; others stay variable too.
+                        if axis == 0
+                            && batch.is_none()
+                            && let Some(s) = d.symbols().into_iter().next()
+                        {
+                            batch = Some(s);
+                        }
+                        -1
+                    }
+                })
+                .collect();
+            // ONNX tensor names survive as outlet labels; nodes are named after their first output otherwise.
+            let name = typed.outlet_label(outlet).unwrap_or(&node.name).to_owned();
+            Ok(TensorSpec {
+                name,
+                datatype,
+                shape,
+            })
+        };
+        let inputs = typed
+            .inputs
+            .clone()
+            .into_iter()
+            .map(&mut spec)
+            .collect::<Result<Vec<_>>>()?;
+        let outputs = typed
+            .outputs
+            .clone()
+            .into_iter()
+            .map(&mut spec)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Model {
+            typed,
+            batch,
+            signature: Signature { inputs, outputs },
+            format,
+            sha256,
+        })
+    }
+
+    /// The model's inputs and outputs.
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// The format it was loaded from.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The lowercase hex sha256 of the file (empty for an NNEF directory).
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Whether the first axis of the inputs is a symbolic batch dimension, so requests can be merged.
+    pub fn batchable(&self) -> bool {
+        self.batch.is_some()
+    }
+
+    /// Optimize once per batch-size bucket (powers of two up to `max_batch`) and return the shared runner.
+    ///
+    /// Why buckets: a plan optimized for a concrete batch is up to 2× faster than a symbolic one on
+    /// convolutions, and a handful of buckets bounds both memory and start-up time.
+    pub fn runner(&self, max_batch: usize) -> Result<Runner> {
+        runner::Runner::build(
+            &self.typed,
+            self.batch.clone(),
+            self.signature.clone(),
+            max_batch.max(1),
+        )
+    }
+}
+
+/// The variables that make every `anyhow` error (tract's error type) capture a backtrace.
+pub const BACKTRACE_VARS: [&str; 2] = ["RUST_BACKTRACE", "RUST_LIB_BACKTRACE"];
+
+/// Replace this process with itself minus [`BACKTRACE_VARS`], when one of them enables backtraces.
+///
+/// tract builds `anyhow` errors on some hot paths (shape checks that are expected to fail and are
+/// recovered from); with backtraces enabled each of those captures a stack trace, which makes some ops
+/// 2.5× slower. std caches the variables on first use and edition 2024 makes `set_var` unsafe (which
+/// this workspace forbids), so the clean way out is to `exec` the same binary with the same arguments
+/// and a cleaned environment. Returns only if there was nothing to do, or with the exec error.
+pub fn reexec_without_backtraces() -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let enabled = BACKTRACE_VARS
+        .iter()
+        .any(|k| std::env::var_os(k).is_some_and(|v| v != "0"));
+    if !enabled {
+        return Ok(());
+    }
+    let exe = std::env::current_exe()?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1));
+    for k in BACKTRACE_VARS {
+        cmd.env_remove(k);
+    }
+    Err(cmd.exec())
+}

@@ -1,1 +1,305 @@
-//! placeholder
+//! `tractor serve`: the inference sidecar. Loads one model, verifies its digest, optimizes it once per
+//! batch bucket, warms it up, then serves the Open Inference Protocol (V2) over REST (with `/metrics`)
+//! and gRPC, batching concurrent requests on dedicated threads, until SIGTERM drains it.
+
+pub mod batcher;
+pub mod codec;
+pub mod feedback;
+pub mod grpc;
+pub mod metrics;
+pub mod rest;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tractor_api::names::{GRPC_PORT, HTTP_PORT};
+
+/// Command-line flags of `tractor serve`; every flag has an environment fallback.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// The model file: `.onnx`, or NNEF (a directory or `.nnef.tgz`).
+    #[arg(long, env = "TRACTOR_MODEL")]
+    pub model: PathBuf,
+    /// The model's name in URLs (`/v2/models/{name}`): the ModelDeployment's name.
+    #[arg(long, env = "TRACTOR_MODEL_NAME")]
+    pub name: String,
+    /// Expected sha256 of the model file (hex); the server refuses to start on a mismatch.
+    #[arg(long, env = "TRACTOR_MODEL_SHA256")]
+    pub sha256: Option<String>,
+    /// Address of the REST server (V2, health, `/metrics`).
+    #[arg(long, env = "TRACTOR_HTTP_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], HTTP_PORT as u16)))]
+    pub http_addr: SocketAddr,
+    /// Address of the gRPC server (`inference.GRPCInferenceService`).
+    #[arg(long, env = "TRACTOR_GRPC_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], GRPC_PORT as u16)))]
+    pub grpc_addr: SocketAddr,
+    /// Most rows merged into one model run; 1 turns dynamic batching off.
+    #[arg(long, env = "TRACTOR_MAX_BATCH_SIZE", default_value_t = 32)]
+    pub max_batch_size: usize,
+    /// How long a request may wait for others to share its batch. 0 merges only what is already
+    /// queued, so batching adds no latency at low load and kicks in as the queue fills.
+    #[arg(long, env = "TRACTOR_MAX_DELAY_MICROS", default_value_t = 0)]
+    pub max_delay_micros: u64,
+    /// Inference threads (default: available cores).
+    #[arg(long, env = "TRACTOR_THREADS")]
+    pub threads: Option<usize>,
+    /// Requests that may wait for a thread; beyond it requests are shed with 503 / RESOURCE_EXHAUSTED.
+    #[arg(long, env = "TRACTOR_QUEUE_CAPACITY", default_value_t = 1024)]
+    pub queue_capacity: usize,
+    /// Largest request body accepted (413 beyond it), also the gRPC message limit.
+    #[arg(long, env = "TRACTOR_MAX_BODY_BYTES", default_value_t = 16 << 20)]
+    pub max_body_bytes: usize,
+    /// A file holding a bearer token required on model routes (health and `/metrics` stay open).
+    #[arg(long, env = "TRACTOR_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// Predictions kept for feedback, and labelled outcomes scored, at most.
+    #[arg(long, env = "TRACTOR_FEEDBACK_WINDOW", default_value_t = 100_000)]
+    pub feedback_window: usize,
+    /// Predictions and outcomes older than this many seconds leave the feedback window.
+    #[arg(long, env = "TRACTOR_FEEDBACK_MAX_AGE_SECS", default_value_t = 3600)]
+    pub feedback_max_age_secs: u64,
+    /// After SIGTERM, keep serving (not ready) this long so endpoints drop the pod before it stops accepting.
+    #[arg(long, env = "TRACTOR_DRAIN_DELAY_MILLIS", default_value_t = 0)]
+    pub drain_delay_millis: u64,
+}
+
+/// Failures that stop the server, named for the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Loading, verifying or optimizing the model.
+    #[error("loading the model: {0}")]
+    LoadModel(#[source] tractor_model::Error),
+    /// The warm-up inference failed.
+    #[error("warm-up inference: {0}")]
+    WarmUp(String),
+    /// Reading the auth token file.
+    #[error("reading the auth token file {path}: {source}")]
+    ReadToken {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Registering metrics.
+    #[error("registering metrics: {0}")]
+    Metrics(#[source] prometheus::Error),
+    /// Binding a port, starting threads or the runtime.
+    #[error("starting: {0}")]
+    Start(#[source] std::io::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Grpc(#[source] tonic::transport::Error),
+}
+
+impl Error {
+    /// A short, bounded category for logs and metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::LoadModel(e) => e.category(),
+            Error::WarmUp(_) => "warm_up",
+            Error::ReadToken { .. } => "auth",
+            Error::Metrics(_) => "metrics",
+            Error::Start(_) => "start",
+            Error::Grpc(_) => "grpc",
+        }
+    }
+}
+
+/// Everything built before the ports open: the shared server and the front ends' settings.
+pub struct Prepared {
+    /// The shared server (ready already).
+    pub server: Arc<server::Server>,
+    /// REST settings.
+    pub rest: rest::RestConfig,
+}
+
+/// Load, verify, optimize and warm up the model; returns a ready server.
+pub fn prepare(args: &ServeArgs) -> Result<Prepared, Error> {
+    let ServeArgs {
+        model,
+        name,
+        sha256,
+        http_addr: _,
+        grpc_addr: _,
+        max_batch_size,
+        max_delay_micros,
+        threads,
+        queue_capacity,
+        max_body_bytes,
+        auth_token_file,
+        feedback_window,
+        feedback_max_age_secs,
+        drain_delay_millis: _,
+    } = args;
+    let loaded = tractor_model::load(model, sha256.as_deref()).map_err(Error::LoadModel)?;
+    let runner = loaded.runner(*max_batch_size).map_err(Error::LoadModel)?;
+    let signature = loaded.signature().clone();
+    tracing::info!(model = %model.display(), sha256 = loaded.sha256(), buckets = ?runner.buckets(), "model loaded and optimized");
+
+    // Warm-up: one zero input through a session, so the first request pays no lazy initialisation.
+    let zeros = signature
+        .inputs
+        .iter()
+        .map(|s| {
+            let shape: Vec<usize> = s
+                .shape
+                .iter()
+                .map(|d| if *d < 0 { 1 } else { *d as usize })
+                .collect();
+            tractor_model::Tensor::zero_dt(s.datatype.datum(), &shape)
+                .map_err(|e| Error::WarmUp(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    runner
+        .session()
+        .run(zeros)
+        .map_err(|e| Error::WarmUp(e.to_string()))?;
+
+    let metrics = metrics::Metrics::new(name, loaded.format().platform(), loaded.sha256())
+        .map_err(Error::Metrics)?;
+    let threads = threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let config = batcher::BatchConfig {
+        threads,
+        max_batch_size: *max_batch_size,
+        max_delay: Duration::from_micros(*max_delay_micros),
+        queue_capacity: *queue_capacity,
+    };
+    let batcher = batcher::Batcher::start(runner, config, metrics.clone()).map_err(Error::Start)?;
+    let feedback = feedback::Feedback::new(feedback::WindowConfig {
+        max_count: *feedback_window,
+        max_age: Duration::from_secs(*feedback_max_age_secs),
+    });
+    let server = Arc::new(server::Server::new(
+        name.clone(),
+        loaded.format().platform(),
+        loaded.sha256().to_owned(),
+        signature,
+        metrics,
+        batcher,
+        feedback,
+    ));
+    let auth_token = match auth_token_file {
+        None => None,
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|source| Error::ReadToken {
+                    path: path.clone(),
+                    source,
+                })?
+                .trim()
+                .to_owned(),
+        ),
+    };
+    server.set_ready(true);
+    Ok(Prepared {
+        server,
+        rest: rest::RestConfig {
+            max_body_bytes: *max_body_bytes,
+            auth_token,
+        },
+    })
+}
+
+/// Run `tractor serve` to completion: serve until SIGTERM or SIGINT, then drain and return.
+///
+/// Backtraces: if `RUST_BACKTRACE`/`RUST_LIB_BACKTRACE` enable them, the process first re-executes
+/// itself without them (see [`tractor_model::reexec_without_backtraces`]), since tract is up to 2.5×
+/// slower when every internal error captures a backtrace.
+pub fn run(args: ServeArgs) -> Result<(), Error> {
+    tractor_model::reexec_without_backtraces().map_err(Error::Start)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A subscriber may already be installed by the binary; then that one is used.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let prepared = prepare(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tractor-io")
+        .build()
+        .map_err(Error::Start)?;
+    runtime.block_on(serve(
+        prepared,
+        args.http_addr,
+        args.grpc_addr,
+        Duration::from_millis(args.drain_delay_millis),
+    ))
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+/// Serve REST and gRPC until a shutdown signal; then readiness goes false, in-flight requests finish,
+/// and both servers stop.
+pub async fn serve(
+    prepared: Prepared,
+    http_addr: SocketAddr,
+    grpc_addr: SocketAddr,
+    drain_delay: Duration,
+) -> Result<(), Error> {
+    let Prepared { server, rest } = prepared;
+    let http = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .map_err(Error::Start)?;
+    let grpc = tokio::net::TcpListener::bind(grpc_addr)
+        .await
+        .map_err(Error::Start)?;
+    tracing::info!(http = %http_addr, grpc = %grpc_addr, model = %server.name, "serving");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let app = rest::app(Arc::clone(&server), rest.clone());
+    // Small request/response pairs: Nagle's algorithm with delayed ACKs would add tens of milliseconds.
+    let http = axum::serve::ListenerExt::tap_io(http, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let http_task = tokio::spawn(
+        axum::serve(http, app)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    let grpc_task = tokio::spawn(grpc::serve(
+        Arc::clone(&server),
+        grpc,
+        rest.max_body_bytes,
+        rest.auth_token.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    shutdown_signal().await;
+    tracing::info!("shutdown signal: readiness off, draining in-flight requests");
+    server.set_ready(false);
+    tokio::time::sleep(drain_delay).await;
+    let _ = stop_tx.send(true);
+    let http_result = http_task.await;
+    let grpc_result = grpc_task.await;
+    if let Ok(Err(e)) = http_result {
+        return Err(Error::Start(e));
+    }
+    if let Ok(Err(e)) = grpc_result {
+        return Err(Error::Grpc(e));
+    }
+    tracing::info!("drained; exiting");
+    Ok(())
+}

@@ -19,6 +19,8 @@ enum Command {
     Crd,
     /// Watch ModelDeployments and reconcile them into Jobs, Deployments and Services.
     Operator(tractor_operator::OperatorArgs),
+    /// Serve one model over the Open Inference Protocol (REST and gRPC) until SIGTERM.
+    Serve(tractor_serve::ServeArgs),
     /// Fetch, verify, convert, optimize and evaluate a model into a deterministic NNEF artifact and a report.
     Optimize(tractor_model::optimize::OptimizeArgs),
     /// Print a model's signature, op histogram, parameter count, size and FLOPs estimate as JSON.
@@ -59,6 +61,10 @@ fn main() -> anyhow::Result<()> {
     } = Cli::parse();
     match command {
         Command::Crd => print!("{}", tractor_api::crd_yaml()),
+        Command::Serve(args) => {
+            init_tracing(log_format);
+            tractor_serve::run(args)?;
+        }
         Command::Optimize(args) => {
             init_tracing(log_format);
             let code = tractor_model::optimize::run(args);

@@ -1,0 +1,326 @@
+//! Open Inference Protocol (V2) over gRPC: `inference.GRPCInferenceService` with typed contents and
+//! `raw_input_contents`/`raw_output_contents`, mapping errors to gRPC status codes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::{Code, Request, Response, Status};
+use tractor_model::{DataType, Tensor};
+
+use crate::codec::{self, BadRequest, OutputSelection};
+use crate::server::{InferError, Server};
+
+/// Code generated from `proto/grpc_predict_v2.proto` by `tests/proto_drift.rs`; committed, never edited.
+#[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used)]
+pub mod proto {
+    include!("generated/inference.rs");
+}
+
+use proto::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
+use proto::model_infer_request::InferInputTensor;
+use proto::model_infer_response::InferOutputTensor;
+use proto::*;
+
+/// The gRPC service over the shared server.
+#[derive(Debug, Clone)]
+pub struct Service {
+    server: Arc<Server>,
+    auth_token: Option<Arc<str>>,
+}
+
+impl From<InferError> for Status {
+    fn from(e: InferError) -> Self {
+        let code = match &e {
+            InferError::BadRequest(_) => Code::InvalidArgument,
+            InferError::UnknownModel(_) => Code::NotFound,
+            InferError::Overloaded => Code::ResourceExhausted,
+            InferError::Unavailable(_) => Code::Unavailable,
+            InferError::Internal(_) => Code::Internal,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+fn invalid(e: BadRequest) -> Status {
+    Status::invalid_argument(e.0)
+}
+
+impl Service {
+    /// A service answering for `server`; requires `authorization: Bearer <token>` when a token is set.
+    pub fn new(server: Arc<Server>, auth_token: Option<String>) -> Service {
+        Service {
+            server,
+            auth_token: auth_token.map(Arc::from),
+        }
+    }
+
+    fn check_auth<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let Some(token) = &self.auth_token else {
+            return Ok(());
+        };
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given == Some(&**token) {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated("missing or wrong bearer token"))
+        }
+    }
+
+    fn version(v: &str) -> Option<&str> {
+        if v.is_empty() { None } else { Some(v) }
+    }
+
+    async fn infer(&self, req: ModelInferRequest) -> Result<ModelInferResponse, Status> {
+        let s = &self.server;
+        s.check_model(&req.model_name, Self::version(&req.model_version))?;
+        let inputs = decode_inputs(s, &req).map_err(invalid)?;
+        let rows = codec::batch_rows(&s.signature, &inputs).map_err(invalid)?;
+        let selection = if req.outputs.is_empty() {
+            OutputSelection::all(&s.signature, true)
+        } else {
+            OutputSelection::select(
+                &s.signature,
+                req.outputs.iter().map(|o| (o.name.as_str(), true)),
+            )
+            .map_err(invalid)?
+        };
+        let id = if req.id.is_empty() {
+            None
+        } else {
+            Some(req.id.as_str())
+        };
+        let outputs = s.infer(inputs, rows, id).await?;
+        let mut resp = ModelInferResponse {
+            model_name: s.name.clone(),
+            model_version: s.version.clone(),
+            id: req.id.clone(),
+            ..Default::default()
+        };
+        for (ix, _) in &selection.outputs {
+            let spec = &s.signature.outputs[*ix];
+            let t = outputs.get(*ix).ok_or_else(|| {
+                Status::internal("model returned fewer outputs than its signature")
+            })?;
+            resp.outputs.push(InferOutputTensor {
+                name: spec.name.clone(),
+                datatype: spec.datatype.as_str().into(),
+                shape: t.shape().iter().map(|d| *d as i64).collect(),
+                ..Default::default()
+            });
+            resp.raw_output_contents
+                .push(codec::tensor_to_le(spec.datatype, t).map_err(Status::internal)?);
+        }
+        Ok(resp)
+    }
+}
+
+fn typed<T: codec::Element, U: Copy>(
+    values: &[U],
+    dims: &[usize],
+    n: usize,
+    name: &str,
+    conv: impl Fn(U) -> Option<T>,
+) -> Result<Tensor, BadRequest> {
+    if values.len() != n {
+        return Err(BadRequest(format!(
+            "input '{name}': shape {dims:?} needs {n} values, got {}",
+            values.len()
+        )));
+    }
+    let v = values
+        .iter()
+        .map(|x| conv(*x))
+        .collect::<Option<Vec<T>>>()
+        .ok_or_else(|| BadRequest(format!("input '{name}': value out of range")))?;
+    codec::tensor_from_vec(dims, n, v, name)
+}
+
+fn decode_inputs(s: &Server, req: &ModelInferRequest) -> Result<Vec<Tensor>, BadRequest> {
+    let raw = !req.raw_input_contents.is_empty();
+    if raw && req.raw_input_contents.len() != req.inputs.len() {
+        return Err(BadRequest(format!(
+            "{} raw_input_contents for {} inputs",
+            req.raw_input_contents.len(),
+            req.inputs.len()
+        )));
+    }
+    let mut slots: Vec<Option<Tensor>> = s.signature.inputs.iter().map(|_| None).collect();
+    for (i, input) in req.inputs.iter().enumerate() {
+        let InferInputTensor {
+            name,
+            datatype,
+            shape,
+            contents,
+            ..
+        } = input;
+        let ix = s
+            .signature
+            .inputs
+            .iter()
+            .position(|x| &x.name == name)
+            .ok_or_else(|| BadRequest(format!("unknown input '{name}'")))?;
+        if slots[ix].is_some() {
+            return Err(BadRequest(format!("input '{name}' given twice")));
+        }
+        let (dt, dims, n) = codec::check_input(&s.signature.inputs[ix], datatype, shape)?;
+        let t = if raw {
+            codec::tensor_from_le(dt, &dims, n, &req.raw_input_contents[i], name)?
+        } else {
+            let c = contents
+                .as_ref()
+                .ok_or_else(|| BadRequest(format!("input '{name}' has no contents")))?;
+            match dt {
+                DataType::Fp32 => typed::<f32, f32>(&c.fp32_contents, &dims, n, name, Some)?,
+                DataType::Fp64 => typed::<f64, f64>(&c.fp64_contents, &dims, n, name, Some)?,
+                DataType::Bool => typed::<bool, bool>(&c.bool_contents, &dims, n, name, Some)?,
+                DataType::Int64 => typed::<i64, i64>(&c.int64_contents, &dims, n, name, Some)?,
+                DataType::Int32 => typed::<i32, i32>(&c.int_contents, &dims, n, name, Some)?,
+                DataType::Int16 => {
+                    typed::<i16, i32>(&c.int_contents, &dims, n, name, |x| i16::try_from(x).ok())?
+                }
+                DataType::Int8 => {
+                    typed::<i8, i32>(&c.int_contents, &dims, n, name, |x| i8::try_from(x).ok())?
+                }
+                DataType::Uint64 => typed::<u64, u64>(&c.uint64_contents, &dims, n, name, Some)?,
+                DataType::Uint32 => typed::<u32, u32>(&c.uint_contents, &dims, n, name, Some)?,
+                DataType::Uint16 => {
+                    typed::<u16, u32>(&c.uint_contents, &dims, n, name, |x| u16::try_from(x).ok())?
+                }
+                DataType::Uint8 => {
+                    typed::<u8, u32>(&c.uint_contents, &dims, n, name, |x| u8::try_from(x).ok())?
+                }
+                DataType::Fp16 => {
+                    return Err(BadRequest(format!(
+                        "input '{name}': FP16 has no typed contents; send raw_input_contents"
+                    )));
+                }
+            }
+        };
+        slots[ix] = Some(t);
+    }
+    slots
+        .into_iter()
+        .zip(&s.signature.inputs)
+        .map(|(t, spec)| t.ok_or_else(|| BadRequest(format!("missing input '{}'", spec.name))))
+        .collect()
+}
+
+fn code_label(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::NotFound => "NOT_FOUND",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+        Code::Internal => "INTERNAL",
+        _ => "OTHER",
+    }
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for Service {
+    async fn server_live(
+        &self,
+        _req: Request<ServerLiveRequest>,
+    ) -> Result<Response<ServerLiveResponse>, Status> {
+        Ok(Response::new(ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _req: Request<ServerReadyRequest>,
+    ) -> Result<Response<ServerReadyResponse>, Status> {
+        Ok(Response::new(ServerReadyResponse {
+            ready: self.server.is_ready(),
+        }))
+    }
+
+    async fn model_ready(
+        &self,
+        req: Request<ModelReadyRequest>,
+    ) -> Result<Response<ModelReadyResponse>, Status> {
+        self.check_auth(&req)?;
+        let r = req.into_inner();
+        self.server
+            .check_model(&r.name, Self::version(&r.version))?;
+        Ok(Response::new(ModelReadyResponse {
+            ready: self.server.is_ready(),
+        }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _req: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
+        Ok(Response::new(ServerMetadataResponse {
+            name: "tractor".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: vec!["feedback".into(), "explain".into()],
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        req: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
+        self.check_auth(&req)?;
+        let r = req.into_inner();
+        let s = &self.server;
+        s.check_model(&r.name, Self::version(&r.version))?;
+        let meta = |t: &tractor_model::TensorSpec| model_metadata_response::TensorMetadata {
+            name: t.name.clone(),
+            datatype: t.datatype.as_str().into(),
+            shape: t.shape.clone(),
+        };
+        Ok(Response::new(ModelMetadataResponse {
+            name: s.name.clone(),
+            versions: vec![s.version.clone()],
+            platform: s.platform.into(),
+            inputs: s.signature.inputs.iter().map(meta).collect(),
+            outputs: s.signature.outputs.iter().map(meta).collect(),
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        req: Request<ModelInferRequest>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
+        let start = Instant::now();
+        let metrics = &self.server.metrics;
+        metrics.in_flight.inc();
+        let result = match self.check_auth(&req) {
+            Ok(()) => self.infer(req.into_inner()).await,
+            Err(e) => Err(e),
+        };
+        metrics.in_flight.dec();
+        let code = result
+            .as_ref()
+            .map(|_| Code::Ok)
+            .unwrap_or_else(|s| s.code());
+        metrics.observe_request("grpc", code_label(code), start.elapsed().as_secs_f64());
+        result.map(Response::new)
+    }
+}
+
+/// Serve gRPC on `listener` until `shutdown` resolves, letting in-flight calls finish.
+pub async fn serve(
+    server: Arc<Server>,
+    listener: tokio::net::TcpListener,
+    max_message_bytes: usize,
+    auth_token: Option<String>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let svc = GrpcInferenceServiceServer::new(Service::new(server, auth_token))
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(usize::MAX);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}

@@ -1,0 +1,270 @@
+//! Every metric the server exports, by the names of the architecture page; the only place they are spelled.
+//!
+//! Labels are bounded: `model` (one per process), `protocol` (`rest`|`grpc`), `code` (an HTTP status or
+//! a gRPC code name), `result` (three values). Never a request id or an error's text.
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
+};
+
+/// `tractor_inference_requests_total{model,protocol,code}`.
+pub const REQUESTS_TOTAL: &str = "tractor_inference_requests_total";
+/// `tractor_inference_request_duration_seconds{model,protocol}`: end to end, parse to last byte built.
+pub const REQUEST_DURATION: &str = "tractor_inference_request_duration_seconds";
+/// `tractor_inference_queue_duration_seconds{model}`: time a request waited for a batch slot.
+pub const QUEUE_DURATION: &str = "tractor_inference_queue_duration_seconds";
+/// `tractor_inference_compute_duration_seconds{model}`: time tract ran one (merged) batch.
+pub const COMPUTE_DURATION: &str = "tractor_inference_compute_duration_seconds";
+/// `tractor_inference_batch_size{model}`: rows per merged batch.
+pub const BATCH_SIZE: &str = "tractor_inference_batch_size";
+/// `tractor_inference_in_flight{model}`: requests accepted and not yet answered.
+pub const IN_FLIGHT: &str = "tractor_inference_in_flight";
+/// `tractor_model_feedback_total{model,result}`: feedback pairs by outcome.
+pub const FEEDBACK_TOTAL: &str = "tractor_model_feedback_total";
+/// `tractor_model_accuracy{model}`: accuracy over the feedback window.
+pub const ACCURACY: &str = "tractor_model_accuracy";
+/// `tractor_model_precision{model}`: macro-averaged precision over the feedback window.
+pub const PRECISION: &str = "tractor_model_precision";
+/// `tractor_model_recall{model}`: macro-averaged recall over the feedback window.
+pub const RECALL: &str = "tractor_model_recall";
+/// `tractor_model_f1{model}`: macro-averaged F1 over the feedback window.
+pub const F1: &str = "tractor_model_f1";
+/// `tractor_model_feedback_window{model}`: labelled predictions the scores are computed on.
+pub const FEEDBACK_WINDOW: &str = "tractor_model_feedback_window";
+/// `tractor_model_info{model,platform,sha256}`: always 1; carries the model's identity.
+pub const MODEL_INFO: &str = "tractor_model_info";
+
+/// Values of the `result` label of [`FEEDBACK_TOTAL`].
+pub const RESULTS: [&str; 3] = ["correct", "incorrect", "unknown_id"];
+
+// Latency buckets from 50 µs to 10 s: tract answers small models in tens of microseconds.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 10.0,
+];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
+/// The server's metrics, already labelled with the model where the label is fixed.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    registry: Registry,
+    model: String,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    /// Queue wait per request.
+    pub queue: Histogram,
+    /// Compute time per merged batch.
+    pub compute: Histogram,
+    /// Rows per merged batch.
+    pub batch_size: Histogram,
+    /// Requests in flight.
+    pub in_flight: IntGauge,
+    feedback: IntCounterVec,
+    /// Rolling accuracy.
+    pub accuracy: Gauge,
+    /// Rolling macro precision.
+    pub precision: Gauge,
+    /// Rolling macro recall.
+    pub recall: Gauge,
+    /// Rolling macro F1.
+    pub f1: Gauge,
+    /// Size of the scored window.
+    pub window: IntGauge,
+}
+
+fn fixed<T: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    c: T,
+) -> Result<T, prometheus::Error> {
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+impl Metrics {
+    /// Register every metric for `model`; `platform` and `sha256` go on [`MODEL_INFO`].
+    pub fn new(model: &str, platform: &str, sha256: &str) -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let m = [("model", model)];
+        let requests = fixed(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    REQUESTS_TOTAL,
+                    "Inference requests answered, by protocol and status code.",
+                ),
+                &["model", "protocol", "code"],
+            )?,
+        )?;
+        let request_duration = fixed(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    REQUEST_DURATION,
+                    "End-to-end inference request duration in seconds.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["model", "protocol"],
+            )?,
+        )?;
+        let hist =
+            |name: &str, help: &str, buckets: &[f64]| -> Result<Histogram, prometheus::Error> {
+                fixed(
+                    &registry,
+                    Histogram::with_opts(
+                        HistogramOpts::new(name, help)
+                            .buckets(buckets.to_vec())
+                            .const_labels(
+                                m.iter()
+                                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                                    .collect(),
+                            ),
+                    )?,
+                )
+            };
+        let queue = hist(
+            QUEUE_DURATION,
+            "Time requests waited in the batching queue, in seconds.",
+            LATENCY_BUCKETS,
+        )?;
+        let compute = hist(
+            COMPUTE_DURATION,
+            "Time the model ran one merged batch, in seconds.",
+            LATENCY_BUCKETS,
+        )?;
+        let batch_size = hist(BATCH_SIZE, "Rows per merged batch.", BATCH_BUCKETS)?;
+        let labels = || {
+            m.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let in_flight = fixed(
+            &registry,
+            IntGauge::with_opts(
+                Opts::new(IN_FLIGHT, "Inference requests in flight.").const_labels(labels()),
+            )?,
+        )?;
+        let feedback = fixed(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(FEEDBACK_TOTAL, "Ground-truth feedback pairs, by outcome."),
+                &["model", "result"],
+            )?,
+        )?;
+        let gauge = |name: &str, help: &str| {
+            fixed(
+                &registry,
+                Gauge::with_opts(Opts::new(name, help).const_labels(labels()))?,
+            )
+        };
+        let accuracy = gauge(
+            ACCURACY,
+            "Accuracy of predictions that received feedback, over the window.",
+        )?;
+        let precision = gauge(
+            PRECISION,
+            "Macro-averaged precision over the feedback window.",
+        )?;
+        let recall = gauge(RECALL, "Macro-averaged recall over the feedback window.")?;
+        let f1 = gauge(F1, "Macro-averaged F1 over the feedback window.")?;
+        let window = fixed(
+            &registry,
+            IntGauge::with_opts(
+                Opts::new(
+                    FEEDBACK_WINDOW,
+                    "Labelled predictions in the feedback window.",
+                )
+                .const_labels(labels()),
+            )?,
+        )?;
+        let info = fixed(
+            &registry,
+            GaugeVec::new(
+                Opts::new(MODEL_INFO, "The served model; always 1."),
+                &["model", "platform", "sha256"],
+            )?,
+        )?;
+        info.with_label_values(&[model, platform, sha256]).set(1.0);
+        for r in RESULTS {
+            feedback.with_label_values(&[model, r]);
+        }
+        Ok(Metrics {
+            registry,
+            model: model.to_owned(),
+            requests,
+            request_duration,
+            queue,
+            compute,
+            batch_size,
+            in_flight,
+            feedback,
+            accuracy,
+            precision,
+            recall,
+            f1,
+            window,
+        })
+    }
+
+    /// Count one answered request and observe its duration.
+    pub fn observe_request(&self, protocol: &str, code: &str, seconds: f64) {
+        self.requests
+            .with_label_values(&[self.model.as_str(), protocol, code])
+            .inc();
+        self.request_duration
+            .with_label_values(&[self.model.as_str(), protocol])
+            .observe(seconds);
+    }
+
+    /// Count feedback pairs with one outcome (one of [`RESULTS`]).
+    pub fn feedback(&self, result: &str, n: u64) {
+        self.feedback
+            .with_label_values(&[self.model.as_str(), result])
+            .inc_by(n);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail on I/O; a failure would be a metric family bug, so render what we can.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_is_exported_with_the_model_label() {
+        let m = Metrics::new("digits", "tract_onnx", "abc").expect("metrics");
+        m.observe_request("rest", "200", 0.001);
+        m.queue.observe(0.0001);
+        m.compute.observe(0.0001);
+        m.batch_size.observe(3.0);
+        let text = m.render();
+        for name in [
+            REQUESTS_TOTAL,
+            REQUEST_DURATION,
+            QUEUE_DURATION,
+            COMPUTE_DURATION,
+            BATCH_SIZE,
+            IN_FLIGHT,
+            FEEDBACK_TOTAL,
+            ACCURACY,
+            MODEL_INFO,
+        ] {
+            assert!(text.contains(name), "{name} missing");
+        }
+        assert!(
+            text.contains(
+                r#"tractor_inference_requests_total{code="200",model="digits",protocol="rest"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"tractor_model_feedback_total{model="digits",result="unknown_id"} 0"#)
+        );
+    }
+}

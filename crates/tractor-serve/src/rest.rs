@@ -1,0 +1,378 @@
+//! Open Inference Protocol (V2) over REST with axum: health, metadata, infer (JSON and the binary
+//! tensor extension), feedback, explain and `/metrics`. Every rejection is `{"error": "..."}`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::json;
+
+use crate::codec;
+use crate::feedback::{FeedbackRequest, MAX_ITEMS};
+use crate::server::{InferError, Server};
+
+/// Header of the binary tensor extension: length of the JSON part of the body.
+pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
+
+/// Server-wide settings of the REST front end.
+#[derive(Debug, Clone)]
+pub struct RestConfig {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Bearer token required on model routes, when set.
+    pub auth_token: Option<String>,
+}
+
+#[derive(Clone)]
+struct AppState {
+    server: Arc<Server>,
+    config: Arc<RestConfig>,
+}
+
+/// A rejection: status and message, rendered as `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<InferError> for ApiError {
+    fn from(e: InferError) -> Self {
+        let status = match &e {
+            InferError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            InferError::UnknownModel(_) => StatusCode::NOT_FOUND,
+            InferError::Overloaded | InferError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            InferError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+/// The REST application.
+pub fn app(server: Arc<Server>, config: RestConfig) -> Router {
+    let state = AppState {
+        server,
+        config: Arc::new(config),
+    };
+    let models = Router::new()
+        .route("/v2/models/{m}", get(model_metadata))
+        .route("/v2/models/{m}/versions/{v}", get(model_metadata_v))
+        .route("/v2/models/{m}/ready", get(model_ready))
+        .route("/v2/models/{m}/versions/{v}/ready", get(model_ready_v))
+        .route("/v2/models/{m}/infer", post(infer))
+        .route("/v2/models/{m}/versions/{v}/infer", post(infer_v))
+        .route("/v2/models/{m}/feedback", post(feedback))
+        .route("/v2/models/{m}/explain", post(explain))
+        .route("/v2", get(server_metadata))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route(
+            "/v2/health/live",
+            get(|| async { axum::Json(json!({ "live": true })) }),
+        )
+        .route("/v2/health/ready", get(server_ready))
+        .route("/metrics", get(metrics))
+        .merge(models)
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())
+        })
+        .with_state(state)
+}
+
+async fn auth(State(st): State<AppState>, req: axum::extract::Request, next: Next) -> Response {
+    if let Some(token) = &st.config.auth_token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token".into(),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn server_ready(State(st): State<AppState>) -> Response {
+    let ready = st.server.is_ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(json!({ "ready": ready }))).into_response()
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.server.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn server_metadata() -> Response {
+    axum::Json(json!({
+        "name": "tractor",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data", "feedback", "explain"],
+    }))
+    .into_response()
+}
+
+fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    p.map(|Path(t)| t).map_err(|e| bad(e.body_text()))
+}
+
+fn metadata(st: &AppState, m: &str, v: Option<&str>) -> Result<Response, ApiError> {
+    st.server.check_model(m, v)?;
+    let s = &st.server;
+    Ok(axum::Json(json!({
+        "name": s.name,
+        "versions": [s.version],
+        "platform": s.platform,
+        "inputs": s.signature.inputs,
+        "outputs": s.signature.outputs,
+    }))
+    .into_response())
+}
+
+async fn model_metadata(
+    State(st): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    metadata(&st, &path(p)?, None)
+}
+
+async fn model_metadata_v(
+    State(st): State<AppState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let (m, v) = path(p)?;
+    metadata(&st, &m, Some(&v))
+}
+
+fn ready(st: &AppState, m: &str, v: Option<&str>) -> Result<Response, ApiError> {
+    st.server.check_model(m, v)?;
+    let ready = st.server.is_ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok((status, axum::Json(json!({ "name": m, "ready": ready }))).into_response())
+}
+
+async fn model_ready(
+    State(st): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    ready(&st, &path(p)?, None)
+}
+
+async fn model_ready_v(
+    State(st): State<AppState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let (m, v) = path(p)?;
+    ready(&st, &m, Some(&v))
+}
+
+/// Read the body up to the limit: 413 beyond it, whatever the Content-Length claimed.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {limit} bytes"),
+        )),
+        Err(e) => Err(bad(format!("reading request body: {e}"))),
+    }
+}
+
+/// Split a body into its JSON header and binary part, per `Inference-Header-Content-Length`.
+fn split_body(headers: &HeaderMap, body: &Bytes) -> Result<(Bytes, Bytes), ApiError> {
+    match headers.get(HEADER_CONTENT_LENGTH) {
+        None => Ok((body.clone(), Bytes::new())),
+        Some(v) => {
+            let n: usize = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| {
+                    bad("Inference-Header-Content-Length must be a non-negative integer")
+                })?;
+            if n > body.len() {
+                return Err(bad(format!(
+                    "Inference-Header-Content-Length {n} is larger than the body ({} bytes)",
+                    body.len()
+                )));
+            }
+            Ok((body.slice(..n), body.slice(n..)))
+        }
+    }
+}
+
+async fn infer(
+    State(st): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match path(p) {
+        Ok(m) => run_infer(st, m, None, headers, body).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn infer_v(
+    State(st): State<AppState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match path(p) {
+        Ok((m, v)) => run_infer(st, m, Some(v), headers, body).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn run_infer(
+    st: AppState,
+    m: String,
+    v: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let start = Instant::now();
+    let metrics = &st.server.metrics;
+    metrics.in_flight.inc();
+    let response = match infer_inner(&st, &m, v.as_deref(), &headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    metrics.in_flight.dec();
+    metrics.observe_request(
+        "rest",
+        response.status().as_str(),
+        start.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+async fn infer_inner(
+    st: &AppState,
+    m: &str,
+    v: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let s = &st.server;
+    s.check_model(m, v)?;
+    let body = read_body(body, st.config.max_body_bytes).await?;
+    let (json_part, binary) = split_body(headers, &body)?;
+    let decoded = codec::decode_rest(&s.signature, &json_part, &binary).map_err(|e| bad(e.0))?;
+    let outputs = s
+        .infer(decoded.inputs, decoded.rows, decoded.id.as_deref())
+        .await?;
+    let (header_json, binary_out) = codec::encode_rest(
+        &s.name,
+        &s.version,
+        decoded.id,
+        &s.signature,
+        &decoded.outputs,
+        &outputs,
+    )
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    if binary_out.is_empty() {
+        return Ok((
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            header_json,
+        )
+            .into_response());
+    }
+    let json_len = header_json.len();
+    let mut all = header_json;
+    all.extend_from_slice(&binary_out);
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (
+                header::HeaderName::from_static(HEADER_CONTENT_LENGTH),
+                HeaderValue::from(json_len),
+            ),
+        ],
+        all,
+    )
+        .into_response())
+}
+
+async fn feedback(
+    State(st): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let m = path(p)?;
+    st.server.check_model(&m, None)?;
+    let body = read_body(body, st.config.max_body_bytes).await?;
+    let req: FeedbackRequest =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("malformed feedback JSON: {e}")))?;
+    if req.feedback.len() > MAX_ITEMS {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("at most {MAX_ITEMS} feedback pairs per call"),
+        ));
+    }
+    let summary = st.server.feedback(req.feedback)?;
+    Ok(axum::Json(summary).into_response())
+}
+
+async fn explain(
+    State(st): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let m = path(p)?;
+    let s = &st.server;
+    s.check_model(&m, None)?;
+    let body = read_body(body, st.config.max_body_bytes).await?;
+    let (json_part, binary) = split_body(&headers, &body)?;
+    let decoded = codec::decode_rest(&s.signature, &json_part, &binary).map_err(|e| bad(e.0))?;
+    let mut e = serde_json::to_value(
+        s.explain(decoded.inputs, decoded.rows, &decoded.parameters)
+            .await?,
+    )
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if let (Some(id), Some(obj)) = (decoded.id, e.as_object_mut()) {
+        obj.insert("id".into(), json!(id));
+    }
+    Ok(axum::Json(e).into_response())
+}

@@ -1,0 +1,339 @@
+//! The protocol-independent server: the loaded model, the batcher, readiness, feedback and explain,
+//! shared behind an `Arc` by the REST and gRPC front ends.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tractor_model::{DataType, Signature, Tensor};
+
+use crate::batcher::{Batcher, SubmitError};
+use crate::codec;
+use crate::feedback::{Feedback, FeedbackItem, FeedbackSummary};
+use crate::metrics::Metrics;
+
+/// Why an inference did not happen; each maps to one HTTP status and one gRPC code.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    /// The request is wrong (400, INVALID_ARGUMENT).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such model (404, NOT_FOUND).
+    #[error("unknown model '{0}'")]
+    UnknownModel(String),
+    /// The queue is full (503, RESOURCE_EXHAUSTED).
+    #[error("server overloaded: inference queue is full")]
+    Overloaded,
+    /// Not ready or shutting down (503, UNAVAILABLE).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The model failed (500, INTERNAL).
+    #[error("inference failed: {0}")]
+    Internal(String),
+}
+
+impl From<codec::BadRequest> for InferError {
+    fn from(e: codec::BadRequest) -> Self {
+        InferError::BadRequest(e.0)
+    }
+}
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct Server {
+    /// The served model's name (the ModelDeployment's name).
+    pub name: String,
+    /// The version reported in metadata (one version per process).
+    pub version: String,
+    /// `tract_onnx` or `tract_nnef`.
+    pub platform: &'static str,
+    /// The model file's sha256.
+    pub sha256: String,
+    /// Inputs and outputs.
+    pub signature: Signature,
+    /// Metrics.
+    pub metrics: Metrics,
+    batcher: Batcher,
+    feedback: Mutex<Feedback>,
+    ready: AtomicBool,
+    /// (output index, true when it is a class label rather than scores).
+    class_output: Option<(usize, bool)>,
+    /// A float output of rank 2: per-class scores, for explain.
+    score_output: Option<usize>,
+}
+
+/// Most rows one explain call may expand to (rows × (features + 1)).
+pub const MAX_EXPLAIN_ROWS: usize = 1 << 16;
+
+impl Server {
+    /// Assemble a server; it starts not ready.
+    pub fn new(
+        name: String,
+        platform: &'static str,
+        sha256: String,
+        signature: Signature,
+        metrics: Metrics,
+        batcher: Batcher,
+        feedback: Feedback,
+    ) -> Server {
+        let is_int = |d: DataType| matches!(d, DataType::Int64 | DataType::Int32);
+        let label = signature
+            .outputs
+            .iter()
+            .position(|o| is_int(o.datatype) && o.shape.len() == 1);
+        let score_output = signature
+            .outputs
+            .iter()
+            .position(|o| o.datatype.is_float() && o.shape.len() == 2);
+        let class_output = label
+            .map(|i| (i, true))
+            .or(score_output.map(|i| (i, false)));
+        Server {
+            name,
+            version: "1".into(),
+            platform,
+            sha256,
+            signature,
+            metrics,
+            batcher,
+            feedback: Mutex::new(feedback),
+            ready: AtomicBool::new(false),
+            class_output,
+            score_output,
+        }
+    }
+
+    /// Whether the model is loaded, warmed up and not draining.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Flip readiness (true after warm-up, false on SIGTERM).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst)
+    }
+
+    /// Check the model name (and version, when given) of a request.
+    pub fn check_model(&self, name: &str, version: Option<&str>) -> Result<(), InferError> {
+        if name != self.name {
+            return Err(InferError::UnknownModel(name.to_owned()));
+        }
+        match version {
+            Some(v) if v != self.version => {
+                Err(InferError::UnknownModel(format!("{name}/versions/{v}")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Run a request through the batcher; records predictions for feedback when it has an id.
+    pub async fn infer(
+        &self,
+        inputs: Vec<Tensor>,
+        rows: usize,
+        id: Option<&str>,
+    ) -> Result<Vec<Tensor>, InferError> {
+        // No readiness check here: readiness is for probes; during a drain requests still in flight or
+        // still routed to this pod are served.
+        let rx = self.batcher.submit(inputs, rows).map_err(|e| match e {
+            SubmitError::Overloaded => InferError::Overloaded,
+            SubmitError::Stopped => InferError::Unavailable(e.to_string()),
+        })?;
+        let out = rx
+            .await
+            .map_err(|_| InferError::Unavailable("inference worker stopped".into()))?;
+        let out = out.map_err(|e| match e {
+            tractor_model::Error::BadInput(m) => InferError::BadRequest(m),
+            other => InferError::Internal(other.to_string()),
+        })?;
+        if let Some(id) = id
+            && let Some(classes) = self.classes(&out.outputs)
+            && let Ok(mut f) = self.feedback.lock()
+        {
+            f.record(id, classes, Instant::now());
+        }
+        Ok(out.outputs)
+    }
+
+    /// The predicted class of each row, when the model is a classifier.
+    fn classes(&self, outputs: &[Tensor]) -> Option<Vec<i64>> {
+        let (ix, is_label) = self.class_output?;
+        let t = outputs.get(ix)?;
+        let dt = self.signature.outputs[ix].datatype;
+        let values = codec::tensor_to_f64(dt, t).ok()?;
+        if is_label {
+            return Some(values.iter().map(|v| *v as i64).collect());
+        }
+        let cols = *t.shape().get(1)?;
+        if cols == 0 {
+            return None;
+        }
+        Some(values.chunks(cols).map(|row| argmax(row) as i64).collect())
+    }
+
+    /// Apply a batch of feedback pairs and update the gauges.
+    pub fn feedback(&self, items: Vec<FeedbackItem>) -> Result<FeedbackSummary, InferError> {
+        if self.class_output.is_none() {
+            return Err(InferError::BadRequest(
+                "feedback needs a classifier: the model has no label or score output".into(),
+            ));
+        }
+        let summary = self
+            .feedback
+            .lock()
+            .map_err(|_| InferError::Internal("feedback store poisoned".into()))?
+            .apply(items, Instant::now());
+        self.metrics.feedback("correct", summary.correct);
+        self.metrics.feedback("incorrect", summary.incorrect);
+        self.metrics.feedback("unknown_id", summary.unknown_id);
+        let s = &summary.scores;
+        self.metrics.window.set(s.window as i64);
+        if let (Some(a), Some(p), Some(r), Some(f)) = (s.accuracy, s.precision, s.recall, s.f1) {
+            self.metrics.accuracy.set(a);
+            self.metrics.precision.set(p);
+            self.metrics.recall.set(r);
+            self.metrics.f1.set(f);
+        }
+        Ok(summary)
+    }
+
+    /// Occlusion attributions: for each row and feature j, score(x) − score(x with feature j set to the
+    /// baseline), where score is the target class's output (default: the predicted class). The
+    /// expanded batch (rows × (features + 1)) goes through the same batcher as inference.
+    pub async fn explain(
+        &self,
+        inputs: Vec<Tensor>,
+        rows: usize,
+        parameters: &Map<String, Value>,
+    ) -> Result<Explanation, InferError> {
+        let spec = match self.signature.inputs.as_slice() {
+            [s] if s.datatype == DataType::Fp32 && s.shape.len() == 2 && s.shape[0] == -1 => s,
+            _ => {
+                return Err(InferError::BadRequest(
+                    "explain supports models with one FP32 input of shape [-1, features]".into(),
+                ));
+            }
+        };
+        let score_ix = self.score_output.ok_or_else(|| {
+            InferError::BadRequest("explain needs a float output of shape [-1, classes]".into())
+        })?;
+        let x = codec::tensor_to_f64(DataType::Fp32, &inputs[0]).map_err(InferError::Internal)?;
+        let features = inputs[0].shape().get(1).copied().unwrap_or(0);
+        if features == 0 || rows == 0 {
+            return Err(InferError::BadRequest(format!(
+                "input '{}' is empty",
+                spec.name
+            )));
+        }
+        let expanded = rows
+            .checked_mul(features + 1)
+            .filter(|n| *n <= MAX_EXPLAIN_ROWS)
+            .ok_or_else(|| {
+                InferError::BadRequest(format!(
+                    "explain is limited to {MAX_EXPLAIN_ROWS} rows × (features + 1)"
+                ))
+            })?;
+        let baseline: Vec<f64> = match parameters.get("baseline") {
+            None => vec![0.0; features],
+            Some(Value::Number(n)) => vec![n.as_f64().unwrap_or(0.0); features],
+            Some(Value::Array(a)) if a.len() == features && a.iter().all(Value::is_number) => {
+                a.iter().filter_map(Value::as_f64).collect()
+            }
+            Some(_) => {
+                return Err(InferError::BadRequest(format!(
+                    "parameter baseline must be a number or an array of {features} numbers"
+                )));
+            }
+        };
+        let target = match parameters.get("target") {
+            None => None,
+            Some(v) => Some(v.as_u64().map(|t| t as usize).ok_or_else(|| {
+                InferError::BadRequest("parameter target must be a class index".into())
+            })?),
+        };
+        let mut data: Vec<f32> = Vec::with_capacity(expanded * features);
+        for row in x.chunks(features) {
+            data.extend(row.iter().map(|v| *v as f32));
+            for (j, b) in baseline.iter().enumerate() {
+                data.extend(row.iter().enumerate().map(
+                    |(k, v)| {
+                        if k == j { *b as f32 } else { *v as f32 }
+                    },
+                ));
+            }
+        }
+        let t = Tensor::from_shape(&[expanded, features], &data)
+            .map_err(|e| InferError::Internal(e.to_string()))?;
+        let out = self.infer(vec![t], expanded, None).await?;
+        let scores_t = out
+            .get(score_ix)
+            .ok_or_else(|| InferError::Internal("missing score output".into()))?;
+        let classes = scores_t.shape().get(1).copied().unwrap_or(0);
+        let scores = codec::tensor_to_f64(self.signature.outputs[score_ix].datatype, scores_t)
+            .map_err(InferError::Internal)?;
+        let mut explanations = Vec::with_capacity(rows);
+        for block in scores.chunks(classes * (features + 1)) {
+            let original = &block[..classes];
+            let c = target.unwrap_or_else(|| argmax(original));
+            if c >= classes {
+                return Err(InferError::BadRequest(format!(
+                    "target {c} is not below the model's {classes} classes"
+                )));
+            }
+            let score = original[c];
+            let attributions = (0..features)
+                .map(|j| score - block[(j + 1) * classes + c])
+                .collect();
+            explanations.push(RowExplanation {
+                target: c,
+                score,
+                attributions,
+            });
+        }
+        Ok(Explanation {
+            model_name: self.name.clone(),
+            method: "occlusion",
+            output: self.signature.outputs[score_ix].name.clone(),
+            baseline,
+            explanations,
+        })
+    }
+}
+
+fn argmax(row: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, v) in row.iter().enumerate() {
+        if *v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// The explain response.
+#[derive(Debug, Serialize)]
+pub struct Explanation {
+    /// The model.
+    pub model_name: String,
+    /// Always `occlusion`.
+    pub method: &'static str,
+    /// The output whose scores are attributed.
+    pub output: String,
+    /// The value each feature was replaced with.
+    pub baseline: Vec<f64>,
+    /// One per input row.
+    pub explanations: Vec<RowExplanation>,
+}
+
+/// Attributions for one row.
+#[derive(Debug, Serialize)]
+pub struct RowExplanation {
+    /// The class explained.
+    pub target: usize,
+    /// Its score on the unmodified row.
+    pub score: f64,
+    /// Per feature: score drop when that feature alone is set to the baseline.
+    pub attributions: Vec<f64>,
+}
