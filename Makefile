@@ -48,6 +48,12 @@ demo:
 bench-operator: cluster-build
 	scripts/bench-operator.sh
 
+.PHONY: bench-serve
+## bench-serve: raw tract vs tractor serve over loopback (REST JSON/binary, gRPC); report in $(CARGO_TARGET_DIR)/bench-serve/
+bench-serve:
+	$(CARGO) build --locked --release -p tractor
+	$(CARGO) run --locked --release -q -p tractor-serve --example bench_serve -- --bin $(CARGO_TARGET_DIR)/release/tractor --out $(CARGO_TARGET_DIR)/bench-serve
+
 .PHONY: bench-optimize
 ## bench-optimize: latency (batch 1, 32), size and score per fixture and precision, and auto's choice; report in $(CARGO_TARGET_DIR)/bench-optimize/
 bench-optimize:

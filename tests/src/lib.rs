@@ -4,3 +4,4 @@ pub mod cluster;
 pub mod modeldeployment;
 pub mod operator;
 pub mod optimize;
+pub mod serve;

@@ -1,0 +1,229 @@
+//! Process-test helpers for `tractor serve`: find the binary and fixtures, start it on free ports,
+//! wait for readiness, send SIGTERM, and run the Python `tritonclient` from the fixtures venv.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `tests/fixtures`, where `make_models.py` wrote the models and their test splits.
+pub fn fixtures() -> PathBuf {
+    repo_root().join("tests/fixtures")
+}
+
+/// The `tractor` binary: `$TRACTOR_BIN`, else `$CARGO_TARGET_DIR/debug/tractor`, else `target/debug/tractor`.
+/// `scripts/test.sh` builds it before the end-to-end tests run.
+pub fn tractor_bin() -> anyhow::Result<PathBuf> {
+    let candidates = [
+        std::env::var_os("TRACTOR_BIN").map(PathBuf::from),
+        std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join("debug/tractor")),
+        Some(repo_root().join("target/debug/tractor")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
+        .context("tractor binary not found: run `cargo build -p tractor` or set TRACTOR_BIN")
+}
+
+/// The Python of the fixtures venv (`/root/.cache/tractor/venv`, or `$TRACTOR_VENV`).
+pub fn venv_python() -> PathBuf {
+    let venv = std::env::var_os("TRACTOR_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root/.cache/tractor/venv"));
+    venv.join("bin/python")
+}
+
+/// A port free at the time of asking (the OS picks it).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A running `tractor serve`; killed on drop.
+pub struct Serve {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub http: String,
+    /// The gRPC port.
+    pub grpc_port: u16,
+    /// The served model name.
+    pub name: String,
+}
+
+impl Serve {
+    /// Start `tractor serve` on fixture `model` (e.g. `digits_mlp.onnx`) as `name`, plus `extra` flags,
+    /// and wait until `/v2/health/ready` says so.
+    pub fn start(model: &str, name: &str, extra: &[&str]) -> anyhow::Result<Serve> {
+        let http_port = free_port()?;
+        let grpc_port = free_port()?;
+        let model_path = fixtures().join(model);
+        let child = Command::new(tractor_bin()?)
+            .arg("serve")
+            .arg("--model")
+            .arg(&model_path)
+            .args([
+                "--name",
+                name,
+                "--http-addr",
+                &format!("127.0.0.1:{http_port}"),
+                "--grpc-addr",
+                &format!("127.0.0.1:{grpc_port}"),
+            ])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawning tractor serve")?;
+        let mut s = Serve {
+            child: Some(child),
+            http: format!("http://127.0.0.1:{http_port}"),
+            grpc_port,
+            name: name.to_owned(),
+        };
+        s.wait_ready(Duration::from_secs(60))?;
+        Ok(s)
+    }
+
+    /// Poll readiness until it answers 200 or the process dies.
+    pub fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
+        let deadline = Instant::now() + timeout;
+        let url = format!("{}/v2/health/ready", self.http);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                bail!("tractor serve exited with {status} before ready: {err}");
+            }
+            if client
+                .get(&url)
+                .send()
+                .map(|r| r.status().is_success())
+                .unwrap_or(false)
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("tractor serve not ready after {timeout:?}")
+    }
+
+    /// `{http}/v2/models/{name}{suffix}`.
+    pub fn model_url(&self, suffix: &str) -> String {
+        format!("{}/v2/models/{}{}", self.http, self.name, suffix)
+    }
+
+    /// Send SIGTERM (through `kill`, since tests forbid unsafe code).
+    pub fn sigterm(&self) -> anyhow::Result<()> {
+        let child = self.child.as_ref().context("already stopped")?;
+        let ok = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?
+            .success();
+        if !ok {
+            bail!("kill -TERM failed");
+        }
+        Ok(())
+    }
+
+    /// Wait for the process to exit, at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let child = self.child.as_mut().context("already stopped")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("tractor serve still running after {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A fixture's labelled test split and onnxruntime's outputs (`NAME_test.json`).
+#[derive(Debug, serde::Deserialize)]
+pub struct Split {
+    /// The model's input name.
+    pub input: String,
+    /// Features per row.
+    pub features: usize,
+    /// Rows, flat.
+    pub x: Vec<f32>,
+    /// True labels.
+    pub y: Vec<i64>,
+    /// onnxruntime's outputs by name.
+    pub reference: std::collections::BTreeMap<String, Reference>,
+}
+
+/// One reference output.
+#[derive(Debug, serde::Deserialize)]
+pub struct Reference {
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Values, flat.
+    pub data: Vec<f64>,
+}
+
+impl Split {
+    /// Load `tests/fixtures/{name}_test.json`.
+    pub fn load(name: &str) -> anyhow::Result<Split> {
+        let text = std::fs::read_to_string(fixtures().join(format!("{name}_test.json")))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// Rows in the split.
+    pub fn rows(&self) -> usize {
+        self.y.len()
+    }
+
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.x[i * self.features..(i + 1) * self.features]
+    }
+
+    /// onnxruntime's argmax of output `name` (rank 2) per row.
+    pub fn reference_argmax(&self, name: &str) -> Option<Vec<usize>> {
+        let r = self.reference.get(name)?;
+        let cols = *r.shape.get(1)?;
+        Some(r.data.chunks(cols).map(argmax).collect())
+    }
+}
+
+/// Index of the largest value.
+pub fn argmax(row: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, v) in row.iter().enumerate() {
+        if *v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
