@@ -119,6 +119,8 @@ pub struct ModelDeploymentSpec {
     .message("a plain http:// model uri needs sha256: nothing else protects it in transit").reason(Reason::FieldValueRequired))]
 #[x_kube(validation = Rule::new("!self.uri.startsWith('s3://') || (has(self.s3) && (has(self.s3.endpoint) || has(self.s3.region)))")
     .message("an s3:// model uri needs s3.endpoint or s3.region").reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new("has(self.format) || self.uri.matches('(?i)\\\\.(onnx|nnef|nnef\\\\.tar|nnef\\\\.tgz|nnef\\\\.tar\\\\.gz)([?#].*)?$')")
+    .message("model.format is required when the uri does not end in .onnx, .nnef, .nnef.tar or .nnef.tgz").reason(Reason::FieldValueRequired))]
 #[x_kube(validation = Rule::new("!has(oldSelf.format) || self.uri != oldSelf.uri || (has(self.format) && self.format == oldSelf.format)")
     .message("model.format is immutable while model.uri stays the same: the bytes at one uri have one format"))]
 #[serde(rename_all = "camelCase")]
