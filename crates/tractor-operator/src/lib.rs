@@ -28,6 +28,9 @@ use tractor_api::ModelDeployment;
 use crate::build::BuildConfig;
 use crate::reconcile::{Context, error_policy, managed_selector, reconcile};
 
+/// Reconciles running at once.
+const RECONCILE_CONCURRENCY: u16 = 16;
+
 /// `tractor operator` flags; each has an environment fallback.
 #[derive(clap::Args, Debug, Clone)]
 pub struct OperatorArgs {
@@ -152,6 +155,11 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
         .owns(deployments, children.clone())
         .owns(jobs, children.clone())
         .owns(services, children)
+        // Bounded: at start-up every object is due at once, and each reconcile holds a few children in
+        // memory; 16 keeps the peak small without slowing a 1000-object start (the API server is the limit).
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
+        )
         .shutdown_on_signal();
     let ready = admin_state.ready.clone();
     tokio::spawn(async move {
