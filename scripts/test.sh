@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 cargo test --locked --workspace --exclude tractor-e2e
 
+# tritonclient and onnxruntime for the serve/optimize process tests.
+scripts/python-env.sh
+
 started=0
 if ! tests/cluster/cluster.sh status >/dev/null 2>&1; then
   tests/cluster/cluster.sh up
@@ -14,6 +17,6 @@ fi
 cleanup() { if [ "$started" = 1 ]; then tests/cluster/cluster.sh down || true; fi; }
 trap cleanup EXIT
 
-# The e2e tests run the real binary, found next to the test binaries.
+# The e2e tests run the real binary (serve, optimize, operator), found next to the test binaries.
 cargo build --locked -p tractor
 cargo test --locked -p tractor-e2e -- --test-threads=2
