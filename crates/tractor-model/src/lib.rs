@@ -203,13 +203,14 @@ pub fn load(path: &Path, expected_sha256: Option<&str>) -> Result<Model> {
         message: flat(&e),
     };
     let typed = match format {
-        Format::Onnx => {
-            let inference = tract_onnx::onnx().model_for_path(path).map_err(load_err)?;
-            inference
-                .into_typed()
-                .and_then(|m| m.into_decluttered())
-                .map_err(load_err)?
-        }
+        // One ONNX loader for optimize and serve: it names the unnamed batch axis skl2onnx leaves (tract
+        // cannot type the graph without it) and casts TDim outputs to int64.
+        Format::Onnx => optimize::graph::load(path)
+            .map(|(model, _)| model)
+            .map_err(|e| Error::LoadModel {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?,
         Format::Nnef => {
             use tract_onnx::WithOnnx;
             let nnef = tract_nnef::nnef().with_onnx();

@@ -12,7 +12,7 @@
 //! asked, with no gate: that is how serving pods re-derive the artifact the optimize Job already gated and recorded.
 
 mod eval;
-mod graph;
+pub(crate) mod graph;
 mod inspect;
 mod passes;
 
