@@ -111,3 +111,22 @@ pub fn resource_version(ns: &TestNamespace, kind: &str, name: &str) -> Result<St
         .map(str::to_owned)
         .context("no resourceVersion")
 }
+
+/// Fails unless exactly one optimize Job, Deployment and Service of `md` exist: nothing orphaned or duplicated.
+pub fn ensure_one_of_each_child(ns: &TestNamespace, md: &str) -> Result<()> {
+    for kind in ["jobs", "deployments", "services"] {
+        let names = ns.kubectl(&[
+            "get",
+            kind,
+            "-l",
+            &format!("serving.tractor.dev/model={md}"),
+            "-o",
+            "name",
+        ])?;
+        anyhow::ensure!(
+            names.lines().count() == 1,
+            "expected one of {kind} for {md}, found: {names}"
+        );
+    }
+    Ok(())
+}

@@ -1,10 +1,11 @@
 //! The API server restarted mid-rollout: the operator's watches reconnect and the resource converges with
 //! nothing orphaned or duplicated. Alone in its test binary, since other tests would see the outage.
 
-use anyhow::{Result, ensure};
+use anyhow::Result;
 use tractor_e2e::cluster::cluster;
 use tractor_e2e::modeldeployment::{
-    apply_example, finish_job_with_report, success_report, wait_for_new_job,
+    apply_example, ensure_one_of_each_child, finish_job_with_report, success_report,
+    wait_for_new_job,
 };
 use tractor_e2e::operator::Operator;
 
@@ -26,21 +27,6 @@ fn apiserver_restart_mid_rollout_converges() -> Result<()> {
         "mdep/digits",
         "--timeout=120s",
     ])?;
-    let count = |kind: &str| -> Result<usize> {
-        Ok(ns
-            .kubectl(&[
-                "get",
-                kind,
-                "-l",
-                "serving.tractor.dev/model=digits",
-                "-o",
-                "name",
-            ])?
-            .lines()
-            .count())
-    };
-    ensure!(count("jobs")? == 1, "optimize Jobs duplicated");
-    ensure!(count("deployments")? == 1, "Deployments duplicated");
-    ensure!(count("services")? == 1, "Services duplicated");
+    ensure_one_of_each_child(&ns, "digits")?;
     Ok(())
 }

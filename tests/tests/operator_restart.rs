@@ -3,7 +3,8 @@
 use anyhow::{Result, ensure};
 use tractor_e2e::cluster::{cluster, condition_is};
 use tractor_e2e::modeldeployment::{
-    apply_example, finish_job_with_report, get, success_report, wait_for_new_job,
+    apply_example, ensure_one_of_each_child, finish_job_with_report, get, success_report,
+    wait_for_new_job,
 };
 use tractor_e2e::operator::Operator;
 
@@ -29,21 +30,6 @@ fn operator_killed_mid_rollout_converges() -> Result<()> {
     let s = get(&ns, "digits")?;
     ensure!(condition_is(&s, "ModelReady", "True"));
     ensure!(s["status"]["model"]["precision"] == "f16");
-    let count = |kind: &str| -> Result<usize> {
-        Ok(ns
-            .kubectl(&[
-                "get",
-                kind,
-                "-l",
-                "serving.tractor.dev/model=digits",
-                "-o",
-                "name",
-            ])?
-            .lines()
-            .count())
-    };
-    ensure!(count("jobs")? == 1, "optimize Jobs duplicated");
-    ensure!(count("deployments")? == 1, "Deployments duplicated");
-    ensure!(count("services")? == 1, "Services duplicated");
+    ensure_one_of_each_child(&ns, "digits")?;
     Ok(())
 }
