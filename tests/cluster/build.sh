@@ -11,7 +11,8 @@
 #
 # Environment:
 #   TRACTOR_CACHE       cache root (default ~/.cache/tractor)
-#   TRACTOR_BUILD_NODE  1 = also build kubelet and kube-proxy (not needed with KWOK; off by default)
+#   TRACTOR_BUILD_NODE  1 = also build kubelet and kube-proxy and install containerd, runc, CNI plugins,
+#                       iptables, conntrack (the real node of cluster.sh node-up; off by default)
 #   TRACTOR_NO_APT      1 = never call apt-get (fail if prometheus/openssl/curl are missing)
 set -euo pipefail
 
@@ -41,6 +42,14 @@ need_pkgs=()
 command -v prometheus >/dev/null || need_pkgs+=(prometheus)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
 command -v curl >/dev/null || need_pkgs+=(curl)
+if [[ "${TRACTOR_BUILD_NODE:-0}" == 1 ]]; then
+  # The real node (cluster.sh node-up): container runtime, CNI plugins, what kube-proxy drives.
+  command -v containerd >/dev/null || need_pkgs+=(containerd)
+  command -v runc >/dev/null || need_pkgs+=(runc)
+  [[ -x /usr/lib/cni/bridge ]] || need_pkgs+=(containernetworking-plugins)
+  command -v iptables >/dev/null || need_pkgs+=(iptables)
+  command -v conntrack >/dev/null || need_pkgs+=(conntrack)
+fi
 if ((${#need_pkgs[@]})); then
   if [[ "${TRACTOR_NO_APT:-0}" == 1 ]]; then
     log "missing Debian packages: ${need_pkgs[*]} (TRACTOR_NO_APT=1, not installing)"; exit 1

@@ -3,7 +3,7 @@
 # Paths are relative to this file, so it works from any including Makefile.
 CLUSTER_DIR_MK := $(dir $(lastword $(MAKEFILE_LIST)))
 
-.PHONY: cluster-build cluster-up cluster-down cluster-status
+.PHONY: cluster-build cluster-up cluster-down cluster-status cluster-node-up cluster-node-down
 
 ## cluster-build: build or reuse etcd, kube-*, kubectl, kwok, helm in ~/.cache/tractor/k8s/
 cluster-build:
@@ -20,3 +20,11 @@ cluster-down:
 ## cluster-status: show each component, its PID and health
 cluster-status:
 	$(CLUSTER_DIR_MK)cluster.sh status
+
+## cluster-node-up: add the real node (containerd, kubelet, kube-proxy; tainted tractor.dev/real-node) to the running cluster
+cluster-node-up:
+	$(CLUSTER_DIR_MK)cluster.sh node-up
+
+## cluster-node-down: stop the real node, its containers and mounts
+cluster-node-down:
+	$(CLUSTER_DIR_MK)cluster.sh node-down

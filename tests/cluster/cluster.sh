@@ -6,6 +6,9 @@
 #   tests/cluster/cluster.sh down     stop every process by its PID file, drop etcd/Prometheus data (keeps certs)
 #   tests/cluster/cluster.sh status   print each component, its PID and whether it answers its health check
 #   tests/cluster/cluster.sh env      print the export line for KUBECONFIG
+#   tests/cluster/cluster.sh node-up    add the real node (containerd, kubelet, kube-proxy; see node/node.sh) to
+#                                       the running control plane, wait until it is Ready (idempotent)
+#   tests/cluster/cluster.sh node-down  stop the real node, its containers and mounts; delete its Node object
 #
 # The kubeconfig is always ${TRACTOR_CLUSTER_DIR:-$HOME/.cache/tractor/cluster}/admin.kubeconfig
 # (client certs of a system:masters user, embedded, so any client library can read it).
@@ -35,6 +38,9 @@ PKI="$DIR/pki"
 RUN="$DIR/run"
 LOGS="$DIR/logs"
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok prometheus)
+
+# shellcheck source=node/node.sh
+source "$here/node/node.sh"
 
 log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -238,13 +244,15 @@ up() {
   wait_healthy etcd
 
   # --advertise-address: these machines may have no default route (the apiserver would refuse to start).
+  # --kubelet-preferred-address-types: reach the real node's kubelet (logs, exec) by IP; its name is not in DNS.
   start kube-apiserver "$BIN/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" --cert-dir="$PKI" \
     --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
     --client-ca-file="$PKI/ca.crt" --authorization-mode=Node,RBAC --allow-privileged=true \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$PKI/sa.key" --service-account-signing-key-file="$PKI/sa.key" \
-    --service-cluster-ip-range=10.96.0.0/16 --profiling=false --v=1
+    --service-cluster-ip-range=10.96.0.0/16 --kubelet-preferred-address-types=InternalIP,Hostname \
+    --profiling=false --v=1
   wait_healthy kube-apiserver
 
   start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig="$KUBECONFIG_PATH" \
@@ -281,6 +289,7 @@ up() {
 }
 
 down() {
+  if [[ -d "$NODE/kubelet" ]]; then node_down; fi
   # Clients first, etcd last, so the apiserver can still reach it while it drains.
   stop kwok prometheus kube-scheduler kube-controller-manager
   stop kube-apiserver
@@ -301,6 +310,8 @@ status() {
     fi
     printf '%-24s %-8s %s\n' "$c" "$pid" "$state"
   done
+  # The real node is optional: listed (and counted) only once node-up has run.
+  if [[ -d "$NODE/kubelet" ]]; then node_status || rc=1; fi
   echo "kubeconfig: $KUBECONFIG_PATH"
   echo "logs:       $LOGS"
   return $rc
@@ -320,5 +331,7 @@ case "${1:-}" in
   down) locked down ;;
   status) status ;;
   env) echo "export KUBECONFIG=$KUBECONFIG_PATH" ;;
-  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+  node-up) locked node_up ;;
+  node-down) locked node_down ;;
+  *) echo "usage: $0 up|down|status|env|node-up|node-down" >&2; exit 2 ;;
 esac
