@@ -6,6 +6,7 @@
 
 mod datatype;
 pub mod fetch;
+pub mod ml;
 pub mod optimize;
 mod runner;
 
@@ -211,13 +212,10 @@ pub fn load(path: &Path, expected_sha256: Option<&str>) -> Result<Model> {
                 path: path.to_owned(),
                 message: e.to_string(),
             })?,
-        Format::Nnef => {
-            use tract_onnx::WithOnnx;
-            let nnef = tract_nnef::nnef().with_onnx();
-            nnef.model_for_path(path)
-                .and_then(|m| m.into_decluttered())
-                .map_err(load_err)?
-        }
+        Format::Nnef => optimize::graph::nnef()
+            .model_for_path(path)
+            .and_then(|m| m.into_decluttered())
+            .map_err(load_err)?,
     };
     Model::from_typed(typed, format, sha256)
 }
@@ -286,6 +284,11 @@ impl Model {
     /// The model's inputs and outputs.
     pub fn signature(&self) -> &Signature {
         &self.signature
+    }
+
+    /// What the loader changed or wants people to know (e.g. a ZipMap served as its probability tensor).
+    pub fn notes(&self) -> Vec<String> {
+        optimize::graph::notes(&self.typed)
     }
 
     /// The format it was loaded from.

@@ -10,10 +10,31 @@ use tract_onnx::prelude::{Framework, InferenceModelExt};
 
 use super::{OptError, Reason};
 
-/// The tract NNEF framework with every extension the artifact may need (core ops, ONNX-specific ops).
+/// The tract NNEF framework with every extension the artifact may need (core ops, ONNX-specific ops, tractor's
+/// ai.onnx.ml ops).
 pub fn nnef() -> tract_nnef::framework::Nnef {
     use tract_onnx::WithOnnx;
-    tract_nnef::nnef().with_onnx()
+    tract_nnef::nnef()
+        .with_onnx()
+        .with_registry(crate::ml::nnef_registry())
+}
+
+/// The model property under which the loader leaves notes for people (e.g. a ZipMap it removed); it travels in
+/// the NNEF artifact, so the server can show it in the model's metadata.
+pub const NOTES_PROPERTY: &str = "tractor_notes";
+
+/// The notes a loaded model carries, one per line of [`NOTES_PROPERTY`].
+pub fn notes(model: &TypedModel) -> Vec<String> {
+    model
+        .properties
+        .get(NOTES_PROPERTY)
+        .and_then(|t| {
+            t.try_as_plain_ram()
+                .and_then(|v| v.to_scalar::<String>().cloned())
+                .ok()
+        })
+        .map(|s| s.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
 fn flat(e: &TractError) -> String {
@@ -43,7 +64,7 @@ pub fn load(path: &Path) -> Result<(TypedModel, tractor_api::ModelFormat), OptEr
             .map_err(|e| classify(&e))?;
         return Ok((model, tractor_api::ModelFormat::Nnef));
     }
-    let mut inference = tract_onnx::onnx()
+    let mut inference = crate::ml::onnx()
         .model_for_path(path)
         .map_err(|e| invalid(format!("not a loadable ONNX or NNEF model: {}", flat(&e))))?;
     // Exporters (skl2onnx, torch without dynamic_axes names) often leave the batch axis unnamed; tract needs a
@@ -89,6 +110,15 @@ pub fn load(path: &Path) -> Result<(TypedModel, tractor_api::ModelFormat), OptEr
                 .to_owned()
         })
         .collect();
+    let output_names: Vec<Option<String>> = inference
+        .outputs
+        .iter()
+        .map(|o| inference.outlet_label(*o).map(str::to_owned))
+        .collect();
+    let mut notes = Vec::new();
+    if inference.nodes().iter().any(|n| n.op.name() == "ZipMap") {
+        notes.push(crate::ml::ZIPMAP_NOTE.to_owned());
+    }
     let mut model = inference
         .into_typed()
         .and_then(|m| m.into_decluttered())
@@ -101,6 +131,20 @@ pub fn load(path: &Path) -> Result<(TypedModel, tractor_api::ModelFormat), OptEr
                 .set_outlet_label(input, name)
                 .map_err(|e| OptError::new(Reason::Internal, flat(&e)))?;
         }
+    }
+    // An op that forwards its input (a removed ZipMap) leaves the producer's name on the output; clients know
+    // the graph's output names.
+    for (ix, name) in output_names.into_iter().enumerate() {
+        if let (Some(name), Some(outlet)) = (name, model.outputs.get(ix).copied()) {
+            model
+                .set_outlet_label(outlet, name)
+                .map_err(|e| OptError::new(Reason::Internal, flat(&e)))?;
+        }
+    }
+    if !notes.is_empty() {
+        model
+            .properties
+            .insert(NOTES_PROPERTY.to_owned(), rctensor0(notes.join("\n")));
     }
     Ok((integer_outputs(model)?, tractor_api::ModelFormat::Onnx))
 }

@@ -40,6 +40,52 @@ pub struct Inspection {
     pub parameters: BTreeMap<String, usize>,
     /// Floating-point operations of one run at batch 1 (2 per multiply-add), as tract's cost model counts them.
     pub flops_batch1: u64,
+    /// The source's operators (ONNX only) and who runs each: tractor, tract, or no one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub source_ops: Vec<SourceOp>,
+    /// What the loader changed or wants you to know, e.g. a ZipMap it serves as its probability tensor.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// One operator type of an ONNX source.
+#[derive(Serialize, Debug)]
+pub struct SourceOp {
+    /// `domain.OpType` (no domain for the standard one).
+    pub op: String,
+    /// Nodes of that type.
+    pub count: usize,
+    /// Who runs it.
+    pub support: crate::ml::Support,
+}
+
+/// The operator types of an ONNX file and who runs each.
+pub fn source_ops(path: &std::path::Path) -> Result<Vec<SourceOp>, OptError> {
+    use tract_onnx::prelude::Framework;
+    let proto = crate::ml::onnx().proto_model_for_path(path).map_err(|e| {
+        OptError::new(
+            super::Reason::InvalidModel,
+            format!("not a loadable ONNX model: {e:#}"),
+        )
+    })?;
+    let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for node in proto.graph.iter().flat_map(|g| g.node.iter()) {
+        *counts
+            .entry((node.domain.clone(), node.op_type.clone()))
+            .or_insert(0) += 1;
+    }
+    Ok(counts
+        .into_iter()
+        .map(|((domain, op), count)| SourceOp {
+            support: crate::ml::support(&op),
+            op: if domain.is_empty() || domain == "ai.onnx" {
+                op
+            } else {
+                format!("{domain}.{op}")
+            },
+            count,
+        })
+        .collect())
 }
 
 impl Inspection {
@@ -53,6 +99,15 @@ impl Inspection {
 pub fn inspect(args: &InspectArgs) -> Result<Inspection, OptError> {
     let path = &args.model;
     let (model, format) = graph::load(path)?;
+    let source_ops = match format {
+        ModelFormat::Onnx => source_ops(path)?,
+        _ => Vec::new(),
+    };
+    let mut warnings = graph::notes(&model);
+    if warnings.iter().any(|w| w == crate::ml::ZIPMAP_NOTE) {
+        tracing::warn!("{}", crate::ml::ZIPMAP_NOTE);
+    }
+    warnings.sort();
     let (inputs, outputs) = signature(&model)?;
     let mut ops = BTreeMap::new();
     let mut parameters = BTreeMap::new();
@@ -80,6 +135,8 @@ pub fn inspect(args: &InspectArgs) -> Result<Inspection, OptError> {
         ops,
         parameters,
         flops_batch1: flops_at_batch1(&model).unwrap_or(0),
+        source_ops,
+        warnings,
     })
 }
 

@@ -1,0 +1,203 @@
+//! The ai.onnx.ml operators tractor adds to tract's ONNX loader, the NNEF extension that stores them in
+//! artifacts, and the coverage table generated from both registries.
+//!
+//! Each op follows the ONNX spec (Operators-ml.md) and, where the spec is silent, onnxruntime's CPU kernels,
+//! since those produce the reference outputs users compare against.
+
+mod scaler;
+pub mod tree;
+mod zipmap;
+
+use tract_nnef::internal::*;
+use tract_onnx::model::{OnnxOpRegister, ParsingContext};
+use tract_onnx::pb::NodeProto;
+use tract_onnx::tract_hir::infer::InferenceOp;
+
+pub use zipmap::ZIPMAP_NOTE;
+
+/// Builds the tract op of one ONNX node.
+type Builder = fn(&ParsingContext, &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
+
+/// Our ops: ONNX op type, builder, and what the coverage table says about it.
+const OURS: &[(&str, Builder, &str)] = &[
+    ("Scaler", scaler::scaler, "(X - offset) * scale"),
+    (
+        "TreeEnsembleClassifier",
+        tree::classifier_onnx,
+        "flat-array evaluator, replaces tract's; integer class labels",
+    ),
+    (
+        "TreeEnsembleRegressor",
+        tree::regressor_onnx,
+        "flat-array evaluator; all aggregate and post-transform modes",
+    ),
+    (
+        "ZipMap",
+        zipmap::zipmap,
+        "served as the probability tensor that feeds it (a map has no tensor form in OIP)",
+    ),
+];
+
+/// Every operator of the ai.onnx.ml domain (ONNX 1.16), for the coverage table.
+const ML_DOMAIN: &[&str] = &[
+    "ArrayFeatureExtractor",
+    "Binarizer",
+    "CastMap",
+    "CategoryMapper",
+    "DictVectorizer",
+    "FeatureVectorizer",
+    "Imputer",
+    "LabelEncoder",
+    "LinearClassifier",
+    "LinearRegressor",
+    "Normalizer",
+    "OneHotEncoder",
+    "SVMClassifier",
+    "SVMRegressor",
+    "Scaler",
+    "TreeEnsemble",
+    "TreeEnsembleClassifier",
+    "TreeEnsembleRegressor",
+    "ZipMap",
+];
+
+/// Why an op we do not run is missing, where there is more to say than "not implemented".
+const NOT_RUN: &[(&str, &str)] = &[
+    ("CastMap", "map input: no tensor form in OIP"),
+    ("DictVectorizer", "map input: no tensor form in OIP"),
+    (
+        "TreeEnsemble",
+        "ai.onnx.ml opset 5; skl2onnx 1.17 and onnxmltools 1.12 do not emit it",
+    ),
+];
+
+/// tract's ONNX framework with tractor's ops registered (ours replace tract's of the same name).
+pub fn onnx() -> tract_onnx::Onnx {
+    let mut framework = tract_onnx::onnx();
+    register(&mut framework.op_register);
+    framework
+}
+
+fn register(reg: &mut OnnxOpRegister) {
+    for (name, builder, _) in OURS {
+        reg.insert(name, *builder);
+    }
+}
+
+/// The NNEF extension that stores tractor's typed ops in artifacts.
+pub fn nnef_registry() -> Registry {
+    let mut registry = Registry::new("tractor_ml")
+        .with_doc("Extension `tractor_ml`: tractor's ai.onnx.ml operators (tree ensembles).");
+    tree::register_nnef(&mut registry);
+    registry
+}
+
+/// Who runs an ONNX operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Support {
+    /// tractor's own implementation.
+    Tractor,
+    /// tract-onnx's.
+    Tract,
+    /// Nobody: a model using it fails to load with `UnsupportedOp`.
+    No,
+}
+
+/// Who runs `op` (any domain), from the registries the loader really uses.
+pub fn support(op: &str) -> Support {
+    if OURS.iter().any(|(name, ..)| *name == op) {
+        Support::Tractor
+    } else if tract_onnx::onnx().op_register.0.contains_key(op) {
+        Support::Tract
+    } else {
+        Support::No
+    }
+}
+
+/// The README's coverage table of the ai.onnx.ml domain, generated from the registries.
+pub fn coverage_markdown() -> String {
+    let mut out = String::from("| ai.onnx.ml operator | runs on | notes |\n| --- | --- | --- |\n");
+    for op in ML_DOMAIN {
+        let note = OURS
+            .iter()
+            .find(|(name, ..)| name == op)
+            .map(|(.., note)| *note)
+            .or_else(|| NOT_RUN.iter().find(|(n, _)| n == op).map(|(_, note)| *note))
+            .unwrap_or("");
+        let who = match support(op) {
+            Support::Tractor => "tractor",
+            Support::Tract => "tract",
+            Support::No => "**not supported**",
+        };
+        out.push_str(&format!("| `{op}` | {who} | {note} |\n"));
+    }
+    let standard = tract_onnx::onnx()
+        .op_register
+        .0
+        .keys()
+        .filter(|k| !ML_DOMAIN.contains(&k.as_str()))
+        .count();
+    out.push_str(&format!(
+        "\nOperators of the standard ONNX domain: the {standard} that tract-onnx 0.23.9 registers.\n"
+    ));
+    out
+}
+
+fn attr_i64s(node: &NodeProto, name: &str) -> TractResult<Vec<i64>> {
+    Ok(node
+        .get_attr_opt_slice::<i64>(name)?
+        .map(<[i64]>::to_vec)
+        .unwrap_or_default())
+}
+
+fn attr_f32s(node: &NodeProto, name: &str) -> TractResult<Vec<f32>> {
+    Ok(attr_opt_f32s(node, name)?.unwrap_or_default())
+}
+
+fn attr_opt_f32s(node: &NodeProto, name: &str) -> TractResult<Option<Vec<f32>>> {
+    Ok(node.get_attr_opt_slice::<f32>(name)?.map(<[f32]>::to_vec))
+}
+
+fn attr_strs(node: &NodeProto, name: &str) -> TractResult<Vec<String>> {
+    Ok(node.get_attr_opt_vec::<String>(name)?.unwrap_or_default())
+}
+
+/// The `*_as_tensor` attributes carry double-precision values; computing them in f32 would not match
+/// onnxruntime's results, so say so instead.
+fn reject_double_attrs(node: &NodeProto) -> TractResult<()> {
+    if let Some(a) = node
+        .attribute
+        .iter()
+        .find(|a| a.name.ends_with("_as_tensor"))
+    {
+        bail!(
+            "{}: double-precision attribute {} is not supported (export with float32 inputs)",
+            node.op_type,
+            a.name
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_ops_replace_tracts_in_the_loader() {
+        let framework = onnx();
+        assert!(framework.op_register.0.contains_key("Scaler"));
+        assert_eq!(support("TreeEnsembleClassifier"), Support::Tractor);
+        assert_eq!(support("LinearClassifier"), Support::Tract);
+        assert_eq!(support("DictVectorizer"), Support::No);
+    }
+
+    #[test]
+    fn coverage_lists_every_ml_op_once() {
+        let table = coverage_markdown();
+        for op in ML_DOMAIN {
+            assert_eq!(table.matches(&format!("| `{op}` |")).count(), 1, "{op}");
+        }
+    }
+}

@@ -1,0 +1,1106 @@
+//! Tree ensembles: ai.onnx.ml `TreeEnsembleClassifier` and `TreeEnsembleRegressor` (opset 1–3, ONNX
+//! Operators-ml.md), evaluated over one flat node array, with onnxruntime's conventions where the spec is silent
+//! (which classes count as scored, the binary one-class layout, base values with two classes).
+//!
+//! tract's own classifier finds each tree's leaf by a linear skip and is 50–1000× slower than onnxruntime; this
+//! one walks child indices, takes the rows tree by tree so a tree stays in cache, and is registered in its place.
+
+use tract_nnef::internal::*;
+use tract_onnx::pb::NodeProto;
+use tract_onnx::tract_hir::infer::InferenceOp;
+use tract_onnx::tract_hir::internal::{
+    Expansion, InferenceResult, Solver, TensorProxy, check_input_arity, check_output_arity, expand,
+};
+
+use super::{attr_f32s, attr_i64s, attr_opt_f32s, attr_strs, reject_double_attrs};
+
+/// Name of the NNEF primitive the artifact stores the op as.
+const NNEF_ID: &str = "tractor_ml_tree_ensemble";
+
+/// How a branch node compares the feature with its threshold; `true` goes to the true child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Mode {
+    Leaf = 0,
+    Leq = 1,
+    Lt = 2,
+    Gte = 3,
+    Gt = 4,
+    Eq = 5,
+    Neq = 6,
+}
+
+impl Mode {
+    fn parse(s: &str) -> TractResult<Mode> {
+        Ok(match s {
+            "LEAF" => Mode::Leaf,
+            "BRANCH_LEQ" => Mode::Leq,
+            "BRANCH_LT" => Mode::Lt,
+            "BRANCH_GTE" => Mode::Gte,
+            "BRANCH_GT" => Mode::Gt,
+            "BRANCH_EQ" => Mode::Eq,
+            "BRANCH_NEQ" => Mode::Neq,
+            other => bail!("unsupported tree node mode {other:?}"),
+        })
+    }
+
+    fn from_u8(v: u8) -> TractResult<Mode> {
+        [
+            Mode::Leaf,
+            Mode::Leq,
+            Mode::Lt,
+            Mode::Gte,
+            Mode::Gt,
+            Mode::Eq,
+            Mode::Neq,
+        ]
+        .get(v as usize)
+        .copied()
+        .ok_or_else(|| format_err!("bad tree node mode {v}"))
+    }
+}
+
+/// How the leaf values of the trees combine per target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    /// Sum (the classifier's only mode).
+    Sum,
+    /// Sum divided by the number of trees.
+    Average,
+    /// Smallest leaf value.
+    Min,
+    /// Largest leaf value.
+    Max,
+}
+
+impl Aggregate {
+    fn parse(s: &str) -> TractResult<Aggregate> {
+        Ok(match s {
+            "SUM" => Aggregate::Sum,
+            "AVERAGE" => Aggregate::Average,
+            "MIN" => Aggregate::Min,
+            "MAX" => Aggregate::Max,
+            other => bail!("unsupported aggregate_function {other:?}"),
+        })
+    }
+    fn as_str(self) -> &'static str {
+        match self {
+            Aggregate::Sum => "SUM",
+            Aggregate::Average => "AVERAGE",
+            Aggregate::Min => "MIN",
+            Aggregate::Max => "MAX",
+        }
+    }
+}
+
+/// What is applied to the aggregated scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostTransform {
+    /// Nothing.
+    None,
+    /// 1 / (1 + e^-x) per score.
+    Logistic,
+    /// Softmax over the scores of a row.
+    Softmax,
+    /// Softmax that leaves zero scores at (almost) zero.
+    SoftmaxZero,
+    /// The inverse of the normal CDF per score.
+    Probit,
+}
+
+impl PostTransform {
+    pub(crate) fn parse(s: &str) -> TractResult<PostTransform> {
+        Ok(match s {
+            "NONE" => PostTransform::None,
+            "LOGISTIC" => PostTransform::Logistic,
+            "SOFTMAX" => PostTransform::Softmax,
+            "SOFTMAX_ZERO" => PostTransform::SoftmaxZero,
+            "PROBIT" => PostTransform::Probit,
+            other => bail!("unsupported post_transform {other:?}"),
+        })
+    }
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            PostTransform::None => "NONE",
+            PostTransform::Logistic => "LOGISTIC",
+            PostTransform::Softmax => "SOFTMAX",
+            PostTransform::SoftmaxZero => "SOFTMAX_ZERO",
+            PostTransform::Probit => "PROBIT",
+        }
+    }
+}
+
+/// One node. A branch holds its feature, threshold and the two child indices (absolute in the flat array); a
+/// leaf holds the range of its weights in `[a, b)` of the weight arrays.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Node {
+    feature: u32,
+    threshold: f32,
+    a: u32,
+    b: u32,
+    mode: Mode,
+    nan_true: bool,
+}
+
+/// The leaf-class layout of a classifier, as onnxruntime decides it from the weights.
+#[derive(Debug, Clone, PartialEq)]
+struct Classes {
+    labels: Vec<i64>,
+    /// Two labels, but leaf weights for one class only: the other class's score is derived.
+    binary: bool,
+    /// No negative leaf weight: the one score is a probability (derived class = 1 - p).
+    all_positive: bool,
+}
+
+/// A parsed tree ensemble, ready to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ensemble {
+    nodes: Vec<Node>,
+    roots: Vec<u32>,
+    weight_targets: Vec<u32>,
+    weight_values: Vec<f32>,
+    n_targets: usize,
+    n_features: usize,
+    aggregate: Aggregate,
+    post: PostTransform,
+    base_values: Vec<f32>,
+    classes: Option<Classes>,
+}
+
+fn probit(p: f32) -> f32 {
+    // onnxruntime's erfinv approximation (Winitzki), so probit scores match it to the float.
+    let x = 2.0 * p - 1.0;
+    let sgn = if x < 0.0 { -1.0f32 } else { 1.0 };
+    let y = (1.0 - x) * (1.0 + x);
+    let l = y.ln();
+    let v = 2.0 / (std::f32::consts::PI * 0.147) + 0.5 * l;
+    let v2 = 1.0 / 0.147 * l;
+    let v3 = -v + (v * v - v2).sqrt();
+    std::f32::consts::SQRT_2 * sgn * v3.sqrt()
+}
+
+fn logistic(x: f32) -> f32 {
+    let v = 1.0 / (1.0 + (-x.abs()).exp());
+    if x < 0.0 { 1.0 - v } else { v }
+}
+
+fn softmax(row: &mut [f32], zero: bool) {
+    let max = row.iter().copied().fold(-f32::MAX, f32::max);
+    let mut sum = 0.0f32;
+    let scale0 = (-max).exp();
+    for v in row.iter_mut() {
+        if !zero || *v > 1e-7 || *v < -1e-7 {
+            *v = (*v - max).exp();
+            sum += *v;
+        } else {
+            *v *= scale0;
+        }
+    }
+    for v in row.iter_mut() {
+        *v /= sum;
+    }
+}
+
+impl Ensemble {
+    /// Number of score columns (targets or classes).
+    pub fn n_targets(&self) -> usize {
+        self.n_targets
+    }
+
+    /// Whether the op also returns a label.
+    pub fn is_classifier(&self) -> bool {
+        self.classes.is_some()
+    }
+
+    /// Parse a TreeEnsembleClassifier (`classifier`) or TreeEnsembleRegressor node's attributes.
+    pub fn from_onnx(node: &NodeProto, classifier: bool) -> TractResult<Ensemble> {
+        reject_double_attrs(node)?;
+        let tree_ids = attr_i64s(node, "nodes_treeids")?;
+        let node_ids = attr_i64s(node, "nodes_nodeids")?;
+        let features = attr_i64s(node, "nodes_featureids")?;
+        let thresholds = attr_f32s(node, "nodes_values")?;
+        let modes = attr_strs(node, "nodes_modes")?;
+        let true_ids = attr_i64s(node, "nodes_truenodeids")?;
+        let false_ids = attr_i64s(node, "nodes_falsenodeids")?;
+        let nan_true = node
+            .get_attr_opt_slice::<i64>("nodes_missing_value_tracks_true")?
+            .map(<[i64]>::to_vec)
+            .unwrap_or_else(|| vec![0; tree_ids.len()]);
+        let n = tree_ids.len();
+        for (name, len) in [
+            ("nodes_nodeids", node_ids.len()),
+            ("nodes_featureids", features.len()),
+            ("nodes_values", thresholds.len()),
+            ("nodes_modes", modes.len()),
+            ("nodes_truenodeids", true_ids.len()),
+            ("nodes_falsenodeids", false_ids.len()),
+            ("nodes_missing_value_tracks_true", nan_true.len()),
+        ] {
+            ensure!(len == n, "{name} has {len} entries, nodes_treeids has {n}");
+        }
+        ensure!(n > 0, "a tree ensemble without nodes");
+        let prefix = if classifier { "class" } else { "target" };
+        let w_tree = attr_i64s(node, &format!("{prefix}_treeids"))?;
+        let w_node = attr_i64s(node, &format!("{prefix}_nodeids"))?;
+        let w_target = attr_i64s(node, &format!("{prefix}_ids"))?;
+        let w_value = attr_f32s(node, &format!("{prefix}_weights"))?;
+        ensure!(
+            w_node.len() == w_tree.len()
+                && w_target.len() == w_tree.len()
+                && w_value.len() == w_tree.len(),
+            "{prefix}_treeids, _nodeids, _ids and _weights differ in length"
+        );
+
+        let (n_targets, classes) = if classifier {
+            let labels = match node.get_attr_opt_slice::<i64>("classlabels_int64s")? {
+                Some(l) if !l.is_empty() => l.to_vec(),
+                _ => bail!(
+                    "string class labels are not supported: export the classifier with integer labels"
+                ),
+            };
+            let distinct: std::collections::BTreeSet<i64> = w_target.iter().copied().collect();
+            let binary = labels.len() == 2 && distinct.len() == 1;
+            let all_positive = w_value.iter().all(|w| *w >= 0.0);
+            (
+                labels.len(),
+                Some(Classes {
+                    labels,
+                    binary,
+                    all_positive,
+                }),
+            )
+        } else {
+            let t: i64 = node.get_attr_opt("n_targets")?.unwrap_or(1);
+            ensure!(t >= 1, "n_targets must be at least 1");
+            (t as usize, None)
+        };
+        for t in &w_target {
+            ensure!(
+                (0..n_targets as i64).contains(t),
+                "leaf weight for target/class {t}, but there are {n_targets}"
+            );
+        }
+        let aggregate = if classifier {
+            Aggregate::Sum
+        } else {
+            Aggregate::parse(
+                &node
+                    .get_attr_opt::<String>("aggregate_function")?
+                    .unwrap_or_else(|| "SUM".into()),
+            )?
+        };
+        let post = PostTransform::parse(
+            &node
+                .get_attr_opt::<String>("post_transform")?
+                .unwrap_or_else(|| "NONE".into()),
+        )?;
+        let base_values = attr_opt_f32s(node, "base_values")?.unwrap_or_default();
+
+        // Lay the nodes out tree by tree, each tree's nodes in id order, so children are root + id.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| (tree_ids[i], node_ids[i]));
+        let mut index = std::collections::HashMap::with_capacity(n);
+        for (pos, &i) in order.iter().enumerate() {
+            ensure!(
+                index.insert((tree_ids[i], node_ids[i]), pos).is_none(),
+                "node {} of tree {} is defined twice",
+                node_ids[i],
+                tree_ids[i]
+            );
+        }
+        let mut leaf_weights: std::collections::HashMap<(i64, i64), Vec<usize>> =
+            std::collections::HashMap::new();
+        for i in 0..w_tree.len() {
+            leaf_weights
+                .entry((w_tree[i], w_node[i]))
+                .or_default()
+                .push(i);
+        }
+        let mut nodes = Vec::with_capacity(n);
+        let mut roots = Vec::new();
+        let mut weight_targets = Vec::with_capacity(w_tree.len());
+        let mut weight_values = Vec::with_capacity(w_tree.len());
+        let mut n_features = 0usize;
+        let mut prev_tree = None;
+        for &i in &order {
+            let tree = tree_ids[i];
+            if prev_tree != Some(tree) {
+                prev_tree = Some(tree);
+                roots.push(nodes.len() as u32);
+            }
+            let mode = Mode::parse(&modes[i])?;
+            let child = |id: i64, what: &str| -> TractResult<u32> {
+                index
+                    .get(&(tree, id))
+                    .map(|p| *p as u32)
+                    .ok_or_else(|| format_err!("tree {tree}: {what} node {id} does not exist"))
+            };
+            let node = if mode == Mode::Leaf {
+                let a = weight_values.len() as u32;
+                for &w in leaf_weights.get(&(tree, node_ids[i])).into_iter().flatten() {
+                    weight_targets.push(w_target[w] as u32);
+                    weight_values.push(w_value[w]);
+                }
+                Node {
+                    feature: 0,
+                    threshold: 0.0,
+                    a,
+                    b: weight_values.len() as u32,
+                    mode,
+                    nan_true: false,
+                }
+            } else {
+                ensure!(features[i] >= 0, "negative feature id {}", features[i]);
+                n_features = n_features.max(features[i] as usize + 1);
+                Node {
+                    feature: features[i] as u32,
+                    threshold: thresholds[i],
+                    a: child(true_ids[i], "true")?,
+                    b: child(false_ids[i], "false")?,
+                    mode,
+                    nan_true: nan_true[i] != 0,
+                }
+            };
+            nodes.push(node);
+        }
+        let ensemble = Ensemble {
+            nodes,
+            roots,
+            weight_targets,
+            weight_values,
+            n_targets,
+            n_features,
+            aggregate,
+            post,
+            base_values,
+            classes,
+        };
+        ensemble.check()?;
+        Ok(ensemble)
+    }
+
+    /// Every index in range and every walk finite, so `eval` cannot panic or loop on a hostile file.
+    fn check(&self) -> TractResult<()> {
+        let n = self.nodes.len() as u32;
+        for (pos, node) in self.nodes.iter().enumerate() {
+            if node.mode == Mode::Leaf {
+                ensure!(
+                    node.a <= node.b && node.b as usize <= self.weight_values.len(),
+                    "leaf weights out of range"
+                );
+            } else {
+                // Children after their parent: trees are acyclic and every walk ends at a leaf.
+                ensure!(
+                    node.a < n && node.b < n && node.a as usize > pos && node.b as usize > pos,
+                    "tree node {pos}: children must come after their parent"
+                );
+                ensure!(
+                    (node.feature as usize) < self.n_features,
+                    "feature out of range"
+                );
+            }
+        }
+        ensure!(self.roots.iter().all(|r| *r < n), "tree root out of range");
+        ensure!(
+            self.weight_targets.len() == self.weight_values.len()
+                && self
+                    .weight_targets
+                    .iter()
+                    .all(|t| (*t as usize) < self.n_targets),
+            "leaf weight target out of range"
+        );
+        if let Some(c) = &self.classes {
+            ensure!(
+                c.labels.len() == self.n_targets,
+                "labels and classes differ"
+            );
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn leaf(&self, root: u32, row: &[f32]) -> &Node {
+        let mut node = &self.nodes[root as usize];
+        loop {
+            let x = row[node.feature as usize];
+            let t = node.threshold;
+            let go_true = match node.mode {
+                Mode::Leaf => return node,
+                Mode::Leq => x <= t,
+                Mode::Lt => x < t,
+                Mode::Gte => x >= t,
+                Mode::Gt => x > t,
+                Mode::Eq => x == t,
+                Mode::Neq => x != t,
+            } || (node.nan_true && x.is_nan());
+            node = &self.nodes[if go_true { node.a } else { node.b } as usize];
+        }
+    }
+
+    /// Scores (and labels for a classifier) of `rows` rows of `n_features`-or-more features each.
+    pub fn eval(&self, x: &[f32], width: usize) -> TractResult<(Vec<f32>, Vec<i64>)> {
+        ensure!(
+            width >= self.n_features,
+            "the trees read feature {} but rows have {width}",
+            self.n_features.saturating_sub(1)
+        );
+        let rows = x.len().checked_div(width).unwrap_or(0);
+        let t = self.n_targets;
+        let mut scores = vec![0f32; rows * t];
+        let mut has = vec![false; rows * t];
+        // Tree by tree over all rows: one tree's nodes stay in cache while the rows go by; each row still sums
+        // its trees in order, as onnxruntime does.
+        for &root in &self.roots {
+            for r in 0..rows {
+                let row = &x[r * width..(r + 1) * width];
+                let leaf = self.leaf(root, row);
+                let s = &mut scores[r * t..(r + 1) * t];
+                let h = &mut has[r * t..(r + 1) * t];
+                for w in leaf.a as usize..leaf.b as usize {
+                    let k = self.weight_targets[w] as usize;
+                    let v = self.weight_values[w];
+                    s[k] = match self.aggregate {
+                        Aggregate::Sum | Aggregate::Average => s[k] + v,
+                        Aggregate::Min if h[k] => s[k].min(v),
+                        Aggregate::Max if h[k] => s[k].max(v),
+                        Aggregate::Min | Aggregate::Max => v,
+                    };
+                    h[k] = true;
+                }
+            }
+        }
+        let mut out = vec![0f32; rows * t];
+        let mut labels = Vec::with_capacity(if self.classes.is_some() { rows } else { 0 });
+        for r in 0..rows {
+            let s = &mut scores[r * t..(r + 1) * t];
+            let h = &mut has[r * t..(r + 1) * t];
+            let o = &mut out[r * t..(r + 1) * t];
+            match &self.classes {
+                None => self.finish_regression(s, o),
+                Some(c) => labels.push(self.finish_classification(c, s, h, o)),
+            }
+        }
+        Ok((out, labels))
+    }
+
+    fn finish_regression(&self, s: &mut [f32], o: &mut [f32]) {
+        let n_trees = self.roots.len() as f32;
+        let use_base = self.base_values.len() == self.n_targets;
+        for (k, v) in s.iter_mut().enumerate() {
+            if self.aggregate == Aggregate::Average {
+                *v /= n_trees;
+            }
+            if use_base {
+                *v += self.base_values[k];
+            }
+        }
+        if self.n_targets == 1 {
+            // onnxruntime applies only PROBIT to a single score.
+            o[0] = if self.post == PostTransform::Probit {
+                probit(s[0])
+            } else {
+                s[0]
+            };
+        } else {
+            self.transform(s);
+            o.copy_from_slice(s);
+        }
+    }
+
+    fn transform(&self, s: &mut [f32]) {
+        match self.post {
+            PostTransform::None => {}
+            PostTransform::Logistic => s.iter_mut().for_each(|v| *v = logistic(*v)),
+            PostTransform::Probit => s.iter_mut().for_each(|v| *v = probit(*v)),
+            PostTransform::Softmax => softmax(s, false),
+            PostTransform::SoftmaxZero => softmax(s, true),
+        }
+    }
+
+    fn finish_classification(
+        &self,
+        c: &Classes,
+        s: &mut [f32],
+        h: &mut [bool],
+        o: &mut [f32],
+    ) -> i64 {
+        let b = &self.base_values;
+        if self.n_targets > 2 {
+            for (k, base) in b.iter().enumerate().take(self.n_targets) {
+                s[k] += base;
+                h[k] = true;
+            }
+            let mut best: Option<usize> = None;
+            for k in 0..self.n_targets {
+                if h[k] && best.is_none_or(|m| s[k] > s[m]) {
+                    best = Some(k);
+                }
+            }
+            self.transform(s);
+            o.copy_from_slice(s);
+            return c.labels[best.unwrap_or(0)];
+        }
+        // Two classes: onnxruntime's conventions, case by case.
+        let mut len = 2;
+        if b.len() == 2 {
+            if h[1] {
+                s[1] = b[1] + s[0]; // onnxruntime reads class 0's sum as the margin and ignores base_values[0]
+                s[0] = -s[1];
+            } else {
+                s[1] += b[1];
+                s[0] += b[0];
+            }
+        } else {
+            if b.len() == 1 {
+                s[0] += b[0];
+            }
+            if !h[1] {
+                len = 1;
+            }
+        }
+        let pos = if len == 2 && h[1] {
+            s[1]
+        } else if h[0] || len == 1 {
+            s[0]
+        } else {
+            0.0
+        };
+        // Which second score to write when only one was computed (onnxruntime's add_second_class).
+        let (label, second) = if c.binary {
+            if c.all_positive {
+                if pos > 0.5 {
+                    (c.labels[1], 0)
+                } else {
+                    (c.labels[0], 1)
+                }
+            } else if pos > 0.0 {
+                (c.labels[1], 2)
+            } else {
+                (c.labels[0], 3)
+            }
+        } else {
+            (
+                if pos > 0.0 { 1 } else { 0 },
+                if b.is_empty() { 3 } else { -1 },
+            )
+        };
+        if len == 2 {
+            self.transform(s);
+            o.copy_from_slice(s);
+        } else if self.post == PostTransform::Probit {
+            o[0] = probit(s[0]);
+        } else {
+            let v = s[0];
+            match second {
+                0 | 1 => {
+                    o[0] = 1.0 - v;
+                    o[1] = v;
+                }
+                2 | 3 if self.post == PostTransform::Logistic => {
+                    o[0] = logistic(-v);
+                    o[1] = logistic(v);
+                }
+                2 | 3 => {
+                    o[0] = -v;
+                    o[1] = v;
+                }
+                _ => o[0] = v,
+            }
+        }
+        label
+    }
+
+    fn to_tensors(&self) -> TractResult<Vec<(&'static str, Arc<Tensor>)>> {
+        let mut ints = Vec::with_capacity(self.nodes.len() * 4);
+        let mut thresholds = Vec::with_capacity(self.nodes.len());
+        for n in &self.nodes {
+            ints.extend([
+                n.feature as i32,
+                n.a as i32,
+                n.b as i32,
+                n.mode as i32 | ((n.nan_true as i32) << 8),
+            ]);
+            thresholds.push(n.threshold);
+        }
+        let i32s = |v: &[u32]| v.iter().map(|x| *x as i32).collect::<Vec<_>>();
+        let (labels, binary, positive) = match &self.classes {
+            Some(c) => (c.labels.clone(), c.binary as i32, c.all_positive as i32),
+            None => (vec![], 0, 0),
+        };
+        Ok(vec![
+            (
+                "nodes",
+                tensor1(&ints)
+                    .into_shape(&[self.nodes.len(), 4])?
+                    .into_arc_tensor(),
+            ),
+            ("thresholds", rctensor1(&thresholds)),
+            ("roots", rctensor1(&i32s(&self.roots))),
+            ("weight_targets", rctensor1(&i32s(&self.weight_targets))),
+            ("weight_values", rctensor1(&self.weight_values)),
+            ("base_values", rctensor1(&self.base_values)),
+            ("labels", rctensor1(&labels)),
+            (
+                "shape",
+                rctensor1(&[
+                    self.n_targets as i32,
+                    self.n_features as i32,
+                    self.classes.is_some() as i32,
+                    binary,
+                    positive,
+                ]),
+            ),
+        ])
+    }
+
+    fn from_tensors(get: &dyn Fn(&str) -> TractResult<Arc<Tensor>>) -> TractResult<Ensemble> {
+        let ints = get("nodes")?;
+        let ints = ints.try_as_plain_ram()?.as_slice::<i32>()?.to_vec();
+        let thresholds = get("thresholds")?;
+        let thresholds = thresholds.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+        ensure!(
+            ints.len() == thresholds.len() * 4,
+            "tree nodes and thresholds differ"
+        );
+        let nodes = ints
+            .chunks(4)
+            .zip(thresholds)
+            .map(|(c, threshold)| {
+                Ok(Node {
+                    feature: c[0] as u32,
+                    threshold,
+                    a: c[1] as u32,
+                    b: c[2] as u32,
+                    mode: Mode::from_u8((c[3] & 0xff) as u8)?,
+                    nan_true: c[3] >> 8 != 0,
+                })
+            })
+            .collect::<TractResult<Vec<_>>>()?;
+        let u32s = |name: &str| -> TractResult<Vec<u32>> {
+            Ok(get(name)?
+                .try_as_plain_ram()?
+                .as_slice::<i32>()?
+                .iter()
+                .map(|v| *v as u32)
+                .collect())
+        };
+        let f32s = |name: &str| -> TractResult<Vec<f32>> {
+            Ok(get(name)?.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
+        };
+        let shape = get("shape")?;
+        let shape = shape.try_as_plain_ram()?.as_slice::<i32>()?.to_vec();
+        ensure!(shape.len() == 5, "bad tree ensemble shape record");
+        let labels = get("labels")?;
+        let labels = labels
+            .cast_to::<i64>()?
+            .try_as_plain_ram()?
+            .as_slice::<i64>()?
+            .to_vec();
+        let ensemble = Ensemble {
+            nodes,
+            roots: u32s("roots")?,
+            weight_targets: u32s("weight_targets")?,
+            weight_values: f32s("weight_values")?,
+            n_targets: shape[0] as usize,
+            n_features: shape[1] as usize,
+            aggregate: Aggregate::Sum,
+            post: PostTransform::None,
+            base_values: f32s("base_values")?,
+            classes: (shape[2] != 0).then_some(Classes {
+                labels,
+                binary: shape[3] != 0,
+                all_positive: shape[4] != 0,
+            }),
+        };
+        ensemble.check()?;
+        Ok(ensemble)
+    }
+}
+
+/// The typed op: input `[N, F]` (any numeric type, read as f32); outputs `[N]` labels (int64, classifier
+/// only) then `[N, targets]` f32 scores.
+#[derive(Debug, Clone)]
+pub struct TreeEnsemble {
+    /// The trees.
+    pub ensemble: Arc<Ensemble>,
+}
+
+impl PartialEq for TreeEnsemble {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.ensemble, &other.ensemble) || self.ensemble == other.ensemble
+    }
+}
+
+// tract merges equal ops; thresholds are never NaN (a NaN threshold compares false either way), so the derived
+// float comparison is an equivalence here.
+impl Eq for TreeEnsemble {}
+
+impl Op for TreeEnsemble {
+    fn name(&self) -> StaticName {
+        if self.ensemble.is_classifier() {
+            "TractorTreeEnsembleClassifier".into()
+        } else {
+            "TractorTreeEnsembleRegressor".into()
+        }
+    }
+    op_as_typed_op!();
+}
+
+impl EvalOp for TreeEnsemble {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let input = input.cast_to::<f32>()?;
+        let shape = input.shape();
+        let (rows, width) = match shape.len() {
+            1 => (1, shape[0]),
+            2 => (shape[0], shape[1]),
+            r => bail!("a tree ensemble takes [N, features], got rank {r}"),
+        };
+        let x = input.try_as_plain_ram()?;
+        let x = x.as_slice::<f32>()?;
+        let (scores, labels) = self.ensemble.eval(x, width)?;
+        let scores = tensor1(&scores).into_shape(&[rows, self.ensemble.n_targets])?;
+        if self.ensemble.is_classifier() {
+            Ok(tvec!(tensor1(&labels).into_tvalue(), scores.into_tvalue()))
+        } else {
+            Ok(tvec!(scores.into_tvalue()))
+        }
+    }
+}
+
+impl TypedOp for TreeEnsemble {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let n = if inputs[0].rank() == 2 {
+            inputs[0].shape[0].clone()
+        } else {
+            1.to_dim()
+        };
+        let scores = f32::fact([n.clone(), self.ensemble.n_targets.to_dim()]);
+        if self.ensemble.is_classifier() {
+            Ok(tvec!(i64::fact([n]), scores))
+        } else {
+            Ok(tvec!(scores))
+        }
+    }
+
+    fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        Ok(tvec!())
+    }
+
+    as_op!();
+}
+
+/// The ONNX-side op: types the outputs, then wires [`TreeEnsemble`].
+#[derive(Debug, Clone)]
+struct TreeEnsembleOnnx(TreeEnsemble);
+
+impl Expansion for TreeEnsembleOnnx {
+    fn name(&self) -> StaticName {
+        self.0.name()
+    }
+
+    fn nboutputs(&self) -> TractResult<usize> {
+        Ok(if self.0.ensemble.is_classifier() {
+            2
+        } else {
+            1
+        })
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 1)?;
+        let t = self.0.ensemble.n_targets;
+        let scores = if self.0.ensemble.is_classifier() {
+            check_output_arity(outputs, 2)?;
+            s.equals(&outputs[0].datum_type, i64::datum_type())?;
+            s.equals(&outputs[0].rank, 1)?;
+            s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
+            &outputs[1]
+        } else {
+            check_output_arity(outputs, 1)?;
+            &outputs[0]
+        };
+        s.equals(&scores.datum_type, f32::datum_type())?;
+        s.equals(&scores.rank, 2)?;
+        s.equals(&scores.shape[0], &inputs[0].shape[0])?;
+        s.equals(&scores.shape[1], t.to_dim())?;
+        Ok(())
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        model.wire_node(prefix, self.0.clone(), inputs)
+    }
+}
+
+/// ONNX builder for `TreeEnsembleClassifier`.
+pub fn classifier_onnx(
+    _ctx: &tract_onnx::model::ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let ensemble = Arc::new(Ensemble::from_onnx(node, true)?);
+    Ok((expand(TreeEnsembleOnnx(TreeEnsemble { ensemble })), vec![]))
+}
+
+/// ONNX builder for `TreeEnsembleRegressor`.
+pub fn regressor_onnx(
+    _ctx: &tract_onnx::model::ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let ensemble = Arc::new(Ensemble::from_onnx(node, false)?);
+    Ok((expand(TreeEnsembleOnnx(TreeEnsemble { ensemble })), vec![]))
+}
+
+const TENSORS: [&str; 8] = [
+    "nodes",
+    "thresholds",
+    "roots",
+    "weight_targets",
+    "weight_values",
+    "base_values",
+    "labels",
+    "shape",
+];
+
+/// Declare the NNEF primitive and its dumper.
+pub fn register_nnef(registry: &mut Registry) {
+    let mut params = vec![TypeName::Scalar.tensor().named("input")];
+    for name in TENSORS {
+        params.push(TypeName::Scalar.tensor().named(name));
+    }
+    params.push(TypeName::String.named("aggregate"));
+    params.push(TypeName::String.named("post_transform"));
+    registry.register_primitive(
+        NNEF_ID,
+        &params,
+        &[
+            ("label", TypeName::Integer.tensor()),
+            ("scores", TypeName::Scalar.tensor()),
+        ],
+        nnef_load,
+    );
+    registry.register_dumper(nnef_dump);
+}
+
+fn nnef_dump(
+    ast: &mut IntoAst,
+    node: &TypedNode,
+    op: &TreeEnsemble,
+) -> TractResult<Option<Arc<RValue>>> {
+    let input = ast.mapping[&node.inputs[0]].clone();
+    let mut args = vec![input];
+    for (name, tensor) in op.ensemble.to_tensors()? {
+        args.push(ast.konst_variable(format!("{}_{name}", node.name), &tensor)?);
+    }
+    Ok(Some(invocation(
+        NNEF_ID,
+        &args,
+        &[
+            ("aggregate", string(op.ensemble.aggregate.as_str())),
+            ("post_transform", string(op.ensemble.post.as_str())),
+        ],
+    )))
+}
+
+fn nnef_load(builder: &mut ModelBuilder, invocation: &ResolvedInvocation) -> TractResult<Value> {
+    let input = invocation.named_arg_as(builder, "input")?;
+    let mut tensors = HashMap::new();
+    for name in TENSORS {
+        let t: Arc<Tensor> = invocation.named_arg_as(builder, name)?;
+        tensors.insert(name, t);
+    }
+    let get = |name: &str| -> TractResult<Arc<Tensor>> {
+        tensors
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format_err!("missing {name}"))
+    };
+    let mut ensemble = Ensemble::from_tensors(&get)?;
+    let aggregate: String = invocation.named_arg_as(builder, "aggregate")?;
+    let post: String = invocation.named_arg_as(builder, "post_transform")?;
+    ensemble.aggregate = Aggregate::parse(&aggregate)?;
+    ensemble.post = PostTransform::parse(&post)?;
+    builder.wire(
+        TreeEnsemble {
+            ensemble: Arc::new(ensemble),
+        },
+        &[input],
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// One stump per tree on feature 0 at 0.5, leaves given as (left value, right value) per target/class.
+    fn stumps(
+        leaves: &[(f32, f32)],
+        targets: usize,
+        aggregate: Aggregate,
+        post: PostTransform,
+        base: Vec<f32>,
+        classes: Option<Classes>,
+    ) -> Ensemble {
+        let mut nodes = vec![];
+        let mut roots = vec![];
+        let mut wt = vec![];
+        let mut wv = vec![];
+        for (lo, hi) in leaves {
+            let r = nodes.len() as u32;
+            roots.push(r);
+            nodes.push(Node {
+                feature: 0,
+                threshold: 0.5,
+                a: r + 1,
+                b: r + 2,
+                mode: Mode::Leq,
+                nan_true: true,
+            });
+            for v in [lo, hi] {
+                let a = wv.len() as u32;
+                wt.push(0);
+                wv.push(*v);
+                nodes.push(Node {
+                    feature: 0,
+                    threshold: 0.0,
+                    a,
+                    b: a + 1,
+                    mode: Mode::Leaf,
+                    nan_true: false,
+                });
+            }
+        }
+        let e = Ensemble {
+            nodes,
+            roots,
+            weight_targets: wt,
+            weight_values: wv,
+            n_targets: targets,
+            n_features: 1,
+            aggregate,
+            post,
+            base_values: base,
+            classes,
+        };
+        e.check().unwrap();
+        e
+    }
+
+    #[test]
+    fn regressor_aggregates_as_the_spec_says() {
+        let leaves = [(1.0, 10.0), (3.0, 30.0)];
+        let x = [0.0f32, 1.0, f32::NAN];
+        for (agg, want) in [
+            (Aggregate::Sum, [4.0 + 0.5, 40.5, 4.5]),
+            (Aggregate::Average, [2.5, 20.5, 2.5]),
+            (Aggregate::Min, [1.5, 10.5, 1.5]),
+            (Aggregate::Max, [3.5, 30.5, 3.5]),
+        ] {
+            let e = stumps(&leaves, 1, agg, PostTransform::None, vec![0.5], None);
+            let (s, l) = e.eval(&x, 1).unwrap();
+            assert_eq!(s, want, "{agg:?}");
+            assert!(l.is_empty());
+        }
+    }
+
+    #[test]
+    fn binary_probability_leaves_give_one_minus_p() {
+        let classes = Classes {
+            labels: vec![3, 7],
+            binary: true,
+            all_positive: true,
+        };
+        let e = stumps(
+            &[(0.25, 0.75)],
+            2,
+            Aggregate::Sum,
+            PostTransform::None,
+            vec![],
+            Some(classes),
+        );
+        let (s, l) = e.eval(&[0.0, 1.0], 1).unwrap();
+        assert_eq!(s, [0.75, 0.25, 0.25, 0.75]);
+        assert_eq!(l, [3, 7]);
+    }
+
+    #[test]
+    fn binary_margins_with_logistic_give_both_probabilities() {
+        let classes = Classes {
+            labels: vec![0, 1],
+            binary: true,
+            all_positive: false,
+        };
+        let e = stumps(
+            &[(-1.0, 2.0)],
+            2,
+            Aggregate::Sum,
+            PostTransform::Logistic,
+            vec![0.5],
+            Some(classes),
+        );
+        let (s, l) = e.eval(&[0.0, 1.0], 1).unwrap();
+        let p = |v: f32| 1.0 / (1.0 + (-v).exp());
+        for (got, want) in s.iter().zip([p(0.5), p(-0.5), p(-2.5), p(2.5)]) {
+            assert!((got - want).abs() < 1e-6, "{s:?}");
+        }
+        assert_eq!(l, [0, 1]);
+    }
+
+    #[test]
+    fn softmax_and_probit_follow_onnxruntime() {
+        let mut row = [1.0f32, 2.0, 3.0];
+        softmax(&mut row, false);
+        let z: f32 = [1f32, 2.0, 3.0].iter().map(|v| v.exp()).sum();
+        assert!((row[2] - 3f32.exp() / z).abs() < 1e-6);
+        assert!(probit(0.5).abs() < 1e-6);
+        assert!((probit(0.975) - 1.959_964).abs() < 5e-3);
+    }
+
+    #[test]
+    fn nnef_tensors_round_trip() {
+        let classes = Classes {
+            labels: vec![0, 1],
+            binary: true,
+            all_positive: true,
+        };
+        let e = stumps(
+            &[(0.1, 0.9), (0.2, 0.8)],
+            2,
+            Aggregate::Sum,
+            PostTransform::None,
+            vec![],
+            Some(classes),
+        );
+        let tensors: HashMap<_, _> = e.to_tensors().unwrap().into_iter().collect();
+        let mut back = Ensemble::from_tensors(&|n: &str| Ok(tensors[n].clone())).unwrap();
+        back.aggregate = e.aggregate;
+        back.post = e.post;
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn a_cycle_is_refused() {
+        let mut e = stumps(
+            &[(1.0, 2.0)],
+            1,
+            Aggregate::Sum,
+            PostTransform::None,
+            vec![],
+            None,
+        );
+        e.nodes[0].a = 0;
+        assert!(e.check().is_err());
+    }
+}
