@@ -56,12 +56,34 @@ pub struct Serve {
     pub grpc_port: u16,
     /// The served model name.
     pub name: String,
+    /// The client readiness is polled with (trusts the test CA when the server speaks TLS).
+    client: reqwest::blocking::Client,
 }
 
 impl Serve {
     /// Start `tractor serve` on fixture `model` (e.g. `digits_mlp.onnx`) as `name`, plus `extra` flags,
     /// and wait until `/v2/health/ready` says so.
     pub fn start(model: &str, name: &str, extra: &[&str]) -> anyhow::Result<Serve> {
+        Serve::start_with(model, name, extra, None)
+    }
+
+    /// As [`Serve::start`], for a server started with `--tls-cert/--tls-key` (in `extra`) signed by the
+    /// CA `ca_pem`: `http` is then `https://localhost:PORT`.
+    pub fn start_tls(
+        model: &str,
+        name: &str,
+        extra: &[&str],
+        ca_pem: &[u8],
+    ) -> anyhow::Result<Serve> {
+        Serve::start_with(model, name, extra, Some(ca_pem))
+    }
+
+    fn start_with(
+        model: &str,
+        name: &str,
+        extra: &[&str],
+        ca_pem: Option<&[u8]>,
+    ) -> anyhow::Result<Serve> {
         let http_port = free_port()?;
         let grpc_port = free_port()?;
         let model_path = fixtures().join(model);
@@ -84,11 +106,20 @@ impl Serve {
             .stderr(Stdio::piped())
             .spawn()
             .context("spawning tractor serve")?;
+        let mut client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2));
+        let http = match ca_pem {
+            None => format!("http://127.0.0.1:{http_port}"),
+            Some(pem) => {
+                client = client.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
+                format!("https://localhost:{http_port}")
+            }
+        };
         let mut s = Serve {
             child: Some(child),
-            http: format!("http://127.0.0.1:{http_port}"),
+            http,
             grpc_port,
             name: name.to_owned(),
+            client: client.build()?,
         };
         s.wait_ready(Duration::from_secs(60))?;
         Ok(s)
@@ -96,9 +127,7 @@ impl Serve {
 
     /// Poll readiness until it answers 200 or the process dies.
     pub fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()?;
+        let client = self.client.clone();
         let deadline = Instant::now() + timeout;
         let url = format!("{}/v2/health/ready", self.http);
         while Instant::now() < deadline {
@@ -165,6 +194,77 @@ impl Drop for Serve {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// A throwaway PKI made with the `openssl` command: a CA and a server certificate for `localhost` and
+/// `127.0.0.1` signed by it (a self-signed leaf would be refused by rustls as a CA used as end entity).
+pub struct TestPki {
+    /// The CA certificate, PEM.
+    pub ca_pem: Vec<u8>,
+    /// The server certificate file.
+    pub cert: PathBuf,
+    /// The server key file.
+    pub key: PathBuf,
+}
+
+impl TestPki {
+    /// Write the PKI into `dir`.
+    pub fn create(dir: &std::path::Path) -> anyhow::Result<TestPki> {
+        let openssl = |args: &[&str]| -> anyhow::Result<()> {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .stdin(Stdio::null())
+                .output()
+                .context("running openssl")?;
+            if !out.status.success() {
+                bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(())
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=tractor-test-ca"];
+        ca.extend(ec);
+        ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+        openssl(&ca)?;
+        let mut csr = vec!["req", "-subj", "/CN=localhost"];
+        csr.extend(ec);
+        csr.extend(["-keyout", "tls.key", "-out", "tls.csr"]);
+        openssl(&csr)?;
+        std::fs::write(
+            dir.join("leaf.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "tls.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "tls.crt",
+        ])?;
+        Ok(TestPki {
+            ca_pem: std::fs::read(dir.join("ca.crt"))?,
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+        })
     }
 }
 

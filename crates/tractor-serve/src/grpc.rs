@@ -307,19 +307,38 @@ impl GrpcInferenceService for Service {
     }
 }
 
+/// Settings of the gRPC front end.
+pub struct GrpcConfig {
+    /// Largest request message accepted.
+    pub max_message_bytes: usize,
+    /// Bearer token required on model calls, when set.
+    pub auth_token: Option<String>,
+    /// Serve over TLS with this identity, when set.
+    pub identity: Option<tonic::transport::Identity>,
+}
+
 /// Serve gRPC on `listener` until `shutdown` resolves, letting in-flight calls finish.
 pub async fn serve(
     server: Arc<Server>,
     listener: tokio::net::TcpListener,
-    max_message_bytes: usize,
-    auth_token: Option<String>,
+    config: GrpcConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    let GrpcConfig {
+        max_message_bytes,
+        auth_token,
+        identity,
+    } = config;
     let svc = GrpcInferenceServiceServer::new(Service::new(server, auth_token))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(identity) = identity {
+        builder =
+            builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    builder
         .add_service(svc)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod rest;
 pub mod server;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +52,12 @@ pub struct ServeArgs {
     /// Largest request body accepted (413 beyond it), also the gRPC message limit.
     #[arg(long, env = "TRACTOR_MAX_BODY_BYTES", default_value_t = 16 << 20)]
     pub max_body_bytes: usize,
+    /// PEM certificate chain: with `--tls-key`, both ports speak TLS only (HTTPS and gRPC over TLS).
+    #[arg(long, env = "TRACTOR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, env = "TRACTOR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// A file holding a bearer token required on model routes (health and `/metrics` stay open).
     #[arg(long, env = "TRACTOR_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
@@ -83,6 +90,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS certificate or key.
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
     /// Registering metrics.
     #[error("registering metrics: {0}")]
     Metrics(#[source] prometheus::Error),
@@ -101,6 +111,7 @@ impl Error {
             Error::LoadModel(e) => e.category(),
             Error::WarmUp(_) => "warm_up",
             Error::ReadToken { .. } => "auth",
+            Error::Tls(_) => "tls",
             Error::Metrics(_) => "metrics",
             Error::Start(_) => "start",
             Error::Grpc(_) => "grpc",
@@ -114,6 +125,8 @@ pub struct Prepared {
     pub server: Arc<server::Server>,
     /// REST settings.
     pub rest: rest::RestConfig,
+    /// TLS for both ports, when configured.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 /// Load, verify, optimize and warm up the model; returns a ready server.
@@ -129,11 +142,18 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, Error> {
         threads,
         queue_capacity,
         max_body_bytes,
+        tls_cert,
+        tls_key,
         auth_token_file,
         feedback_window,
         feedback_max_age_secs,
         drain_delay_millis: _,
     } = args;
+    // Checked before the model loads, so a bad Secret fails fast with the file named.
+    let tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Some(tls::TlsFiles::load(cert, key)?),
+        _ => None,
+    };
     let loaded = tractor_model::load(model, sha256.as_deref()).map_err(Error::LoadModel)?;
     let runner = loaded.runner(*max_batch_size).map_err(Error::LoadModel)?;
     let signature = loaded.signature().clone();
@@ -204,6 +224,7 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, Error> {
             max_body_bytes: *max_body_bytes,
             auth_token,
         },
+        tls,
     })
 }
 
@@ -258,33 +279,54 @@ pub async fn serve(
     grpc_addr: SocketAddr,
     drain_delay: Duration,
 ) -> Result<(), Error> {
-    let Prepared { server, rest } = prepared;
+    let Prepared { server, rest, tls } = prepared;
     let http = tokio::net::TcpListener::bind(http_addr)
         .await
         .map_err(Error::Start)?;
     let grpc = tokio::net::TcpListener::bind(grpc_addr)
         .await
         .map_err(Error::Start)?;
-    tracing::info!(http = %http_addr, grpc = %grpc_addr, model = %server.name, "serving");
+    tracing::info!(http = %http_addr, grpc = %grpc_addr, tls = tls.is_some(), model = %server.name, "serving");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
     let app = rest::app(Arc::clone(&server), rest.clone());
-    // Small request/response pairs: Nagle's algorithm with delayed ACKs would add tens of milliseconds.
-    let http = axum::serve::ListenerExt::tap_io(http, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let http_task = tokio::spawn(
-        axum::serve(http, app)
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
+    let http_task = match &tls {
+        None => {
+            // Small request/response pairs: Nagle's algorithm with delayed ACKs would add tens of milliseconds.
+            let http = axum::serve::ListenerExt::tap_io(http, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            tokio::spawn(
+                axum::serve(http, app)
+                    .with_graceful_shutdown(stopped(stop_rx.clone()))
+                    .into_future(),
+            )
+        }
+        Some(files) => {
+            let config = files.rest_config().map_err(|reason| {
+                Error::Tls(tls::TlsError::Invalid {
+                    path: "--tls-cert/--tls-key".into(),
+                    reason,
+                })
+            })?;
+            let http = tls::TlsListener::new(http, config).map_err(Error::Start)?;
+            tokio::spawn(
+                axum::serve(http, app)
+                    .with_graceful_shutdown(stopped(stop_rx.clone()))
+                    .into_future(),
+            )
+        }
+    };
     let grpc_task = tokio::spawn(grpc::serve(
         Arc::clone(&server),
         grpc,
-        rest.max_body_bytes,
-        rest.auth_token.clone(),
+        grpc::GrpcConfig {
+            max_message_bytes: rest.max_body_bytes,
+            auth_token: rest.auth_token.clone(),
+            identity: tls.as_ref().map(tls::TlsFiles::grpc_identity),
+        },
         stopped(stop_rx.clone()),
     ));
     shutdown_signal().await;
