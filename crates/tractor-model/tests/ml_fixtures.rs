@@ -14,6 +14,8 @@ const FIXTURES: &[&str] = &[
     "diabetes_rf",
     "iris_rf",
     "breast_cancer_lgbm",
+    "iris_svc",
+    "diabetes_svr",
 ];
 
 fn fixtures() -> PathBuf {

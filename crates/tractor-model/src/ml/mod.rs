@@ -4,7 +4,9 @@
 //! Each op follows the ONNX spec (Operators-ml.md) and, where the spec is silent, onnxruntime's CPU kernels,
 //! since those produce the reference outputs users compare against.
 
+mod feature;
 mod scaler;
+pub mod svm;
 pub mod tree;
 mod zipmap;
 
@@ -20,7 +22,22 @@ type Builder = fn(&ParsingContext, &NodeProto) -> TractResult<(Box<dyn Inference
 
 /// Our ops: ONNX op type, builder, and what the coverage table says about it.
 const OURS: &[(&str, Builder, &str)] = &[
+    (
+        "ArrayFeatureExtractor",
+        feature::array_feature_extractor,
+        "onnxruntime's shapes (tract's drops the axis for a scalar index)",
+    ),
     ("Scaler", scaler::scaler, "(X - offset) * scale"),
+    (
+        "SVMClassifier",
+        svm::classifier_onnx,
+        "libsvm and liblinear layouts, all kernels, Platt probabilities; integer class labels",
+    ),
+    (
+        "SVMRegressor",
+        svm::regressor_onnx,
+        "libsvm and liblinear layouts, all kernels, one-class",
+    ),
     (
         "TreeEnsembleClassifier",
         tree::classifier_onnx,
@@ -87,8 +104,9 @@ fn register(reg: &mut OnnxOpRegister) {
 /// The NNEF extension that stores tractor's typed ops in artifacts.
 pub fn nnef_registry() -> Registry {
     let mut registry = Registry::new("tractor_ml")
-        .with_doc("Extension `tractor_ml`: tractor's ai.onnx.ml operators (tree ensembles).");
+        .with_doc("Extension `tractor_ml`: tractor's ai.onnx.ml operators (tree ensembles, SVMs).");
     tree::register_nnef(&mut registry);
+    svm::register_nnef(&mut registry);
     registry
 }
 
