@@ -13,7 +13,7 @@
 #   TRACTOR_CACHE       cache root (default ~/.cache/tractor)
 #   TRACTOR_BUILD_NODE  1 = also build kubelet and kube-proxy and install containerd, runc, CNI plugins,
 #                       iptables, conntrack (the real node of cluster.sh node-up; off by default)
-#   TRACTOR_NO_APT      1 = never call apt-get (fail if prometheus/openssl/curl are missing)
+#   TRACTOR_NO_APT      1 = never call apt-get (fail if openssl/curl are missing)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -23,12 +23,16 @@ K8S_VERSION=$(modver k8s.io/kubernetes "$here/k8s/go.mod")
 ETCD_VERSION=$(modver go.etcd.io/etcd/server/v3 "$here/etcd/go.mod")
 KWOK_VERSION=$(modver sigs.k8s.io/kwok "$here/kwok/go.mod")
 HELM_VERSION=$(modver helm.sh/helm/v3 "$here/helm/go.mod")
+PROM_MODULE_VERSION=$(modver github.com/prometheus/prometheus "$here/prometheus/go.mod")   # v0.316.0 is Prometheus 3.16.0
 
 # Bump BUILD_REV when build flags below change, so cached binaries built the old way are not reused.
 BUILD_REV=1
 hash=$( (cat "$here"/{k8s,etcd,kwok,helm}/go.{mod,sum}; echo "rev $BUILD_REV") | sha256sum | cut -c1-12)
 CACHE=${TRACTOR_CACHE:-$HOME/.cache/tractor}
 BIN="$CACHE/k8s/$K8S_VERSION-$hash/bin"
+# Prometheus has its own cache key (a bump rebuilds only it); $BIN/prometheus links to it.
+prom_hash=$( (cat "$here"/prometheus/go.{mod,sum}; echo "rev $BUILD_REV") | sha256sum | cut -c1-12)
+PROM_DIR="$CACHE/prometheus/$PROM_MODULE_VERSION-$prom_hash"
 
 if [[ "${1:-}" == "--bin-dir" ]]; then
   echo "$BIN"
@@ -39,7 +43,6 @@ log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # --- Debian packages -------------------------------------------------------------------------------------
 need_pkgs=()
-command -v prometheus >/dev/null || need_pkgs+=(prometheus)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
 command -v curl >/dev/null || need_pkgs+=(curl)
 if [[ "${TRACTOR_BUILD_NODE:-0}" == 1 ]]; then
@@ -111,11 +114,31 @@ build helm helm helm.sh/helm/v3/cmd/helm \
    -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$helm_minor \
    -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$helm_minor"
 
+# Prometheus from its Go module: Debian's package is built without Kubernetes service discovery
+# ("field kubernetes_sd_configs not found"). Only the file and Kubernetes SD plugins (upstream's build tags),
+# and no embedded web UI: the tests use the HTTP API.
+prom_version=$(echo "$PROM_MODULE_VERSION" | sed -E 's/^v0\.([0-9]+)([0-9]{2})\.([0-9]+)$/\1.\2.\3/; s/\.0([0-9])\./.\1./')
+if [[ ! -x "$PROM_DIR/prometheus" ]]; then
+  log "prometheus: building github.com/prometheus/prometheus@$PROM_MODULE_VERSION ($prom_version)"
+  t0=$SECONDS
+  mkdir -p "$PROM_DIR"
+  (cd "$here/prometheus" && go build -trimpath -tags remove_all_sd,enable_kubernetes_sd \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=$prom_version" \
+    -o "$PROM_DIR/.prometheus.tmp" github.com/prometheus/prometheus/cmd/prometheus)
+  mv -f "$PROM_DIR/.prometheus.tmp" "$PROM_DIR/prometheus"
+  log "prometheus: built in $((SECONDS - t0))s"
+  built=$((built + 1))
+else
+  log "prometheus: cached"
+fi
+ln -sfn "$PROM_DIR/prometheus" "$BIN/prometheus"
+
 cat > "$BIN/../VERSIONS" <<EOF
 kubernetes $K8S_VERSION
 etcd $ETCD_VERSION
 kwok $KWOK_VERSION
 helm $HELM_VERSION
+prometheus $prom_version
 hash $hash
 EOF
 log "done ($built built); binaries in $BIN ($(du -sh "$BIN" | cut -f1))"

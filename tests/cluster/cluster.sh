@@ -187,6 +187,28 @@ scrape_configs:
 # ([{"targets": ["127.0.0.1:8080"], "labels": {"job": "operator"}}]).
 - job_name: local
   file_sd_configs: [{files: ["$DIR/prometheus/targets/*.json"], refresh_interval: 5s}]
+# Pods that ask for it with the prometheus.io/{scrape,port,path,scheme} annotations (tractor's serving pods
+# do), found through the apiserver, labelled with namespace, pod, node and their own labels.
+- job_name: kubernetes-pods
+  kubernetes_sd_configs:
+  - role: pod
+    api_server: https://127.0.0.1:$APISERVER_PORT
+    tls_config: {ca_file: "$PKI/ca.crt", cert_file: "$PKI/admin.crt", key_file: "$PKI/admin.key"}
+    attach_metadata: {node: true}
+  relabel_configs:
+  - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape], regex: "true", action: keep}
+  # KWOK's fake pods have IPs nothing routes to; only pods on real nodes can be scraped.
+  - {source_labels: [__meta_kubernetes_node_label_type], regex: kwok, action: drop}
+  - {source_labels: [__meta_kubernetes_pod_phase], regex: 'Pending|Succeeded|Failed', action: drop}
+  - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scheme], regex: '(https?)', target_label: __scheme__}
+  - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path], regex: '(.+)', target_label: __metrics_path__}
+  # One target per pod (SD yields one per container port; identical targets are merged).
+  - {source_labels: [__meta_kubernetes_pod_ip, __meta_kubernetes_pod_annotation_prometheus_io_port],
+     regex: '(.+);(\d+)', replacement: '\$1:\$2', target_label: __address__}
+  - {regex: '__meta_kubernetes_pod_label_(.+)', action: labelmap}
+  - {source_labels: [__meta_kubernetes_namespace], target_label: namespace}
+  - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
+  - {source_labels: [__meta_kubernetes_pod_node_name], target_label: node}
 EOF
 }
 
@@ -273,7 +295,7 @@ up() {
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --cidr=10.244.0.0/16 --node-ip=10.240.0.1 --node-lease-duration-seconds=40 \
     --server-address="127.0.0.1:$KWOK_PORT"
-  start prometheus prometheus --config.file="$DIR/prometheus/prometheus.yml" --storage.tsdb.path="$DIR/prometheus/data" \
+  start prometheus "$BIN/prometheus" --config.file="$DIR/prometheus/prometheus.yml" --storage.tsdb.path="$DIR/prometheus/data" \
     --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" --web.enable-lifecycle --storage.tsdb.retention.time=1d \
     --log.level=warn
   wait_healthy kube-controller-manager
@@ -290,6 +312,8 @@ up() {
 
 down() {
   if [[ -d "$NODE/kubelet" ]]; then node_down; fi
+  # The operator make demo leaves running, if any.
+  stop operator
   # Clients first, etcd last, so the apiserver can still reach it while it drains.
   stop kwok prometheus kube-scheduler kube-controller-manager
   stop kube-apiserver
