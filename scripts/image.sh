@@ -35,25 +35,36 @@ if [[ -z "$bin" ]]; then
 fi
 [[ -x "$bin" ]] || { echo "$0: $bin is not an executable" >&2; exit 1; }
 
-rootfs=$(mktemp -d)
-trap 'rm -rf "$rootfs"' EXIT
-mkdir -p "$rootfs/usr/local/bin" "$rootfs/etc" "$rootfs/tmp"
-chmod 1777 "$rootfs/tmp"
-# Debug builds carry hundreds of MB of debug info and symbols; the image needs none of it.
-objcopy --strip-all "$bin" "$rootfs/usr/local/bin/tractor"
-chmod 755 "$rootfs/usr/local/bin/tractor"
-# The dynamic loader and every library at the path ldd resolves, as real files (the image has no symlinks
-# to follow them through).
-ldd "$bin" | awk '/=> \// {print $3} /^[[:space:]]*\/.*ld-linux/ {print $1}' | while read -r lib; do
-  mkdir -p "$rootfs$(dirname "$lib")"
-  cp -L "$lib" "$rootfs$lib"
-done
-printf '%s\n' 'root:x:0:0:root:/root:/sbin/nologin' 'nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin' \
-  >"$rootfs/etc/passwd"
-printf '%s\n' 'root:x:0:' 'nonroot:x:65532:' >"$rootfs/etc/group"
+# Parallel test binaries may ask for the same image at once: one packs, the others wait and reuse it.
+mkdir -p "$(dirname "$out")"
+exec 8>"$out.lock"
+flock 8
+stamp="$out.source"   # the binary the archive was packed from, and its mtime and size
+source_id="$(readlink -f "$bin") $(stat -c '%Y %s' "$bin") $name"
+if [[ -f "$out" && -f "$stamp" && "$(<"$stamp")" == "$source_id" ]]; then
+  log "$name: $out is up to date"
+else
+  rootfs=$(mktemp -d)
+  trap 'rm -rf "$rootfs"' EXIT
+  mkdir -p "$rootfs/usr/local/bin" "$rootfs/etc" "$rootfs/tmp"
+  chmod 1777 "$rootfs/tmp"
+  # Debug builds carry hundreds of MB of debug info and symbols; the image needs none of it.
+  objcopy --strip-all "$bin" "$rootfs/usr/local/bin/tractor"
+  chmod 755 "$rootfs/usr/local/bin/tractor"
+  # The dynamic loader and every library at the path ldd resolves, as real files (the image has no symlinks
+  # to follow them through).
+  ldd "$bin" | awk '/=> \// {print $3} /^[[:space:]]*\/.*ld-linux/ {print $1}' | while read -r lib; do
+    mkdir -p "$rootfs$(dirname "$lib")"
+    cp -L "$lib" "$rootfs$lib"
+  done
+  printf '%s\n' 'root:x:0:0:root:/root:/sbin/nologin' 'nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin' \
+    >"$rootfs/etc/passwd"
+  printf '%s\n' 'root:x:0:' 'nonroot:x:65532:' >"$rootfs/etc/group"
 
-digest=$(tests/cluster/oci-pack.sh "$rootfs" "$name" "$out" '["/usr/local/bin/tractor"]')
-log "$name: $out ($(du -h "$out" | cut -f1) compressed, rootfs $(du -sh "$rootfs" | cut -f1)), $digest"
+  digest=$(tests/cluster/oci-pack.sh "$rootfs" "$name" "$out" '["/usr/local/bin/tractor"]')
+  log "$name: $out ($(du -h "$out" | cut -f1) compressed, rootfs $(du -sh "$rootfs" | cut -f1)), $digest"
+  echo "$source_id" >"$stamp"
+fi
 
 if ((import)); then
   sock="${TRACTOR_CLUSTER_DIR:-$HOME/.cache/tractor/cluster}/node/containerd/containerd.sock"
