@@ -79,6 +79,9 @@ pub enum StartError {
         "cannot list ModelDeployments ({0}); is the CRD installed? `tractor crd | kubectl apply --server-side -f -`"
     )]
     CrdMissing(#[source] kube::Error),
+    /// The Prometheus HTTP client could not be built (no TLS roots).
+    #[error("cannot build the Prometheus client: {0}")]
+    PrometheusClient(#[source] reqwest::Error),
     /// Leader election failed.
     #[error("leader election failed: {0}")]
     Election(#[source] Error),

@@ -2,10 +2,14 @@
 //! Deployment, a Service, a PodDisruptionBudget and a NetworkPolicy, with a truthful status.
 
 pub mod admin;
+pub mod autoscaler;
 pub mod build;
+pub mod canary;
 pub mod error;
+pub mod hpa;
 pub mod leader;
 pub mod metrics;
+pub mod prom;
 pub mod reconcile;
 pub mod validate;
 
@@ -64,8 +68,8 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
         leader_namespace,
         admin_addr,
     } = args;
-    // Read by the autoscaler (a later step); accepted now so manifests can set it.
-    let _ = prometheus_url;
+    let autoscaler =
+        autoscaler::Autoscaler::new(prometheus_url).map_err(error::StartError::PrometheusClient)?;
     let client = Client::try_default()
         .await
         .map_err(error::StartError::Client)?;
@@ -125,6 +129,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
             },
         ),
         metrics,
+        autoscaler,
     });
     let children = watcher::Config::default().labels(&managed_selector());
     let api_for = |c: &Client| -> (Api<Deployment>, Api<Job>, Api<Service>) {

@@ -16,6 +16,8 @@ pub struct Metrics {
     pub status_writes: prometheus::IntCounter,
     /// Child applies that were needed (content changed), by kind.
     pub child_applies: IntCounterVec,
+    /// Autoscaler evaluations, by result (scaled, unchanged, held).
+    pub autoscaler_evaluations: IntCounterVec,
 }
 
 impl Metrics {
@@ -61,6 +63,14 @@ impl Metrics {
             ),
             &["kind"],
         )?;
+        let autoscaler_evaluations = IntCounterVec::new(
+            Opts::new(
+                "tractor_operator_autoscaler_evaluations_total",
+                "Autoscaler evaluations, by result: scaled, unchanged, held (metrics unavailable).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(autoscaler_evaluations.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(duration.clone()))?;
@@ -75,6 +85,7 @@ impl Metrics {
             in_flight,
             status_writes,
             child_applies,
+            autoscaler_evaluations,
         })
     }
 

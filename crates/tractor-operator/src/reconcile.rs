@@ -22,6 +22,7 @@ use tractor_api::names::{self, FIELD_MANAGER};
 use tractor_api::report::{FailureReason, OptimizeReport};
 use tractor_api::{ModelDeployment, ModelDeploymentStatus, ModelStatus, Phase, RevisionStatus};
 
+use crate::autoscaler::{self, Autoscaler, Evaluation, Outcome};
 use crate::build::{self, BuildConfig};
 use crate::error::{Error, call, is_not_found};
 use crate::metrics::Metrics;
@@ -37,6 +38,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Operator metrics.
     pub metrics: Metrics,
+    /// The autoscaler and its Prometheus client.
+    pub autoscaler: Autoscaler,
 }
 
 /// How long a Job may be complete without its report before the revision is marked failed. The kubelet
@@ -78,7 +81,7 @@ pub fn error_policy(_md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>)
 
 async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action, Error> {
     let old = md.status.clone().unwrap_or_default();
-    let v = match validate(md) {
+    let mut v = match validate(md) {
         Ok(v) => v,
         Err(invalid) => {
             let mut status = old.clone();
@@ -130,6 +133,14 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action, Error> {
         _ => old.model.clone(),
     };
 
+    // The autoscaler decides before the Deployment is built, so the count it picks is the one applied.
+    let scaling = autoscale(&v, serving_model.is_some(), ctx).await;
+    if let Some(Evaluation::Done(o)) = &scaling {
+        v.md.status
+            .get_or_insert_with(Default::default)
+            .desired_replicas = Some(o.replicas);
+    }
+
     // Front objects exist from the start, so the URL resolves as soon as a pod is ready.
     apply_child(ctx, &v, build::service(&v), "Service").await?;
     apply_child(
@@ -155,7 +166,26 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action, Error> {
         _ => keep_serving(&v, ctx).await?,
     };
 
-    let status = compute_status(&v, &old, &state, serving_model, deployment.as_ref());
+    let mut status = compute_status(&v, &old, &state, serving_model, deployment.as_ref());
+    if let Some(Evaluation::Done(o)) = &scaling {
+        record_scaling(&v, &mut status, o);
+        if o.scaled() {
+            let event = Event {
+                type_: EventType::Normal,
+                reason: reason::SCALING.into(),
+                note: Some(format!(
+                    "replicas {} -> {}: {}",
+                    o.previous, o.replicas, o.why
+                )),
+                action: "Autoscale".into(),
+                secondary: None,
+            };
+            // Best effort, as every event.
+            if let Err(e) = ctx.recorder.publish(&event, &md.object_ref(&())).await {
+                warn!(error = %e, "could not publish event");
+            }
+        }
+    }
     let became_ready = !conditions::is_true(&old.conditions, conditions::READY)
         && conditions::is_true(&status.conditions, conditions::READY);
     if became_ready {
@@ -163,15 +193,102 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action, Error> {
     }
     write_status(md, &old, status.clone(), ctx).await?;
 
-    Ok(match (&state, requeue) {
-        (_, Some(after)) => Action::requeue(after),
-        (ModelState::Optimizing, None) => Action::requeue(Duration::from_secs(30)),
-        _ if conditions::is_true(&status.conditions, conditions::READY) => {
-            Action::requeue(HEALTHY_REQUEUE)
-        }
+    let after = match (&state, requeue) {
+        (_, Some(after)) => after,
+        (ModelState::Optimizing, None) => Duration::from_secs(30),
+        _ if conditions::is_true(&status.conditions, conditions::READY) => HEALTHY_REQUEUE,
         // Rolling out: Deployment status changes wake us; the requeue covers a stuck watch.
-        _ => Action::requeue(Duration::from_secs(60)),
-    })
+        _ => Duration::from_secs(60),
+    };
+    // The autoscaler's interval is the one requeue shorter than minutes.
+    let next_evaluation = match &scaling {
+        Some(Evaluation::Done(o)) => Some(o.next_in),
+        Some(Evaluation::NotDue { next_in }) => Some(*next_in),
+        None => None,
+    };
+    Ok(Action::requeue(
+        next_evaluation.map_or(after, |n| n.min(after)),
+    ))
+}
+
+/// Runs the autoscaler when the spec asks for it and something is serving.
+async fn autoscale(v: &Validated, serving: bool, ctx: &Context) -> Option<Evaluation> {
+    let Some(a) = &v.md.spec.autoscaling else {
+        ctx.autoscaler.forget(v);
+        return None;
+    };
+    if !serving {
+        return None;
+    }
+    let current = build::desired_replicas(&v.md);
+    let evaluation = ctx.autoscaler.evaluate(v, a, current, &ctx.client).await;
+    if let Evaluation::Done(o) = &evaluation {
+        let result = if o.scaled() {
+            "scaled"
+        } else if o.active.0 {
+            "unchanged"
+        } else {
+            "held"
+        };
+        ctx.metrics
+            .autoscaler_evaluations
+            .with_label_values(&[result])
+            .inc();
+        info!(name = %v.name, namespace = %v.namespace, result, why = %o.why, "autoscaler");
+    }
+    Some(evaluation)
+}
+
+/// Writes one autoscaler outcome into the status: count, snapshot, `ScalingActive`, `Degraded`.
+fn record_scaling(v: &Validated, status: &mut ModelDeploymentStatus, o: &Outcome) {
+    let g = v.md.metadata.generation;
+    autoscaler::record(status, o);
+    let (active, r, message) = &o.active;
+    conditions::set(
+        &mut status.conditions,
+        conditions::new(
+            conditions::SCALING_ACTIVE,
+            *active,
+            r,
+            message.clone(),
+            g,
+            now(),
+        ),
+    );
+    match &o.degraded {
+        Some((true, message)) => {
+            conditions::set(
+                &mut status.conditions,
+                conditions::new(
+                    conditions::DEGRADED,
+                    true,
+                    reason::ACCURACY_BELOW_FLOOR,
+                    message.clone(),
+                    g,
+                    now(),
+                ),
+            );
+        }
+        Some((false, message)) => {
+            conditions::set(
+                &mut status.conditions,
+                conditions::new(
+                    conditions::DEGRADED,
+                    false,
+                    reason::HEALTHY,
+                    message.clone(),
+                    g,
+                    now(),
+                ),
+            );
+        }
+        None => {}
+    }
+    if conditions::is_true(&status.conditions, conditions::DEGRADED)
+        && status.phase == Some(Phase::Ready)
+    {
+        status.phase = Some(Phase::Degraded);
+    }
 }
 
 fn now() -> Time {
@@ -713,6 +830,36 @@ fn transitions(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> Vec<
             reason: c.reason,
             note: Some(c.message),
             action: "Rollout".into(),
+            secondary: None,
+        });
+    }
+    // ScalingActive: one event when metrics become unreadable, one when they come back.
+    let old_scaling = conditions::find(&old.conditions, conditions::SCALING_ACTIVE);
+    if let Some(c) = conditions::find(&new.conditions, conditions::SCALING_ACTIVE) {
+        let changed = old_scaling.map(|o| (&o.status, &o.reason)) != Some((&c.status, &c.reason));
+        let about_metrics = c.reason == reason::METRICS_UNAVAILABLE
+            || old_scaling.is_some_and(|o| o.reason == reason::METRICS_UNAVAILABLE);
+        if changed && about_metrics {
+            events.push(Event {
+                type_: if c.status == conditions::status::TRUE {
+                    EventType::Normal
+                } else {
+                    EventType::Warning
+                },
+                reason: c.reason.clone(),
+                note: Some(c.message.clone()),
+                action: "Autoscale".into(),
+                secondary: None,
+            });
+        }
+    }
+    if let Some(c) = flipped(conditions::DEGRADED).filter(|c| c.status == conditions::status::TRUE)
+    {
+        events.push(Event {
+            type_: EventType::Warning,
+            reason: c.reason,
+            note: Some(c.message),
+            action: "Analyze".into(),
             secondary: None,
         });
     }

@@ -1,0 +1,385 @@
+//! A Prometheus HTTP API client (instant queries, a timeout on every call, an optional `Authorization`
+//! header) and the PromQL the autoscaler and canary analysis run, derived from the server's metrics contract.
+//!
+//! Every way a query can fail to give one finite number is an error, so callers can hold instead of acting
+//! on a guess: unreachable, timed out, an HTTP or API error, an empty result, or NaN.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Name of the end-to-end latency histogram of `tractor serve` (its `_bucket` and `_count` series are read).
+pub const REQUEST_DURATION: &str = "tractor_inference_request_duration_seconds";
+/// Requests answered, by `code`.
+pub const REQUESTS_TOTAL: &str = "tractor_inference_requests_total";
+/// Rolling accuracy over the feedback window.
+pub const ACCURACY: &str = "tractor_model_accuracy";
+/// Labelled predictions in the feedback window.
+pub const FEEDBACK_WINDOW: &str = "tractor_model_feedback_window";
+/// Codes that count as failed requests: server errors and load shedding, over REST and gRPC. Client errors
+/// (400, 404, 413) are the caller's, not the model's.
+const ERROR_CODES: &str =
+    "5..|429|INTERNAL|UNAVAILABLE|UNKNOWN|DEADLINE_EXCEEDED|DATA_LOSS|RESOURCE_EXHAUSTED";
+
+/// Why a query gave no usable value.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum QueryError {
+    /// No connection (refused, DNS, TLS).
+    #[error("Prometheus at {url} is unreachable: {detail}")]
+    Unreachable {
+        /// Base URL.
+        url: String,
+        /// The transport's words.
+        detail: String,
+    },
+    /// No answer within the timeout.
+    #[error("Prometheus at {url} did not answer within {secs} s")]
+    Timeout {
+        /// Base URL.
+        url: String,
+        /// The limit.
+        secs: u64,
+    },
+    /// A non-success HTTP status without an API error body.
+    #[error("Prometheus answered HTTP {status}: {body}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// Start of the body.
+        body: String,
+    },
+    /// `{"status":"error"}`.
+    #[error("Prometheus refused the query ({error_type}): {error}")]
+    Api {
+        /// `errorType`.
+        error_type: String,
+        /// `error`.
+        error: String,
+    },
+    /// The body was not the API's JSON.
+    #[error("Prometheus answered something that is not its API's JSON: {0}")]
+    Decode(String),
+    /// The query selected no series.
+    #[error("no data for {0}")]
+    Empty(String),
+    /// The value is NaN or infinite.
+    #[error("{query} is not a number ({value})")]
+    NotANumber {
+        /// The query.
+        query: String,
+        /// The raw value.
+        value: String,
+    },
+}
+
+impl QueryError {
+    /// A bounded label for metrics and condition reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            QueryError::Unreachable { .. } => "unreachable",
+            QueryError::Timeout { .. } => "timeout",
+            QueryError::Status { .. } | QueryError::Api { .. } => "error",
+            QueryError::Decode(_) => "decode",
+            QueryError::Empty(_) => "empty",
+            QueryError::NotANumber { .. } => "nan",
+        }
+    }
+
+    /// True when Prometheus itself could not be read (as opposed to a query that found no data).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            QueryError::Unreachable { .. }
+                | QueryError::Timeout { .. }
+                | QueryError::Status { .. }
+                | QueryError::Decode(_)
+        )
+    }
+}
+
+/// An HTTP client for Prometheus servers; one per operator, shared by every ModelDeployment.
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+/// One server and how to authenticate to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Server {
+    /// Base URL, e.g. `http://prometheus.monitoring:9090`.
+    pub url: String,
+    /// Value of the `Authorization` header, read from a Secret.
+    pub authorization: Option<String>,
+}
+
+impl Client {
+    /// A client whose every query gives up after `timeout`.
+    pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(3)))
+            .user_agent("tractor-operator")
+            .build()?;
+        Ok(Self { http, timeout })
+    }
+
+    /// Runs an instant query and returns its single finite value.
+    pub async fn value(&self, server: &Server, query: &str) -> Result<f64, QueryError> {
+        let base = server.url.trim_end_matches('/');
+        let endpoint = format!("{base}/api/v1/query");
+        let url = reqwest::Url::parse_with_params(&endpoint, &[("query", query)]).map_err(|e| {
+            QueryError::Unreachable {
+                url: server.url.clone(),
+                detail: format!("bad URL: {e}"),
+            }
+        })?;
+        let mut request = self.http.get(url);
+        if let Some(auth) = &server.authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, auth.trim());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.transport(server, &e))?;
+        let status = response.status();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| self.transport(server, &e))?;
+        parse_value(status.as_u16(), &body, query)
+    }
+
+    fn transport(&self, server: &Server, e: &reqwest::Error) -> QueryError {
+        if e.is_timeout() {
+            QueryError::Timeout {
+                url: server.url.clone(),
+                secs: self.timeout.as_secs().max(1),
+            }
+        } else {
+            // The chain names the cause (connection refused, DNS); the top level only says "error sending".
+            let mut detail = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                detail = format!("{detail}: {s}");
+                source = s.source();
+            }
+            QueryError::Unreachable {
+                url: server.url.clone(),
+                detail,
+            }
+        }
+    }
+}
+
+/// Reads one finite value out of an instant-query answer (vector of one sample, or a scalar).
+pub fn parse_value(status: u16, body: &str, query: &str) -> Result<f64, QueryError> {
+    let v: Value = match serde_json::from_str(body) {
+        Ok(v) => v,
+        Err(_) if !(200..300).contains(&status) => {
+            return Err(QueryError::Status {
+                status,
+                body: body.chars().take(200).collect(),
+            });
+        }
+        Err(e) => return Err(QueryError::Decode(e.to_string())),
+    };
+    if v["status"] == "error" {
+        return Err(QueryError::Api {
+            error_type: v["errorType"].as_str().unwrap_or("unknown").to_owned(),
+            error: v["error"].as_str().unwrap_or_default().to_owned(),
+        });
+    }
+    if v["status"] != "success" {
+        return Err(QueryError::Decode(format!(
+            "status {:?}, HTTP {status}",
+            v["status"]
+        )));
+    }
+    let data = &v["data"];
+    let raw = match data["resultType"].as_str() {
+        Some("vector") => {
+            let result = data["result"]
+                .as_array()
+                .ok_or_else(|| QueryError::Decode("vector without result".into()))?;
+            match result.as_slice() {
+                [] => return Err(QueryError::Empty(query.to_owned())),
+                [one] => one["value"][1].clone(),
+                many => {
+                    return Err(QueryError::Decode(format!(
+                        "{} series where one was expected: aggregate the query",
+                        many.len()
+                    )));
+                }
+            }
+        }
+        Some("scalar") => data["result"][1].clone(),
+        other => {
+            return Err(QueryError::Decode(format!(
+                "result type {other:?}, expected vector or scalar"
+            )));
+        }
+    };
+    let text = raw
+        .as_str()
+        .ok_or_else(|| QueryError::Decode(format!("sample value {raw} is not a string")))?;
+    // Prometheus writes NaN, +Inf and -Inf as such; Rust parses them, and they are no basis for a decision.
+    let value: f64 = text
+        .parse()
+        .map_err(|_| QueryError::Decode(format!("sample value {text:?}")))?;
+    if !value.is_finite() {
+        return Err(QueryError::NotANumber {
+            query: query.to_owned(),
+            value: text.to_owned(),
+        });
+    }
+    Ok(value)
+}
+
+/// Which serving pods a query covers: all of a ModelDeployment's, or one Deployment's (stable or canary).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selector {
+    /// Namespace of the pods (Prometheus' `namespace` label).
+    pub namespace: String,
+    /// Served model name (the server's `model` label): the ModelDeployment's name.
+    pub model: String,
+    /// Name of one Deployment whose pods alone count (`pod` = `<deployment>-<hash>-<suffix>`).
+    pub deployment: Option<String>,
+}
+
+impl Selector {
+    fn matchers(&self, extra: &str) -> String {
+        let mut m = format!(
+            "namespace=\"{}\",model=\"{}\"",
+            escape(&self.namespace),
+            escape(&self.model)
+        );
+        if let Some(d) = &self.deployment {
+            // A Deployment's pods are named <deployment>-<pod-template-hash>-<5 chars>; the anchored regex
+            // keeps `m` from matching `m-canary`'s pods.
+            m.push_str(&format!(",pod=~\"{}-[a-z0-9]+-[a-z0-9]+\"", escape(d)));
+        }
+        if !extra.is_empty() {
+            m.push(',');
+            m.push_str(extra);
+        }
+        format!("{{{m}}}")
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// A rate window in PromQL duration syntax (whole seconds).
+pub fn window(d: Duration) -> String {
+    format!("{}s", d.as_secs().max(1))
+}
+
+/// The `quantile` latency in seconds over `w`; 0 when no request came in (an idle model is not slow).
+pub fn latency(sel: &Selector, quantile: f64, w: &str) -> String {
+    let all = sel.matchers("");
+    format!(
+        "histogram_quantile({quantile}, sum by (le) (rate({REQUEST_DURATION}_bucket{all}[{w}]))) >= 0 \
+         or sum(rate({REQUEST_DURATION}_count{all}[{w}])) == 0"
+    )
+}
+
+/// Requests per second over `w`, all selected pods together.
+pub fn requests_per_second(sel: &Selector, w: &str) -> String {
+    format!("sum(rate({REQUESTS_TOTAL}{}[{w}]))", sel.matchers(""))
+}
+
+/// Share of failed requests over `w`; 0 when no request came in.
+pub fn error_rate(sel: &Selector, w: &str) -> String {
+    let all = sel.matchers("");
+    let failed = sel.matchers(&format!("code=~\"{ERROR_CODES}\""));
+    format!(
+        "((sum(rate({REQUESTS_TOTAL}{failed}[{w}])) or vector(0)) / sum(rate({REQUESTS_TOTAL}{all}[{w}]))) >= 0 \
+         or sum(rate({REQUESTS_TOTAL}{all}[{w}])) == 0"
+    )
+}
+
+/// Online accuracy of the selected pods, each weighted by the labelled predictions it has seen; NaN (so an
+/// error) until some feedback arrived.
+pub fn accuracy(sel: &Selector) -> String {
+    let all = sel.matchers("");
+    format!("sum({ACCURACY}{all} * {FEEDBACK_WINDOW}{all}) / sum({FEEDBACK_WINDOW}{all})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_and_every_way_to_have_none() {
+        let ok = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1795763795.586,"12.5"]}]}}"#;
+        assert_eq!(parse_value(200, ok, "q"), Ok(12.5));
+        let scalar =
+            r#"{"status":"success","data":{"resultType":"scalar","result":[1795763795.586,"3"]}}"#;
+        assert_eq!(parse_value(200, scalar, "q"), Ok(3.0));
+        let cases = [
+            (
+                200,
+                r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
+                "empty",
+            ),
+            (
+                200,
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"NaN"]}]}}"#,
+                "nan",
+            ),
+            (
+                200,
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"+Inf"]}]}}"#,
+                "nan",
+            ),
+            (
+                400,
+                r#"{"status":"error","errorType":"bad_data","error":"parse error at char 3"}"#,
+                "error",
+            ),
+            (503, "Service Unavailable", "error"),
+            (200, "<html>", "decode"),
+            (
+                200,
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"value":[1,"1"]},{"value":[1,"2"]}]}}"#,
+                "decode",
+            ),
+            (
+                200,
+                r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#,
+                "decode",
+            ),
+        ];
+        for (status, body, want) in cases {
+            let got = parse_value(status, body, "q");
+            assert_eq!(
+                got.as_ref().map_err(QueryError::category),
+                Err(want),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn queries_select_the_model_and_optionally_one_deployment() {
+        let all = Selector {
+            namespace: "ns".into(),
+            model: "digits".into(),
+            deployment: None,
+        };
+        assert_eq!(
+            requests_per_second(&all, "20s"),
+            r#"sum(rate(tractor_inference_requests_total{namespace="ns",model="digits"}[20s]))"#
+        );
+        let canary = Selector {
+            deployment: Some("digits-canary".into()),
+            ..all.clone()
+        };
+        let q = latency(&canary, 0.95, "1m");
+        assert!(q.starts_with("histogram_quantile(0.95, sum by (le) (rate(tractor_inference_request_duration_seconds_bucket{namespace=\"ns\",model=\"digits\",pod=~\"digits-canary-[a-z0-9]+-[a-z0-9]+\"}[1m])))"), "{q}");
+        assert!(error_rate(&all, "1m").contains(r#"code=~"5..|429|"#));
+        assert_eq!(window(Duration::from_millis(500)), "1s");
+    }
+}
