@@ -11,6 +11,7 @@
 //! header; passes are pure functions of the weights. A fixed precision without a labelled set is built exactly as
 //! asked, with no gate: that is how serving pods re-derive the artifact the optimize Job already gated and recorded.
 
+pub mod dequant;
 mod eval;
 pub(crate) mod graph;
 mod inspect;

@@ -6,10 +6,10 @@ use tract_nnef::tract_core::floats::FloatPrecisionTranslator;
 use tract_nnef::tract_core::ops::cast::cast;
 use tract_nnef::tract_core::ops::einsum::EinSum;
 use tract_nnef::tract_core::ops::konst::Const;
-use tract_nnef::tract_core::ops::math;
 use tract_nnef::tract_core::ops::source::TypedSource;
 use tract_nnef::tract_core::transform::ModelTransform;
 
+use super::dequant::DequantI8;
 use super::{OptError, Reason};
 
 /// Weights smaller than this stay as they are: biases and tiny tensors gain nothing and lose accuracy first.
@@ -112,14 +112,20 @@ fn channel_axis(model: &TypedModel, node: usize, rank: usize) -> usize {
     rank - 1
 }
 
-/// Replace each weight by int8 values and one f32 scale per output channel (symmetric, max-abs), dequantized by a
-/// Cast and a Mul that the server's declutter folds back into f32 constants at load. The artifact shrinks about 4×;
-/// the arithmetic stays f32 (see the module docs of `optimize` for why).
+/// Replace each matmul weight by int8 values and one f32 scale per output channel (symmetric, max-abs), joined by
+/// [`DequantI8`], which stays an op in the artifact (one byte per weight on disk) and folds into an f32 constant
+/// when the server declutters the model at load. The artifact shrinks about 4×; the arithmetic stays f32 (see the
+/// module docs of `optimize` for why). Biases and other non-matmul constants stay f32: they are small and an
+/// int8 bias gains nothing.
 pub fn int8_weights(model: &TypedModel) -> Result<TypedModel, OptError> {
     let mut model = model.clone();
     for id in weight_nodes(&model) {
         let node = model.node(id);
-        let Some(konst) = node.op_as::<Const>() else {
+        let feeds_matmul = node.outputs[0]
+            .successors
+            .iter()
+            .all(|s| model.node(s.node).op_is::<EinSum>());
+        let Some(konst) = node.op_as::<Const>().filter(|_| feeds_matmul) else {
             continue;
         };
         let w = konst.val().clone();
@@ -149,11 +155,8 @@ pub fn int8_weights(model: &TypedModel) -> Result<TypedModel, OptError> {
         let sw = patch
             .add_const(format!("{name}.scale"), scale_t)
             .map_err(|e| internal(&e))?;
-        let deq = patch
-            .wire_node(format!("{name}.dequant"), cast(f32::datum_type()), &[qw])
-            .map_err(|e| internal(&e))?[0];
         let out = patch
-            .wire_node(format!("{name}.scaled"), math::mul(), &[deq, sw])
+            .wire_node(format!("{name}.dequant"), DequantI8, &[qw, sw])
             .map_err(|e| internal(&e))?[0];
         patch
             .shunt_outside(&model, OutletId::new(id, 0), out)
