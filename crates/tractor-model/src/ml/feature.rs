@@ -70,7 +70,15 @@ impl Expansion for ArrayFeatureExtractor {
                         model.wire_node(format!("{prefix}.indices"), AxisOp::Add(0), &[indices])?[0]
                 }
                 1 => {}
-                r => bail!("ArrayFeatureExtractor with rank-{r} computed indices is not supported"),
+                // skl2onnx's classifiers map `ArgMax(keepdims)` ([N, 1]) to labels this way; indices read flattened.
+                _ => {
+                    let flat = tvec![fact.shape.volume()];
+                    indices = model.wire_node(
+                        format!("{prefix}.indices"),
+                        AxisOp::Reshape(0, fact.shape.to_tvec(), flat),
+                        &[indices],
+                    )?[0]
+                }
             }
         }
         let axis = model.outlet_fact(x)?.rank() - 1;
