@@ -150,6 +150,9 @@ pub struct Signature {
     pub inputs: Vec<TensorSpec>,
     /// Outputs, in the model's order.
     pub outputs: Vec<TensorSpec>,
+    /// What the loader changed that a client should know (e.g. a ZipMap served as its probability tensor).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// A loaded, decluttered model, not yet optimized for any batch size.
@@ -272,10 +275,15 @@ impl Model {
             .into_iter()
             .map(&mut spec)
             .collect::<Result<Vec<_>>>()?;
+        let notes = optimize::graph::notes(&typed);
         Ok(Model {
             typed,
             batch,
-            signature: Signature { inputs, outputs },
+            signature: Signature {
+                inputs,
+                outputs,
+                notes,
+            },
             format,
             sha256,
         })

@@ -687,6 +687,7 @@ mod tests {
                     shape: vec![-1, 2],
                 },
             ],
+            notes: vec![],
         }
     }
 

@@ -148,14 +148,18 @@ fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
 fn metadata(st: &AppState, m: &str, v: Option<&str>) -> Result<Response, ApiError> {
     st.server.check_model(m, v)?;
     let s = &st.server;
-    Ok(axum::Json(json!({
+    let mut body = json!({
         "name": s.name,
         "versions": [s.version],
         "platform": s.platform,
         "inputs": s.signature.inputs,
         "outputs": s.signature.outputs,
-    }))
-    .into_response())
+    });
+    // What the loader changed (a ZipMap served as its probability tensor) travels as a metadata parameter.
+    if !s.signature.notes.is_empty() {
+        body["parameters"] = json!({ "notes": s.signature.notes });
+    }
+    Ok(axum::Json(body).into_response())
 }
 
 async fn model_metadata(

@@ -73,6 +73,8 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Inspect(args) => {
+            // Warnings (a ZipMap served as its probability tensor) go to stderr; the JSON to stdout.
+            init_tracing(log_format);
             println!("{}", tractor_model::optimize::inspect(&args)?.to_json());
         }
         Command::Operator(args) => {

@@ -10,10 +10,9 @@ use tract_onnx::tract_hir::internal::{
     Expansion, InferenceResult, Solver, TensorProxy, check_input_arity, check_output_arity, expand,
 };
 
-/// What a model that ended in ZipMap is told.
+/// What a model that ended in ZipMap is told (no quotes or newlines: it is written into NNEF as a literal).
 pub const ZIPMAP_NOTE: &str = "ZipMap removed: its output is served as the [N, classes] probability tensor that \
-fed it, columns in class-label order; to export exactly this, convert with skl2onnx option zipmap=False \
-(options={id(model): {'zipmap': False}})";
+fed it, columns in class-label order; to export exactly this model, convert with the skl2onnx option zipmap=False";
 
 #[derive(Debug, Clone)]
 struct ZipMap;

@@ -5,7 +5,8 @@
 //! - `y`: one label per row: integer class ids for classifiers, numbers (or `[rows, k]`) for regressions.
 //!
 //! A classifier's prediction is the argmax of its first float output with more than one column (probabilities or
-//! logits), else its first integer output (a label); a regression's is its first float output, flattened.
+//! logits), else its first integer output (a label); a regression's is its first float output, flattened. A model
+//! with neither class scores nor a label is a regression whatever the metric.
 
 use std::path::Path;
 
@@ -143,8 +144,15 @@ pub fn predictions(outputs: &[Tensor], regression: bool) -> Result<Predictions, 
         let v = values::<i64>(t).map_err(|e| invalid(e.to_string()))?;
         return Ok(Predictions::Classes(v));
     }
+    // Neither class scores nor a label: a regressor (a tree ensemble or SVM regressor gives `[N, 1]`), compared on
+    // its values even when the metric asked is a classification one (the calibration sample has no labels).
+    if let Some(t) = outputs.iter().find(|t| is_float(t)) {
+        let rows = t.shape().first().copied().unwrap_or(1);
+        let v = values::<f64>(t).map_err(|e| invalid(e.to_string()))?;
+        return Ok(Predictions::Values(v, rows));
+    }
     Err(invalid(
-        "cannot tell the prediction from the outputs (no class scores and no integer label)",
+        "cannot tell the prediction from the outputs (no class scores, no integer label, no float value)",
     ))
 }
 
@@ -164,11 +172,13 @@ pub fn predict(model: &Exec, x: &Tensor, regression: bool) -> Result<Predictions
         }
         start = end;
     }
-    Ok(if regression {
-        Predictions::Values(values, rows)
-    } else {
-        Predictions::Classes(classes)
-    })
+    Ok(
+        if regression || (classes.is_empty() && !values.is_empty()) {
+            Predictions::Values(values, rows)
+        } else {
+            Predictions::Classes(classes)
+        },
+    )
 }
 
 /// Whether a higher score is better for this metric.

@@ -17,24 +17,22 @@ pub fn nnef() -> tract_nnef::framework::Nnef {
     tract_nnef::nnef()
         .with_onnx()
         .with_registry(crate::ml::nnef_registry())
-        .with_registry(super::dequant::nnef_registry())
 }
 
 /// The model property under which the loader leaves notes for people (e.g. a ZipMap it removed); it travels in
 /// the NNEF artifact, so the server can show it in the model's metadata.
 pub const NOTES_PROPERTY: &str = "tractor_notes";
 
-/// The notes a loaded model carries, one per line of [`NOTES_PROPERTY`].
+/// The notes a loaded model carries (a rank-1 string tensor under [`NOTES_PROPERTY`]).
 pub fn notes(model: &TypedModel) -> Vec<String> {
     model
         .properties
         .get(NOTES_PROPERTY)
         .and_then(|t| {
             t.try_as_plain_ram()
-                .and_then(|v| v.to_scalar::<String>().cloned())
+                .and_then(|v| v.as_slice::<String>().map(<[String]>::to_vec))
                 .ok()
         })
-        .map(|s| s.lines().map(str::to_owned).collect())
         .unwrap_or_default()
 }
 
@@ -145,7 +143,7 @@ pub fn load(path: &Path) -> Result<(TypedModel, tractor_api::ModelFormat), OptEr
     if !notes.is_empty() {
         model
             .properties
-            .insert(NOTES_PROPERTY.to_owned(), rctensor0(notes.join("\n")));
+            .insert(NOTES_PROPERTY.to_owned(), rctensor1(&notes));
     }
     Ok((integer_outputs(model)?, tractor_api::ModelFormat::Onnx))
 }
