@@ -17,6 +17,7 @@ pub fn nnef() -> tract_nnef::framework::Nnef {
     tract_nnef::nnef()
         .with_onnx()
         .with_registry(crate::ml::nnef_registry())
+        .with_registry(super::dequant::nnef_registry())
 }
 
 /// The model property under which the loader leaves notes for people (e.g. a ZipMap it removed); it travels in
