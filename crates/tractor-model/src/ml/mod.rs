@@ -211,6 +211,33 @@ mod tests {
         assert_eq!(support("DictVectorizer"), Support::No);
     }
 
+    /// The README's table is this module's output: `TRACTOR_UPDATE_COVERAGE=1 cargo test -p tractor-model --lib
+    /// readme` rewrites it.
+    #[test]
+    fn readme_coverage_table_is_current() {
+        const BEGIN: &str =
+            "<!-- BEGIN ml-coverage: generated, see above; do not edit -->\n";
+        const END: &str = "<!-- END ml-coverage -->";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+        let readme = std::fs::read_to_string(&path).expect("README.md");
+        let start = readme.find(BEGIN).expect("README has the coverage markers") + BEGIN.len();
+        let end = readme[start..]
+            .find(END)
+            .expect("README has the end marker")
+            + start;
+        let want = coverage_markdown();
+        if std::env::var_os("TRACTOR_UPDATE_COVERAGE").is_some() {
+            let updated = format!("{}{want}{}", &readme[..start], &readme[end..]);
+            std::fs::write(&path, updated).expect("writing README.md");
+        } else {
+            assert_eq!(
+                readme[start..end],
+                want,
+                "README coverage table is stale: run TRACTOR_UPDATE_COVERAGE=1 cargo test -p tractor-model --lib readme"
+            );
+        }
+    }
+
     #[test]
     fn coverage_lists_every_ml_op_once() {
         let table = coverage_markdown();
