@@ -9,6 +9,7 @@ pub mod error;
 pub mod hpa;
 pub mod leader;
 pub mod metrics;
+pub mod monitor;
 pub mod prom;
 pub mod reconcile;
 pub mod validate;
