@@ -153,7 +153,9 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action, Error> {
     apply_child(ctx, &v, build::network_policy(&v), "NetworkPolicy").await?;
     // Optional: a cluster with the Prometheus Operator gets a ServiceMonitor; failing to write it (RBAC not
     // granted for it, say) must not hold up serving.
-    if let Err(e) = crate::monitor::apply(&ctx.client, crate::monitor::shared(), &v, FIELD_MANAGER).await {
+    if let Err(e) =
+        crate::monitor::apply(&ctx.client, crate::monitor::shared(), &v, FIELD_MANAGER).await
+    {
         tracing::warn!(error = %e, "ServiceMonitor not applied");
     }
     let deployment = match &state {
