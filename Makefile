@@ -35,9 +35,15 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## crds: regenerate crds/modeldeployment.yaml from the API types
+## crds: regenerate crds/modeldeployment.yaml from the API types (and its copies in the chart and manifests/)
 crds:
 	$(CARGO) run --locked -q -p tractor -- crd > crds/modeldeployment.yaml
+	scripts/gen-install.sh
+
+.PHONY: install-manifests
+## install-manifests: regenerate charts/tractor/crds/ and manifests/ from crds/ and the chart (a test checks them)
+install-manifests:
+	scripts/gen-install.sh
 
 ## demo: not yet: bring up the cluster with a real node and serve the example model (see README)
 demo:
