@@ -19,4 +19,6 @@ trap cleanup EXIT
 
 # The e2e tests run the real binary (serve, optimize, operator), found next to the test binaries.
 cargo build --locked -p tractor
+# Flux kstatus and Argo CD health for the install tests (cached by go.sum; cold: a few minutes).
+tests/gitops-health/build.sh >/dev/null
 cargo test --locked -p tractor-e2e -- --test-threads=2
