@@ -1,4 +1,4 @@
-//! Tabular models (scikit-learn pipelines, forests, boosted trees, SVMs, LightGBM; tests/fixtures/
+//! Tabular models (scikit-learn pipelines, forests, boosted trees, SVMs, LightGBM, encoders; tests/fixtures/
 //! make_tabular_models.py): each optimizes with `tractor optimize` and serves its artifact with `tractor serve`,
 //! giving onnxruntime's outputs on the whole test split within 1e-5 relative (f32); f16 where it means something.
 
@@ -101,6 +101,7 @@ fn every_tabular_fixture_optimizes_and_serves_onnxruntimes_outputs() {
         "iris_svc",
         "diabetes_svr",
         "breast_cancer_lgbm",
+        "iris_encoders",
     ] {
         let model = artifact(name, "f32", tmp.path());
         let (split, outputs) = infer_all(&model, name);

@@ -16,6 +16,7 @@ const FIXTURES: &[&str] = &[
     "breast_cancer_lgbm",
     "iris_svc",
     "diabetes_svr",
+    "iris_encoders",
 ];
 
 fn fixtures() -> PathBuf {

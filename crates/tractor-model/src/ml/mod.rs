@@ -4,6 +4,7 @@
 //! Each op follows the ONNX spec (Operators-ml.md) and, where the spec is silent, onnxruntime's CPU kernels,
 //! since those produce the reference outputs users compare against.
 
+mod encoders;
 mod feature;
 mod scaler;
 pub mod svm;
@@ -26,6 +27,31 @@ const OURS: &[(&str, Builder, &str)] = &[
         "ArrayFeatureExtractor",
         feature::array_feature_extractor,
         "onnxruntime's shapes (tract's drops the axis for a scalar index)",
+    ),
+    (
+        "Binarizer",
+        encoders::binarizer,
+        "1 where X > threshold, in X's type",
+    ),
+    (
+        "FeatureVectorizer",
+        encoders::feature_vectorizer,
+        "inputs cast to float and concatenated; a wider input is truncated",
+    ),
+    (
+        "Imputer",
+        encoders::imputer,
+        "NaN or a given value replaced, one value or one per feature",
+    ),
+    (
+        "LabelEncoder",
+        encoders::label_encoder,
+        "numeric keys and values (opsets 2 and 4); strings are refused",
+    ),
+    (
+        "OneHotEncoder",
+        encoders::one_hot_encoder,
+        "integer categories; an unknown one gives zeros",
     ),
     ("Scaler", scaler::scaler, "(X - offset) * scale"),
     (
@@ -215,8 +241,7 @@ mod tests {
     /// readme` rewrites it.
     #[test]
     fn readme_coverage_table_is_current() {
-        const BEGIN: &str =
-            "<!-- BEGIN ml-coverage: generated, see above; do not edit -->\n";
+        const BEGIN: &str = "<!-- BEGIN ml-coverage: generated, see above; do not edit -->\n";
         const END: &str = "<!-- END ml-coverage -->";
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
         let readme = std::fs::read_to_string(&path).expect("README.md");
