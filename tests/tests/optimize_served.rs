@@ -80,3 +80,41 @@ fn each_precision_serves_the_score_its_report_claims() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn progress_is_one_json_object_per_line_off_a_terminal() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let source = fixtures()
+        .join("breast_cancer_logreg.onnx")
+        .display()
+        .to_string();
+    let run = optimize(
+        &tmp.path().join("out"),
+        &["--source", &source, "--precision", "auto"],
+        &[],
+    )?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let steps: Vec<serde_json::Value> = run
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("progress").is_some())
+        .collect();
+    let stages: Vec<&str> = steps
+        .iter()
+        .filter_map(|v| v["progress"].as_str())
+        .collect();
+    assert_eq!(stages.first(), Some(&"fetch"), "{}", run.stderr);
+    assert!(stages.contains(&"load"), "{stages:?}");
+    // auto builds every candidate: f32, f16 and int8.
+    assert_eq!(
+        stages.iter().filter(|s| **s == "candidate").count(),
+        3,
+        "{stages:?}"
+    );
+    assert!(
+        steps.iter().all(|v| v["elapsedMillis"].is_u64()),
+        "{steps:?}"
+    );
+    Ok(())
+}

@@ -16,6 +16,7 @@ mod eval;
 pub(crate) mod graph;
 mod inspect;
 mod passes;
+mod progress;
 
 pub use eval::Dataset;
 pub use inspect::{InspectArgs, inspect};
@@ -186,6 +187,7 @@ pub fn run(args: OptimizeArgs) -> i32 {
         report.precision = None;
     }
     report.duration_millis = Some(started.elapsed().as_millis() as u64);
+    progress::finish();
     let json = report.to_compact_json();
     println!("{json}");
     if let Some(path) = &args.report
@@ -508,7 +510,8 @@ fn batch_of(sample: &Tensor, rows: usize) -> Result<Tensor, OptError> {
 }
 
 fn progress(stage: &str, what: &str) {
-    tracing::info!(stage, "{what}");
+    progress::step(stage, what);
+    tracing::debug!(stage, "{what}");
 }
 
 fn sha256_file(path: &Path) -> Result<String, OptError> {
