@@ -320,6 +320,23 @@ fn artifact_volume() -> (Volume, VolumeMount) {
     )
 }
 
+/// A writable `/tmp` (an emptyDir): the root filesystem is read-only, and `tractor optimize` works in a
+/// temporary folder.
+fn tmp_volume() -> (Volume, VolumeMount) {
+    (
+        Volume {
+            name: "tmp".to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+        VolumeMount {
+            name: "tmp".to_owned(),
+            mount_path: "/tmp".to_owned(),
+            ..VolumeMount::default()
+        },
+    )
+}
+
 /// The optimize Job of the current revision. Its report comes back through the container's termination
 /// message (`/dev/termination-log`), so the Job needs no API access at all.
 pub fn optimize_job(v: &Validated, config: &BuildConfig) -> Job {
@@ -327,8 +344,12 @@ pub fn optimize_job(v: &Validated, config: &BuildConfig) -> Job {
     let labels = labels(&v.name, &v.revision, names::COMPONENT_OPTIMIZE);
     let (args, mut access) = optimize_command(v, spec.optimize.precision, true);
     let (artifact, artifact_mount) = artifact_volume();
-    access.volumes.push(artifact);
-    access.mounts.push(artifact_mount);
+    let (tmp, tmp_mount) = tmp_volume();
+    access.volumes.extend([artifact, tmp]);
+    access.mounts.extend([artifact_mount, tmp_mount]);
+    // The Job runs where the serving pods run (a tainted GPU pool, the test cluster's real node): the same
+    // placement, so a model is optimized on the hardware that will serve it.
+    let pod = spec.serving.pod.clone().unwrap_or_default();
     let container = Container {
         name: names::COMPONENT_OPTIMIZE.to_owned(),
         image: Some(config.image.clone()),
@@ -357,12 +378,12 @@ pub fn optimize_job(v: &Validated, config: &BuildConfig) -> Job {
                     security_context: Some(restricted_pod_context()),
                     containers: vec![container],
                     volumes: Some(access.volumes),
-                    image_pull_secrets: spec
-                        .serving
-                        .pod
-                        .as_ref()
-                        .map(|p| p.image_pull_secrets.clone())
-                        .filter(|s| !s.is_empty()),
+                    node_selector: (!pod.node_selector.is_empty()).then_some(pod.node_selector),
+                    tolerations: (!pod.tolerations.is_empty()).then_some(pod.tolerations),
+                    affinity: pod.affinity,
+                    priority_class_name: pod.priority_class_name,
+                    image_pull_secrets: (!pod.image_pull_secrets.is_empty())
+                        .then_some(pod.image_pull_secrets),
                     ..PodSpec::default()
                 }),
             },
@@ -430,7 +451,8 @@ pub fn deployment(v: &Validated, model: &ModelStatus, config: &BuildConfig) -> D
     let precision = model.precision.unwrap_or(Precision::F32);
     let (fetch_args, mut access) = optimize_command(v, precision, false);
     let (artifact, artifact_mount) = artifact_volume();
-    access.volumes.push(artifact);
+    let (tmp, tmp_mount) = tmp_volume();
+    access.volumes.extend([artifact, tmp]);
     let artifact_hex = model
         .artifact_digest
         .as_deref()
@@ -461,10 +483,13 @@ pub fn deployment(v: &Validated, model: &ModelStatus, config: &BuildConfig) -> D
     if let Some(t) = serving.threads {
         server_args.extend(["--threads".to_owned(), t.to_string()]);
     }
-    let mut server_mounts = vec![VolumeMount {
-        read_only: Some(true),
-        ..artifact_mount.clone()
-    }];
+    let mut server_mounts = vec![
+        VolumeMount {
+            read_only: Some(true),
+            ..artifact_mount.clone()
+        },
+        tmp_mount.clone(),
+    ];
     if let Some(tls) = &serving.tls {
         access.volumes.push(Volume {
             name: "tls".to_owned(),
@@ -515,7 +540,13 @@ pub fn deployment(v: &Validated, model: &ModelStatus, config: &BuildConfig) -> D
         image_pull_policy: Some("IfNotPresent".to_owned()),
         args: Some(fetch_args),
         env: (!access.env.is_empty()).then_some(access.env),
-        volume_mounts: Some(access.mounts.into_iter().chain([artifact_mount]).collect()),
+        volume_mounts: Some(
+            access
+                .mounts
+                .into_iter()
+                .chain([artifact_mount, tmp_mount])
+                .collect(),
+        ),
         resources: spec.optimize.resources.clone(),
         security_context: Some(restricted_container_context()),
         ..Container::default()
@@ -711,7 +742,10 @@ spec:
   serving:
     replicas: 2
     batching: {maxBatchSize: 16, maxDelayMicros: 200}
-    pod: {labels: {team: risk, "serving.tractor.dev/model": hijack}}
+    pod:
+      labels: {team: risk, "serving.tractor.dev/model": hijack}
+      nodeSelector: {pool: gpu}
+      tolerations: [{key: pool, operator: Exists, effect: NoSchedule}]
 "#;
 
     fn config() -> BuildConfig {
@@ -749,12 +783,18 @@ spec:
             .flatten()
             .map(|v| v.name.as_str())
             .collect();
-        assert_eq!(volumes, ["model-source", "dataset", "artifact"]);
+        assert_eq!(volumes, ["model-source", "dataset", "artifact", "tmp"]);
         assert_eq!(
             job.metadata.owner_references.as_ref().map(Vec::len),
             Some(1)
         );
         assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(
+            pod.node_selector.as_ref().map(|n| n["pool"].as_str()),
+            Some("gpu"),
+            "the Job runs where the serving pods run"
+        );
+        assert_eq!(pod.tolerations.as_ref().map(Vec::len), Some(1));
     }
 
     #[test]
