@@ -3,5 +3,6 @@
 pub mod cluster;
 pub mod modeldeployment;
 pub mod operator;
+pub mod node;
 pub mod optimize;
 pub mod serve;

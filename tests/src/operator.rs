@@ -1,7 +1,7 @@
 //! Runs `tractor operator` as a real process against the local cluster, scoped to one test namespace, and
 //! reads its admin endpoints.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result};
@@ -45,6 +45,31 @@ impl Operator {
 
     /// Starts an operator with extra flags and waits until its admin port answers `/live`.
     pub fn spawn(cluster: &Cluster, namespace: &str, extra: &[&str]) -> Result<Self> {
+        Self::spawn_as(&cluster.kubeconfig(), namespace, extra)
+    }
+
+    /// Like [`Operator::spawn`], authenticating with `kubeconfig` (e.g. a ServiceAccount's token, so the
+    /// process has exactly that account's RBAC).
+    pub fn spawn_as(kubeconfig: &Path, namespace: &str, extra: &[&str]) -> Result<Self> {
+        Self::spawn_image_as(kubeconfig, namespace, "tractor:test", extra)
+    }
+
+    /// Like [`Operator::spawn`], giving the pods it creates `image` (KWOK never runs them; the real node does).
+    pub fn spawn_with_image(
+        cluster: &Cluster,
+        namespace: &str,
+        image: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
+        Self::spawn_image_as(&cluster.kubeconfig(), namespace, image, extra)
+    }
+
+    fn spawn_image_as(
+        kubeconfig: &Path,
+        namespace: &str,
+        image: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -57,10 +82,10 @@ impl Operator {
                 "--admin-addr",
                 &admin,
                 "--image",
-                "tractor:test",
+                image,
             ])
             .args(extra)
-            .env("KUBECONFIG", cluster.kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,tractor_operator=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())
