@@ -24,6 +24,16 @@ NODE_COMPONENTS=(containerd kubelet kube-proxy)
 NODE="$DIR/node"
 CONTAINERD_SOCK="$NODE/containerd/containerd.sock"
 
+# write_if_changed FILE: stdin -> FILE, only when the content differs. kube-proxy exits ("content of the proxy
+# server's configuration file was updated") whenever its config is rewritten, even with the same bytes, and an
+# idempotent node-up must not stop a running node.
+write_if_changed() {
+  local tmp
+  tmp=$(mktemp "$1.XXXXXX")
+  cat >"$tmp"
+  if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv -f "$tmp" "$1"; fi
+}
+
 ctr_() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 kc() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 
@@ -77,7 +87,7 @@ client_cert() {
 # component_kubeconfig PATH CERTNAME: a kubeconfig for a node component's own identity.
 component_kubeconfig() {
   b64() { base64 -w0 <"$1"; }
-  cat >"$1" <<EOF
+  write_if_changed "$1" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
@@ -108,7 +118,7 @@ pause_image() {
 }
 
 containerd_config() {
-  cat >"$NODE/containerd/config.toml" <<EOF
+  write_if_changed "$NODE/containerd/config.toml" <<EOF
 # Written by tests/cluster/cluster.sh node-up.
 version = 2
 root = "$NODE/containerd/root"
@@ -159,7 +169,7 @@ EOF
 
 kubelet_config() {
   local ip=$1
-  cat >"$NODE/kubelet/config.yaml" <<EOF
+  write_if_changed "$NODE/kubelet/config.yaml" <<EOF
 # Written by tests/cluster/cluster.sh node-up.
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -186,7 +196,7 @@ evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available:
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 EOF
-  cat >"$NODE/kube-proxy/config.yaml" <<EOF
+  write_if_changed "$NODE/kube-proxy/config.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: "$NODE/kube-proxy/kubeconfig"}
