@@ -45,10 +45,14 @@ crds:
 install-manifests:
 	scripts/gen-install.sh
 
-## demo: not yet: bring up the cluster with a real node and serve the example model (see README)
+## demo: cluster + real node, image, CRD, operator, the digits example; prints a prediction (leaves it running)
 demo:
-	@echo "make demo arrives with the end-to-end issue: the serving pods and operator are not built yet." >&2
-	@exit 1
+	scripts/demo.sh
+
+.PHONY: image
+## image: the tractor image as an OCI archive, built without a container engine (release binary); see Dockerfile
+image:
+	scripts/image.sh
 
 ## bench-operator: 1000 ModelDeployments on KWOK vs 1000 plain Deployments; writes bench/operator.md (BENCH_N to change)
 bench-operator: cluster-build

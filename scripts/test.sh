@@ -14,11 +14,21 @@ if ! tests/cluster/cluster.sh status >/dev/null 2>&1; then
   tests/cluster/cluster.sh up
   started=1
 fi
-cleanup() { if [ "$started" = 1 ]; then tests/cluster/cluster.sh down || true; fi; }
+node_started=0
+cleanup() {
+  if [ "$started" = 1 ]; then tests/cluster/cluster.sh down || true
+  elif [ "$node_started" = 1 ]; then tests/cluster/cluster.sh node-down || true; fi
+}
 trap cleanup EXIT
 
 # The e2e tests run the real binary (serve, optimize, operator), found next to the test binaries.
 cargo build --locked -p tractor
+
+# The node_* tests run pods on the cluster's real node, from an image packed from that binary.
+tests/cluster/cluster.sh status 2>/dev/null | grep -qE '^kubelet +[0-9]+ +healthy' || node_started=1
+tests/cluster/cluster.sh node-up
+target=${CARGO_TARGET_DIR:-target}
+scripts/image.sh --bin "$target/debug/tractor" --name localhost/tractor:e2e --out "$target/image/tractor-e2e.oci.tar" --import
 # Flux kstatus and Argo CD health for the install tests (cached by go.sum; cold: a few minutes).
 tests/gitops-health/build.sh >/dev/null
 cargo test --locked -p tractor-e2e -- --test-threads=2
