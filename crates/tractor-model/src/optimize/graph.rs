@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tract_nnef::internal::*;
-use tract_onnx::prelude::{Framework, InferenceModelExt};
+use tract_onnx::prelude::{Framework, InferenceFact, InferenceModel, InferenceModelExt};
 
 use super::{OptError, Reason};
 
@@ -119,10 +119,7 @@ pub fn load(path: &Path) -> Result<(TypedModel, tractor_api::ModelFormat), OptEr
     if inference.nodes().iter().any(|n| n.op.name() == "ZipMap") {
         notes.push(crate::ml::ZIPMAP_NOTE.to_owned());
     }
-    let mut model = inference
-        .into_typed()
-        .and_then(|m| m.into_decluttered())
-        .map_err(|e| classify(&e))?;
+    let mut model = type_with_batch(inference, &batch, &mut notes)?;
     // Declutter may fold an input's first op (a Cast) into the source and rename it; clients know the ONNX name.
     for (ix, name) in input_names.into_iter().enumerate() {
         if let Some(input) = model.inputs.get(ix).copied() {
@@ -147,6 +144,130 @@ pub fn load(path: &Path) -> Result<(TypedModel, tractor_api::ModelFormat), OptEr
             .insert(NOTES_PROPERTY.to_owned(), rctensor1(&notes));
     }
     Ok((integer_outputs(model)?, tractor_api::ModelFormat::Onnx))
+}
+
+fn type_model(inference: InferenceModel) -> Result<TypedModel, OptError> {
+    inference
+        .into_typed()
+        .and_then(|m| m.into_decluttered())
+        .map_err(|e| classify(&e))
+}
+
+/// Reshapes whose target is a constant starting with 1, with the constant node: exporters that trace at batch 1
+/// (torch without dynamic axes, the ONNX model zoo's ResNets) leave such a `[1, k]` before the classifier head.
+fn batch_one_reshapes(inference: &InferenceModel) -> Vec<(usize, usize)> {
+    use tract_nnef::tract_core::ops::konst::Const;
+    inference
+        .nodes()
+        .iter()
+        .filter(|n| n.op.name() == "Reshape" && n.inputs.len() == 2)
+        .filter_map(|n| {
+            let k = inference.node(n.inputs[1].node);
+            let v = k.op_as::<Const>()?.val();
+            let first = v
+                .cast_to::<i64>()
+                .ok()?
+                .try_as_plain_ram()
+                .ok()?
+                .as_slice::<i64>()
+                .ok()?
+                .first()
+                .copied();
+            // Only a constant no other node reads, so rewriting it changes this Reshape alone.
+            let only_reshapes = k.outputs[0]
+                .successors
+                .iter()
+                .all(|s| inference.node(s.node).op.name() == "Reshape");
+            (v.rank() == 1 && first == Some(1) && only_reshapes).then_some((n.id, k.id))
+        })
+        .collect()
+}
+
+/// Type the model with its batch symbolic. A Reshape to a constant `[1, ...]` pins the batch to 1: when that 1 is
+/// provably the batch axis (no other -1 or 0 in the shape, and with -1 in its place the graph types with every
+/// output's first axis the batch symbol) the constant is rewritten; otherwise the model is typed at batch 1 and
+/// serves batch 1 only. Either way a note says which Reshape and what was done.
+fn type_with_batch(
+    inference: InferenceModel,
+    batch: &Symbol,
+    notes: &mut Vec<String>,
+) -> Result<TypedModel, OptError> {
+    use tract_nnef::tract_core::ops::konst::Const;
+    let pinned = batch_one_reshapes(&inference);
+    if pinned.is_empty() {
+        return type_model(inference);
+    }
+    let names = pinned
+        .iter()
+        .map(|(n, _)| inference.node(*n).name.clone())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut rewritten = inference.clone();
+    let mut provable = true;
+    for (_, konst) in &pinned {
+        let Some(mut shape) = rewritten
+            .node(*konst)
+            .op_as::<Const>()
+            .and_then(|k| k.val().cast_to::<i64>().ok().map(|t| t.into_owned()))
+        else {
+            provable = false;
+            break;
+        };
+        let Ok(dims) = shape
+            .try_as_plain_ram_mut()
+            .and_then(|mut v| Ok(v.as_slice_mut::<i64>()?.to_vec()))
+        else {
+            provable = false;
+            break;
+        };
+        if dims[1..].iter().any(|d| *d <= 0) {
+            provable = false;
+            break;
+        }
+        let mut dims = dims;
+        dims[0] = -1;
+        shape = tensor1(&dims);
+        let node = rewritten.node_mut(*konst);
+        match Const::new(shape.clone().into_arc_tensor()) {
+            Ok(op) => node.op = Box::new(op),
+            Err(_) => {
+                provable = false;
+                break;
+            }
+        }
+        node.outputs[0].fact = InferenceFact::from(shape);
+    }
+    if provable && let Ok(model) = type_model(rewritten) {
+        let batched = model.outputs.iter().all(|o| {
+            model
+                .outlet_fact(*o)
+                .is_ok_and(|f| f.shape.iter().next() == Some(&batch.to_dim()))
+        });
+        if batched {
+            notes.push(format!(
+                "Reshape {names} had a fixed batch of 1 in its constant shape; rewritten to the symbolic batch"
+            ));
+            return Ok(model);
+        }
+    }
+    use tract_onnx::tract_hir::infer::Factoid;
+    let mut one = inference;
+    for ix in 0..one.inputs.len() {
+        let mut fact = one.input_fact(ix).map_err(|e| classify(&e))?.clone();
+        if fact
+            .shape
+            .dim(0)
+            .and_then(|d| d.concretize())
+            .is_some_and(|d| d.to_i64().is_err())
+        {
+            fact.shape.set_dim(0, 1.to_dim());
+            one.set_input_fact(ix, fact).map_err(|e| classify(&e))?;
+        }
+    }
+    notes.push(format!(
+        "Reshape {names} has a constant shape [1, ...] that is not provably the batch axis; this model serves batch 1 only"
+    ));
+    type_model(one)
 }
 
 /// tract types some integer outputs (class labels picked by ArgMax, shapes) as its symbolic `TDim`; clients and
