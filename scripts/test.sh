@@ -25,7 +25,8 @@ trap cleanup EXIT
 cargo build --locked -p tractor
 
 # The node_* tests run pods on the cluster's real node, from an image packed from that binary.
-tests/cluster/cluster.sh status 2>/dev/null | grep -qE '^kubelet +[0-9]+ +healthy' || node_started=1
+node_status=$(tests/cluster/cluster.sh status 2>/dev/null || true)
+grep -qE '^kubelet +[0-9]+ +healthy' <<<"$node_status" || node_started=1
 tests/cluster/cluster.sh node-up
 target=${CARGO_TARGET_DIR:-target}
 scripts/image.sh --bin "$target/debug/tractor" --name localhost/tractor:e2e --out "$target/image/tractor-e2e.oci.tar" --import
