@@ -1,6 +1,7 @@
 //! End-to-end tests of tractor against a real local Kubernetes; the harness lives in [`cluster`].
 
 pub mod cluster;
+pub mod install;
 pub mod modeldeployment;
 pub mod operator;
 pub mod node;
