@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make bench-optimize: for each fixture, run `tractor optimize --precision auto` with its labelled set and collect,
 # per candidate precision, latency at batch 1 and 32 (medians, from the binary's JSON log), artifact size, score,
-# gate result and what auto chose. Writes $OUT/report.md and $OUT/runs/*.json. Never gates on a time.
+# gate result and what auto chose; then tree ensembles, tractor against onnxruntime at batch 1 and 256. Writes
+# $OUT/report.md and $OUT/runs/*.json. Never gates on a time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${TRACTOR_BIN:-$CARGO_TARGET_DIR/release/tractor}
@@ -43,4 +44,10 @@ for m in ["digits_mlp", "breast_cancer_logreg", "dense"]:
 (out / "report.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
+# Tree ensembles: tractor's evaluator against onnxruntime at batch 1 and 256, same rows, same run
+# (scripts/bench-trees.py trains the forests and times onnxruntime; the bench_trees example times tractor).
+scripts/python-env.sh
+cargo build --locked --release -q -p tractor-model --example bench_trees
+"${TRACTOR_VENV:-$HOME/.cache/tractor/venv}/bin/python" scripts/bench-trees.py "$OUT/trees" \
+  "$CARGO_TARGET_DIR/release/examples/bench_trees" | tee -a "$OUT/report.md"
 echo "report: $OUT/report.md"
