@@ -885,6 +885,63 @@ spec:
     }
 
     #[test]
+    fn tls_and_token_reach_the_server_from_the_spec_secrets() {
+        let v = validate(&md(r#"
+apiVersion: serving.tractor.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: digits}
+spec:
+  model: {uri: "https://models.example.com/mlp.onnx", sha256: "0000000000000000000000000000000000000000000000000000000000000000"}
+  serving:
+    tls: {secretRef: {name: digits-tls}}
+    auth: {secretRef: {name: digits-token}, key: bearer}
+"#))
+        .expect("valid");
+        let model = ModelStatus {
+            revision: Some(v.revision.clone()),
+            artifact_digest: Some(format!("sha256:{}", "ab".repeat(32))),
+            ..ModelStatus::default()
+        };
+        let d = deployment(&v, &model, &config());
+        let pod = d.spec.and_then(|s| s.template.spec).expect("pod");
+        let server = &pod.containers[0];
+        let args = server.args.clone().expect("args").join(" ");
+        assert!(
+            args.contains(
+                "--tls-cert /var/run/tractor/tls/tls.crt --tls-key /var/run/tractor/tls/tls.key"
+            ),
+            "{args}"
+        );
+        assert!(
+            args.contains("--auth-token-file /var/run/tractor/auth/bearer"),
+            "{args}"
+        );
+        let secret_of = |volume: &str| {
+            pod.volumes
+                .iter()
+                .flatten()
+                .find(|v| v.name == volume)
+                .and_then(|v| v.secret.as_ref()?.secret_name.clone())
+        };
+        assert_eq!(secret_of("tls").as_deref(), Some("digits-tls"));
+        assert_eq!(secret_of("auth").as_deref(), Some("digits-token"));
+        let probe = server
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref());
+        assert_eq!(probe.and_then(|h| h.scheme.as_deref()), Some("HTTPS"));
+        // Only the server sees the Secrets: the fetch init container mounts neither.
+        let fetch = &pod.init_containers.as_ref().expect("init")[0];
+        assert!(
+            fetch
+                .volume_mounts
+                .iter()
+                .flatten()
+                .all(|m| m.name != "tls" && m.name != "auth")
+        );
+    }
+
+    #[test]
     fn spec_hash_changes_with_content_only() {
         let v = validate(&md(CONFIG_MAP_MODEL)).expect("valid");
         let a = with_spec_hash(service(&v));
