@@ -16,6 +16,8 @@ pub const REQUESTS_TOTAL: &str = "tractor_inference_requests_total";
 pub const ACCURACY: &str = "tractor_model_accuracy";
 /// Labelled predictions in the feedback window.
 pub const FEEDBACK_WINDOW: &str = "tractor_model_feedback_window";
+/// Always 1 per server: present from the first scrape, before any request has created the other series.
+pub const MODEL_INFO: &str = "tractor_model_info";
 /// Codes that count as failed requests: server errors and load shedding, over REST and gRPC. Client errors
 /// (400, 404, 413) are the caller's, not the model's.
 const ERROR_CODES: &str =
@@ -276,18 +278,29 @@ pub fn window(d: Duration) -> String {
     format!("{}s", d.as_secs().max(1))
 }
 
+/// 0 while Prometheus scrapes the selected servers, nothing otherwise: the fallback that makes an idle model
+/// (whose request series do not exist before its first request) read as 0 rather than as no data.
+fn idle(sel: &Selector) -> String {
+    format!("sum({MODEL_INFO}{}) * 0", sel.matchers(""))
+}
+
 /// The `quantile` latency in seconds over `w`; 0 when no request came in (an idle model is not slow).
 pub fn latency(sel: &Selector, quantile: f64, w: &str) -> String {
     let all = sel.matchers("");
     format!(
         "histogram_quantile({quantile}, sum by (le) (rate({REQUEST_DURATION}_bucket{all}[{w}]))) >= 0 \
-         or sum(rate({REQUEST_DURATION}_count{all}[{w}])) == 0"
+         or sum(rate({REQUEST_DURATION}_count{all}[{w}])) == 0 or {}",
+        idle(sel)
     )
 }
 
 /// Requests per second over `w`, all selected pods together.
 pub fn requests_per_second(sel: &Selector, w: &str) -> String {
-    format!("sum(rate({REQUESTS_TOTAL}{}[{w}]))", sel.matchers(""))
+    format!(
+        "sum(rate({REQUESTS_TOTAL}{}[{w}])) or {}",
+        sel.matchers(""),
+        idle(sel)
+    )
 }
 
 /// Share of failed requests over `w`; 0 when no request came in.
@@ -296,7 +309,8 @@ pub fn error_rate(sel: &Selector, w: &str) -> String {
     let failed = sel.matchers(&format!("code=~\"{ERROR_CODES}\""));
     format!(
         "((sum(rate({REQUESTS_TOTAL}{failed}[{w}])) or vector(0)) / sum(rate({REQUESTS_TOTAL}{all}[{w}]))) >= 0 \
-         or sum(rate({REQUESTS_TOTAL}{all}[{w}])) == 0"
+         or sum(rate({REQUESTS_TOTAL}{all}[{w}])) == 0 or {}",
+        idle(sel)
     )
 }
 
@@ -371,7 +385,7 @@ mod tests {
         };
         assert_eq!(
             requests_per_second(&all, "20s"),
-            r#"sum(rate(tractor_inference_requests_total{namespace="ns",model="digits"}[20s]))"#
+            r#"sum(rate(tractor_inference_requests_total{namespace="ns",model="digits"}[20s])) or sum(tractor_model_info{namespace="ns",model="digits"}) * 0"#
         );
         let canary = Selector {
             deployment: Some("digits-canary".into()),
