@@ -3,7 +3,7 @@
 pub mod cluster;
 pub mod install;
 pub mod modeldeployment;
-pub mod operator;
 pub mod node;
+pub mod operator;
 pub mod optimize;
 pub mod serve;
