@@ -165,6 +165,27 @@ fn modeldeployment_lifecycle() -> Result<()> {
         events.lines().count() == 1,
         "expected one DigestMismatch event, got: {events}"
     );
+    // Later reconciles keep the message as it was (it used to gain one more prefix on each).
+    let before = op.metric("tractor_operator_reconciliations_total")?;
+    ns.kubectl(&["label", "mdep/digits", "touch=1", "--overwrite"])?;
+    wait_for(DEFAULT_WAIT, "another reconcile", || {
+        Ok((op.metric("tractor_operator_reconciliations_total")? > before).then_some(()))
+    })?;
+    let s = get(&ns, "digits")?;
+    for kind in ["Stalled", "Ready"] {
+        let message = s["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == kind)
+            .and_then(|c| c["message"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        ensure!(
+            message.matches("optimize failed for revision").count() == 1,
+            "{kind} message: {message}"
+        );
+    }
 
     // Deleting the resource deletes every child.
     ns.kubectl(&["delete", "mdep", "digits", "--wait=true", "--timeout=60s"])?;

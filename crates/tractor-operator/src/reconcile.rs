@@ -298,6 +298,11 @@ fn record_scaling(v: &Validated, status: &mut ModelDeploymentStatus, o: &Outcome
     }
 }
 
+/// How the Stalled and Ready messages of a failed revision begin.
+fn stall_prefix(revision: &str) -> String {
+    format!("optimize failed for revision {revision}: ")
+}
+
 fn now() -> Time {
     Time(Timestamp::now())
 }
@@ -323,7 +328,17 @@ async fn model_state(
                 reason: stalled
                     .map(|c| c.reason.clone())
                     .unwrap_or_else(|| reason::OPTIMIZE_FAILED.to_owned()),
-                message: stalled.map(|c| c.message.clone()).unwrap_or_default(),
+                // The condition's message carries the prefix `compute_status` adds; take it off again, or each
+                // reconcile would prefix it once more.
+                message: stalled
+                    .map(|c| {
+                        let prefix = stall_prefix(&v.revision);
+                        c.message
+                            .strip_prefix(&prefix)
+                            .unwrap_or(&c.message)
+                            .to_owned()
+                    })
+                    .unwrap_or_default(),
             },
             None,
         ));
@@ -670,7 +685,7 @@ fn compute_status(
                 conditions::STALLED,
                 true,
                 r,
-                format!("optimize failed for revision {}: {m}", v.revision),
+                format!("{}{m}", stall_prefix(&v.revision)),
             );
             set(
                 &mut status,
@@ -689,7 +704,7 @@ fn compute_status(
                 conditions::READY,
                 false,
                 r,
-                format!("optimize failed for revision {}: {m}{serving}", v.revision),
+                format!("{}{m}{serving}", stall_prefix(&v.revision)),
             );
         }
         None => {
