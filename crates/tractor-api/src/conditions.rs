@@ -67,6 +67,10 @@ pub mod reason {
     pub const CANARY_ANALYSIS: &str = "CanaryAnalysis";
     /// A canary failed its analysis and was removed.
     pub const ROLLED_BACK: &str = "RolledBack";
+    /// A canary passed every step and became the stable revision.
+    pub const PROMOTED: &str = "Promoted";
+    /// Online accuracy stayed below the floor and `rollbackOnAccuracyDrop` returned to the stable revision.
+    pub const ACCURACY_ROLLBACK: &str = "AccuracyRollback";
     /// Prometheus could not be read.
     pub const METRICS_UNAVAILABLE: &str = "MetricsUnavailable";
     /// The autoscaler is reading metrics and acting on them.

@@ -35,6 +35,15 @@ pub const GRPC_PORT: i32 = 8081;
 
 /// `serving.tractor.dev/spec-hash`: hash of what the operator applied to a child; equal hash, no write.
 pub const ANNOTATION_SPEC_HASH: &str = "serving.tractor.dev/spec-hash";
+/// `serving.tractor.dev/model`: on a serving Deployment, the JSON `status.model` of the model it serves, so the
+/// status can name what serves after a canary is rolled back.
+pub const ANNOTATION_MODEL: &str = "serving.tractor.dev/model";
+/// `serving.tractor.dev/track`: `canary` on a canary Deployment's pods; keeps its selector off the stable pods.
+pub const LABEL_TRACK: &str = "serving.tractor.dev/track";
+/// Value of [`LABEL_TRACK`] on canary pods.
+pub const TRACK_CANARY: &str = "canary";
+/// Suffix of a canary Deployment's name: `<model>-canary`.
+pub const CANARY_SUFFIX: &str = "-canary";
 
 /// Component label value of optimize Job pods.
 pub const COMPONENT_OPTIMIZE: &str = "optimize";

@@ -165,6 +165,15 @@ pub struct RevisionStatus {
     /// Index of the canary step in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_step: Option<i32>,
+    /// When the canary's current step began; its pause counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_step_started: Option<Time>,
+    /// Whether an analysis passed during the current step: a step completes only on evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_step_passed: Option<bool>,
+    /// Failed canary analyses so far, all steps together; above `failureLimit` the canary is rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_failures: Option<i32>,
     /// A revision that failed (optimize or canary analysis) and is not retried until the spec changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,

@@ -311,8 +311,13 @@ impl Autoscaler {
         }
     }
 
+    /// The Prometheus client, shared with canary analysis.
+    pub fn prometheus(&self) -> &prom::Client {
+        &self.prometheus
+    }
+
     /// The Prometheus to read: the spec's (with its Secret header) or the operator's flag.
-    async fn server(
+    pub async fn server(
         &self,
         v: &Validated,
         source: Option<&PrometheusSource>,

@@ -583,12 +583,17 @@ pub fn deployment(v: &Validated, model: &ModelStatus, config: &BuildConfig) -> D
     let mut containers = vec![server];
     containers.extend(serving.containers.iter().cloned());
 
+    let mut metadata = meta(
+        &v.md,
+        v.name.clone(),
+        labels(&v.name, &revision, names::COMPONENT_SERVER),
+    );
+    // What this Deployment serves, so the status can say it even after the spec moved on (a canary rolled back).
+    if let Ok(json) = serde_json::to_string(model) {
+        metadata.annotations = Some([(names::ANNOTATION_MODEL.to_owned(), json)].into());
+    }
     Deployment {
-        metadata: meta(
-            &v.md,
-            v.name.clone(),
-            labels(&v.name, &revision, names::COMPONENT_SERVER),
-        ),
+        metadata,
         spec: Some(DeploymentSpec {
             replicas: Some(desired_replicas(&v.md)),
             selector: LabelSelector {
@@ -630,6 +635,65 @@ pub fn deployment(v: &Validated, model: &ModelStatus, config: &BuildConfig) -> D
         }),
         status: None,
     }
+}
+
+/// The canary Deployment's name: `<model>-canary`.
+pub fn canary_name(md_name: &str) -> String {
+    format!("{md_name}{}", names::CANARY_SUFFIX)
+}
+
+/// The canary Deployment for `model`: the serving Deployment under its own name, with `replicas` pods labelled
+/// `track: canary` and a selector that only they match (the stable Deployment's selector is immutable and
+/// matches every serving pod, which is harmless: a Deployment only manages the ReplicaSets it owns).
+pub fn canary_deployment(
+    v: &Validated,
+    model: &ModelStatus,
+    config: &BuildConfig,
+    replicas: i32,
+) -> Deployment {
+    let mut d = deployment(v, model, config);
+    d.metadata.name = Some(canary_name(&v.name));
+    let track = (
+        names::LABEL_TRACK.to_owned(),
+        names::TRACK_CANARY.to_owned(),
+    );
+    if let Some(spec) = d.spec.as_mut() {
+        spec.replicas = Some(replicas);
+        spec.selector
+            .match_labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(track.0.clone(), track.1.clone());
+        spec.template
+            .metadata
+            .get_or_insert_with(ObjectMeta::default)
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(track.0, track.1);
+    }
+    d
+}
+
+/// The model a serving Deployment was built for, from its annotation.
+pub fn served_model(d: &Deployment) -> Option<ModelStatus> {
+    let json = d
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(names::ANNOTATION_MODEL)?;
+    serde_json::from_str(json).ok()
+}
+
+/// The revision a serving Deployment's pods run, from its pod template.
+pub fn served_revision(d: &Deployment) -> Option<String> {
+    d.spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .labels
+        .as_ref()?
+        .get(names::LABEL_REVISION)
+        .cloned()
 }
 
 fn serving_port(name: &str, port: i32) -> ServicePort {

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod prom;
 pub mod reconcile;
+pub mod rollout;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -131,6 +132,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
         ),
         metrics,
         autoscaler,
+        rollouts: Default::default(),
     });
     let children = watcher::Config::default().labels(&managed_selector());
     let api_for = |c: &Client| -> (Api<Deployment>, Api<Job>, Api<Service>) {

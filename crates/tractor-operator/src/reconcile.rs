@@ -26,6 +26,7 @@ use crate::autoscaler::{self, Autoscaler, Evaluation, Outcome};
 use crate::build::{self, BuildConfig};
 use crate::error::{Error, call, is_not_found};
 use crate::metrics::Metrics;
+use crate::rollout;
 use crate::validate::{Validated, validate};
 
 /// Everything a reconcile needs, shared by all of them.
@@ -40,6 +41,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// The autoscaler and its Prometheus client.
     pub autoscaler: Autoscaler,
+    /// Canary analysis pacing.
+    pub rollouts: crate::rollout::Rollouts,
 }
 
 /// How long a Job may be complete without its report before the revision is marked failed. The kubelet
@@ -127,8 +130,8 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action, Error> {
         }
     };
 
-    let (state, requeue) = model_state(&v, &old, ctx).await?;
-    let serving_model = match &state {
+    let (mut state, requeue) = model_state(&v, &old, ctx).await?;
+    let mut serving_model = match &state {
         ModelState::Ready(m) => Some(m.clone()),
         _ => old.model.clone(),
     };
@@ -158,22 +161,54 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action, Error> {
     {
         tracing::warn!(error = %e, "ServiceMonitor not applied");
     }
+    let mut canary = None;
     let deployment = match &state {
-        ModelState::Ready(model) => Some(
-            apply_child(
-                ctx,
-                &v,
-                build::deployment(&v, model, &ctx.build),
-                "Deployment",
-            )
-            .await?,
-        ),
+        ModelState::Ready(model) => match rollout::progress(&v, model, &old, ctx).await? {
+            Some(p) => {
+                let stable = p.stable.clone();
+                canary = Some(p);
+                Some(stable)
+            }
+            None => {
+                let d = apply_child(
+                    ctx,
+                    &v,
+                    build::deployment(&v, model, &ctx.build),
+                    "Deployment",
+                )
+                .await?;
+                rollout::tidy(ctx, &v, Some(&d), false).await?;
+                Some(d)
+            }
+        },
         // The spec now describes a revision that is not built (yet, or ever): the serving Deployment was
         // rendered from the previous spec's source and must keep it. Only the replica count follows.
-        _ => keep_serving(&v, ctx).await?,
+        failed_or_optimizing => {
+            let d = keep_serving(&v, ctx).await?;
+            let failed = matches!(failed_or_optimizing, ModelState::Failed { .. });
+            rollout::tidy(ctx, &v, d.as_ref(), failed).await?;
+            d
+        }
     };
+    if let Some(crate::canary::State::RolledBack { reason: why, .. }) =
+        canary.as_ref().map(|p| &p.state)
+    {
+        state = ModelState::Failed {
+            reason: reason::ROLLED_BACK.to_owned(),
+            message: why.clone(),
+        };
+    }
+    if matches!(state, ModelState::Failed { .. })
+        && let Some(model) = deployment.as_ref().and_then(build::served_model)
+    {
+        // What the stable Deployment serves, which after a rollback is not the model last optimized.
+        serving_model = Some(model);
+    }
 
     let mut status = compute_status(&v, &old, &state, serving_model, deployment.as_ref());
+    if let Some(p) = &canary {
+        rollout::record(&mut status, &v, p);
+    }
     if let Some(Evaluation::Done(o)) = &scaling {
         record_scaling(&v, &mut status, o);
         if o.scaled() {
@@ -212,6 +247,11 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action, Error> {
         Some(Evaluation::Done(o)) => Some(o.next_in),
         Some(Evaluation::NotDue { next_in }) => Some(*next_in),
         None => None,
+    };
+    let next_evaluation = match (&canary, next_evaluation) {
+        (Some(p), Some(n)) => Some(p.requeue.min(n)),
+        (Some(p), None) => Some(p.requeue),
+        (None, n) => n,
     };
     Ok(Action::requeue(
         next_evaluation.map_or(after, |n| n.min(after)),
@@ -299,8 +339,17 @@ fn record_scaling(v: &Validated, status: &mut ModelDeploymentStatus, o: &Outcome
 }
 
 /// How the Stalled and Ready messages of a failed revision begin.
-fn stall_prefix(revision: &str) -> String {
-    format!("optimize failed for revision {revision}: ")
+fn stall_prefix(revision: &str, why: &str) -> String {
+    if rolled_back(why) {
+        format!("revision {revision} rolled back: ")
+    } else {
+        format!("optimize failed for revision {revision}: ")
+    }
+}
+
+/// True for the reasons of a revision that optimized well but was rolled back.
+fn rolled_back(why: &str) -> bool {
+    why == reason::ROLLED_BACK || why == reason::ACCURACY_ROLLBACK
 }
 
 fn now() -> Time {
@@ -313,35 +362,38 @@ async fn model_state(
     old: &ModelDeploymentStatus,
     ctx: &Context,
 ) -> Result<(ModelState, Option<Duration>), Error> {
+    // Failed first: a rolled-back canary's model was optimized, and must not serve again.
+    let revisions = old.revision.clone().unwrap_or_default();
+    if revisions.failed.as_deref() == Some(v.revision.as_str()) {
+        let stalled = conditions::find(&old.conditions, conditions::STALLED);
+        let why = stalled
+            .map(|c| c.reason.clone())
+            .unwrap_or_else(|| reason::OPTIMIZE_FAILED.to_owned());
+        // The condition's message carries the prefix `compute_status` adds; take it off again, or each
+        // reconcile would prefix it once more.
+        let message = stalled
+            .map(|c| {
+                let prefix = stall_prefix(&v.revision, &why);
+                c.message
+                    .strip_prefix(&prefix)
+                    .unwrap_or(&c.message)
+                    .to_owned()
+            })
+            .unwrap_or_default();
+        return Ok((
+            ModelState::Failed {
+                reason: why,
+                message,
+            },
+            None,
+        ));
+    }
     if let Some(model) = old
         .model
         .as_ref()
         .filter(|m| m.revision.as_deref() == Some(v.revision.as_str()))
     {
         return Ok((ModelState::Ready(model.clone()), None));
-    }
-    let revisions = old.revision.clone().unwrap_or_default();
-    if revisions.failed.as_deref() == Some(v.revision.as_str()) {
-        let stalled = conditions::find(&old.conditions, conditions::STALLED);
-        return Ok((
-            ModelState::Failed {
-                reason: stalled
-                    .map(|c| c.reason.clone())
-                    .unwrap_or_else(|| reason::OPTIMIZE_FAILED.to_owned()),
-                // The condition's message carries the prefix `compute_status` adds; take it off again, or each
-                // reconcile would prefix it once more.
-                message: stalled
-                    .map(|c| {
-                        let prefix = stall_prefix(&v.revision);
-                        c.message
-                            .strip_prefix(&prefix)
-                            .unwrap_or(&c.message)
-                            .to_owned()
-                    })
-                    .unwrap_or_default(),
-            },
-            None,
-        ));
     }
 
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &v.namespace);
@@ -511,7 +563,7 @@ async fn keep_serving(v: &Validated, ctx: &Context) -> Result<Option<Deployment>
 
 /// Server-side applies a child unless the live one already carries the same content hash: a steady state
 /// sends no writes at all.
-async fn apply_child<K>(
+pub(crate) async fn apply_child<K>(
     ctx: &Context,
     v: &Validated,
     desired: K,
@@ -646,6 +698,8 @@ fn compute_status(
                 build::job_name(&v.name, &v.revision)
             ),
         ),
+        // A rolled-back revision's model was optimized well; ModelReady keeps saying so.
+        ModelState::Failed { reason: r, .. } if rolled_back(r) => {}
         ModelState::Failed { reason: r, message } => set(
             &mut status,
             conditions::MODEL_READY,
@@ -685,13 +739,17 @@ fn compute_status(
                 conditions::STALLED,
                 true,
                 r,
-                format!("{}{m}", stall_prefix(&v.revision)),
+                format!("{}{m}", stall_prefix(&v.revision, r)),
             );
             set(
                 &mut status,
                 conditions::RECONCILING,
                 false,
-                reason::OPTIMIZE_FAILED,
+                if rolled_back(r) {
+                    r
+                } else {
+                    reason::OPTIMIZE_FAILED
+                },
                 String::new(),
             );
             let serving = if deployment.is_some() {
@@ -704,7 +762,7 @@ fn compute_status(
                 conditions::READY,
                 false,
                 r,
-                format!("{}{m}{serving}", stall_prefix(&v.revision)),
+                format!("{}{m}{serving}", stall_prefix(&v.revision, r)),
             );
         }
         None => {
@@ -822,11 +880,16 @@ fn transitions(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> Vec<
     };
     let mut events = vec![];
     if let Some(c) = flipped(conditions::STALLED).filter(|c| c.status == conditions::status::TRUE) {
+        let action = if rolled_back(&c.reason) {
+            "Rollout"
+        } else {
+            "Optimize"
+        };
         events.push(Event {
             type_: EventType::Warning,
             reason: c.reason,
             note: Some(c.message),
-            action: "Optimize".into(),
+            action: action.into(),
             secondary: None,
         });
     }
