@@ -6,4 +6,5 @@ pub mod modeldeployment;
 pub mod node;
 pub mod operator;
 pub mod optimize;
+pub mod scale;
 pub mod serve;

@@ -1,0 +1,333 @@
+//! Helpers for the autoscaling and canary tests: real `tractor serve` processes registered with Prometheus
+//! as the pods of a Deployment would be (labels `namespace` and `pod`), paced load, a private Prometheus
+//! that a test may stop and restart, and an autoscaled ModelDeployment taken to its serving state on KWOK.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+
+use crate::cluster::{DEFAULT_WAIT, TestNamespace, unique_name, wait_for};
+use crate::modeldeployment::{apply, finish_job_with_report, success_report, wait_for_new_job};
+use crate::serve::{Serve, Split, free_port};
+
+/// A pod name as a Deployment's ReplicaSet would give it (`<deployment>-<hash>-<suffix>`), for the `pod`
+/// label of a scrape target; the operator's queries select a Deployment's pods by that shape.
+pub fn pod_name(deployment: &str, n: usize) -> String {
+    format!("{deployment}-7c9d5b8f6-x{n:04}")
+}
+
+/// A scrape target file in a Prometheus `file_sd` folder; removed on drop.
+pub struct ScrapeTargets {
+    path: PathBuf,
+}
+
+impl ScrapeTargets {
+    /// Writes `[{"targets": [addr], "labels": labels}, ...]` into `dir` under a unique name.
+    pub fn write(dir: &std::path::Path, groups: &[(String, Value)]) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let body: Vec<Value> = groups
+            .iter()
+            .map(|(addr, labels)| json!({"targets": [addr], "labels": labels}))
+            .collect();
+        let path = dir.join(format!("{}.json", unique_name("scale")));
+        // Written beside and renamed, so Prometheus never reads half a file.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&body)?)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(Self { path })
+    }
+
+    /// The shared cluster Prometheus' `file_sd` folder.
+    pub fn shared_dir() -> PathBuf {
+        let dir = std::env::var_os("TRACTOR_CLUSTER_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                    .join(".cache/tractor/cluster")
+            });
+        dir.join("prometheus/targets")
+    }
+}
+
+impl Drop for ScrapeTargets {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The labels Kubernetes service discovery would give a serving pod.
+pub fn pod_labels(namespace: &str, pod: &str) -> Value {
+    json!({"namespace": namespace, "pod": pod})
+}
+
+/// `host:port` of a running server's HTTP listener.
+pub fn addr(serve: &Serve) -> String {
+    serve.http.trim_start_matches("http://").to_owned()
+}
+
+/// A Prometheus of the test's own (the cluster's build), scraping every second, which the test may stop and
+/// start again with the same data. Killed on drop.
+pub struct OwnPrometheus {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl OwnPrometheus {
+    /// Starts one that scrapes `groups` (address, labels) and waits until it is ready.
+    pub fn start(groups: &[(String, Value)]) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let static_configs: Vec<Value> = groups
+            .iter()
+            .map(|(a, l)| json!({"targets": [a], "labels": l}))
+            .collect();
+        let config = json!({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [{"job_name": "serve", "static_configs": static_configs}],
+        });
+        // JSON is YAML.
+        std::fs::write(dir.path().join("prometheus.yml"), config.to_string())?;
+        let mut p = Self {
+            child: None,
+            port: free_port()?,
+            dir,
+        };
+        p.restart()?;
+        Ok(p)
+    }
+
+    /// Base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it (SIGKILL, as a crash or an evicted pod would stop it).
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts it (again) on the same port and data, and waits until `/-/ready` answers.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        let log = std::fs::File::create(self.dir.path().join("prometheus.log"))?;
+        let child = Command::new(prometheus_binary())
+            .arg(format!(
+                "--config.file={}",
+                self.dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                self.dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
+            .arg("--log.level=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting prometheus (tests/cluster/build.sh builds it)")?;
+        self.child = Some(child);
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
+        let url = format!("{}/-/ready", self.url());
+        wait_for(DEFAULT_WAIT, "own Prometheus ready", || {
+            Ok(client
+                .get(&url)
+                .send()
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ()))
+        })
+    }
+}
+
+impl Drop for OwnPrometheus {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// `$TRACTOR_PROMETHEUS`, else the one `tests/cluster/build.sh` built for the cluster, else Debian's.
+fn prometheus_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("TRACTOR_PROMETHEUS") {
+        return PathBuf::from(p);
+    }
+    Command::new(crate::cluster::repo_root().join("tests/cluster/build.sh"))
+        .arg("--bin-dir")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join("prometheus"))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/prometheus"))
+}
+
+/// Paced inference load on one server from a background thread. The pacing sleeps set the request rate;
+/// no test decision waits on them.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    rate_milli: Arc<AtomicU64>,
+    sent: Arc<AtomicU64>,
+    handle: Option<JoinHandle<()>>,
+    /// When the load started.
+    pub started: Instant,
+}
+
+impl Load {
+    /// Sends digits rows to `infer_url` at `rps` requests per second until stopped. With `swing` > 0 the
+    /// rate alternates between `rps × (1 - swing)` and `rps × (1 + swing)` every `period`: a noisy but
+    /// flat signal.
+    pub fn start(infer_url: String, rps: f64, swing: f64, period: Duration) -> Result<Self> {
+        let split = Split::load("digits_mlp")?;
+        let bodies: Vec<String> = (0..split.rows().min(64))
+            .map(|i| {
+                json!({"inputs": [{"name": split.input, "shape": [1, 64], "datatype": "FP32", "data": split.row(i)}]})
+                    .to_string()
+            })
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let rate_milli = Arc::new(AtomicU64::new((rps * 1000.0) as u64));
+        let sent = Arc::new(AtomicU64::new(0));
+        let (s, r, n) = (stop.clone(), rate_milli.clone(), sent.clone());
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        let started = Instant::now();
+        let handle = std::thread::spawn(move || {
+            let mut next = Instant::now();
+            let mut i = 0usize;
+            while !s.load(Ordering::Relaxed) {
+                let base = r.load(Ordering::Relaxed) as f64 / 1000.0;
+                let phase =
+                    (started.elapsed().as_secs_f64() / period.as_secs_f64().max(0.001)) as u64 % 2;
+                let rate = if swing > 0.0 {
+                    base * if phase == 0 { 1.0 - swing } else { 1.0 + swing }
+                } else {
+                    base
+                };
+                if rate > 0.0 {
+                    let _ = client
+                        .post(&infer_url)
+                        .header("content-type", "application/json")
+                        .body(bodies[i % bodies.len()].clone())
+                        .send();
+                    n.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                    next += Duration::from_secs_f64(1.0 / rate);
+                } else {
+                    next = Instant::now() + Duration::from_millis(50);
+                }
+                let now = Instant::now();
+                if next > now {
+                    std::thread::sleep(next - now);
+                } else if now - next > Duration::from_secs(1) {
+                    // Fell behind (a loaded machine): do not burst to catch up.
+                    next = now;
+                }
+            }
+        });
+        Ok(Self {
+            stop,
+            rate_milli,
+            sent,
+            handle: Some(handle),
+            started,
+        })
+    }
+
+    /// Requests sent so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Stops the load and waits for the thread.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.rate_milli.store(0, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The minimal example's model, with `autoscaling` as given.
+pub fn autoscaled(ns: &TestNamespace, name: &str, autoscaling: Value) -> Value {
+    json!({
+        "apiVersion": "serving.tractor.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": ns.name()},
+        "spec": {
+            "model": {
+                "uri": "https://models.example.com/digits/mlp.onnx",
+                "sha256": "5f8e2b6c1d0a9f7e3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809112",
+            },
+            "autoscaling": autoscaling,
+        },
+    })
+}
+
+/// Applies `md`, completes its optimize Job with a success report, and waits until its Deployment exists.
+pub fn apply_and_serve(ns: &TestNamespace, md: &Value) -> Result<()> {
+    apply(ns, md)?;
+    let name = md["metadata"]["name"].as_str().context("md without name")?;
+    let job = wait_for_new_job(ns, name, &[])?;
+    finish_job_with_report(ns, &job, &success_report("f32"))?;
+    wait_for(DEFAULT_WAIT, "the serving Deployment", || {
+        let out = ns.kubectl_output(&["get", "deployment", name], None)?;
+        Ok(out.status.success().then_some(()))
+    })
+}
+
+/// `status.desiredReplicas`, if set.
+pub fn desired(ns: &TestNamespace, name: &str) -> Result<Option<i64>> {
+    let md = ns.kubectl_json(&["get", "mdep", name])?;
+    Ok(md["status"]["desiredReplicas"].as_i64())
+}
+
+/// `spec.replicas` of a Deployment.
+pub fn deployment_replicas(ns: &TestNamespace, name: &str) -> Result<Option<i64>> {
+    let d = ns.kubectl_json(&["get", "deployment", name])?;
+    Ok(d["spec"]["replicas"].as_i64())
+}
+
+/// The condition of `type` on the ModelDeployment, as JSON (`Null` when absent).
+pub fn condition(ns: &TestNamespace, name: &str, type_: &str) -> Result<Value> {
+    let md = ns.kubectl_json(&["get", "mdep", name])?;
+    Ok(md["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == type_)
+        .cloned()
+        .unwrap_or(Value::Null))
+}
+
+/// Events about the ModelDeployment `name` with `reason`.
+pub fn events(ns: &TestNamespace, name: &str, reason: &str) -> Result<Vec<Value>> {
+    let list = ns.kubectl_json(&["get", "events.events.k8s.io"])?;
+    Ok(list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["regarding"]["kind"] == "ModelDeployment" && e["regarding"]["name"] == name)
+        .filter(|e| e["reason"] == reason)
+        .cloned()
+        .collect())
+}
