@@ -100,9 +100,11 @@ fn canary_md(ns: &TestNamespace, uri: &str, analysis: Value) -> Value {
 
 fn template_revision(ns: &TestNamespace, deployment: &str) -> Result<Option<String>> {
     let d = ns.kubectl_json(&["get", "deployment", deployment])?;
-    Ok(d["spec"]["template"]["metadata"]["labels"]["serving.tractor.dev/revision"]
-        .as_str()
-        .map(str::to_owned))
+    Ok(
+        d["spec"]["template"]["metadata"]["labels"]["serving.tractor.dev/revision"]
+            .as_str()
+            .map(str::to_owned),
+    )
 }
 
 fn exists(ns: &TestNamespace, deployment: &str) -> Result<bool> {
@@ -148,7 +150,11 @@ fn run(
     let _canary_load = LabelledLoad::start(&canary)?;
 
     // Revision 1 has nothing to compare with: it rolls out directly.
-    let v1 = canary_md(&ns, "https://models.example.com/digits/v1.onnx", analysis.clone());
+    let v1 = canary_md(
+        &ns,
+        "https://models.example.com/digits/v1.onnx",
+        analysis.clone(),
+    );
     apply_and_serve(&ns, &v1)?;
     ns.kubectl(&[
         "wait",
@@ -156,7 +162,10 @@ fn run(
         "mdep/digits",
         "--timeout=120s",
     ])?;
-    ensure!(!exists(&ns, "digits-canary")?, "no canary for a first revision");
+    ensure!(
+        !exists(&ns, "digits-canary")?,
+        "no canary for a first revision"
+    );
     let first = get(&ns, "digits")?["status"]["revision"]["current"]
         .as_str()
         .context("revision 1")?
@@ -207,7 +216,10 @@ fn run(
             Ok(None)
         },
     )?;
-    eprintln!("{scenario}: {outcome:?}; status {}", get(&ns, "digits")?["status"]);
+    eprintln!(
+        "{scenario}: {outcome:?}; status {}",
+        get(&ns, "digits")?["status"]
+    );
     Ok((ns, op, outcome, first, second))
 }
 

@@ -161,6 +161,20 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action, Error> {
     {
         tracing::warn!(error = %e, "ServiceMonitor not applied");
     }
+    // rollbackOnAccuracyDrop: the current revision serves, and its accuracy stayed below the floor for the
+    // window. It is marked failed like a rolled-back canary, so it is not tried again until the spec changes.
+    if let (ModelState::Ready(_), Some(Evaluation::Done(o))) = (&state, &scaling)
+        && v.md.spec.rollout.rollback_on_accuracy_drop
+        && let Some((true, why)) = &o.degraded
+        && let Some(previous) = rollout::return_to_previous(ctx, &v).await?
+    {
+        info!(name = %v.name, namespace = %v.namespace, %previous, "accuracy rollback");
+        state = ModelState::Failed {
+            reason: reason::ACCURACY_ROLLBACK.to_owned(),
+            message: format!("{why}; returned to revision {previous}"),
+        };
+    }
+
     let mut canary = None;
     let deployment = match &state {
         ModelState::Ready(model) => match rollout::progress(&v, model, &old, ctx).await? {

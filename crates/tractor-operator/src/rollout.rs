@@ -407,6 +407,101 @@ pub async fn tidy(
     Ok(())
 }
 
+/// `rollbackOnAccuracyDrop`: puts the serving Deployment back on the pod template of the newest earlier
+/// revision its ReplicaSets remember (as `kubectl rollout undo` would), with that revision's model annotation.
+/// Returns the revision it returned to; `None` when the Deployment does not serve the current revision yet
+/// or no earlier one is remembered.
+pub async fn return_to_previous(ctx: &Context, v: &Validated) -> Result<Option<String>, Error> {
+    use k8s_openapi::api::apps::v1::ReplicaSet;
+    use kube::ResourceExt;
+    use kube::api::ListParams;
+    use tractor_api::names;
+
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let Some(live) = call("get Deployment", api.get_opt(&v.name)).await? else {
+        return Ok(None);
+    };
+    if build::served_revision(&live).as_deref() != Some(v.revision.as_str()) {
+        return Ok(None);
+    }
+    let sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let list = call(
+        "list ReplicaSets",
+        sets.list(&ListParams::default().labels(&build::server_selector_string(&v.name))),
+    )
+    .await?;
+    let uid = live.metadata.uid.clone();
+    let number = |rs: &ReplicaSet| {
+        rs.annotations()
+            .get("deployment.kubernetes.io/revision")
+            .and_then(|n| n.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    let template_revision = |rs: &ReplicaSet| {
+        rs.spec
+            .as_ref()?
+            .template
+            .as_ref()?
+            .metadata
+            .as_ref()?
+            .labels
+            .as_ref()?
+            .get(names::LABEL_REVISION)
+            .cloned()
+    };
+    let Some(previous) = list
+        .items
+        .into_iter()
+        .filter(|rs| {
+            rs.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == uid.as_ref())
+        })
+        .filter(|rs| template_revision(rs).is_some_and(|r| r != v.revision))
+        .max_by_key(number)
+    else {
+        return Ok(None);
+    };
+    let Some(revision) = template_revision(&previous) else {
+        return Ok(None);
+    };
+    let Some(mut template) = previous.spec.and_then(|s| s.template) else {
+        return Ok(None);
+    };
+    // The ReplicaSet's own label; the Deployment controller adds it again.
+    if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+        labels.remove("pod-template-hash");
+    }
+    let model = previous
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(names::ANNOTATION_MODEL))
+        .cloned();
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {
+            names::ANNOTATION_MODEL: model,
+            // Whatever is applied next must be written, not matched against this hash.
+            names::ANNOTATION_SPEC_HASH: null,
+        }},
+        "spec": {"template": template},
+    });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    call(
+        "roll back Deployment",
+        api.patch(&v.name, &params, &Patch::Merge(&patch)),
+    )
+    .await?;
+    ctx.metrics
+        .child_applies
+        .with_label_values(&["Deployment"])
+        .inc();
+    Ok(Some(revision))
+}
+
 async fn publish(ctx: &Context, v: &Validated, why: &str, note: String, warning: bool) {
     use kube::Resource;
     use kube::runtime::events::{Event, EventType};

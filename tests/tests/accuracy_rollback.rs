@@ -1,0 +1,192 @@
+//! `rollbackOnAccuracyDrop` on real signals: revision 2 rolls out in place, then its online accuracy (a real
+//! `tractor serve` process with the shuffled-labels model, fed the true labels as feedback, scraped by the
+//! cluster's Prometheus as the pod would be) stays below the floor for the window, and the operator returns
+//! the Deployment to revision 1's pod template and says why.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+use tractor_e2e::cluster::{DEFAULT_WAIT, TestNamespace, cluster, wait_for};
+use tractor_e2e::modeldeployment::{
+    apply, finish_job_with_report, get, success_report, wait_for_new_job,
+};
+use tractor_e2e::operator::Operator;
+use tractor_e2e::scale::{
+    ScrapeTargets, addr, apply_and_serve, condition, events, pod_labels, pod_name,
+};
+use tractor_e2e::serve::{Serve, Split};
+
+/// Labelled traffic with feedback, paced at a few requests per second, until dropped.
+struct Feedback {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Feedback {
+    fn start(serve: &Serve) -> Result<Self> {
+        let split = Split::load("digits_mlp")?;
+        let (infer, feedback) = (serve.model_url("/infer"), serve.model_url("/feedback"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        let handle = std::thread::spawn(move || {
+            let mut i = 0usize;
+            while !s.load(Ordering::Relaxed) {
+                // Four rows per request and their labels right after: accuracy moves within a scrape.
+                let rows: Vec<usize> = (0..4).map(|k| (4 * i + k) % split.rows()).collect();
+                let data: Vec<f32> = rows.iter().flat_map(|r| split.row(*r).to_vec()).collect();
+                let id = format!("f-{i}");
+                let body = json!({"id": id, "inputs": [{"name": split.input, "shape": [4, 64], "datatype": "FP32", "data": data}]});
+                if client.post(&infer).json(&body).send().is_ok() {
+                    let labels: Vec<i64> = rows.iter().map(|r| split.y[*r]).collect();
+                    let _ = client
+                        .post(&feedback)
+                        .json(&json!({"feedback": [{"id": id, "label": labels}]}))
+                        .send();
+                }
+                i += 1;
+                // Pacing only: no test decision waits on it.
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Ok(Self {
+            stop,
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for Feedback {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn md(ns: &TestNamespace, uri: &str) -> Value {
+    json!({
+        "apiVersion": "serving.tractor.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "digits", "namespace": ns.name()},
+        "spec": {
+            "model": {
+                "uri": uri,
+                "sha256": "5f8e2b6c1d0a9f7e3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809112",
+            },
+            "autoscaling": {
+                "minReplicas": 2,
+                "maxReplicas": 2,
+                "interval": "2s",
+                "metrics": [{"type": "Accuracy", "accuracy": {"min": 0.8, "window": "6s"}}],
+            },
+            "rollout": {"rollbackOnAccuracyDrop": true},
+        },
+    })
+}
+
+fn template_revision(ns: &TestNamespace) -> Result<Option<String>> {
+    let d = ns.kubectl_json(&["get", "deployment", "digits"])?;
+    Ok(
+        d["spec"]["template"]["metadata"]["labels"]["serving.tractor.dev/revision"]
+            .as_str()
+            .map(str::to_owned),
+    )
+}
+
+#[test]
+fn accuracy_below_the_floor_returns_to_the_last_stable_revision() -> Result<()> {
+    let c = cluster()?;
+    c.install_crd()?;
+    let ns = c.namespace("acc-rollback")?;
+    let good = Serve::start("digits_mlp.onnx", "digits", &[])?;
+    let bad = Serve::start("digits_mlp_shuffled.onnx", "digits", &[])?;
+    let _good_load = Feedback::start(&good)?;
+    let _bad_load = Feedback::start(&bad)?;
+    // Revision 1's pod is the good server.
+    let good_target = ScrapeTargets::write(
+        &ScrapeTargets::shared_dir(),
+        &[(addr(&good), pod_labels(ns.name(), &pod_name("digits", 0)))],
+    )?;
+    let op = Operator::spawn(c, ns.name(), &["--prometheus-url", &c.prometheus_url()])?;
+    op.wait_ready()?;
+
+    apply_and_serve(&ns, &md(&ns, "https://models.example.com/digits/v1.onnx"))?;
+    let first = wait_for(DEFAULT_WAIT, "revision 1 Ready and healthy", || {
+        let s = get(&ns, "digits")?;
+        let healthy = condition(&ns, "digits", "Degraded")?["status"] == "False"
+            && s["status"]["metrics"]["accuracy"]
+                .as_f64()
+                .is_some_and(|a| a > 0.8);
+        let ready = condition(&ns, "digits", "Ready")?["status"] == "True";
+        Ok(s["status"]["revision"]["stable"]
+            .as_str()
+            .filter(|_| healthy && ready)
+            .map(str::to_owned))
+    })?;
+    let first_job = wait_for_new_job(&ns, "digits", &[])?;
+
+    // Revision 2 rolls out in place (RollingUpdate) ...
+    apply(&ns, &md(&ns, "https://models.example.com/digits/v2.onnx"))?;
+    let job = wait_for_new_job(&ns, "digits", &[first_job])?;
+    finish_job_with_report(&ns, &job, &success_report("f32"))?;
+    let second = wait_for(DEFAULT_WAIT, "revision 2 stable", || {
+        let s = get(&ns, "digits")?;
+        let r = &s["status"]["revision"];
+        Ok(r["stable"]
+            .as_str()
+            .filter(|s| *s != first && r["current"].as_str() == Some(s))
+            .map(str::to_owned))
+    })?;
+    ensure!(template_revision(&ns)?.as_deref() == Some(second.as_str()));
+
+    // ... and its pods turn out to be wrong most of the time.
+    drop(good_target);
+    let _bad_target = ScrapeTargets::write(
+        &ScrapeTargets::shared_dir(),
+        &[(addr(&bad), pod_labels(ns.name(), &pod_name("digits", 1)))],
+    )?;
+    let stalled = wait_for(
+        DEFAULT_WAIT + Duration::from_secs(30),
+        "the accuracy rollback",
+        || {
+            let c = condition(&ns, "digits", "Stalled")?;
+            Ok((c["status"] == "True").then_some(c))
+        },
+    )?;
+    eprintln!("accuracy rollback: {stalled}");
+    ensure!(stalled["reason"] == "AccuracyRollback", "{stalled}");
+    let message = stalled["message"].as_str().context("message")?;
+    ensure!(
+        message.contains(&second) && message.contains(&format!("returned to revision {first}")),
+        "{message}"
+    );
+    ensure!(
+        template_revision(&ns)?.as_deref() == Some(first.as_str()),
+        "the Deployment runs revision 1's pod template again"
+    );
+    let s = get(&ns, "digits")?;
+    ensure!(s["status"]["revision"]["failed"].as_str() == Some(second.as_str()));
+    ensure!(
+        s["status"]["model"]["revision"].as_str() == Some(first.as_str()),
+        "status.model names what serves: {}",
+        s["status"]["model"]
+    );
+    ensure!(condition(&ns, "digits", "Degraded")?["status"] == "True");
+    ensure!(events(&ns, "digits", "AccuracyRollback")?.len() == 1);
+
+    // Not retried: later reconciles keep revision 1 and write nothing new about it.
+    wait_for(DEFAULT_WAIT, "revision 1's pods rolled back in", || {
+        let s = get(&ns, "digits")?;
+        Ok((s["status"]["revision"]["stable"].as_str() == Some(first.as_str())).then_some(()))
+    })?;
+    ensure!(template_revision(&ns)?.as_deref() == Some(first.as_str()));
+    Ok(())
+}
