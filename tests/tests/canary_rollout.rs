@@ -309,3 +309,57 @@ fn a_good_canary_is_promoted() -> Result<()> {
     ensure!(s["status"]["revision"]["failed"].is_null());
     Ok(())
 }
+
+/// `<name>-canary` can be another ModelDeployment's own Deployment: the canary is refused with a reason, and
+/// that Deployment is neither taken over nor deleted.
+#[test]
+fn a_canary_never_takes_over_a_namesake_deployment() -> Result<()> {
+    let c = cluster()?;
+    c.install_crd()?;
+    let ns = c.namespace("canary-name")?;
+    let op = Operator::spawn(c, ns.name(), &[])?;
+    op.wait_ready()?;
+    // The namesake: a ModelDeployment called digits-canary, serving.
+    let mut other = canary_md(&ns, "https://models.example.com/other.onnx", json!({}));
+    other["metadata"]["name"] = json!("digits-canary");
+    apply_and_serve(&ns, &other)?;
+    let owner = |ns: &TestNamespace| -> Result<Value> {
+        Ok(ns.kubectl_json(&["get", "deployment", "digits-canary"])?["metadata"]["ownerReferences"][0]["name"].clone())
+    };
+    ensure!(owner(&ns)? == "digits-canary");
+
+    apply_and_serve(
+        &ns,
+        &canary_md(&ns, "https://models.example.com/digits/v1.onnx", json!({})),
+    )?;
+    let first_job = wait_for_new_job(&ns, "digits", &[])?;
+    apply(
+        &ns,
+        &canary_md(&ns, "https://models.example.com/digits/v2.onnx", json!({})),
+    )?;
+    let job = wait_for_new_job(&ns, "digits", &[first_job])?;
+    finish_job_with_report(&ns, &job, &success_report("f32"))?;
+    let stalled = wait_for(DEFAULT_WAIT, "the canary refused", || {
+        let c = condition(&ns, "digits", "Stalled")?;
+        Ok((c["status"] == "True").then_some(c))
+    })?;
+    ensure!(
+        stalled["reason"] == "RolledBack"
+            && stalled["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("another object owns")),
+        "{stalled}"
+    );
+    ensure!(
+        owner(&ns)? == "digits-canary",
+        "the namesake keeps its owner"
+    );
+    ensure!(
+        template_revision(&ns, "digits-canary")?
+            == get(&ns, "digits-canary")?["status"]["revision"]["current"]
+                .as_str()
+                .map(str::to_owned),
+        "the namesake still runs its own revision"
+    );
+    Ok(())
+}

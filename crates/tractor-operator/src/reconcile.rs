@@ -191,7 +191,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action, Error> {
                     "Deployment",
                 )
                 .await?;
-                rollout::tidy(ctx, &v, Some(&d), false).await?;
+                rollout::tidy(ctx, &v, &old, Some(&d), false).await?;
                 Some(d)
             }
         },
@@ -200,7 +200,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action, Error> {
         failed_or_optimizing => {
             let d = keep_serving(&v, ctx).await?;
             let failed = matches!(failed_or_optimizing, ModelState::Failed { .. });
-            rollout::tidy(ctx, &v, d.as_ref(), failed).await?;
+            rollout::tidy(ctx, &v, &old, d.as_ref(), failed).await?;
             d
         }
     };
@@ -220,8 +220,9 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action, Error> {
     }
 
     let mut status = compute_status(&v, &old, &state, serving_model, deployment.as_ref());
-    if let Some(p) = &canary {
-        rollout::record(&mut status, &v, p);
+    match &canary {
+        Some(p) => rollout::record(&mut status, &v, p),
+        None => rollout::clear(&mut status),
     }
     if let Some(Evaluation::Done(o)) = &scaling {
         record_scaling(&v, &mut status, o);

@@ -168,6 +168,26 @@ pub async fn progress(
     let every = analysis_interval(spec);
     let canary_name = build::canary_name(&v.name);
     let live_canary = call("get Deployment", api.get_opt(&canary_name)).await?;
+    // `<name>-canary` may be another ModelDeployment's own Deployment: never take it over.
+    if let Some(other) = &live_canary
+        && !owned(v, other)
+    {
+        let why = format!(
+            "the canary needs the Deployment name {canary_name}, which another object owns; rename one of them"
+        );
+        return Ok(Some(Progress {
+            state: State::RolledBack {
+                revision: v.revision.clone(),
+                reason: why.clone(),
+            },
+            stable_revision,
+            stable,
+            canary: None,
+            weight: 0,
+            analysis: why,
+            requeue: ANALYSIS_MAX,
+        }));
+    }
 
     let canary_ready = live_canary
         .as_ref()
@@ -368,15 +388,32 @@ async fn scale(
     Ok(patched)
 }
 
-/// Deletes the canary Deployment if there is one.
+/// True when this ModelDeployment owns `d`.
+fn owned(v: &Validated, d: &Deployment) -> bool {
+    d.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| Some(&o.uid) == v.md.metadata.uid.as_ref())
+}
+
+/// Deletes this ModelDeployment's canary Deployment if there is one (a same-named one it does not own stays).
 pub async fn remove_canary(ctx: &Context, v: &Validated) -> Result<(), Error> {
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &v.namespace);
-    match call(
-        "delete Deployment",
-        api.delete(&build::canary_name(&v.name), &DeleteParams::background()),
-    )
-    .await
-    {
+    let name = build::canary_name(&v.name);
+    let Some(live) = call("get Deployment", api.get_opt(&name)).await? else {
+        return Ok(());
+    };
+    if !owned(v, &live) {
+        return Ok(());
+    }
+    let mut params = DeleteParams::background();
+    // Exactly the one looked at, not a namesake created since.
+    params.preconditions = Some(kube::api::Preconditions {
+        uid: live.metadata.uid.clone(),
+        resource_version: None,
+    });
+    match call("delete Deployment", api.delete(&name, &params)).await {
         Ok(_) => Ok(()),
         Err(Error::Api { source, .. }) if is_not_found(&source) => Ok(()),
         Err(e) => Err(e),
@@ -385,18 +422,16 @@ pub async fn remove_canary(ctx: &Context, v: &Validated) -> Result<(), Error> {
 
 /// Outside a canary: a leftover canary Deployment goes once the stable one serves every desired pod (after a
 /// promotion), or at once when the revision it ran has failed.
+/// Only resources that ask for canaries, or were in one, are looked at: a steady state reads nothing more.
 pub async fn tidy(
     ctx: &Context,
     v: &Validated,
+    old: &ModelDeploymentStatus,
     stable: Option<&Deployment>,
     now: bool,
 ) -> Result<(), Error> {
-    // Looked for whatever the spec says now: a canary may be left from a spec that asked for one.
-    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &v.namespace);
-    if call("get Deployment", api.get_opt(&build::canary_name(&v.name)))
-        .await?
-        .is_none()
-    {
+    let was_canary = old.revision.as_ref().is_some_and(|r| r.canary.is_some());
+    if canary_spec(v).is_none() && !was_canary {
         return Ok(());
     }
     let settled =
@@ -522,19 +557,26 @@ async fn publish(ctx: &Context, v: &Validated, why: &str, note: String, warning:
     }
 }
 
+/// Takes the canary fields out of the status: no canary is in progress.
+pub fn clear(status: &mut ModelDeploymentStatus) {
+    if let Some(r) = status.revision.as_mut() {
+        r.canary = None;
+        r.canary_weight = None;
+        r.canary_step = None;
+        r.canary_step_started = None;
+        r.canary_step_passed = None;
+        r.canary_failures = None;
+    }
+}
+
 /// Writes a canary's progress into the status: revisions, weight, step, the replica counts of both
 /// Deployments, and the conditions that say a canary is under analysis.
 pub fn record(status: &mut ModelDeploymentStatus, v: &Validated, p: &Progress) {
     let g = v.md.metadata.generation;
     let now = Time(Timestamp::now());
+    clear(status);
     let mut r = status.revision.clone().unwrap_or_default();
     r.stable = Some(p.stable_revision.clone());
-    r.canary = None;
-    r.canary_weight = None;
-    r.canary_step = None;
-    r.canary_step_started = None;
-    r.canary_step_passed = None;
-    r.canary_failures = None;
     let State::Progressing {
         revision,
         step,
