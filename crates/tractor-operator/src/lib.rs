@@ -6,6 +6,7 @@ pub mod autoscaler;
 pub mod build;
 pub mod canary;
 pub mod error;
+pub mod fresh;
 pub mod hpa;
 pub mod leader;
 pub mod metrics;
@@ -133,6 +134,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
         metrics,
         autoscaler,
         rollouts: Default::default(),
+        written: Default::default(),
     });
     let children = watcher::Config::default().labels(&managed_selector());
     let api_for = |c: &Client| -> (Api<Deployment>, Api<Job>, Api<Service>) {

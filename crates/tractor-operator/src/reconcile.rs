@@ -43,6 +43,8 @@ pub struct Context {
     pub autoscaler: Autoscaler,
     /// Canary analysis pacing.
     pub rollouts: crate::rollout::Rollouts,
+    /// The status this operator last wrote, newer than the store's until the watch delivers it.
+    pub written: crate::fresh::Written,
 }
 
 /// How long a Job may be complete without its report before the revision is marked failed. The kubelet
@@ -67,9 +69,11 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
     let mut timer = ctx.metrics.start();
     // Children carry owner references: deletion cascades without a finalizer.
     if md.metadata.deletion_timestamp.is_some() {
+        ctx.written.forget(&md);
         timer.ok();
         return Ok(Action::await_change());
     }
+    let md = ctx.written.latest(md);
     let action = apply(&md, &ctx).await?;
     timer.ok();
     Ok(action)
@@ -875,7 +879,7 @@ async fn write_status(
     )
     .await
     {
-        Ok(_) => {}
+        Ok(written) => ctx.written.remember(written),
         // Deleted while we reconciled: nothing left to report on.
         Err(Error::Api { source, .. }) if is_not_found(&source) => return Ok(()),
         Err(e) => return Err(e),
