@@ -107,6 +107,22 @@ impl OwnPrometheus {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Runs an instant query and returns `data.result`.
+    pub fn query(&self, query: &str) -> Result<Vec<Value>> {
+        let body: Value = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?
+            .get(format!("{}/api/v1/query", self.url()))
+            .query(&[("query", query)])
+            .send()?
+            .json()?;
+        anyhow::ensure!(body["status"] == "success", "query {query:?}: {body}");
+        Ok(body["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
     /// Kills it (SIGKILL, as a crash or an evicted pod would stop it).
     pub fn stop(&mut self) -> Result<()> {
         if let Some(mut c) = self.child.take() {
@@ -330,4 +346,102 @@ pub fn events(ns: &TestNamespace, name: &str, reason: &str) -> Result<Vec<Value>
         .filter(|e| e["reason"] == reason)
         .cloned()
         .collect())
+}
+
+/// How many times events about the ModelDeployment `name` with `reason` occurred. The event recorder
+/// folds a repeat (same regarding object, reason, action and type; the note may differ) into the first
+/// Event's `series.count` instead of creating another Event object, so objects alone undercount.
+pub fn event_count(ns: &TestNamespace, name: &str, reason: &str) -> Result<u64> {
+    Ok(events(ns, name, reason)?
+        .iter()
+        .map(|e| e["series"]["count"].as_u64().unwrap_or(1))
+        .sum())
+}
+
+/// One autoscaler evaluation as the status shows it: the count it set and the snapshot it read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluated {
+    /// `status.metrics.time`, Unix seconds.
+    pub at: i64,
+    /// `status.desiredReplicas`.
+    pub desired: i64,
+    /// `status.metrics.requestsPerSecond` (all pods together).
+    pub rps: Option<f64>,
+    /// `status.lastScaleTime`, Unix seconds.
+    pub last_scale: Option<i64>,
+    /// The `ScalingActive` condition's message.
+    pub message: String,
+}
+
+/// The last evaluation recorded in the status (`None` before the first).
+pub fn evaluated(ns: &TestNamespace, name: &str) -> Result<Option<Evaluated>> {
+    let md = ns.kubectl_json(&["get", "mdep", name])?;
+    let s = &md["status"];
+    let (Some(at), Some(desired)) = (
+        s["metrics"]["time"].as_str().and_then(unix_seconds),
+        s["desiredReplicas"].as_i64(),
+    ) else {
+        return Ok(None);
+    };
+    let message = s["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "ScalingActive")
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    Ok(Some(Evaluated {
+        at,
+        desired,
+        rps: s["metrics"]["requestsPerSecond"].as_f64(),
+        last_scale: s["lastScaleTime"].as_str().and_then(unix_seconds),
+        message,
+    }))
+}
+
+/// Seconds since the Unix epoch of a Kubernetes timestamp (`2026-11-27T14:45:53Z`, fractions ignored).
+pub fn unix_seconds(text: &str) -> Option<i64> {
+    let (date, time) = text.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time
+        .split('.')
+        .next()?
+        .splitn(3, ':')
+        .map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    // Days from the civil date (proleptic Gregorian), as in Howard Hinnant's `days_from_civil`.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// Now, in Unix seconds with fractions, on the clock the operator's timestamps come from (same machine).
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unix_seconds;
+
+    #[test]
+    fn kubernetes_timestamps_to_unix_seconds() {
+        assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), Some(0));
+        // `date -u -d 2026-11-27T14:45:53Z +%s`
+        assert_eq!(unix_seconds("2026-11-27T14:45:53Z"), Some(1_795_790_753));
+        assert_eq!(
+            unix_seconds("2024-02-29T23:59:59.123456Z"),
+            Some(1_709_251_199)
+        );
+        assert_eq!(unix_seconds("2026-11-27 14:45:53"), None);
+    }
 }

@@ -1,0 +1,116 @@
+//! The autoscaler's fail-safe: the test runs its own Prometheus (never the shared one) and stops it while
+//! the model is scaled out and the load is gone. The count is held — no scale-down for lack of data, even
+//! with no scale-down window — `ScalingActive=False` says why, and the outage is one Warning event.
+//! Restarted, Prometheus shows the idle load and scaling resumes.
+
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use serde_json::json;
+use tractor_e2e::cluster::{DEFAULT_WAIT, cluster, wait_for};
+use tractor_e2e::operator::Operator;
+use tractor_e2e::scale::{
+    Load, OwnPrometheus, addr, apply_and_serve, autoscaled, condition, deployment_replicas,
+    evaluated, event_count, events, pod_labels, pod_name,
+};
+use tractor_e2e::serve::Serve;
+
+const HELD: &str = "tractor_operator_autoscaler_evaluations_total{result=\"held\"}";
+const METRICS_UNAVAILABLE: &str = "MetricsUnavailable";
+
+fn desired(ns: &tractor_e2e::cluster::TestNamespace) -> Result<Option<i64>> {
+    Ok(evaluated(ns, "digits")?.map(|e| e.desired))
+}
+
+#[test]
+fn prometheus_down_holds_replicas_and_restarted_resumes_scaling() -> Result<()> {
+    let c = cluster()?;
+    c.install_crd()?;
+    let ns = c.namespace("scale-down")?;
+    let serve = Serve::start("digits_mlp.onnx", "digits", &[])?;
+    let mut prometheus =
+        OwnPrometheus::start(&[(addr(&serve), pod_labels(ns.name(), &pod_name("digits", 0)))])?;
+    // Scraped before the autoscaler first asks, so the only holds are the outage's.
+    let info = format!("tractor_model_info{{namespace=\"{}\"}}", ns.name());
+    wait_for(DEFAULT_WAIT, "the first scrape", || {
+        Ok((!prometheus.query(&info)?.is_empty()).then_some(()))
+    })?;
+    let op = Operator::spawn(c, ns.name(), &["--prometheus-url", &prometheus.url()])?;
+    op.wait_ready()?;
+    let md = autoscaled(
+        &ns,
+        "digits",
+        json!({
+            "minReplicas": 1,
+            "maxReplicas": 6,
+            "interval": "2s",
+            // No window: only the fail-safe can keep the count up once the load is gone.
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}},
+            "metrics": [{"type": "Throughput", "throughput": {"targetPerReplica": 5}}],
+        }),
+    );
+    apply_and_serve(&ns, &md)?;
+
+    let mut load = Load::start(serve.model_url("/infer"), 15.0, 0.0, Duration::from_secs(1))?;
+    wait_for(DEFAULT_WAIT, "desiredReplicas 3", || {
+        Ok((desired(&ns)? == Some(3)).then_some(()))
+    })?;
+    ensure!(condition(&ns, "digits", "ScalingActive")?["status"] == "True");
+    let reported = event_count(&ns, "digits", METRICS_UNAVAILABLE)?;
+    ensure!(
+        reported == 0,
+        "held before the outage: {:?}",
+        events(&ns, "digits", METRICS_UNAVAILABLE)?
+    );
+
+    // Prometheus goes dark and the load stops: a naive autoscaler would read "nothing" as "idle".
+    prometheus.stop()?;
+    load.stop();
+    let cond = wait_for(DEFAULT_WAIT, "ScalingActive=False", || {
+        let c = condition(&ns, "digits", "ScalingActive")?;
+        Ok((c["status"] == "False").then_some(c))
+    })?;
+    ensure!(cond["reason"] == METRICS_UNAVAILABLE, "{cond}");
+    let message = cond["message"].as_str().unwrap_or_default();
+    ensure!(
+        message.contains("unreachable") && message.contains("holding 3 replicas"),
+        "{message}"
+    );
+    // Several more evaluations, all held.
+    let held = op.metric(HELD)?;
+    wait_for(DEFAULT_WAIT, "three more held evaluations", || {
+        Ok((op.metric(HELD)? >= held + 3.0).then_some(()))
+    })?;
+    ensure!(desired(&ns)? == Some(3), "replicas moved without data");
+    ensure!(deployment_replicas(&ns, "digits")? == Some(3));
+    let warnings = wait_for(DEFAULT_WAIT, "the MetricsUnavailable event", || {
+        let e = events(&ns, "digits", METRICS_UNAVAILABLE)?;
+        Ok((!e.is_empty()).then_some(e))
+    })?;
+    ensure!(
+        event_count(&ns, "digits", METRICS_UNAVAILABLE)? == 1
+            && warnings.iter().all(|w| w["type"] == "Warning")
+            && warnings[0]["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("unreachable")),
+        "one Warning event expected for the outage: {warnings:?}"
+    );
+
+    // Back: the idle load is visible again and the count falls to the minimum.
+    prometheus.restart()?;
+    wait_for(DEFAULT_WAIT, "ScalingActive=True", || {
+        Ok((condition(&ns, "digits", "ScalingActive")?["status"] == "True").then_some(()))
+    })?;
+    wait_for(DEFAULT_WAIT, "desiredReplicas 1", || {
+        Ok((desired(&ns)? == Some(1)).then_some(()))
+    })?;
+    wait_for(DEFAULT_WAIT, "the Deployment at 1", || {
+        Ok((deployment_replicas(&ns, "digits")? == Some(1)).then_some(()))
+    })?;
+    ensure!(
+        event_count(&ns, "digits", METRICS_UNAVAILABLE)? == 1,
+        "the outage was reported more than once: {:?}",
+        events(&ns, "digits", METRICS_UNAVAILABLE)?
+    );
+    Ok(())
+}
