@@ -69,3 +69,8 @@ bench-serve:
 bench-optimize:
 	$(CARGO) build --locked --release -p tractor
 	scripts/bench-optimize.sh
+
+.PHONY: bench-autoscale
+## bench-autoscale: load step -> scale decision (BENCH_CYCLES, 3) and scale changes in a noisy-but-flat run (BENCH_NOISE_SECS, 600) on the local cluster; report in $(CARGO_TARGET_DIR)/bench-autoscale/
+bench-autoscale: cluster-build
+	scripts/bench-autoscale.sh
