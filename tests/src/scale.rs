@@ -367,6 +367,8 @@ pub struct Evaluated {
     pub desired: i64,
     /// `status.metrics.requestsPerSecond` (all pods together).
     pub rps: Option<f64>,
+    /// `status.metrics.latencyP95Millis`.
+    pub p95_millis: Option<f64>,
     /// `status.lastScaleTime`, Unix seconds.
     pub last_scale: Option<i64>,
     /// The `ScalingActive` condition's message.
@@ -395,6 +397,7 @@ pub fn evaluated(ns: &TestNamespace, name: &str) -> Result<Option<Evaluated>> {
         at,
         desired,
         rps: s["metrics"]["requestsPerSecond"].as_f64(),
+        p95_millis: s["metrics"]["latencyP95Millis"].as_f64(),
         last_scale: s["lastScaleTime"].as_str().and_then(unix_seconds),
         message,
     }))
