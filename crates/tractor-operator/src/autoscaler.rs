@@ -200,10 +200,11 @@ impl Autoscaler {
             .filter(|(m, _)| m.type_ != MetricType::Accuracy)
             .map(|(m, r)| r.as_ref().ok().and_then(|value| ratio(m, *value, current)))
             .collect();
-        let failures: Vec<&QueryError> = reads
-            .values
+        let failures: Vec<&QueryError> = a
+            .metrics
             .iter()
-            .filter_map(|r| r.as_ref().err())
+            .zip(&reads.values)
+            .filter_map(|(m, r)| r.as_ref().err().filter(|e| stops_scaling(m, e)))
             .collect();
 
         let mut memory = match self.memory.lock() {
@@ -439,6 +440,14 @@ fn round(v: f64) -> f64 {
     (v * 10_000.0).round() / 10_000.0
 }
 
+/// Whether a metric's failed read makes scaling inactive. Accuracy never scales, and has no value until
+/// labelled feedback arrives: its lack of data is reported by `Degraded` staying unknown, not as
+/// `ScalingActive=False` (with a Warning event) on every model that waits for feedback. Prometheus itself
+/// unreachable still counts, whatever the metric.
+fn stops_scaling(m: &MetricSpec, e: &QueryError) -> bool {
+    m.type_ != MetricType::Accuracy || e.is_unavailable()
+}
+
 /// value / target for one scaling metric (`None` for accuracy, which never scales).
 fn ratio(m: &MetricSpec, value: f64, current: i32) -> Option<f64> {
     let per_replica = |total: f64| total / f64::from(current.max(1));
@@ -573,6 +582,27 @@ mod tests {
         assert_eq!(ratio(&custom, 30.0, 3), Some(1.0));
         let accuracy = metric("{type: Accuracy, accuracy: {min: 0.9, window: 1m}}");
         assert_eq!(ratio(&accuracy, 0.5, 3), None);
+    }
+
+    #[test]
+    fn accuracy_without_feedback_does_not_stop_scaling() {
+        let accuracy = metric("{type: Accuracy, accuracy: {min: 0.9, window: 1m}}");
+        let rps = metric("{type: Throughput, throughput: {targetPerReplica: 5}}");
+        let nan = QueryError::NotANumber {
+            query: "q".into(),
+            value: "NaN".into(),
+        };
+        let empty = QueryError::Empty("q".into());
+        let down = QueryError::Unreachable {
+            url: "http://p".into(),
+            detail: "connection refused".into(),
+        };
+        assert!(!stops_scaling(&accuracy, &nan));
+        assert!(!stops_scaling(&accuracy, &empty));
+        assert!(stops_scaling(&accuracy, &down));
+        for e in [&nan, &empty, &down] {
+            assert!(stops_scaling(&rps, e), "{e}");
+        }
     }
 
     #[test]
