@@ -2,7 +2,7 @@
 //! answers a steady trickle slowly, its own Prometheus (scraping every second) reads the p95 from the
 //! server's histogram, and the operator scales out at the first evaluation that sees it over the target,
 //! up to maxReplicas and no further. Idle, the latency reads 0 (an idle model is not slow) and the count
-//! stays at the minimum.
+//! stays at the minimum. The spec also has an accuracy floor that never gets feedback: scaling stays active.
 
 use std::time::Duration;
 
@@ -46,7 +46,11 @@ fn slow_answers_scale_out_up_to_the_maximum() -> Result<()> {
             "minReplicas": 1,
             "maxReplicas": MAX,
             "interval": "2s",
-            "metrics": [{"type": "Latency", "latency": {"quantile": 0.95, "targetMillis": TARGET_MS}}],
+            "metrics": [
+                {"type": "Latency", "latency": {"quantile": 0.95, "targetMillis": TARGET_MS}},
+                // No feedback is ever sent: an accuracy without data must not make scaling inactive.
+                {"type": "Accuracy", "accuracy": {"min": 0.5, "window": "1m"}},
+            ],
         }),
     );
     apply_and_serve(&ns, &md)?;
@@ -97,6 +101,11 @@ fn slow_answers_scale_out_up_to_the_maximum() -> Result<()> {
     ensure!(
         capped.desired == MAX && capped.message.contains("p95 latency"),
         "{capped:?}"
+    );
+    ensure!(
+        condition(&ns, "digits", "ScalingActive")?["status"] == "True"
+            && condition(&ns, "digits", "Degraded")?["status"] != "True",
+        "an accuracy without feedback changed the conditions"
     );
     eprintln!(
         "scale_latency: p95 {:?} ms against {TARGET_MS}; statuses seen {seen:?}",
