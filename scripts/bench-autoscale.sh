@@ -6,6 +6,7 @@
 # $OUT/autoscale.jsonl. Never gates on a time: the test's own assertions are the logical ones of CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/tractor/target}
 OUT=${BENCH_OUT:-$CARGO_TARGET_DIR/bench-autoscale}
 CYCLES=${BENCH_CYCLES:-3}
 NOISE=${BENCH_NOISE_SECS:-600}
