@@ -283,6 +283,64 @@ impl Drop for Load {
     }
 }
 
+/// Labelled traffic on one server: requests of `rows` digits rows with an id, then their true labels as
+/// feedback, every `every`, from a background thread, so the server's accuracy gauge comes from its own
+/// bookkeeping of real predictions. Stops on drop.
+pub struct FeedbackLoad {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl FeedbackLoad {
+    /// Starts it on `serve`.
+    pub fn start(serve: &Serve, rows: usize, every: Duration) -> Result<Self> {
+        let split = Split::load("digits_mlp")?;
+        let (infer, feedback) = (serve.model_url("/infer"), serve.model_url("/feedback"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        let handle = std::thread::spawn(move || {
+            let mut i = 0usize;
+            while !s.load(Ordering::Relaxed) {
+                let picked: Vec<usize> = (0..rows).map(|k| (rows * i + k) % split.rows()).collect();
+                let data: Vec<f32> = picked.iter().flat_map(|r| split.row(*r).to_vec()).collect();
+                let id = format!("f-{i}");
+                let body = json!({"id": id, "inputs": [{"name": split.input, "shape": [rows, 64], "datatype": "FP32", "data": data}]});
+                if client.post(&infer).json(&body).send().is_ok() {
+                    let labels: Vec<i64> = picked.iter().map(|r| split.y[*r]).collect();
+                    let label = if rows == 1 {
+                        json!(labels[0])
+                    } else {
+                        json!(labels)
+                    };
+                    let _ = client
+                        .post(&feedback)
+                        .json(&json!({"feedback": [{"id": id, "label": label}]}))
+                        .send();
+                }
+                i += 1;
+                // Pacing only: no test decision waits on it.
+                std::thread::sleep(every);
+            }
+        });
+        Ok(Self {
+            stop,
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for FeedbackLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// The minimal example's model, with `autoscaling` as given.
 pub fn autoscaled(ns: &TestNamespace, name: &str, autoscaling: Value) -> Value {
     json!({

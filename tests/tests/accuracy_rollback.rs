@@ -3,9 +3,6 @@
 //! cluster's Prometheus as the pod would be) stays below the floor for the window, and the operator returns
 //! the Deployment to revision 1's pod template and says why.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -16,60 +13,9 @@ use tractor_e2e::modeldeployment::{
 };
 use tractor_e2e::operator::Operator;
 use tractor_e2e::scale::{
-    ScrapeTargets, addr, apply_and_serve, condition, events, pod_labels, pod_name,
+    FeedbackLoad, ScrapeTargets, addr, apply_and_serve, condition, events, pod_labels, pod_name,
 };
-use tractor_e2e::serve::{Serve, Split};
-
-/// Labelled traffic with feedback, paced at a few requests per second, until dropped.
-struct Feedback {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Feedback {
-    fn start(serve: &Serve) -> Result<Self> {
-        let split = Split::load("digits_mlp")?;
-        let (infer, feedback) = (serve.model_url("/infer"), serve.model_url("/feedback"));
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()?;
-        let handle = std::thread::spawn(move || {
-            let mut i = 0usize;
-            while !s.load(Ordering::Relaxed) {
-                // Four rows per request and their labels right after: accuracy moves within a scrape.
-                let rows: Vec<usize> = (0..4).map(|k| (4 * i + k) % split.rows()).collect();
-                let data: Vec<f32> = rows.iter().flat_map(|r| split.row(*r).to_vec()).collect();
-                let id = format!("f-{i}");
-                let body = json!({"id": id, "inputs": [{"name": split.input, "shape": [4, 64], "datatype": "FP32", "data": data}]});
-                if client.post(&infer).json(&body).send().is_ok() {
-                    let labels: Vec<i64> = rows.iter().map(|r| split.y[*r]).collect();
-                    let _ = client
-                        .post(&feedback)
-                        .json(&json!({"feedback": [{"id": id, "label": labels}]}))
-                        .send();
-                }
-                i += 1;
-                // Pacing only: no test decision waits on it.
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        Ok(Self {
-            stop,
-            handle: Some(handle),
-        })
-    }
-}
-
-impl Drop for Feedback {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
+use tractor_e2e::serve::Serve;
 
 fn md(ns: &TestNamespace, uri: &str) -> Value {
     json!({
@@ -108,8 +54,8 @@ fn accuracy_below_the_floor_returns_to_the_last_stable_revision() -> Result<()> 
     let ns = c.namespace("acc-rollback")?;
     let good = Serve::start("digits_mlp.onnx", "digits", &[])?;
     let bad = Serve::start("digits_mlp_shuffled.onnx", "digits", &[])?;
-    let _good_load = Feedback::start(&good)?;
-    let _bad_load = Feedback::start(&bad)?;
+    let _good_load = FeedbackLoad::start(&good, 4, Duration::from_millis(100))?;
+    let _bad_load = FeedbackLoad::start(&bad, 4, Duration::from_millis(100))?;
     // Revision 1's pod is the good server.
     let good_target = ScrapeTargets::write(
         &ScrapeTargets::shared_dir(),

@@ -4,9 +4,6 @@
 //! A model trained on shuffled labels is rolled back on accuracy, a slow one (a long batching delay) on
 //! latency, and a good one is promoted.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -17,66 +14,9 @@ use tractor_e2e::modeldeployment::{
 };
 use tractor_e2e::operator::Operator;
 use tractor_e2e::scale::{
-    ScrapeTargets, addr, apply_and_serve, condition, events, pod_labels, pod_name,
+    FeedbackLoad, ScrapeTargets, addr, apply_and_serve, condition, events, pod_labels, pod_name,
 };
-use tractor_e2e::serve::{Serve, Split};
-
-/// Requests per second to each server.
-const RPS: f64 = 8.0;
-
-/// Inference with an id, then the true label as feedback, from a background thread: the accuracy gauge
-/// the analysis reads comes from the server's own bookkeeping of real predictions.
-struct LabelledLoad {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl LabelledLoad {
-    fn start(serve: &Serve) -> Result<Self> {
-        let split = Split::load("digits_mlp")?;
-        let infer = serve.model_url("/infer");
-        let feedback = serve.model_url("/feedback");
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()?;
-        let handle = std::thread::spawn(move || {
-            let mut i = 0usize;
-            let mut labels = vec![];
-            while !s.load(Ordering::Relaxed) {
-                let row = i % split.rows();
-                let id = format!("q-{i}");
-                let body = json!({"id": id, "inputs": [{"name": split.input, "shape": [1, 64], "datatype": "FP32", "data": split.row(row)}]});
-                if client.post(&infer).json(&body).send().is_ok() {
-                    labels.push(json!({"id": id, "label": split.y[row]}));
-                }
-                if labels.len() >= 8 {
-                    let _ = client
-                        .post(&feedback)
-                        .json(&json!({"feedback": std::mem::take(&mut labels)}))
-                        .send();
-                }
-                i += 1;
-                // Pacing only: no test decision waits on it.
-                std::thread::sleep(Duration::from_secs_f64(1.0 / RPS));
-            }
-        });
-        Ok(Self {
-            stop,
-            handle: Some(handle),
-        })
-    }
-}
-
-impl Drop for LabelledLoad {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
+use tractor_e2e::serve::Serve;
 
 /// The minimal example's model at `uri`, two replicas, rolled out as a one-step canary under `analysis`.
 fn canary_md(ns: &TestNamespace, uri: &str, analysis: Value) -> Value {
@@ -146,8 +86,8 @@ fn run(
     )?;
     let op = Operator::spawn(c, ns.name(), &["--prometheus-url", &c.prometheus_url()])?;
     op.wait_ready()?;
-    let _stable_load = LabelledLoad::start(&stable)?;
-    let _canary_load = LabelledLoad::start(&canary)?;
+    let _stable_load = FeedbackLoad::start(&stable, 1, Duration::from_millis(125))?;
+    let _canary_load = FeedbackLoad::start(&canary, 1, Duration::from_millis(125))?;
 
     // Revision 1 has nothing to compare with: it rolls out directly.
     let v1 = canary_md(
