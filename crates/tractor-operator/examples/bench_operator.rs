@@ -45,39 +45,74 @@ fn args() -> Args {
     }
 }
 
-/// Total apiserver requests by verb, from its own metrics.
+/// Total apiserver requests by `verb resource[/subresource]`, from its own metrics.
 async fn apiserver_requests(client: &Client) -> BTreeMap<String, f64> {
     let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
     let text = client.request_text(req).await.unwrap_or_default();
-    let mut by_verb = BTreeMap::new();
+    let label = |line: &str, name: &str| {
+        line.split(&format!("{name}=\""))
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let mut by_key = BTreeMap::new();
     for line in text
         .lines()
         .filter(|l| l.starts_with("apiserver_request_total{"))
     {
-        let verb = line
-            .split("verb=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap_or("?");
+        let sub = label(line, "subresource");
+        let key = format!(
+            "{} {}{}",
+            label(line, "verb"),
+            label(line, "resource"),
+            if sub.is_empty() {
+                String::new()
+            } else {
+                format!("/{sub}")
+            }
+        );
         let value: f64 = line
             .rsplit(' ')
             .next()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0);
-        *by_verb.entry(verb.to_owned()).or_insert(0.0) += value;
+        *by_key.entry(key).or_insert(0.0) += value;
     }
-    by_verb
+    by_key
+}
+
+fn is_write(key: &str) -> bool {
+    ["POST ", "PUT ", "PATCH ", "DELETE ", "APPLY "]
+        .iter()
+        .any(|v| key.starts_with(v))
 }
 
 fn writes(m: &BTreeMap<String, f64>) -> f64 {
-    ["POST", "PUT", "PATCH", "DELETE", "APPLY"]
-        .iter()
-        .map(|v| m.get(*v).copied().unwrap_or(0.0))
-        .sum()
+    m.iter().filter(|(k, _)| is_write(k)).map(|(_, v)| v).sum()
 }
 
 fn total(m: &BTreeMap<String, f64>) -> f64 {
     m.values().sum()
+}
+
+/// The writes between two readings, largest first, per object: where the API server's work went.
+fn write_breakdown(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+    n: usize,
+) -> String {
+    let mut rows: Vec<(String, f64)> = after
+        .iter()
+        .filter(|(k, _)| is_write(k))
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d > 0.0)
+        .collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    rows.iter()
+        .take(12)
+        .map(|(k, d)| format!("| {k} | {:.2} |\n", d / n as f64))
+        .collect()
 }
 
 /// An operator metric (sum over labels), read from its admin port.
@@ -215,7 +250,8 @@ async fn main() {
     })
     .await;
     let base_time = start.elapsed();
-    let base_requests = total(&apiserver_requests(&client).await) - total(&base_before);
+    let base_after = apiserver_requests(&client).await;
+    let base_requests = total(&base_after) - total(&base_before);
     deployments
         .delete_collection(
             &Default::default(),
@@ -291,7 +327,11 @@ async fn main() {
          | operator's own writes per ModelDeployment (Job, children, status) | {opw:.1} | |\n\
          | operator writes in 60 s of steady state | {ow} | 0 |\n\
          | apiserver writes in 60 s of steady state, all clients | {sw} | |\n\
-         | operator CPU in 60 s of steady state | {scpu:.2} s | |\n",
+         | operator CPU in 60 s of steady state | {scpu:.2} s | |\n\n\
+         Writes per ModelDeployment by verb and resource, all clients (creation to Ready):\n\n\
+         | write | per ModelDeployment |\n| --- | --- |\n{breakdown}\n\
+         Writes per plain Deployment (baseline):\n\n\
+         | write | per Deployment |\n| --- | --- |\n{base_breakdown}",
         md = md_time.as_secs_f64(),
         cr = created.as_secs_f64(),
         base = base_time.as_secs_f64(),
@@ -306,6 +346,8 @@ async fn main() {
         ow = op_writes_after - op_writes_before,
         sw = writes(&steady_after) - writes(&steady_before),
         scpu = cpu_steady_after - cpu_steady_before,
+        breakdown = write_breakdown(&md_before, &md_after, n),
+        base_breakdown = write_breakdown(&base_before, &base_after, n),
     );
     std::fs::write(&a.report, &report).unwrap();
     print!("{report}");
