@@ -924,7 +924,8 @@ fn transitions(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> Vec<
         });
     }
     if let Some(c) = flipped(conditions::READY) {
-        let type_ = if c.status == conditions::status::TRUE {
+        // A canary starting is the rollout working, not a warning.
+        let type_ = if c.status == conditions::status::TRUE || c.reason == reason::CANARY_ANALYSIS {
             EventType::Normal
         } else {
             EventType::Warning
