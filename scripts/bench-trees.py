@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """make bench-optimize, tree rows: random forests of 100 and 300 trees (and a 100-tree gradient boosting
 regressor) trained on breast_cancer, timed in onnxruntime at batch 1 and 256, then in tractor (the bench_trees
-example, same rows), in the same run. Usage: bench-trees.py OUT_DIR TRACTOR_BENCH_CMD...
-Prints markdown rows; never gates on a time."""
+example, same rows), in the same run, each side with its default threads and with one.
+Usage: bench-trees.py OUT_DIR TRACTOR_BENCH_CMD... Prints markdown rows; never gates on a time."""
 import json
+import os
 import subprocess
 import sys
 import time
@@ -35,6 +36,11 @@ def ort_median_us(path, x, threads):
     return times[len(times) // 2] * 1e6
 
 
+def tractor_median_us(cmd):
+    res = subprocess.run(cmd + [str(b) for b in BATCHES], check=True, capture_output=True, text=True)
+    return {json.loads(line)["batch"]: json.loads(line)["median_us"] for line in res.stdout.splitlines()}
+
+
 def main():
     out = Path(sys.argv[1])
     cmd = sys.argv[2:]
@@ -48,24 +54,28 @@ def main():
                                                target_opset={"": 13, "ai.onnx.ml": 3})
     gbr = GradientBoostingRegressor(n_estimators=100, random_state=0).fit(x, y.astype(np.float32))
     models["gb100_regressor"] = to_onnx(gbr, x[:1], target_opset={"": 13, "ai.onnx.ml": 3})
+    cores = os.cpu_count()
     rows = ["", "Tree ensembles (breast_cancer, full-depth sklearn forests): median latency of one run, µs, same rows.",
-            "onnxruntime 1.19.2 with its default thread pool and with 1 thread; tractor runs one thread.", "",
-            "| model | batch | tractor (µs) | onnxruntime (µs) | onnxruntime 1 thread (µs) | ORT / tractor |",
-            "|---|---:|---:|---:|---:|---:|"]
+            f"Default threads: onnxruntime {ort.__version__}'s own pool, tractor's budget (`serve --threads`, "
+            f"default the available cores); this machine has {cores} cores. Each side also with 1 thread.",
+            "Ratios above 1 mean tractor is faster.", "",
+            "| model | batch | tractor (µs) | onnxruntime (µs) | ORT / tractor | tractor 1 thread (µs) "
+            "| onnxruntime 1 thread (µs) | ORT / tractor, 1 thread |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, proto in models.items():
         path = out / f"{name}.onnx"
         path.write_bytes(proto.SerializeToString())
         rng = np.random.default_rng(0)
         pool = x[rng.integers(0, len(x), max(BATCHES))]
         pool.astype("<f4").tofile(out / f"{name}.x.f32")
-        res = subprocess.run(cmd + [str(path), str(x.shape[1])] + [str(b) for b in BATCHES],
-                             check=True, capture_output=True, text=True)
-        ours = {json.loads(line)["batch"]: json.loads(line)["median_us"] for line in res.stdout.splitlines()}
+        ours, ours_one = (tractor_median_us(cmd + threads + [str(path), str(x.shape[1])])
+                          for threads in ([], ["--threads", "1"]))
         for b in BATCHES:
             xb = pool[:b]
             ort_all = ort_median_us(path, xb, 0)
             ort_one = ort_median_us(path, xb, 1)
-            rows.append(f"| {name} | {b} | {ours[b]:.1f} | {ort_all:.1f} | {ort_one:.1f} | {ort_all / ours[b]:.2f}× |")
+            rows.append(f"| {name} | {b} | {ours[b]:.1f} | {ort_all:.1f} | {ort_all / ours[b]:.2f}× "
+                        f"| {ours_one[b]:.1f} | {ort_one:.1f} | {ort_one / ours_one[b]:.2f}× |")
     print("\n".join(rows))
 
 

@@ -1,7 +1,8 @@
 //! Latency of tractor's loader and runner on one model at given batch sizes, as JSON lines for
 //! `make bench-optimize` (scripts/bench-optimize.sh compares them with onnxruntime's in the same run).
 //!
-//! Usage: `bench_trees MODEL.onnx FEATURES BATCH...`; rows are drawn from a fixed-seed generator in [0, 1) scaled
+//! Usage: `bench_trees [--threads N] MODEL.onnx FEATURES BATCH...`; `--threads` sets the inference thread budget
+//! (`tractor serve --threads`; default: the available cores). Rows are drawn from a fixed-seed generator in [0, 1) scaled
 //! per column by `--scale` (default 1), which only matters for which branches the trees take.
 
 #![allow(clippy::unwrap_used, missing_docs)]
@@ -11,10 +12,15 @@ use std::time::{Duration, Instant};
 use tractor_model::Tensor;
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--threads") {
+        anyhow::ensure!(args.len() > 1, "--threads needs a number");
+        tractor_model::set_threads(args[1].parse()?);
+        args.drain(..2);
+    }
     anyhow::ensure!(
         args.len() >= 3,
-        "usage: bench_trees MODEL.onnx FEATURES BATCH..."
+        "usage: bench_trees [--threads N] MODEL.onnx FEATURES BATCH..."
     );
     let path = std::path::PathBuf::from(&args[0]);
     let features: usize = args[1].parse()?;
@@ -64,8 +70,9 @@ fn main() -> anyhow::Result<()> {
         times.sort();
         let median = times[times.len() / 2];
         println!(
-            "{{\"model\":\"{}\",\"batch\":{batch},\"median_us\":{:.2},\"runs\":{}}}",
+            "{{\"model\":\"{}\",\"batch\":{batch},\"threads\":{},\"median_us\":{:.2},\"runs\":{}}}",
             path.file_stem().unwrap_or_default().to_string_lossy(),
+            tractor_model::threads(),
             median.as_secs_f64() * 1e6,
             times.len()
         );

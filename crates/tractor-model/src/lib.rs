@@ -9,9 +9,11 @@ pub mod fetch;
 pub mod ml;
 pub mod optimize;
 mod runner;
+mod threads;
 
 pub use datatype::DataType;
 pub use runner::{Runner, Session};
+pub use threads::{set_threads, threads};
 /// tract's tensor type, re-exported so callers need no direct tract dependency.
 pub use tract_onnx::prelude::{Datum, DatumType, Tensor, f16};
 

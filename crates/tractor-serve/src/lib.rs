@@ -43,7 +43,7 @@ pub struct ServeArgs {
     /// queued, so batching adds no latency at low load and kicks in as the queue fills.
     #[arg(long, env = "TRACTOR_MAX_DELAY_MICROS", default_value_t = 0)]
     pub max_delay_micros: u64,
-    /// Inference threads (default: available cores).
+    /// Inference threads (default: available cores); also the budget a tree ensemble splits one batch across.
     #[arg(long, env = "TRACTOR_THREADS")]
     pub threads: Option<usize>,
     /// Requests that may wait for a thread; beyond it requests are shed with 503 / RESOURCE_EXHAUSTED.
@@ -154,6 +154,13 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, Error> {
         (Some(cert), Some(key)) => Some(tls::TlsFiles::load(cert, key)?),
         _ => None,
     };
+    let threads = threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    // The same budget bounds the ops that split a batch across threads (tree ensembles), before anything runs.
+    tractor_model::set_threads(threads);
     let loaded = tractor_model::load(model, sha256.as_deref()).map_err(Error::LoadModel)?;
     let runner = loaded.runner(*max_batch_size).map_err(Error::LoadModel)?;
     let signature = loaded.signature().clone();
@@ -180,11 +187,6 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, Error> {
 
     let metrics = metrics::Metrics::new(name, loaded.format().platform(), loaded.sha256())
         .map_err(Error::Metrics)?;
-    let threads = threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
     let config = batcher::BatchConfig {
         threads,
         max_batch_size: *max_batch_size,

@@ -3,7 +3,15 @@
 //! (which classes count as scored, the binary one-class layout, base values with two classes).
 //!
 //! tract's own classifier finds each tree's leaf by a linear skip and is 50–1000× slower than onnxruntime; this
-//! one walks child indices, takes the rows tree by tree so a tree stays in cache, and is registered in its place.
+//! one is registered in its place. Its walk: 16-byte nodes whose leaves point to themselves, so every walk takes
+//! its tree's depth in steps with no branch on the node kind or the comparison (the child is indexed by the
+//! outcome); eight (tree, row) walks in lockstep, so their loads overlap; tree by tree over the rows, so a tree
+//! stays in cache; and, with fewer rows than lanes (batch 1), several trees of a row at once.
+//!
+//! Threads: a batch with enough walks is split by rows across helper threads from the process's inference thread
+//! budget ([`crate::threads`]: `tractor serve --threads`, default the available cores). The caller counts against
+//! the budget, so concurrent batches on a busy server run one thread each. Each row sums its trees in tree order
+//! on whichever thread takes it, so the outputs do not depend on the split and match onnxruntime's rounding.
 
 use tract_nnef::internal::*;
 use tract_onnx::pb::NodeProto;
@@ -142,6 +150,102 @@ struct Node {
     nan_true: bool,
 }
 
+/// One node as the walk reads it, 16 bytes. A leaf points to itself on both sides, so a fixed number of steps
+/// (the tree's depth) lands every row on its leaf without a branch on the node kind.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+struct Step {
+    /// Feature index; the top bit set when a NaN feature goes to the true child.
+    feature: u32,
+    threshold: f32,
+    /// `[false child, true child]`, indexed by the comparison's outcome.
+    next: [u32; 2],
+}
+
+/// Fewest (tree, row) walks worth a helper thread of their own (some 30 µs of work, against a few µs to wake a
+/// pooled helper and hand it rows).
+const WALKS_PER_THREAD: usize = 4096;
+
+/// How many (tree, row) walks go in lockstep.
+const LANES: usize = 8;
+
+/// The walk's mode parameter when branch nodes differ in their comparison.
+const MIXED: u8 = u8::MAX;
+
+/// The top bit of [`Step::feature`].
+const NAN_TRUE: u32 = 1 << 31;
+
+/// The nodes as the walk reads them, derived from [`Ensemble::nodes`].
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Walk {
+    steps: Vec<Step>,
+    /// The longest root-to-leaf path of each tree, in steps.
+    depths: Vec<u32>,
+    /// The comparison every branch node makes, when they all make the same one (sklearn: LEQ, LightGBM and
+    /// XGBoost: LT), so the walk compiles it in; `None` reads each node's mode.
+    mode: Option<Mode>,
+    /// Whether any node sends a NaN feature to its true child; without, the walk skips the NaN test.
+    nan_true: bool,
+    /// When every leaf has exactly one weight (regressors with one target, binary classifiers), its target and
+    /// value by node index, read without going through the weight ranges.
+    single: Option<Vec<(u32, f32)>>,
+}
+
+impl Walk {
+    fn new(nodes: &[Node], roots: &[u32], targets: &[u32], values: &[f32]) -> Walk {
+        let steps = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                if n.mode == Mode::Leaf {
+                    Step {
+                        feature: 0,
+                        threshold: 0.0,
+                        next: [i as u32; 2],
+                    }
+                } else {
+                    Step {
+                        feature: n.feature | if n.nan_true { NAN_TRUE } else { 0 },
+                        threshold: n.threshold,
+                        next: [n.b, n.a],
+                    }
+                }
+            })
+            .collect();
+        // Children come after their parents (checked), so one backward pass gives every node's height.
+        let mut height = vec![0u32; nodes.len()];
+        for (i, n) in nodes.iter().enumerate().rev() {
+            if n.mode != Mode::Leaf {
+                height[i] = 1 + height[n.a as usize].max(height[n.b as usize]);
+            }
+        }
+        let mut modes = nodes.iter().map(|n| n.mode).filter(|m| *m != Mode::Leaf);
+        let first = modes.next();
+        let mode = if modes.all(|m| Some(m) == first) {
+            first.or(Some(Mode::Leq))
+        } else {
+            None
+        };
+        Walk {
+            steps,
+            depths: roots.iter().map(|r| height[*r as usize]).collect(),
+            mode,
+            nan_true: nodes.iter().any(|n| n.nan_true && n.mode != Mode::Leaf),
+            single: nodes
+                .iter()
+                .all(|n| n.mode != Mode::Leaf || n.b == n.a + 1)
+                .then(|| {
+                    nodes
+                        .iter()
+                        .map(|n| match n.mode {
+                            Mode::Leaf => (targets[n.a as usize], values[n.a as usize]),
+                            _ => (0, 0.0),
+                        })
+                        .collect()
+                }),
+        }
+    }
+}
+
 /// The leaf-class layout of a classifier, as onnxruntime decides it from the weights.
 #[derive(Debug, Clone, PartialEq)]
 struct Classes {
@@ -165,6 +269,7 @@ pub struct Ensemble {
     post: PostTransform,
     base_values: Vec<f32>,
     classes: Option<Classes>,
+    walk: Walk,
 }
 
 fn probit(p: f32) -> f32 {
@@ -374,9 +479,21 @@ impl Ensemble {
             post,
             base_values,
             classes,
+            walk: Walk::default(),
         };
-        ensemble.check()?;
-        Ok(ensemble)
+        ensemble.ready()
+    }
+
+    /// Check, then derive the walk's layout.
+    fn ready(mut self) -> TractResult<Ensemble> {
+        self.check()?;
+        self.walk = Walk::new(
+            &self.nodes,
+            &self.roots,
+            &self.weight_targets,
+            &self.weight_values,
+        );
+        Ok(self)
     }
 
     /// Every index in range and every walk finite, so `eval` cannot panic or loop on a hostile file.
@@ -418,25 +535,6 @@ impl Ensemble {
         Ok(())
     }
 
-    #[inline(always)]
-    fn leaf(&self, root: u32, row: &[f32]) -> &Node {
-        let mut node = &self.nodes[root as usize];
-        loop {
-            let x = row[node.feature as usize];
-            let t = node.threshold;
-            let go_true = match node.mode {
-                Mode::Leaf => return node,
-                Mode::Leq => x <= t,
-                Mode::Lt => x < t,
-                Mode::Gte => x >= t,
-                Mode::Gt => x > t,
-                Mode::Eq => x == t,
-                Mode::Neq => x != t,
-            } || (node.nan_true && x.is_nan());
-            node = &self.nodes[if go_true { node.a } else { node.b } as usize];
-        }
-    }
-
     /// Scores (and labels for a classifier) of `rows` rows of `n_features`-or-more features each.
     pub fn eval(&self, x: &[f32], width: usize) -> TractResult<(Vec<f32>, Vec<i64>)> {
         ensure!(
@@ -448,27 +546,15 @@ impl Ensemble {
         let t = self.n_targets;
         let mut scores = vec![0f32; rows * t];
         let mut has = vec![false; rows * t];
-        // Tree by tree over all rows: one tree's nodes stay in cache while the rows go by; each row still sums
-        // its trees in order, as onnxruntime does.
-        for &root in &self.roots {
-            for r in 0..rows {
-                let row = &x[r * width..(r + 1) * width];
-                let leaf = self.leaf(root, row);
-                let s = &mut scores[r * t..(r + 1) * t];
-                let h = &mut has[r * t..(r + 1) * t];
-                for w in leaf.a as usize..leaf.b as usize {
-                    let k = self.weight_targets[w] as usize;
-                    let v = self.weight_values[w];
-                    s[k] = match self.aggregate {
-                        Aggregate::Sum | Aggregate::Average => s[k] + v,
-                        Aggregate::Min if h[k] => s[k].min(v),
-                        Aggregate::Max if h[k] => s[k].max(v),
-                        Aggregate::Min | Aggregate::Max => v,
-                    };
-                    h[k] = true;
-                }
-            }
-        }
+        let x = &x[..rows * width];
+        // Rows split across threads when each gets enough walks to pay for handing them over; a row's sums do
+        // not depend on the split, so the outputs are the same for any thread count.
+        let wanted = rows
+            .min(rows * self.roots.len() / WALKS_PER_THREAD)
+            .saturating_sub(1);
+        let claim = crate::threads::Claim::new(wanted);
+        self.accumulate_split(x, width, &mut scores, &mut has, claim.helpers());
+        drop(claim);
         let mut out = vec![0f32; rows * t];
         let mut labels = Vec::with_capacity(if self.classes.is_some() { rows } else { 0 });
         for r in 0..rows {
@@ -481,6 +567,195 @@ impl Ensemble {
             }
         }
         Ok((out, labels))
+    }
+
+    /// [`Self::accumulate`] on the caller and `helpers` helper threads, rows handed out in chunks.
+    fn accumulate_split(
+        &self,
+        x: &[f32],
+        width: usize,
+        scores: &mut [f32],
+        has: &mut [bool],
+        helpers: usize,
+    ) {
+        let rows = x.len().checked_div(width).unwrap_or(0);
+        let t = self.n_targets;
+        if helpers == 0 || rows == 0 {
+            self.accumulate(x, width, scores, has);
+            return;
+        }
+        // Rows go out in chunks from a shared queue, so a helper that starts late takes less and the caller
+        // waits at most for the chunk a helper is in.
+        let chunk = rows.div_ceil(4 * (helpers + 1)).max(LANES);
+        let queue = std::sync::Mutex::new(
+            x.chunks(chunk * width)
+                .zip(scores.chunks_mut(chunk * t))
+                .zip(has.chunks_mut(chunk * t)),
+        );
+        let work = || {
+            loop {
+                let next = queue
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .next();
+                let Some(((x, s), h)) = next else { break };
+                self.accumulate(x, width, s, h);
+            }
+        };
+        crate::threads::pool().in_place_scope(|scope| {
+            for _ in 0..helpers {
+                scope.spawn(|_| work());
+            }
+            work();
+        });
+    }
+
+    /// Combine every tree's leaf weights into `scores` (and mark in `has` which targets got one) for the rows of
+    /// `x`, with the comparison compiled in when all branch nodes share it.
+    fn accumulate(&self, x: &[f32], width: usize, scores: &mut [f32], has: &mut [bool]) {
+        macro_rules! go {
+            ($m:expr) => {
+                if self.walk.nan_true {
+                    self.accumulate_with::<{ $m }, true>(x, width, scores, has)
+                } else {
+                    self.accumulate_with::<{ $m }, false>(x, width, scores, has)
+                }
+            };
+        }
+        match self.walk.mode {
+            Some(Mode::Leq) => go!(Mode::Leq as u8),
+            Some(Mode::Lt) => go!(Mode::Lt as u8),
+            Some(Mode::Gte) => go!(Mode::Gte as u8),
+            Some(Mode::Gt) => go!(Mode::Gt as u8),
+            _ => go!(MIXED),
+        }
+    }
+    /// The (tree, row) pairs in tree-major order, [`LANES`] at a time walked in lockstep: the lanes' loads
+    /// overlap instead of each step waiting on the last, and a tree's nodes stay in cache while the rows go by.
+    /// Each row still takes its trees in order, so sums round exactly as onnxruntime's do.
+    fn accumulate_with<const M: u8, const NAN: bool>(
+        &self,
+        x: &[f32],
+        width: usize,
+        scores: &mut [f32],
+        has: &mut [bool],
+    ) {
+        let rows = x.len().checked_div(width).unwrap_or(0);
+        let total = rows * self.roots.len();
+        if rows >= LANES {
+            // Enough rows to fill the lanes from one tree at a time.
+            for (&root, &steps) in self.roots.iter().zip(&self.walk.depths) {
+                for start in (0..rows).step_by(LANES) {
+                    let count = LANES.min(rows - start);
+                    // Spare lanes of a tree's last block repeat its last row and are not counted.
+                    let off = std::array::from_fn(|l| (start + l.min(count - 1)) * width);
+                    let leaves = self.walk_lanes::<M, NAN>(x, [root; LANES], off, steps);
+                    for (l, leaf) in leaves.iter().take(count).enumerate() {
+                        self.add_leaf(*leaf, start + l, scores, has);
+                    }
+                }
+            }
+            return;
+        }
+        // Fewer rows than lanes (batch 1 above all): the lanes take several trees at once.
+        let (mut tree, mut row, mut done) = (0usize, 0usize, 0usize);
+        while done < total {
+            let count = LANES.min(total - done);
+            let mut at = [0u32; LANES];
+            let mut off = [0usize; LANES];
+            let mut lane_row = [0usize; LANES];
+            let mut steps = 0;
+            for l in 0..count {
+                at[l] = self.roots[tree];
+                off[l] = row * width;
+                lane_row[l] = row;
+                steps = steps.max(self.walk.depths[tree]);
+                row += 1;
+                if row == rows {
+                    row = 0;
+                    tree += 1;
+                }
+            }
+            // Spare lanes of the last group repeat lane 0's walk and are not counted.
+            for l in count..LANES {
+                at[l] = at[0];
+                off[l] = off[0];
+            }
+            let leaves = self.walk_lanes::<M, NAN>(x, at, off, steps);
+            for l in 0..count {
+                self.add_leaf(leaves[l], lane_row[l], scores, has);
+            }
+            done += count;
+        }
+    }
+
+    /// `steps` steps of every lane from node `at` on the row at offset `off`: each lane ends on its leaf.
+    #[inline(always)]
+    fn walk_lanes<const M: u8, const NAN: bool>(
+        &self,
+        x: &[f32],
+        mut at: [u32; LANES],
+        off: [usize; LANES],
+        steps: u32,
+    ) -> [u32; LANES] {
+        let s = &self.walk.steps;
+        for _ in 0..steps {
+            for l in 0..LANES {
+                let n = s[at[l] as usize];
+                let v = x[off[l] + (n.feature & !NAN_TRUE) as usize];
+                let mode = match M {
+                    1 => Mode::Leq,
+                    2 => Mode::Lt,
+                    3 => Mode::Gte,
+                    4 => Mode::Gt,
+                    _ => self.nodes[at[l] as usize].mode,
+                };
+                let mut go = match mode {
+                    Mode::Leaf => false,
+                    Mode::Leq => v <= n.threshold,
+                    Mode::Lt => v < n.threshold,
+                    Mode::Gte => v >= n.threshold,
+                    Mode::Gt => v > n.threshold,
+                    Mode::Eq => v == n.threshold,
+                    Mode::Neq => v != n.threshold,
+                };
+                if NAN {
+                    go |= (n.feature & NAN_TRUE != 0) & v.is_nan();
+                }
+                at[l] = n.next[go as usize];
+            }
+        }
+        at
+    }
+
+    /// Fold one leaf's weights into row `r`'s scores.
+    #[inline(always)]
+    fn add_leaf(&self, leaf: u32, r: usize, scores: &mut [f32], has: &mut [bool]) {
+        let t = self.n_targets;
+        if let Some(single) = &self.walk.single {
+            let (k, v) = single[leaf as usize];
+            let i = r * t + k as usize;
+            scores[i] = self.fold(scores[i], has[i], v);
+            has[i] = true;
+            return;
+        }
+        let leaf = &self.nodes[leaf as usize];
+        for w in leaf.a as usize..leaf.b as usize {
+            let i = r * t + self.weight_targets[w] as usize;
+            scores[i] = self.fold(scores[i], has[i], self.weight_values[w]);
+            has[i] = true;
+        }
+    }
+
+    /// A score after one more leaf weight `v`; `has` says whether it already had one.
+    #[inline(always)]
+    fn fold(&self, score: f32, has: bool, v: f32) -> f32 {
+        match self.aggregate {
+            Aggregate::Sum | Aggregate::Average => score + v,
+            Aggregate::Min if has => score.min(v),
+            Aggregate::Max if has => score.max(v),
+            Aggregate::Min | Aggregate::Max => v,
+        }
     }
 
     fn finish_regression(&self, s: &mut [f32], o: &mut [f32]) {
@@ -711,9 +986,9 @@ impl Ensemble {
                 binary: shape[3] != 0,
                 all_positive: shape[4] != 0,
             }),
+            walk: Walk::default(),
         };
-        ensemble.check()?;
-        Ok(ensemble)
+        ensemble.ready()
     }
 }
 
@@ -993,9 +1268,9 @@ mod tests {
             post,
             base_values: base,
             classes,
+            walk: Walk::default(),
         };
-        e.check().unwrap();
-        e
+        e.ready().unwrap()
     }
 
     #[test]
@@ -1088,6 +1363,179 @@ mod tests {
         back.aggregate = e.aggregate;
         back.post = e.post;
         assert_eq!(back, e);
+    }
+
+    /// The spec's loop, one row and one tree at a time, as the reference for the lockstep walk.
+    fn reference(e: &Ensemble, x: &[f32], width: usize) -> (Vec<f32>, Vec<bool>) {
+        let rows = x.len() / width;
+        let t = e.n_targets;
+        let mut s = vec![0f32; rows * t];
+        let mut h = vec![false; rows * t];
+        for r in 0..rows {
+            let row = &x[r * width..(r + 1) * width];
+            for &root in &e.roots {
+                let mut n = &e.nodes[root as usize];
+                while n.mode != Mode::Leaf {
+                    let (v, th) = (row[n.feature as usize], n.threshold);
+                    let go = match n.mode {
+                        Mode::Leaf => false,
+                        Mode::Leq => v <= th,
+                        Mode::Lt => v < th,
+                        Mode::Gte => v >= th,
+                        Mode::Gt => v > th,
+                        Mode::Eq => v == th,
+                        Mode::Neq => v != th,
+                    } || (n.nan_true && v.is_nan());
+                    n = &e.nodes[if go { n.a } else { n.b } as usize];
+                }
+                for w in n.a as usize..n.b as usize {
+                    let i = r * t + e.weight_targets[w] as usize;
+                    s[i] = e.fold(s[i], h[i], e.weight_values[w]);
+                    h[i] = true;
+                }
+            }
+        }
+        (s, h)
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn unit(&mut self) -> f32 {
+            (self.next() >> 40) as f32 / (1u64 << 24) as f32
+        }
+    }
+
+    /// Unbalanced random trees over `features` features: children after parents, leaves with `per_leaf`
+    /// weights on random targets.
+    #[allow(clippy::too_many_arguments)]
+    fn random_forest(
+        rng: &mut Rng,
+        trees: usize,
+        features: u32,
+        modes: &[Mode],
+        nan: bool,
+        targets: usize,
+        per_leaf: usize,
+        aggregate: Aggregate,
+    ) -> Ensemble {
+        fn grow(
+            rng: &mut Rng,
+            depth: u32,
+            e: &mut Ensemble,
+            features: u32,
+            modes: &[Mode],
+            nan: bool,
+            per_leaf: usize,
+        ) -> u32 {
+            let at = e.nodes.len() as u32;
+            if depth == 0 || (depth < 6 && rng.below(4) == 0) {
+                let a = e.weight_values.len() as u32;
+                for _ in 0..per_leaf {
+                    e.weight_targets.push(rng.below(e.n_targets) as u32);
+                    e.weight_values.push(rng.unit() - 0.5);
+                }
+                e.nodes.push(Node {
+                    feature: 0,
+                    threshold: 0.0,
+                    a,
+                    b: e.weight_values.len() as u32,
+                    mode: Mode::Leaf,
+                    nan_true: false,
+                });
+                return at;
+            }
+            e.nodes.push(Node {
+                feature: rng.below(features as usize) as u32,
+                // Thresholds on a coarse grid, so EQ and NEQ nodes meet equal features.
+                threshold: rng.below(8) as f32 / 8.0,
+                a: 0,
+                b: 0,
+                mode: modes[rng.below(modes.len())],
+                nan_true: nan && rng.below(2) == 0,
+            });
+            let a = grow(rng, depth - 1, e, features, modes, nan, per_leaf);
+            let b = grow(rng, depth - 1, e, features, modes, nan, per_leaf);
+            e.nodes[at as usize].a = a;
+            e.nodes[at as usize].b = b;
+            at
+        }
+        let mut e = Ensemble {
+            nodes: vec![],
+            roots: vec![],
+            weight_targets: vec![],
+            weight_values: vec![],
+            n_targets: targets,
+            n_features: features as usize,
+            aggregate,
+            post: PostTransform::None,
+            base_values: vec![],
+            classes: None,
+            walk: Walk::default(),
+        };
+        for _ in 0..trees {
+            let depth = 1 + rng.below(9) as u32;
+            let root = grow(rng, depth, &mut e, features, modes, nan, per_leaf);
+            e.roots.push(root);
+        }
+        e.ready().unwrap()
+    }
+
+    #[test]
+    fn lockstep_walk_matches_the_plain_walk_for_any_batch_and_thread_count() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let all = [
+            Mode::Leq,
+            Mode::Lt,
+            Mode::Gte,
+            Mode::Gt,
+            Mode::Eq,
+            Mode::Neq,
+        ];
+        let cases: [(&[Mode], bool, usize, usize, Aggregate); 5] = [
+            (&[Mode::Leq], false, 1, 1, Aggregate::Sum),
+            (&[Mode::Lt], true, 1, 1, Aggregate::Average),
+            (&all, true, 3, 2, Aggregate::Sum),
+            (&[Mode::Gte], false, 4, 3, Aggregate::Min),
+            (&all, false, 2, 1, Aggregate::Max),
+        ];
+        for (modes, nan, targets, per_leaf, aggregate) in cases {
+            let e = random_forest(&mut rng, 37, 5, modes, nan, targets, per_leaf, aggregate);
+            assert_eq!(e.walk.single.is_some(), per_leaf == 1);
+            assert_eq!(e.walk.mode.is_some(), modes.len() == 1);
+            assert_eq!(e.walk.nan_true, nan);
+            let width = 6;
+            for rows in [1, 3, 8, 13, 300] {
+                let x: Vec<f32> = (0..rows * width)
+                    .map(|_| match rng.below(10) {
+                        0 if nan => f32::NAN,
+                        1 => rng.below(8) as f32 / 8.0,
+                        _ => rng.unit(),
+                    })
+                    .collect();
+                let (want_s, want_h) = reference(&e, &x, width);
+                for helpers in [0, 1, 3] {
+                    let mut s = vec![0f32; rows * targets];
+                    let mut h = vec![false; rows * targets];
+                    e.accumulate_split(&x, width, &mut s, &mut h, helpers);
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&s),
+                        bits(&want_s),
+                        "{modes:?} nan={nan} rows={rows} helpers={helpers}"
+                    );
+                    assert_eq!(h, want_h);
+                }
+            }
+        }
     }
 
     #[test]
