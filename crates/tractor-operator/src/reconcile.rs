@@ -241,10 +241,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action, Error> {
                 action: "Autoscale".into(),
                 secondary: None,
             };
-            // Best effort, as every event.
-            if let Err(e) = ctx.recorder.publish(&event, &md.object_ref(&())).await {
-                warn!(error = %e, "could not publish event");
-            }
+            publish(ctx, md, &event).await;
         }
     }
     let became_ready = !conditions::is_true(&old.conditions, conditions::READY)
@@ -560,10 +557,21 @@ async fn keep_serving(v: &Validated, ctx: &Context) -> Result<Option<Deployment>
         return Ok(None);
     };
     let desired = build::desired_replicas(&v.md);
-    if live.spec.as_ref().and_then(|s| s.replicas) == Some(desired) {
-        return Ok(Some(live));
+    Ok(Some(scale_deployment(ctx, v, &live, desired).await?))
+}
+
+/// Sets the serving Deployment's replica count, leaving its template alone; no write when it already has it.
+pub(crate) async fn scale_deployment(
+    ctx: &Context,
+    v: &Validated,
+    live: &Deployment,
+    replicas: i32,
+) -> Result<Deployment, Error> {
+    if live.spec.as_ref().and_then(|s| s.replicas) == Some(replicas) {
+        return Ok(live.clone());
     }
-    let patch = serde_json::json!({"spec": {"replicas": desired}});
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let patch = serde_json::json!({"spec": {"replicas": replicas}});
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..PatchParams::default()
@@ -577,7 +585,15 @@ async fn keep_serving(v: &Validated, ctx: &Context) -> Result<Option<Deployment>
         .child_applies
         .with_label_values(&["Deployment"])
         .inc();
-    Ok(Some(patched))
+    Ok(patched)
+}
+
+/// Publishes an event about the ModelDeployment. Events are best effort: losing one must not fail the
+/// reconcile.
+pub(crate) async fn publish(ctx: &Context, md: &ModelDeployment, event: &Event) {
+    if let Err(e) = ctx.recorder.publish(event, &md.object_ref(&())).await {
+        warn!(error = %e, "could not publish event");
+    }
 }
 
 /// Server-side applies a child unless the live one already carries the same content hash: a steady state
@@ -857,10 +873,7 @@ async fn write_status(
         return Ok(());
     }
     for event in transitions(old, &new) {
-        // Events are best effort: losing one must not fail the reconcile.
-        if let Err(e) = ctx.recorder.publish(&event, &md.object_ref(&())).await {
-            warn!(error = %e, "could not publish event");
-        }
+        publish(ctx, md, &event).await;
     }
     let api: Api<ModelDeployment> =
         Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());

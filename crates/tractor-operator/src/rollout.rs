@@ -26,6 +26,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
 use tractor_api::conditions::{self, reason};
 use tractor_api::names::FIELD_MANAGER;
 use tractor_api::{Canary, ModelDeploymentStatus, ModelStatus, Phase, RolloutStrategy};
@@ -35,7 +36,7 @@ use crate::build;
 use crate::canary::{self, Signals, State, Verdict};
 use crate::error::{Error, call, is_not_found};
 use crate::prom::{self, Selector};
-use crate::reconcile::{Context, apply_child};
+use crate::reconcile::{Context, apply_child, publish, scale_deployment};
 use crate::validate::Validated;
 
 /// Shortest and longest time between two analyses of one canary.
@@ -134,8 +135,9 @@ fn rolled_out(d: &Deployment, revision: &str) -> bool {
         && s.replicas.unwrap_or(0) == want
 }
 
-fn available(d: Option<&Deployment>) -> i32 {
-    d.and_then(|d| d.status.as_ref())
+fn available(d: &Deployment) -> i32 {
+    d.status
+        .as_ref()
         .and_then(|s| s.available_replicas)
         .unwrap_or(0)
 }
@@ -236,8 +238,8 @@ pub async fn progress(
             )
             .await?;
             // The stable side gives up a pod only once a canary pod took its place.
-            let ready = available(Some(&canary)).min(c);
-            let stable = scale(ctx, v, &stable, s.max(total - ready)).await?;
+            let ready = available(&canary).min(c);
+            let stable = scale_deployment(ctx, v, &stable, s.max(total - ready)).await?;
             (stable, Some(canary))
         }
         State::Promoted { .. } => {
@@ -248,22 +250,22 @@ pub async fn progress(
                 "Deployment",
             )
             .await?;
-            publish(
-                ctx,
-                v,
-                reason::PROMOTED,
-                format!(
+            let event = Event {
+                type_: EventType::Normal,
+                reason: reason::PROMOTED.into(),
+                note: Some(format!(
                     "canary revision {} passed every step and replaces {stable_revision}",
                     v.revision
-                ),
-                false,
-            )
-            .await;
+                )),
+                action: "Rollout".into(),
+                secondary: None,
+            };
+            publish(ctx, &v.md, &event).await;
             (stable, live_canary)
         }
         State::RolledBack { .. } => {
             remove_canary(ctx, v).await?;
-            (scale(ctx, v, &stable, total).await?, None)
+            (scale_deployment(ctx, v, &stable, total).await?, None)
         }
         State::Stable => return Ok(None),
     };
@@ -358,34 +360,6 @@ fn describe(s: &Signals) -> String {
         f(s.error_rate, 4),
         f(s.accuracy, 4)
     )
-}
-
-/// Sets the stable Deployment's replica count, leaving its template alone.
-async fn scale(
-    ctx: &Context,
-    v: &Validated,
-    live: &Deployment,
-    replicas: i32,
-) -> Result<Deployment, Error> {
-    if live.spec.as_ref().and_then(|s| s.replicas) == Some(replicas) {
-        return Ok(live.clone());
-    }
-    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &v.namespace);
-    let patch = serde_json::json!({"spec": {"replicas": replicas}});
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.to_owned()),
-        ..PatchParams::default()
-    };
-    let patched = call(
-        "scale Deployment",
-        api.patch(&v.name, &params, &Patch::Merge(&patch)),
-    )
-    .await?;
-    ctx.metrics
-        .child_applies
-        .with_label_values(&["Deployment"])
-        .inc();
-    Ok(patched)
 }
 
 /// True when this ModelDeployment owns `d`.
@@ -535,26 +509,6 @@ pub async fn return_to_previous(ctx: &Context, v: &Validated) -> Result<Option<S
         .with_label_values(&["Deployment"])
         .inc();
     Ok(Some(revision))
-}
-
-async fn publish(ctx: &Context, v: &Validated, why: &str, note: String, warning: bool) {
-    use kube::Resource;
-    use kube::runtime::events::{Event, EventType};
-    let event = Event {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: why.into(),
-        note: Some(note),
-        action: "Rollout".into(),
-        secondary: None,
-    };
-    // Best effort, as every event.
-    if let Err(e) = ctx.recorder.publish(&event, &v.md.object_ref(&())).await {
-        tracing::warn!(error = %e, "could not publish event");
-    }
 }
 
 /// Takes the canary fields out of the status: no canary is in progress.
