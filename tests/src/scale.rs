@@ -107,6 +107,14 @@ impl OwnPrometheus {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Waits until a server of `namespace` has been scraped, so the operator's first read finds data.
+    pub fn wait_scraped(&self, namespace: &str) -> Result<()> {
+        let info = format!("tractor_model_info{{namespace=\"{namespace}\"}}");
+        wait_for(DEFAULT_WAIT, "the first scrape", || {
+            Ok((!self.query(&info)?.is_empty()).then_some(()))
+        })
+    }
+
     /// Runs an instant query and returns `data.result`.
     pub fn query(&self, query: &str) -> Result<Vec<Value>> {
         let body: Value = reqwest::blocking::Client::builder()

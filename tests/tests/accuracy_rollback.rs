@@ -128,7 +128,7 @@ fn accuracy_below_the_floor_returns_to_the_last_stable_revision() -> Result<()> 
     ensure!(condition(&ns, "digits", "Degraded")?["status"] == "True");
     ensure!(events(&ns, "digits", "AccuracyRollback")?.len() == 1);
 
-    // Not retried: later reconciles keep revision 1 and write nothing new about it.
+    // Not retried: once revision 1's pods are back it is the stable revision, and the template stays on it.
     wait_for(DEFAULT_WAIT, "revision 1's pods rolled back in", || {
         let s = get(&ns, "digits")?;
         Ok((s["status"]["revision"]["stable"].as_str() == Some(first.as_str())).then_some(()))

@@ -33,10 +33,7 @@ fn slow_answers_scale_out_up_to_the_maximum() -> Result<()> {
     )?;
     let prometheus =
         OwnPrometheus::start(&[(addr(&serve), pod_labels(ns.name(), &pod_name("digits", 0)))])?;
-    let info = format!("tractor_model_info{{namespace=\"{}\"}}", ns.name());
-    wait_for(DEFAULT_WAIT, "the first scrape", || {
-        Ok((!prometheus.query(&info)?.is_empty()).then_some(()))
-    })?;
+    prometheus.wait_scraped(ns.name())?;
     let op = Operator::spawn(c, ns.name(), &["--prometheus-url", &prometheus.url()])?;
     op.wait_ready()?;
     let md = autoscaled(

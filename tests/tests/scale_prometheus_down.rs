@@ -31,10 +31,7 @@ fn prometheus_down_holds_replicas_and_restarted_resumes_scaling() -> Result<()> 
     let mut prometheus =
         OwnPrometheus::start(&[(addr(&serve), pod_labels(ns.name(), &pod_name("digits", 0)))])?;
     // Scraped before the autoscaler first asks, so the only holds are the outage's.
-    let info = format!("tractor_model_info{{namespace=\"{}\"}}", ns.name());
-    wait_for(DEFAULT_WAIT, "the first scrape", || {
-        Ok((!prometheus.query(&info)?.is_empty()).then_some(()))
-    })?;
+    prometheus.wait_scraped(ns.name())?;
     let op = Operator::spawn(c, ns.name(), &["--prometheus-url", &prometheus.url()])?;
     op.wait_ready()?;
     let md = autoscaled(
