@@ -5,8 +5,8 @@
 //! one large batch alone on an idle server gets all the cores, while as many concurrent batches as there are
 //! serving threads get no helpers and run one thread each, as everything else in tract does.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The budget; 0 until [`set_threads`] stores one.
 static BUDGET: AtomicUsize = AtomicUsize::new(0);
@@ -32,17 +32,108 @@ pub fn threads() -> usize {
 
 /// The helper threads: one fewer than the budget when first used (at least one), kept between batches so a
 /// batch does not pay for starting a thread.
-pub(crate) fn pool() -> &'static rayon::ThreadPool {
+fn pool() -> &'static rayon::ThreadPool {
     static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
     POOL.get_or_init(|| {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads().saturating_sub(1).max(1))
             .thread_name(|i| format!("tractor-helper-{i}"))
+            // A panicking part is computed again by its caller, whose panic is the one that counts; rayon's
+            // default for a panicking spawned job is to abort the process.
+            .panic_handler(|_| {})
             .build()
             // Building fails only when the OS refuses threads; a pool of one is the least there is.
             .or_else(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build())
             .expect("no thread for the helper pool")
     })
+}
+
+/// Compute `work(0)` … `work(parts - 1)` on the calling thread and on up to `helpers` helper threads, and return
+/// the results in order.
+///
+/// Parts are claimed one at a time by whichever thread comes first, and the caller waits only for parts a helper
+/// has already claimed (at most one each, spinning, since a part is microseconds of work): never for a helper
+/// to wake or to finish its job. A sleeping helper takes tens of microseconds to wake (a futex and, on a VM, an
+/// idle vCPU), and waiting on rayon's scope for it, or being woken by it, cost as much as a 256-row batch of a
+/// 100-tree forest takes on two threads. A part whose helper panicked is computed again by the caller.
+pub(crate) fn split<T, W>(helpers: usize, parts: usize, work: W) -> Vec<T>
+where
+    T: Send + 'static,
+    W: Fn(usize) -> T + Send + Sync + 'static,
+{
+    let shared = Arc::new(Parts {
+        work,
+        parts,
+        next: AtomicUsize::new(0),
+        finished: AtomicUsize::new(0),
+        results: Mutex::new((0..parts).map(|_| None).collect()),
+    });
+    if helpers > 0 && parts > 1 {
+        let pool = pool();
+        for _ in 0..helpers.min(parts - 1) {
+            let shared = Arc::clone(&shared);
+            pool.spawn(move || shared.drain());
+        }
+    }
+    shared.drain();
+    // Every part is claimed now; wait for those in a helper's hands.
+    let mut spins = 0u32;
+    while shared.finished.load(Ordering::Acquire) < parts {
+        spins = spins.wrapping_add(1);
+        if spins.is_multiple_of(1024) {
+            // A helper preempted mid-part: give it the core rather than spin through its time slice.
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    let results = std::mem::take(&mut *lock(&shared.results));
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| r.unwrap_or_else(|| (shared.work)(i)))
+        .collect()
+}
+
+/// A [`split`] in progress, shared by the caller and its helpers.
+struct Parts<T, W> {
+    work: W,
+    parts: usize,
+    /// The next part to claim; at or past the end when all are claimed.
+    next: AtomicUsize,
+    /// Parts whose work has returned or panicked.
+    finished: AtomicUsize,
+    results: Mutex<Vec<Option<T>>>,
+}
+
+impl<T, W: Fn(usize) -> T> Parts<T, W> {
+    /// Claim and compute parts until none is left.
+    fn drain(&self) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::AcqRel);
+            if i >= self.parts {
+                return;
+            }
+            // Counted as finished even when `work` panics, so the caller never waits for it.
+            let _finished = Finished(&self.finished);
+            let result = (self.work)(i);
+            lock(&self.results)[i] = Some(result);
+        }
+    }
+}
+
+/// Counts a part finished when dropped.
+struct Finished<'a>(&'a AtomicUsize);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// The lock's value even if a panicking part poisoned it: results are whole values, never half-written.
+fn lock<V>(m: &Mutex<V>) -> std::sync::MutexGuard<'_, V> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The calling thread plus the helper threads it may start, given back to the budget on drop.
@@ -92,6 +183,43 @@ impl Drop for Claim {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_returns_every_part_in_order_even_when_a_helper_panics() {
+        use std::sync::atomic::AtomicBool;
+        use std::time::{Duration, Instant};
+        static HELPER_RAN: AtomicBool = AtomicBool::new(false);
+        let on_helper = || {
+            std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with("tractor-helper-"))
+        };
+        let parts = split(1, 64, move |i| {
+            if on_helper() {
+                HELPER_RAN.store(true, Ordering::Release);
+                panic!("part {i} on a helper");
+            }
+            if i == 0 {
+                // Hold the caller at its first part until a helper has taken one, so the panic path runs.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !HELPER_RAN.load(Ordering::Acquire) && Instant::now() < deadline {
+                    std::thread::yield_now();
+                }
+            }
+            i * 10
+        });
+        assert!(
+            HELPER_RAN.load(Ordering::Acquire),
+            "no helper took a part within 10 s"
+        );
+        assert_eq!(parts, (0..64).map(|i| i * 10).collect::<Vec<_>>());
+        assert_eq!(
+            split(0, 3, |i| i),
+            [0, 1, 2],
+            "no helpers: the caller alone"
+        );
+        assert!(split(2, 0, |i| i).is_empty());
+    }
 
     #[test]
     fn claims_share_the_budget_and_give_it_back() {
