@@ -414,9 +414,9 @@ pub fn events(ns: &TestNamespace, name: &str, reason: &str) -> Result<Vec<Value>
         .collect())
 }
 
-/// How many times events about the ModelDeployment `name` with `reason` occurred. The event recorder
-/// folds a repeat (same regarding object, reason, action and type; the note may differ) into the first
-/// Event's `series.count` instead of creating another Event object, so objects alone undercount.
+/// How many times events about the ModelDeployment `name` with `reason` occurred. The operator folds a
+/// repeat of the same message into its Event's `series.count` instead of creating another Event object, so
+/// objects alone undercount.
 pub fn event_count(ns: &TestNamespace, name: &str, reason: &str) -> Result<u64> {
     Ok(events(ns, name, reason)?
         .iter()

@@ -17,7 +17,7 @@ use tractor_e2e::cluster::{DEFAULT_WAIT, TestNamespace, cluster, wait_for};
 use tractor_e2e::operator::Operator;
 use tractor_e2e::scale::{
     Evaluated, Load, ScrapeTargets, addr, apply_and_serve, autoscaled, condition,
-    deployment_replicas, evaluated, event_count, pod_labels, pod_name, unix_now,
+    deployment_replicas, evaluated, event_count, events, pod_labels, pod_name, unix_now,
 };
 use tractor_e2e::serve::Serve;
 
@@ -265,5 +265,16 @@ fn load_step_scales_up_noise_changes_nothing_and_scale_down_waits_for_the_window
             e.desired == 1
         })?;
     }
+    // Each change has its own message in `kubectl describe`: the way up and the way down are separate
+    // Events, not repeats folded under the first change's note.
+    let notes: Vec<String> = events(&ns, "digits", SCALING)?
+        .iter()
+        .filter_map(|e| e["note"].as_str().map(str::to_owned))
+        .collect();
+    ensure!(
+        notes.iter().any(|n| n.starts_with("replicas 1 -> "))
+            && notes.iter().any(|n| n.contains(" -> 1: ")),
+        "the Scaling events do not show both the scale-up and the scale-down: {notes:?}"
+    );
     Ok(())
 }

@@ -6,6 +6,7 @@ pub mod autoscaler;
 pub mod build;
 pub mod canary;
 pub mod error;
+pub mod events;
 pub mod fresh;
 pub mod hpa;
 pub mod leader;
@@ -26,7 +27,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::ListParams;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{error, info};
@@ -124,13 +124,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
     let ctx = Arc::new(Context {
         client: client.clone(),
         build: BuildConfig { image },
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "tractor".into(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
-        ),
+        recorder: events::Recorder::new(client.clone(), "tractor", std::env::var("POD_NAME").ok()),
         metrics,
         autoscaler,
         rollouts: Default::default(),

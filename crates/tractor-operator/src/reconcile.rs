@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -25,6 +25,7 @@ use tractor_api::{ModelDeployment, ModelDeploymentStatus, ModelStatus, Phase, Re
 use crate::autoscaler::{self, Autoscaler, Evaluation, Outcome};
 use crate::build::{self, BuildConfig};
 use crate::error::{Error, call, is_not_found};
+use crate::events::Recorder;
 use crate::metrics::Metrics;
 use crate::rollout;
 use crate::validate::{Validated, validate};
@@ -35,7 +36,7 @@ pub struct Context {
     pub client: kube::Client,
     /// Builder settings (image).
     pub build: BuildConfig,
-    /// Event recorder (one per operator, deduplicating).
+    /// Event recorder (one per operator; repeats of a message fold into one Event).
     pub recorder: Recorder,
     /// Operator metrics.
     pub metrics: Metrics,
