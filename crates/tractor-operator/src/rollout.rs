@@ -49,6 +49,9 @@ pub struct Rollouts {
     last_analysis: Mutex<HashMap<String, f64>>,
 }
 
+/// Seconds after which a canary's analysis clock is dropped.
+const FORGET_AFTER: f64 = 3600.0;
+
 impl Rollouts {
     /// True (and remembered) when `every` has passed since the last analysis of `key`.
     fn due(&self, key: &str, now: f64, every: Duration) -> bool {
@@ -58,6 +61,9 @@ impl Rollouts {
         match last.get(key) {
             Some(at) if now - at + 0.05 < every.as_secs_f64() => false,
             _ => {
+                // Analyses come every 15 s at most: a clock untouched for longer than FORGET_AFTER belongs
+                // to a canary that has finished or a ModelDeployment that is gone.
+                last.retain(|_, at| now - *at < FORGET_AFTER);
                 last.insert(key.to_owned(), now);
                 true
             }
@@ -652,5 +658,8 @@ mod tests {
         assert!(!r.due("a", 103.0, every));
         assert!(r.due("b", 103.0, every), "each canary has its own clock");
         assert!(r.due("a", 105.0, every));
+        assert!(r.due("c", 105.0 + FORGET_AFTER, every));
+        let clocks = r.last_analysis.lock().map(|l| l.len()).unwrap_or_default();
+        assert_eq!(clocks, 1, "finished canaries' clocks are forgotten");
     }
 }
