@@ -32,4 +32,6 @@ target=${CARGO_TARGET_DIR:-target}
 scripts/image.sh --bin "$target/debug/tractor" --name localhost/tractor:e2e --out "$target/image/tractor-e2e.oci.tar" --import
 # Flux kstatus and Argo CD health for the install tests (cached by go.sum; cold: a few minutes).
 tests/gitops-health/build.sh >/dev/null
+# Each test's operator logs to a file of its own there; a failing test's output names it.
+rm -rf "$target/debug/e2e-logs"
 cargo test --locked -p tractor-e2e -- --test-threads=2

@@ -28,6 +28,26 @@ pub fn tractor_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// The debug log of the operators a test starts in `namespace`, appended to by each:
+/// `target/debug/e2e-logs/<namespace>-operator.log`. A file rather than the test output, where every
+/// concurrently running test's operator interleaved its debug lines into CI's log.
+fn log_file(namespace: &str) -> Result<(PathBuf, std::fs::File)> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test binary has no target dir")?
+        .join("e2e-logs");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{namespace}-operator.log"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    Ok((path, file))
+}
+
 /// A running operator; killed (SIGKILL) when dropped.
 pub struct Operator {
     child: Child,
@@ -74,6 +94,9 @@ impl Operator {
             .local_addr()?
             .port();
         let admin = format!("127.0.0.1:{port}");
+        let (log_path, log) = log_file(namespace)?;
+        // Captured by the test harness: shown with a failing test's output only.
+        eprintln!("operator log: {}", log_path.display());
         let child = Command::new(tractor_binary()?)
             .args([
                 "operator",
@@ -88,8 +111,8 @@ impl Operator {
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,tractor_operator=debug")
             .stdin(Stdio::null())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit())
+            .stdout(log.try_clone()?)
+            .stderr(log)
             .spawn()
             .context("starting tractor operator")?;
         let op = Self {
