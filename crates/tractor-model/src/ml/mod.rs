@@ -65,6 +65,11 @@ const OURS: &[(&str, Builder, &str)] = &[
         "libsvm and liblinear layouts, all kernels, one-class",
     ),
     (
+        "TreeEnsemble",
+        tree::ensemble_onnx,
+        "opset 5; the same evaluator; float32 only; set membership as equality chains",
+    ),
+    (
         "TreeEnsembleClassifier",
         tree::classifier_onnx,
         "flat-array evaluator, replaces tract's; integer class labels",
@@ -108,10 +113,6 @@ const ML_DOMAIN: &[&str] = &[
 const NOT_RUN: &[(&str, &str)] = &[
     ("CastMap", "map input: no tensor form in OIP"),
     ("DictVectorizer", "map input: no tensor form in OIP"),
-    (
-        "TreeEnsemble",
-        "ai.onnx.ml opset 5; skl2onnx 1.17 and onnxmltools 1.12 do not emit it",
-    ),
 ];
 
 /// tract's ONNX framework with tractor's ops registered (ours replace tract's of the same name).

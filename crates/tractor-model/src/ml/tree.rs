@@ -1,6 +1,7 @@
 //! Tree ensembles: ai.onnx.ml `TreeEnsembleClassifier` and `TreeEnsembleRegressor` (opset 1–3, ONNX
-//! Operators-ml.md), evaluated over one flat node array, with onnxruntime's conventions where the spec is silent
-//! (which classes count as scored, the binary one-class layout, base values with two classes).
+//! Operators-ml.md) and `TreeEnsemble` (opset 5, read in [`v5`]), evaluated over one flat node array, with
+//! onnxruntime's conventions where the spec is silent (which classes count as scored, the binary one-class
+//! layout, base values with two classes).
 //!
 //! tract's own classifier finds each tree's leaf by a linear skip and is 50–1000× slower than onnxruntime; this
 //! one is registered in its place. Its walk: 16-byte nodes whose leaves point to themselves, so every walk takes
@@ -22,6 +23,8 @@ use tract_onnx::tract_hir::internal::{
 };
 
 use super::{attr_f32s, attr_i64s, attr_opt_f32s, attr_strs, reject_double_attrs};
+
+mod v5;
 
 /// Name of the NNEF primitive the artifact stores the op as.
 const NNEF_ID: &str = "tractor_ml_tree_ensemble";
@@ -1123,6 +1126,15 @@ pub fn classifier_onnx(
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let ensemble = Arc::new(Ensemble::from_onnx(node, true)?);
+    Ok((expand(TreeEnsembleOnnx(TreeEnsemble { ensemble })), vec![]))
+}
+
+/// ONNX builder for `TreeEnsemble` (ai.onnx.ml opset 5).
+pub fn ensemble_onnx(
+    ctx: &tract_onnx::model::ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let ensemble = Arc::new(Ensemble::from_onnx_v5(ctx, node)?);
     Ok((expand(TreeEnsembleOnnx(TreeEnsemble { ensemble })), vec![]))
 }
 
