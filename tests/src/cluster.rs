@@ -15,6 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
+pub use crate::paths::repo_root;
+
 /// kube-apiserver's secure port; mirrors `APISERVER_PORT` in `tests/cluster/cluster.sh`.
 pub const APISERVER_PORT: u16 = 16443;
 /// Prometheus' port; mirrors `PROMETHEUS_PORT` in `tests/cluster/cluster.sh`.
@@ -29,14 +31,6 @@ const POLL_INTERVAL: Duration = Duration::from_millis(250);
 #[derive(Debug)]
 pub struct Cluster {
     dir: PathBuf,
-}
-
-/// The repository root (the parent of the `tests` crate).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(".."))
 }
 
 /// The cluster state dir, as `tests/cluster/cluster.sh` computes it.

@@ -6,5 +6,6 @@ pub mod modeldeployment;
 pub mod node;
 pub mod operator;
 pub mod optimize;
+pub mod paths;
 pub mod scale;
 pub mod serve;

@@ -7,26 +7,7 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{Context, Result};
 
 use crate::cluster::{Cluster, DEFAULT_WAIT, wait_for};
-
-/// The `tractor` binary next to the running test binary (`target/debug/deps/..` → `target/debug/tractor`);
-/// `scripts/test.sh` builds it before the end-to-end tests. `$TRACTOR_BIN` overrides.
-pub fn tractor_binary() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("TRACTOR_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe()?;
-    let debug = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test binary has no target dir")?;
-    let bin = debug.join("tractor");
-    anyhow::ensure!(
-        bin.is_file(),
-        "{} not found: run `cargo build -p tractor` first",
-        bin.display()
-    );
-    Ok(bin)
-}
+pub use crate::paths::tractor_binary;
 
 /// The debug log of the operators a test starts in `namespace`, appended to by each:
 /// `target/debug/e2e-logs/<namespace>-operator.log`. A file rather than the test output, where every

@@ -9,30 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-/// The repository root.
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
-/// The committed model fixtures folder.
-pub fn fixtures() -> PathBuf {
-    repo_root().join("tests/fixtures")
-}
-
-/// The `tractor` binary the tests run: `$TRACTOR_BIN`, else `$CARGO_TARGET_DIR/debug/tractor` (built by
-/// `scripts/test.sh` before the end-to-end tests).
-pub fn tractor_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("TRACTOR_BIN") {
-        return PathBuf::from(p);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    target.join("debug/tractor")
-}
+use crate::paths::tractor_binary;
+pub use crate::paths::{fixtures, repo_root};
 
 /// What one `tractor optimize` run gave.
 #[derive(Debug)]
@@ -55,7 +33,7 @@ impl Run {
 /// Run `tractor optimize` with `args` plus `--out OUT --report OUT/../report.json`, with `env` added.
 pub fn optimize(out: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Run> {
     let report = out.with_extension("report.json");
-    let mut cmd = Command::new(tractor_bin());
+    let mut cmd = Command::new(tractor_binary()?);
     cmd.arg("optimize")
         .args(args)
         .arg("--out")
@@ -71,9 +49,7 @@ pub fn optimize(out: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Run> 
         status,
         stdout,
         stderr,
-    } = cmd
-        .output()
-        .with_context(|| format!("running {}", tractor_bin().display()))?;
+    } = cmd.output().context("running tractor optimize")?;
     let stderr = String::from_utf8_lossy(&stderr).into_owned();
     let text = std::fs::read_to_string(&report)
         .with_context(|| format!("no report written; stderr:\n{stderr}"))?;

@@ -9,38 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-/// The repository root.
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// `tests/fixtures`, where `make_models.py` wrote the models and their test splits.
-pub fn fixtures() -> PathBuf {
-    repo_root().join("tests/fixtures")
-}
-
-/// The `tractor` binary: `$TRACTOR_BIN`, else `$CARGO_TARGET_DIR/debug/tractor`, else `target/debug/tractor`.
-/// `scripts/test.sh` builds it before the end-to-end tests run.
-pub fn tractor_bin() -> anyhow::Result<PathBuf> {
-    let candidates = [
-        std::env::var_os("TRACTOR_BIN").map(PathBuf::from),
-        std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join("debug/tractor")),
-        Some(repo_root().join("target/debug/tractor")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.is_file())
-        .context("tractor binary not found: run `cargo build -p tractor` or set TRACTOR_BIN")
-}
-
-/// The Python of the fixtures venv (`/root/.cache/tractor/venv`, or `$TRACTOR_VENV`).
-pub fn venv_python() -> PathBuf {
-    let venv = std::env::var_os("TRACTOR_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root/.cache/tractor/venv"));
-    venv.join("bin/python")
-}
+use crate::paths::tractor_binary;
+pub use crate::paths::{fixtures, repo_root, venv_python};
 
 /// A port free at the time of asking (the OS picks it).
 pub fn free_port() -> anyhow::Result<u16> {
@@ -87,7 +57,7 @@ impl Serve {
         let http_port = free_port()?;
         let grpc_port = free_port()?;
         let model_path = fixtures().join(model);
-        let child = Command::new(tractor_bin()?)
+        let child = Command::new(tractor_binary()?)
             .arg("serve")
             .arg("--model")
             .arg(&model_path)

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
-use tractor_e2e::optimize::{fixtures, tractor_bin};
+use tractor_e2e::paths::{fixtures, tractor_binary};
 use tractor_e2e::serve::{Serve, Split};
 
 const MODEL: &str = "breast_cancer_pipeline";
@@ -57,7 +57,7 @@ fn serve_answers_the_probability_tensor_and_says_so() {
 
 #[test]
 fn inspect_warns_and_shows_the_export_fix() {
-    let out = Command::new(tractor_bin())
+    let out = Command::new(tractor_binary().unwrap())
         .arg("inspect")
         .arg(fixtures().join(format!("{MODEL}.onnx")))
         .env("RUST_LOG", "warn")
