@@ -307,13 +307,7 @@ pub async fn serve(
             )
         }
         Some(files) => {
-            let config = files.rest_config().map_err(|reason| {
-                Error::Tls(tls::TlsError::Invalid {
-                    path: "--tls-cert/--tls-key".into(),
-                    reason,
-                })
-            })?;
-            let http = tls::TlsListener::new(http, config).map_err(Error::Start)?;
+            let http = tls::TlsListener::new(http, files.rest_config()).map_err(Error::Start)?;
             tokio::spawn(
                 axum::serve(http, app)
                     .with_graceful_shutdown(stopped(stop_rx.clone()))

@@ -20,13 +20,15 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Finished handshakes waiting for the HTTP server to pick them up; accepting stops while it is full.
 const ACCEPTED_BACKLOG: usize = 128;
 
-/// The certificate chain and key, read once at start (a rotated Secret reaches the pod as a restart).
+/// The certificate chain and key, read once at start (a rotated Secret reaches the pod as a restart), and the
+/// REST port's rustls configuration built from them.
 #[derive(Clone)]
 pub struct TlsFiles {
     /// The certificate chain, PEM, leaf first.
     pub cert_pem: Vec<u8>,
     /// The private key, PEM (PKCS#8, PKCS#1 or SEC1).
     pub key_pem: Vec<u8>,
+    rest: Arc<rustls::ServerConfig>,
 }
 
 /// Why TLS could not be set up; names the file at fault.
@@ -60,19 +62,16 @@ impl TlsFiles {
                 source,
             })
         };
-        let files = TlsFiles {
-            cert_pem: read(cert)?,
-            key_pem: read(key)?,
-        };
-        let certs = files.certs().map_err(|reason| TlsError::Invalid {
+        let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+        let certs = certs(&cert_pem).map_err(|reason| TlsError::Invalid {
             path: cert.to_owned(),
             reason,
         })?;
-        let key_der = files.key().map_err(|reason| TlsError::Invalid {
+        let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Invalid {
             path: key.to_owned(),
-            reason,
+            reason: format!("no PEM private key: {e}"),
         })?;
-        rustls::ServerConfig::builder_with_provider(Arc::new(
+        let mut rest = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
@@ -81,41 +80,35 @@ impl TlsFiles {
             path: key.to_owned(),
             reason: format!("certificate and key do not form a usable identity: {e}"),
         })?;
-        Ok(files)
+        // HTTP/1.1 only, as the REST server speaks.
+        rest.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(TlsFiles {
+            cert_pem,
+            key_pem,
+            rest: Arc::new(rest),
+        })
     }
 
-    fn certs(&self) -> Result<Vec<CertificateDer<'static>>, String> {
-        let certs = CertificateDer::pem_slice_iter(&self.cert_pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("not a PEM certificate chain: {e}"))?;
-        if certs.is_empty() {
-            return Err("no CERTIFICATE block found".into());
-        }
-        Ok(certs)
-    }
-
-    fn key(&self) -> Result<PrivateKeyDer<'static>, String> {
-        PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| format!("no PEM private key: {e}"))
-    }
-
-    /// The rustls configuration for the REST port (HTTP/1.1 only, as that server speaks).
-    pub fn rest_config(&self) -> Result<Arc<rustls::ServerConfig>, String> {
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(self.certs()?, self.key()?)
-        .map_err(|e| e.to_string())?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+    /// The rustls configuration for the REST port.
+    pub fn rest_config(&self) -> Arc<rustls::ServerConfig> {
+        Arc::clone(&self.rest)
     }
 
     /// tonic's identity for the gRPC port.
     pub fn grpc_identity(&self) -> tonic::transport::Identity {
         tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem)
     }
+}
+
+/// The PEM certificate chain's certificates, at least one.
+fn certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM certificate chain: {e}"))?;
+    if certs.is_empty() {
+        return Err("no CERTIFICATE block found".into());
+    }
+    Ok(certs)
 }
 
 /// A listener for axum that hands out connections whose TLS handshake has finished. Handshakes run in
