@@ -937,7 +937,11 @@ fn transitions(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> Vec<
             secondary: None,
         });
     }
-    if let Some(c) = flipped(conditions::READY) {
+    // Ready falling for the reason Stalled just gave (a rollback, a failed optimize) is the same occurrence:
+    // one Event, the Stalled one, not two with near-identical messages.
+    if let Some(c) =
+        flipped(conditions::READY).filter(|c| !events.iter().any(|e| e.reason == c.reason))
+    {
         // A canary starting is the rollout working, not a warning.
         let type_ = if c.status == conditions::status::TRUE || c.reason == reason::CANARY_ANALYSIS {
             EventType::Normal
@@ -1039,3 +1043,57 @@ pub fn managed_selector() -> String {
 
 /// Resources watched as owned children.
 pub type Children = (Deployment, Job, Service, PodDisruptionBudget, NetworkPolicy);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(conds: &[(&str, bool, &str, &str)]) -> ModelDeploymentStatus {
+        let now = Time(Timestamp::UNIX_EPOCH);
+        ModelDeploymentStatus {
+            conditions: conds
+                .iter()
+                .map(|(t, s, r, m)| conditions::new(t, *s, r, *m, Some(1), now.clone()))
+                .collect(),
+            ..ModelDeploymentStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_rollback_is_one_event_though_stalled_and_ready_both_flip() {
+        let old = with(&[
+            (conditions::READY, true, "Available", "serving"),
+            (conditions::STALLED, false, "Progressing", ""),
+        ]);
+        let rolled = "revision b rolled back; returned to revision a";
+        let new = with(&[
+            (
+                conditions::READY,
+                false,
+                reason::ACCURACY_ROLLBACK,
+                "revision b rolled back; returned to revision a; the previous revision keeps serving",
+            ),
+            (conditions::STALLED, true, reason::ACCURACY_ROLLBACK, rolled),
+        ]);
+        let events = transitions(&old, &new);
+        let reasons: Vec<_> = events.iter().map(|e| e.reason.as_str()).collect();
+        assert_eq!(reasons, [reason::ACCURACY_ROLLBACK]);
+        assert_eq!(events[0].note.as_deref(), Some(rolled));
+
+        // Ready falling for a reason of its own still gets its event.
+        let new = with(&[
+            (
+                conditions::READY,
+                false,
+                "Unavailable",
+                "0 of 1 replicas available",
+            ),
+            (conditions::STALLED, false, "Progressing", ""),
+        ]);
+        let reasons: Vec<_> = transitions(&old, &new)
+            .into_iter()
+            .map(|e| e.reason)
+            .collect();
+        assert_eq!(reasons, ["Unavailable"]);
+    }
+}
