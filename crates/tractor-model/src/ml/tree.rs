@@ -1125,8 +1125,7 @@ pub fn classifier_onnx(
     _ctx: &tract_onnx::model::ParsingContext,
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let ensemble = Arc::new(Ensemble::from_onnx(node, true)?);
-    Ok((expand(TreeEnsembleOnnx(TreeEnsemble { ensemble })), vec![]))
+    Ok(onnx_op(Ensemble::from_onnx(node, true)?))
 }
 
 /// ONNX builder for `TreeEnsemble` (ai.onnx.ml opset 5).
@@ -1134,8 +1133,7 @@ pub fn ensemble_onnx(
     ctx: &tract_onnx::model::ParsingContext,
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let ensemble = Arc::new(Ensemble::from_onnx_v5(ctx, node)?);
-    Ok((expand(TreeEnsembleOnnx(TreeEnsemble { ensemble })), vec![]))
+    Ok(onnx_op(Ensemble::from_onnx_v5(ctx, node)?))
 }
 
 /// ONNX builder for `TreeEnsembleRegressor`.
@@ -1143,8 +1141,13 @@ pub fn regressor_onnx(
     _ctx: &tract_onnx::model::ParsingContext,
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let ensemble = Arc::new(Ensemble::from_onnx(node, false)?);
-    Ok((expand(TreeEnsembleOnnx(TreeEnsemble { ensemble })), vec![]))
+    Ok(onnx_op(Ensemble::from_onnx(node, false)?))
+}
+
+/// The loader's op for a parsed ensemble, whichever ONNX op it came from.
+fn onnx_op(ensemble: Ensemble) -> (Box<dyn InferenceOp>, Vec<String>) {
+    let ensemble = Arc::new(ensemble);
+    (expand(TreeEnsembleOnnx(TreeEnsemble { ensemble })), vec![])
 }
 
 const TENSORS: [&str; 8] = [

@@ -45,15 +45,8 @@ struct Attrs {
     sets: Vec<Vec<f32>>,
 }
 
-/// Mode numbers of opset 5, `BRANCH_LEQ` (0) to `BRANCH_NEQ` (5); 6 is `BRANCH_MEMBER`.
-const BRANCHES: [Mode; 6] = [
-    Mode::Leq,
-    Mode::Lt,
-    Mode::Gte,
-    Mode::Gt,
-    Mode::Eq,
-    Mode::Neq,
-];
+/// Opset 5's mode number for `BRANCH_MEMBER`; 0 (`BRANCH_LEQ`) to 5 (`BRANCH_NEQ`) are [`Mode`]'s branch
+/// modes in the same order, one below their `Mode` number (0 there is the leaf).
 const MEMBER: u8 = 6;
 
 impl Attrs {
@@ -284,7 +277,7 @@ impl Ensemble {
                     todo.push((true_child, (first..=last).map(|k| (k, true)).collect()));
                 } else {
                     let me = nodes.len();
-                    nodes.push(test(BRANCHES[a.modes[i] as usize], a.splits[i]));
+                    nodes.push(test(Mode::from_u8(a.modes[i] + 1)?, a.splits[i]));
                     todo.push((false_child, vec![(me, false)]));
                     todo.push((true_child, vec![(me, true)]));
                 }
