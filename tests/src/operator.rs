@@ -13,12 +13,7 @@ pub use crate::paths::tractor_binary;
 /// `target/debug/e2e-logs/<namespace>-operator.log`. A file rather than the test output, where every
 /// concurrently running test's operator interleaved its debug lines into CI's log.
 fn log_file(namespace: &str) -> Result<(PathBuf, std::fs::File)> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test binary has no target dir")?
-        .join("e2e-logs");
+    let dir = crate::paths::target_profile_dir()?.join("e2e-logs");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(format!("{namespace}-operator.log"));
     let file = std::fs::OpenOptions::new()

@@ -18,19 +18,22 @@ pub fn fixtures() -> PathBuf {
     repo_root().join("tests/fixtures")
 }
 
+/// The running test binary's profile folder: `<target>/debug` for `<target>/debug/deps/<test>`.
+pub fn target_profile_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(Path::to_path_buf)
+        .context("test binary has no target dir")
+}
+
 /// The `tractor` binary under test: `$TRACTOR_BIN`, else the one next to the running test binary
-/// (`<target>/debug/deps/..` → `<target>/debug/tractor`), which `scripts/test.sh` builds before the
-/// end-to-end tests.
+/// (`<target>/debug/tractor`), which `scripts/test.sh` builds before the end-to-end tests.
 pub fn tractor_binary() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("TRACTOR_BIN") {
         return Ok(PathBuf::from(p));
     }
-    let exe = std::env::current_exe()?;
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test binary has no target dir")?
-        .join("tractor");
+    let bin = target_profile_dir()?.join("tractor");
     anyhow::ensure!(
         bin.is_file(),
         "{} not found: run `cargo build -p tractor` first, or set TRACTOR_BIN",
