@@ -68,7 +68,15 @@ start() {
   # setsid + redirected fds: the process outlives the shell (and a test runner's pipes) that started it;
   # fd 9 (the up/down lock) is closed so a long-running child never holds the lock.
   setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
-  echo $! >"$RUN/$name.pid"
+  local child=$!
+  echo "$child" >"$RUN/$name.pid"
+  # $! is the forked shell until it execs the component, and pid_of (which checks the command line against
+  # PID reuse) reads that moment as an exit: a loaded machine once failed node-up with "kube-proxy exited"
+  # while kube-proxy was starting. Wait (at most 5 s) for the exec, or for a real exit.
+  local tries=0
+  while kill -0 "$child" 2>/dev/null && ! pid_of "$name" >/dev/null && ((tries++ < 100)); do
+    sleep 0.05
+  done
 }
 
 # stop NAME...: SIGTERM to every named component at once (each takes a second or two to shut down
