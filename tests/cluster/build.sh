@@ -12,7 +12,7 @@
 # Environment:
 #   TRACTOR_CACHE       cache root (default ~/.cache/tractor)
 #   TRACTOR_BUILD_NODE  1 = also build kubelet and kube-proxy and install containerd, runc, CNI plugins,
-#                       iptables, conntrack (the real node of cluster.sh node-up; off by default)
+#                       iptables, conntrack, busybox-static (the real node of cluster.sh node-up; off by default)
 #   TRACTOR_NO_APT      1 = never call apt-get (fail if openssl/curl are missing)
 set -euo pipefail
 
@@ -33,6 +33,10 @@ BIN="$CACHE/k8s/$K8S_VERSION-$hash/bin"
 # Prometheus has its own cache key (a bump rebuilds only it); $BIN/prometheus links to it.
 prom_hash=$( (cat "$here"/prometheus/go.{mod,sum}; echo "rev $BUILD_REV") | sha256sum | cut -c1-12)
 PROM_DIR="$CACHE/prometheus/$PROM_MODULE_VERSION-$prom_hash"
+# CoreDNS likewise (its wrapper's main.go picks the plugins, so it is in the key); $BIN/coredns links to it.
+COREDNS_VERSION=$(modver github.com/coredns/coredns "$here/coredns/go.mod")
+coredns_hash=$( (cat "$here"/coredns/{go.mod,go.sum,main.go}; echo "rev $BUILD_REV") | sha256sum | cut -c1-12)
+COREDNS_DIR="$CACHE/coredns/$COREDNS_VERSION-$coredns_hash"
 
 if [[ "${1:-}" == "--bin-dir" ]]; then
   echo "$BIN"
@@ -52,6 +56,8 @@ if [[ "${TRACTOR_BUILD_NODE:-0}" == 1 ]]; then
   [[ -x /usr/lib/cni/bridge ]] || need_pkgs+=(containernetworking-plugins)
   command -v iptables >/dev/null || need_pkgs+=(iptables)
   command -v conntrack >/dev/null || need_pkgs+=(conntrack)
+  # A static busybox for the test client image (wget, nslookup in pods on the real node).
+  { [[ -x /bin/busybox ]] && ! ldd /bin/busybox >/dev/null 2>&1; } || need_pkgs+=(busybox-static)
 fi
 if ((${#need_pkgs[@]})); then
   if [[ "${TRACTOR_NO_APT:-0}" == 1 ]]; then
@@ -133,12 +139,27 @@ else
 fi
 ln -sfn "$PROM_DIR/prometheus" "$BIN/prometheus"
 
+# CoreDNS, the cluster's DNS (cluster.sh): only the plugins its Corefile uses, from coredns/main.go.
+if [[ ! -x "$COREDNS_DIR/coredns" ]]; then
+  log "coredns: building github.com/coredns/coredns@$COREDNS_VERSION (kubernetes plugin only)"
+  t0=$SECONDS
+  mkdir -p "$COREDNS_DIR"
+  (cd "$here/coredns" && go build -trimpath -ldflags "-s -w" -o "$COREDNS_DIR/.coredns.tmp" .)
+  mv -f "$COREDNS_DIR/.coredns.tmp" "$COREDNS_DIR/coredns"
+  log "coredns: built in $((SECONDS - t0))s"
+  built=$((built + 1))
+else
+  log "coredns: cached"
+fi
+ln -sfn "$COREDNS_DIR/coredns" "$BIN/coredns"
+
 cat > "$BIN/../VERSIONS" <<EOF
 kubernetes $K8S_VERSION
 etcd $ETCD_VERSION
 kwok $KWOK_VERSION
 helm $HELM_VERSION
 prometheus $prom_version
+coredns $COREDNS_VERSION
 hash $hash
 EOF
 log "done ($built built); binaries in $BIN ($(du -sh "$BIN" | cut -f1))"

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # A local Kubernetes for the tests: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, KWOK fake
-# nodes and Prometheus, run as plain background processes on loopback (no container engine needed).
+# nodes, CoreDNS and Prometheus, run as plain background processes (no container engine needed). etcd and the
+# components' health ports stay on loopback; the API server, CoreDNS and Prometheus listen on HOST_IP, an
+# address this script puts on a bridge of its own, so pods on the real node reach them too (the `kubernetes`
+# and `kube-dns` Services point there) while nothing listens on the machine's external interface.
 #
 #   tests/cluster/cluster.sh up       build/reuse binaries, start what is not running, wait until ready (idempotent)
 #   tests/cluster/cluster.sh down     stop every process by its PID file, drop etcd/Prometheus data (keeps certs)
@@ -18,8 +21,13 @@
 #   KWOK_NODES               number of KWOK fake nodes to create (default 3)
 #   TRACTOR_CLUSTER_TIMEOUT  seconds to wait for each component to become healthy (default 180)
 #
-# Fixed loopback ports: one cluster per machine. They are listed here and nowhere else; the Rust harness
-# (tests/src/cluster.rs) mirrors the apiserver and Prometheus ones.
+# Fixed addresses and ports: one cluster per machine. They are listed here and nowhere else; the Rust harness
+# (tests/src/cluster.rs) mirrors HOST_IP and the apiserver and Prometheus ports.
+HOST_IF=tractor-host        # a bridge with no ports, made by 'up' to hold HOST_IP (this kernel has no dummy driver)
+HOST_IP=10.250.0.1          # the cluster's host address: apiserver, CoreDNS, Prometheus; also the real node's IP
+DNS_SERVICE_IP=10.96.0.10   # ClusterIP of kube-system/kube-dns (kubelet clusterDNS), endpoints HOST_IP:53
+COREDNS_READY_PORT=18181    # http, 127.0.0.1, CoreDNS /ready (200 once its Kubernetes plugin has synced)
+KWOK_TAINT=tractor.dev/kwok # taint key (value "true", NoSchedule) of the KWOK nodes; tests/src/cluster.rs mirrors it
 ETCD_CLIENT_PORT=12379      # http, etcd client API and /health
 ETCD_PEER_PORT=12380        # etcd peer (single member, loopback only)
 APISERVER_PORT=16443        # https, kube-apiserver
@@ -37,7 +45,7 @@ TIMEOUT=${TRACTOR_CLUSTER_TIMEOUT:-180}
 PKI="$DIR/pki"
 RUN="$DIR/run"
 LOGS="$DIR/logs"
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok prometheus)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok coredns prometheus)
 
 # shellcheck source=node/node.sh
 source "$here/node/node.sh"
@@ -104,11 +112,12 @@ stop() {
 healthy() {
   case $1 in
     etcd) curl -fsS --max-time 2 "http://127.0.0.1:$ETCD_CLIENT_PORT/health" 2>/dev/null | grep -q '"health":"true"' ;;
-    kube-apiserver) [[ $(curl -fsS --max-time 5 --cacert "$PKI/ca.crt" "https://127.0.0.1:$APISERVER_PORT/readyz" 2>/dev/null) == ok ]] ;;
+    kube-apiserver) [[ $(curl -fsS --max-time 5 --cacert "$PKI/ca.crt" "https://$HOST_IP:$APISERVER_PORT/readyz" 2>/dev/null) == ok ]] ;;
     kube-controller-manager) [[ $(curl -ksS --max-time 2 "https://127.0.0.1:$KCM_PORT/healthz" 2>/dev/null) == ok ]] ;;
     kube-scheduler) [[ $(curl -ksS --max-time 2 "https://127.0.0.1:$SCHEDULER_PORT/healthz" 2>/dev/null) == ok ]] ;;
     kwok) curl -fsS --max-time 2 "http://127.0.0.1:$KWOK_PORT/healthz" >/dev/null 2>&1 ;;
-    prometheus) curl -fsS --max-time 2 "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" >/dev/null 2>&1 ;;
+    coredns) curl -fsS --max-time 2 "http://127.0.0.1:$COREDNS_READY_PORT/ready" >/dev/null 2>&1 ;;
+    prometheus) curl -fsS --max-time 2 "http://$HOST_IP:$PROMETHEUS_PORT/-/ready" >/dev/null 2>&1 ;;
   esac
 }
 
@@ -128,29 +137,44 @@ wait_healthy() {
   log "$name: healthy"
 }
 
+# --- host address ---------------------------------------------------------------------------------------
+# HOST_IP on a port-less bridge: local to this machine, so host processes reach it like loopback, and routed
+# from the pods' bridge through the host, so pods reach the API server, DNS and Prometheus (kube-proxy DNATs
+# the `kubernetes` and `kube-dns` ClusterIPs there).
+host_address() {
+  ip link show "$HOST_IF" >/dev/null 2>&1 || ip link add "$HOST_IF" type bridge
+  ip -4 addr show dev "$HOST_IF" | grep -q "inet $HOST_IP/" || ip addr add "$HOST_IP/32" dev "$HOST_IF"
+  ip link set "$HOST_IF" up
+}
+
 # --- certificates and kubeconfig -------------------------------------------------------------------------
 certs() {
-  [[ -f "$PKI/admin.crt" && -f "$PKI/sa.key" && -f "$PKI/apiserver.crt" ]] && return 0
-  log "generating certificates in $PKI"
   mkdir -p "$PKI"
   (
     cd "$PKI"
     export OPENSSL_CONF=/dev/null   # ignore any system config; everything needed is on the command line
     q() { "$@" 2>/dev/null >/dev/null || "$@"; }
-    q openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 -subj /CN=tractor-test-ca \
-      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
-    # Serving cert: the SANs cover loopback and the in-cluster names of the default/kubernetes Service.
-    q openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj /CN=kube-apiserver
-    printf '%s\n' \
-      'subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local' \
-      'extendedKeyUsage=serverAuth' 'keyUsage=critical,digitalSignature,keyEncipherment' >srv.ext
-    q openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile srv.ext -out apiserver.crt
-    # Admin: a client cert in group system:masters (RBAC superuser), used by every component and by the tests.
-    q openssl req -newkey rsa:2048 -nodes -keyout admin.key -out admin.csr -subj "/O=system:masters/CN=admin"
-    printf '%s\n' 'extendedKeyUsage=clientAuth' 'keyUsage=critical,digitalSignature,keyEncipherment' >cli.ext
-    q openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile cli.ext -out admin.crt
-    # One RSA key both signs and verifies service-account tokens, as hack/local-up-cluster.sh does.
-    q openssl genrsa -out sa.key 2048
+    if [[ ! -f ca.crt || ! -f admin.crt || ! -f sa.key ]]; then
+      log "generating certificates in $PKI"
+      rm -f apiserver.crt
+      q openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 -subj /CN=tractor-test-ca \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+      # Admin: a client cert in group system:masters (RBAC superuser), used by every component and by the tests.
+      q openssl req -newkey rsa:2048 -nodes -keyout admin.key -out admin.csr -subj "/O=system:masters/CN=admin"
+      printf '%s\n' 'extendedKeyUsage=clientAuth' 'keyUsage=critical,digitalSignature,keyEncipherment' >cli.ext
+      q openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile cli.ext -out admin.crt
+      # One RSA key both signs and verifies service-account tokens, as hack/local-up-cluster.sh does.
+      q openssl genrsa -out sa.key 2048
+    fi
+    # Serving cert: the SANs cover HOST_IP (host clients, the `kubernetes` Endpoints), the Service's ClusterIP
+    # and in-cluster names (pods). Reissued when a cert from before HOST_IP lacks it; the CA stays.
+    if ! openssl x509 -in apiserver.crt -noout -ext subjectAltName 2>/dev/null | grep -q "IP Address:$HOST_IP\b"; then
+      q openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj /CN=kube-apiserver
+      printf '%s\n' \
+        "subjectAltName=IP:$HOST_IP,IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" \
+        'extendedKeyUsage=serverAuth' 'keyUsage=critical,digitalSignature,keyEncipherment' >srv.ext
+      q openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile srv.ext -out apiserver.crt
+    fi
     rm -f ./*.csr ./*.ext
     chmod 600 ./*.key
   )
@@ -165,7 +189,7 @@ kind: Config
 clusters:
 - name: tractor-test
   cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
+    server: https://$HOST_IP:$APISERVER_PORT
     certificate-authority-data: $(b64 "$PKI/ca.crt")
 users:
 - name: admin
@@ -189,7 +213,7 @@ global: {scrape_interval: 5s, evaluation_interval: 5s}
 scrape_configs:
 - job_name: apiserver
   scheme: https
-  static_configs: [{targets: ["127.0.0.1:$APISERVER_PORT"]}]
+  static_configs: [{targets: ["$HOST_IP:$APISERVER_PORT"]}]
   tls_config: {ca_file: "$PKI/ca.crt", cert_file: "$PKI/admin.crt", key_file: "$PKI/admin.key"}
 # Tests and later issues add scrape targets without a reload by dropping Prometheus file_sd JSON files here
 # ([{"targets": ["127.0.0.1:8080"], "labels": {"job": "operator"}}]).
@@ -200,7 +224,7 @@ scrape_configs:
 - job_name: kubernetes-pods
   kubernetes_sd_configs:
   - role: pod
-    api_server: https://127.0.0.1:$APISERVER_PORT
+    api_server: https://$HOST_IP:$APISERVER_PORT
     tls_config: {ca_file: "$PKI/ca.crt", cert_file: "$PKI/admin.crt", key_file: "$PKI/admin.key"}
     attach_metadata: {node: true}
   relabel_configs:
@@ -224,7 +248,8 @@ EOF
 kwok_nodes() {
   local kubectl=$BIN/kubectl i manifest=""
   for ((i = 0; i < NODES; i++)); do
-    # No taint, so ordinary pods (the operator's included) schedule without a toleration.
+    # Tainted: a user's pod (the chart's operator included) lands on the real node, where it really runs;
+    # the KWOK tests and bench-operator ask for these nodes (toleration and nodeSelector type=kwok).
     manifest+="---
 apiVersion: v1
 kind: Node
@@ -233,7 +258,9 @@ metadata:
   annotations: {node.alpha.kubernetes.io/ttl: \"0\", kwok.x-k8s.io/node: fake}
   labels: {kubernetes.io/arch: amd64, kubernetes.io/os: linux, kubernetes.io/hostname: kwok-node-$i,
            kubernetes.io/role: agent, node-role.kubernetes.io/agent: \"\", type: kwok}
-spec: {providerID: \"kwok://kwok-node-$i\"}
+spec:
+  providerID: \"kwok://kwok-node-$i\"
+  taints: [{key: $KWOK_TAINT, value: \"true\", effect: NoSchedule}]
 status:
   allocatable: {cpu: \"32\", memory: 256Gi, pods: \"110\"}
   capacity: {cpu: \"32\", memory: 256Gi, pods: \"110\"}
@@ -256,15 +283,62 @@ status:
   fi
 }
 
+# --- cluster DNS ---------------------------------------------------------------------------------------
+# CoreDNS (tests/cluster/coredns, the plugins below only) answers cluster.local from the API server on
+# HOST_IP:53, behind the kube-dns Service the kubelet hands pods as their nameserver. Names outside
+# cluster.local get no answer: nothing here can reach the internet anyway.
+coredns_config() {
+  mkdir -p "$DIR/coredns"
+  cat >"$DIR/coredns/Corefile" <<EOF
+# Written by tests/cluster/cluster.sh; rewritten on every 'up'.
+.:53 {
+    bind $HOST_IP
+    errors
+    ready 127.0.0.1:$COREDNS_READY_PORT
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $KUBECONFIG_PATH tractor-test
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }
+    cache 5
+}
+EOF
+}
+
+# kube-system/kube-dns: a Service without a selector whose one endpoint is CoreDNS on HOST_IP (an
+# EndpointSlice written here, as for a DNS server that runs outside the cluster's pods).
+dns_service() {
+  "$BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" apply --server-side --field-manager=tractor-test-cluster -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: kube-dns, namespace: kube-system, labels: {k8s-app: kube-dns}}
+spec:
+  clusterIP: $DNS_SERVICE_IP
+  ports: [{name: dns, port: 53, protocol: UDP}, {name: dns-tcp, port: 53, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kube-dns-host
+  namespace: kube-system
+  labels: {kubernetes.io/service-name: kube-dns, endpointslice.kubernetes.io/managed-by: tractor-test-cluster}
+addressType: IPv4
+endpoints: [{addresses: ["$HOST_IP"], conditions: {ready: true}}]
+ports: [{name: dns, port: 53, protocol: UDP}, {name: dns-tcp, port: 53, protocol: TCP}]
+EOF
+}
+
 # --- commands --------------------------------------------------------------------------------------------
 up() {
   local t0=$SECONDS
   BIN=$("$here/build.sh" | tail -n1)
   [[ -x "$BIN/kube-apiserver" ]] || die "build.sh did not produce binaries in $BIN"
   mkdir -p "$DIR" "$RUN" "$LOGS" "$DIR/kcm" "$DIR/scheduler"
+  host_address
   certs
   kubeconfig
   prometheus_config
+  coredns_config
 
   start etcd "$BIN/etcd" --name=node0 --data-dir="$DIR/etcd" \
     --listen-client-urls="http://127.0.0.1:$ETCD_CLIENT_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_CLIENT_PORT" \
@@ -273,10 +347,11 @@ up() {
     --unsafe-no-fsync=true --auto-compaction-retention=1 --quota-backend-bytes=2147483648 --log-level=warn
   wait_healthy etcd
 
-  # --advertise-address: these machines may have no default route (the apiserver would refuse to start).
-  # --kubelet-preferred-address-types: reach the real node's kubelet (logs, exec) by IP; its name is not in DNS.
+  # --advertise-address: the `kubernetes` Service's endpoint, so in-cluster clients reach this API server (a
+  # loopback address is never published there). --kubelet-preferred-address-types: reach the real node's
+  # kubelet (logs, exec) by IP.
   start kube-apiserver "$BIN/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" --cert-dir="$PKI" \
+    --bind-address="$HOST_IP" --advertise-address="$HOST_IP" --secure-port="$APISERVER_PORT" --cert-dir="$PKI" \
     --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
     --client-ca-file="$PKI/ca.crt" --authorization-mode=Node,RBAC --allow-privileged=true \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
@@ -310,16 +385,19 @@ up() {
     --cidr=10.244.0.0/16 --node-ip=10.240.0.1 --node-lease-duration-seconds=40 \
     --server-address="127.0.0.1:$KWOK_PORT"
   start prometheus "$BIN/prometheus" --config.file="$DIR/prometheus/prometheus.yml" --storage.tsdb.path="$DIR/prometheus/data" \
-    --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" --web.enable-lifecycle --storage.tsdb.retention.time=1d \
+    --web.listen-address="$HOST_IP:$PROMETHEUS_PORT" --web.enable-lifecycle --storage.tsdb.retention.time=1d \
     --log.level=warn
+  start coredns "$BIN/coredns" -conf "$DIR/coredns/Corefile"
   wait_healthy kube-controller-manager
   wait_healthy kube-scheduler
   wait_healthy kwok
+  wait_healthy coredns
   wait_healthy prometheus
   # The config is rewritten on every up; reload so a running Prometheus picks up changes.
-  curl -fsS -X POST "http://127.0.0.1:$PROMETHEUS_PORT/-/reload" >/dev/null || log "prometheus: reload failed"
+  curl -fsS -X POST "http://$HOST_IP:$PROMETHEUS_PORT/-/reload" >/dev/null || log "prometheus: reload failed"
 
   kwok_nodes
+  dns_service
   log "cluster ready in $((SECONDS - t0))s"
   echo "export KUBECONFIG=$KUBECONFIG_PATH"
 }
@@ -329,11 +407,12 @@ down() {
   # The operator make demo leaves running, if any.
   stop operator
   # Clients first, etcd last, so the apiserver can still reach it while it drains.
-  stop kwok prometheus kube-scheduler kube-controller-manager
+  stop kwok coredns prometheus kube-scheduler kube-controller-manager
   stop kube-apiserver
   stop etcd
   # Fresh state next time: a stale etcd would bring back objects of earlier runs. Certs are kept (cheap reuse).
   rm -rf "$DIR/etcd" "$DIR/prometheus/data"
+  ip link delete "$HOST_IF" 2>/dev/null || true
   log "stopped"
 }
 

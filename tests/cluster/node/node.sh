@@ -2,23 +2,24 @@
 # from the same k8s.io/kubernetes wrapper module), joined to the running control plane as plain processes.
 # Sourced by tests/cluster/cluster.sh (node-up, node-down); uses its start/stop/pid_of/log/die and settings.
 #
-# The node is tainted (REAL_NODE_TAINT, NoSchedule) and labelled (REAL_NODE_LABEL=true), so pods that do
-# not ask for it keep landing on the KWOK nodes; tests and the demo that want real pods set
-#   nodeSelector: {tractor.dev/real-node: "true"}
-#   tolerations: [{key: tractor.dev/real-node, operator: Exists, effect: NoSchedule}]
-# (for a ModelDeployment: spec.serving.pod.nodeSelector / .tolerations).
+# The node is labelled (REAL_NODE_LABEL=true) and not tainted: the KWOK nodes are (KWOK_TAINT in cluster.sh),
+# so an ordinary pod — a user's, the chart's operator — lands here and really runs, with no test-cluster
+# settings in its spec. Its IP is HOST_IP (cluster.sh), never the machine's external interface.
 #
 # TRACTOR_NODE_RUNC=/path/to/wrapper makes containerd call another runc binary (e.g. one adding --debug), for
 # when a container fails to start with only "can't get final child's PID from pipe".
 
 REAL_NODE_NAME=real-node-0
-REAL_NODE_LABEL=tractor.dev/real-node     # label (value "true") and taint key (effect NoSchedule)
-KUBELET_PORT=10250             # https, kubelet API (on the node IP: the apiserver reaches it there)
+REAL_NODE_LABEL=tractor.dev/real-node     # label (value "true")
+KUBELET_PORT=10250             # https, kubelet API (on the node IP, HOST_IP: the apiserver reaches it there)
 KUBELET_HEALTHZ_PORT=10248     # http, 127.0.0.1, kubelet /healthz
 KUBE_PROXY_HEALTHZ_PORT=10256  # http, 127.0.0.1, kube-proxy /healthz
 KUBE_PROXY_METRICS_PORT=10249  # http, 127.0.0.1, kube-proxy /metrics
 CNI_BRIDGE=tractor0            # the pods' bridge on the host; its gateway address routes host -> pod IPs
 PAUSE_IMAGE=localhost/tractor-pause:1
+# An in-cluster client for tests: kubectl (static, from the build cache) and Debian's static busybox (wget,
+# nslookup, sh), so a pod can call the API through kubernetes.default.svc and a model by its status.url.
+CLIENT_IMAGE=localhost/tractor-client:1
 NODE_COMPONENTS=(containerd kubelet kube-proxy)
 
 NODE="$DIR/node"
@@ -58,16 +59,6 @@ node_wait_healthy() {
   log "$name: healthy"
 }
 
-# The host address the node registers with: the source address of the default route, else the first global
-# IPv4 address (the kubelet refuses a loopback node IP).
-node_ip() {
-  local ip
-  ip=$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -n1)
-  [[ -n "$ip" ]] || ip=$(ip -4 -o addr show scope global 2>/dev/null | awk '{print $4}' | cut -d/ -f1 | head -n1)
-  [[ -n "$ip" ]] || die "no non-loopback IPv4 address on this machine: the kubelet needs one as its node IP"
-  echo "$ip"
-}
-
 # client_cert NAME CN ORG: a client certificate for a node component, signed by the cluster CA.
 client_cert() {
   local name=$1 cn=$2 org=$3
@@ -92,7 +83,7 @@ apiVersion: v1
 kind: Config
 clusters:
 - name: tractor-test
-  cluster: {server: "https://127.0.0.1:$APISERVER_PORT", certificate-authority-data: $(b64 "$PKI/ca.crt")}
+  cluster: {server: "https://$HOST_IP:$APISERVER_PORT", certificate-authority-data: $(b64 "$PKI/ca.crt")}
 users:
 - name: $2
   user: {client-certificate-data: $(b64 "$PKI/$2.crt"), client-key-data: $(b64 "$PKI/$2.key")}
@@ -114,6 +105,19 @@ pause_image() {
     "$here/oci-pack.sh" "$rootfs" "$PAUSE_IMAGE" "$out" '["/pause"]' 65535:65535 >/dev/null
     rm -rf "$rootfs"
   fi
+  ctr_ images import --no-unpack=false "$out" >/dev/null
+}
+
+# The client image (CLIENT_IMAGE), rebuilt when kubectl or busybox change (the archive's digests follow).
+client_image() {
+  local out="$NODE/images/client.tar" rootfs="$NODE/images/client-rootfs"
+  [[ -x /bin/busybox ]] || die "/bin/busybox not found (Debian package busybox-static; build.sh installs it)"
+  rm -rf "$rootfs" && mkdir -p "$rootfs/bin" "$rootfs/tmp"
+  cp /bin/busybox "$BIN/kubectl" "$rootfs/bin/"
+  local t
+  for t in sh wget nslookup cat; do ln -s busybox "$rootfs/bin/$t"; done
+  "$here/oci-pack.sh" "$rootfs" "$CLIENT_IMAGE" "$out" '["/bin/sh"]' 65532:65532 >/dev/null
+  rm -rf "$rootfs"
   ctr_ images import --no-unpack=false "$out" >/dev/null
 }
 
@@ -185,10 +189,11 @@ healthzPort: $KUBELET_HEALTHZ_PORT
 # A test node: the apiserver (logs, exec) and the tests may call it without credentials.
 authentication: {anonymous: {enabled: true}, webhook: {enabled: false}, x509: {clientCAFile: "$PKI/ca.crt"}}
 authorization: {mode: AlwaysAllow}
-registerWithTaints: [{key: $REAL_NODE_LABEL, value: "true", effect: NoSchedule}]
 podLogsDir: $NODE/pod-logs
 failSwapOn: false
 clusterDomain: cluster.local
+# CoreDNS behind kube-system/kube-dns (cluster.sh): pods resolve NAME.NS.svc, the operator's status.url.
+clusterDNS: [$DNS_SERVICE_IP]
 serializeImagePulls: false
 # Shared CI disks are often more than 85% full: never evict for disk and never garbage-collect the
 # imported (unpullable) images.
@@ -217,7 +222,8 @@ node_up() {
   healthy kube-apiserver || die "the control plane is not up: run '$0 up' first"
   for c in containerd runc iptables conntrack; do command -v "$c" >/dev/null || die "$c not found (build.sh installs it)"; done
   [[ -x /usr/lib/cni/bridge ]] || die "/usr/lib/cni/bridge not found (Debian package containernetworking-plugins)"
-  ip=$(node_ip)
+  # The node's address is the cluster's own HOST_IP: the kubelet (logs, exec) and pods' hostIP live there.
+  ip=$HOST_IP
   mkdir -p "$NODE"/{containerd,cni/net.d,cni/ipam,kubelet,kube-proxy,pod-logs,images}
 
   # Pod traffic is routed and bridged through the host's iptables (kube-proxy's Service rules).
@@ -234,6 +240,7 @@ node_up() {
   start containerd containerd --config "$NODE/containerd/config.toml" --log-level warn
   node_wait_healthy containerd
   pause_image
+  client_image
 
   kubelet_config "$ip"
   start kubelet "$BIN/kubelet" --config="$NODE/kubelet/config.yaml" --kubeconfig="$NODE/kubelet/kubeconfig" \
