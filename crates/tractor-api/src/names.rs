@@ -32,6 +32,10 @@ pub const SERVER_CONTAINER: &str = "server";
 pub const HTTP_PORT: i32 = 8080;
 /// gRPC port of the server: `inference.GRPCInferenceService`.
 pub const GRPC_PORT: i32 = 8081;
+/// Response header on every REST answer, and response metadata key on every gRPC answer, naming the revision
+/// of the server that answered (its pod's [`LABEL_REVISION`]): behind one Service, the way a client tells a
+/// canary pod's answer from a stable one's.
+pub const HEADER_REVISION: &str = "tractor-revision";
 
 /// `serving.tractor.dev/spec-hash`: hash of what the operator applied to a child; equal hash, no write.
 pub const ANNOTATION_SPEC_HASH: &str = "serving.tractor.dev/spec-hash";

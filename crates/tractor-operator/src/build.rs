@@ -465,6 +465,10 @@ pub fn deployment(v: &Validated, model: &ModelStatus, config: &BuildConfig) -> D
         format!("{ARTIFACT_DIR}/{ARTIFACT_FILE}"),
         "--name".to_owned(),
         v.name.clone(),
+        // The pod's revision label, so every response names the revision that answered (canary traffic split
+        // behind one Service). It only changes with that label, so it rolls no pod the label would not.
+        "--revision".to_owned(),
+        revision.clone(),
         "--sha256".to_owned(),
         artifact_hex,
         "--http-addr".to_owned(),
@@ -894,6 +898,10 @@ spec:
             "{args}"
         );
         assert!(args.contains("--max-batch-size 16 --max-delay-micros 200"));
+        assert!(
+            args.contains(&format!("--revision {}", v.revision)),
+            "{args}"
+        );
         let fetch = &pod.init_containers.as_ref().expect("init")[0];
         assert!(
             fetch
@@ -911,6 +919,56 @@ spec:
             spec.selector.match_labels.as_ref(),
             Some(&server_selector("digits"))
         );
+    }
+
+    /// The value after `--revision` in the server container's args.
+    fn revision_arg(d: &Deployment) -> Option<String> {
+        let args = d
+            .spec
+            .as_ref()?
+            .template
+            .spec
+            .as_ref()?
+            .containers
+            .iter()
+            .find(|c| c.name == SERVER_CONTAINER)?
+            .args
+            .clone()?;
+        let ix = args.iter().position(|a| a == "--revision")?;
+        args.get(ix + 1).cloned()
+    }
+
+    #[test]
+    fn every_server_is_told_the_revision_of_its_pod_label() {
+        let v = validate(&md(CONFIG_MAP_MODEL)).expect("valid");
+        let model = |revision: Option<&str>| ModelStatus {
+            revision: revision.map(str::to_owned),
+            artifact_digest: Some(format!("sha256:{}", "ab".repeat(32))),
+            ..ModelStatus::default()
+        };
+        // The last good revision still serving while the spec's is new, the spec's own as a canary, and the
+        // spec's when the status names none.
+        let cases = [
+            (
+                "stable",
+                deployment(&v, &model(Some("0123456789")), &config()),
+                "0123456789",
+            ),
+            (
+                "canary",
+                canary_deployment(&v, &model(Some(&v.revision)), &config(), 1),
+                v.revision.as_str(),
+            ),
+            (
+                "no revision in status",
+                deployment(&v, &model(None), &config()),
+                v.revision.as_str(),
+            ),
+        ];
+        for (case, d, want) in cases {
+            assert_eq!(served_revision(&d).as_deref(), Some(want), "{case}");
+            assert_eq!(revision_arg(&d).as_deref(), Some(want), "{case}");
+        }
     }
 
     #[test]

@@ -317,7 +317,8 @@ pub struct GrpcConfig {
     pub identity: Option<tonic::transport::Identity>,
 }
 
-/// Serve gRPC on `listener` until `shutdown` resolves, letting in-flight calls finish.
+/// Serve gRPC on `listener` until `shutdown` resolves, letting in-flight calls finish. With a revision, every
+/// response carries it as metadata ([`crate::revision::layer`]).
 pub async fn serve(
     server: Arc<Server>,
     listener: tokio::net::TcpListener,
@@ -329,6 +330,7 @@ pub async fn serve(
         auth_token,
         identity,
     } = config;
+    let stamp = crate::revision::layer::<tonic::body::Body>(server.revision.as_ref());
     let svc = GrpcInferenceServiceServer::new(Service::new(server, auth_token))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);
@@ -339,7 +341,116 @@ pub async fn serve(
             builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
     }
     builder
+        .layer(stamp)
         .add_service(svc)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::metadata::MetadataMap;
+    use tractor_api::names::HEADER_REVISION;
+
+    use super::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+    use super::*;
+    use crate::testing::{self, MODEL};
+
+    const REVISION: &str = "3f9a1c0b7e";
+
+    /// A gRPC server on a loopback port for the test's lifetime, and a client of it.
+    async fn client(
+        revision: Option<&str>,
+    ) -> (
+        GrpcInferenceServiceClient<tonic::transport::Channel>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let prepared = testing::prepared(revision);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let config = GrpcConfig {
+            max_message_bytes: prepared.rest.max_body_bytes,
+            auth_token: None,
+            identity: None,
+        };
+        tokio::spawn(serve(prepared.server, listener, config, async {
+            let _ = stopped.await;
+        }));
+        let client = GrpcInferenceServiceClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect");
+        (client, stop)
+    }
+
+    fn infer_request(model: &str) -> ModelInferRequest {
+        ModelInferRequest {
+            model_name: model.into(),
+            inputs: vec![InferInputTensor {
+                name: "X".into(),
+                datatype: "FP32".into(),
+                shape: vec![1, 30],
+                contents: Some(InferTensorContents {
+                    fp32_contents: testing::row(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn revision_of(metadata: &MetadataMap) -> Option<&str> {
+        metadata
+            .get(HEADER_REVISION)
+            .map(|v| v.to_str().expect("ascii"))
+    }
+
+    #[tokio::test]
+    async fn every_response_carries_the_configured_revision() {
+        let (mut client, _stop) = client(Some(REVISION)).await;
+        let ok = client
+            .model_infer(infer_request(MODEL))
+            .await
+            .expect("infer");
+        assert_eq!(revision_of(ok.metadata()), Some(REVISION));
+        assert_eq!(ok.get_ref().model_version, "1");
+        let live = client
+            .server_live(ServerLiveRequest {})
+            .await
+            .expect("live");
+        assert_eq!(revision_of(live.metadata()), Some(REVISION));
+        let unknown = client
+            .model_infer(infer_request("nope"))
+            .await
+            .expect_err("unknown model");
+        assert_eq!(unknown.code(), Code::NotFound);
+        assert_eq!(revision_of(unknown.metadata()), Some(REVISION));
+        let bad = client
+            .model_metadata(ModelMetadataRequest {
+                name: MODEL.into(),
+                version: REVISION.into(),
+            })
+            .await
+            .expect_err("the revision is no version");
+        assert_eq!(bad.code(), Code::NotFound);
+        assert_eq!(revision_of(bad.metadata()), Some(REVISION));
+    }
+
+    #[tokio::test]
+    async fn without_a_revision_no_response_carries_one() {
+        let (mut client, _stop) = client(None).await;
+        let ok = client
+            .model_infer(infer_request(MODEL))
+            .await
+            .expect("infer");
+        assert_eq!(revision_of(ok.metadata()), None);
+        let unknown = client
+            .model_infer(infer_request("nope"))
+            .await
+            .expect_err("unknown model");
+        assert_eq!(revision_of(unknown.metadata()), None);
+    }
 }

@@ -8,6 +8,7 @@ pub mod feedback;
 pub mod grpc;
 pub mod metrics;
 pub mod rest;
+pub mod revision;
 pub mod server;
 pub mod tls;
 
@@ -27,6 +28,11 @@ pub struct ServeArgs {
     /// The model's name in URLs (`/v2/models/{name}`): the ModelDeployment's name.
     #[arg(long, env = "TRACTOR_MODEL_NAME")]
     pub name: String,
+    /// The model revision served (the pod's `serving.tractor.dev/revision` label): named in a `tractor-revision`
+    /// header on every REST response and the same gRPC response metadata, in the model metadata's
+    /// `parameters.revision` and on `tractor_model_info`. The model version stays `1`.
+    #[arg(long, env = "TRACTOR_REVISION")]
+    pub revision: Option<revision::Revision>,
     /// Expected sha256 of the model file (hex); the server refuses to start on a mismatch.
     #[arg(long, env = "TRACTOR_MODEL_SHA256")]
     pub sha256: Option<String>,
@@ -134,6 +140,7 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, Error> {
     let ServeArgs {
         model,
         name,
+        revision,
         sha256,
         http_addr: _,
         grpc_addr: _,
@@ -185,8 +192,13 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, Error> {
         .run(zeros)
         .map_err(|e| Error::WarmUp(e.to_string()))?;
 
-    let metrics = metrics::Metrics::new(name, loaded.format().platform(), loaded.sha256())
-        .map_err(Error::Metrics)?;
+    let metrics = metrics::Metrics::new(
+        name,
+        loaded.format().platform(),
+        loaded.sha256(),
+        revision.as_ref().map(revision::Revision::as_str),
+    )
+    .map_err(Error::Metrics)?;
     let config = batcher::BatchConfig {
         threads,
         max_batch_size: *max_batch_size,
@@ -198,15 +210,18 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, Error> {
         max_count: *feedback_window,
         max_age: Duration::from_secs(*feedback_max_age_secs),
     });
-    let server = Arc::new(server::Server::new(
-        name.clone(),
-        loaded.format().platform(),
-        loaded.sha256().to_owned(),
-        signature,
-        metrics,
-        batcher,
-        feedback,
-    ));
+    let server = Arc::new(
+        server::Server::new(
+            name.clone(),
+            loaded.format().platform(),
+            loaded.sha256().to_owned(),
+            signature,
+            metrics,
+            batcher,
+            feedback,
+        )
+        .with_revision(revision.clone()),
+    );
     let auth_token = match auth_token_file {
         None => None,
         Some(path) => Some(
@@ -288,7 +303,7 @@ pub async fn serve(
     let grpc = tokio::net::TcpListener::bind(grpc_addr)
         .await
         .map_err(Error::Start)?;
-    tracing::info!(http = %http_addr, grpc = %grpc_addr, tls = tls.is_some(), model = %server.name, "serving");
+    tracing::info!(http = %http_addr, grpc = %grpc_addr, tls = tls.is_some(), model = %server.name, revision = server.revision.as_ref().map(revision::Revision::as_str), "serving");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -340,4 +355,68 @@ pub async fn serve(
     }
     tracing::info!("drained; exiting");
     Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A small real server for the front ends' tests: the logistic regression fixture, one thread, no batching.
+
+    use clap::Parser;
+
+    use super::{Prepared, ServeArgs, prepare};
+
+    /// Name the fixture is served under.
+    pub const MODEL: &str = "logreg";
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    /// A ready server, parsed from the command line as `tractor serve` would be, told `revision` when given.
+    pub fn prepared(revision: Option<&str>) -> Prepared {
+        let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/breast_cancer_logreg.onnx");
+        let mut argv = vec![
+            "serve".to_owned(),
+            "--model".to_owned(),
+            model.display().to_string(),
+            "--name".to_owned(),
+            MODEL.to_owned(),
+            "--threads".to_owned(),
+            "1".to_owned(),
+            "--max-batch-size".to_owned(),
+            "1".to_owned(),
+        ];
+        if let Some(r) = revision {
+            argv.extend(["--revision".to_owned(), r.to_owned()]);
+        }
+        let cli = Cli::try_parse_from(argv).expect("serve args");
+        prepare(&cli.serve).expect("prepared server")
+    }
+
+    /// One row of the fixture's 30 FP32 features.
+    pub fn row() -> Vec<f32> {
+        vec![0.5; 30]
+    }
+
+    #[test]
+    fn a_revision_that_is_no_label_value_is_refused_at_the_command_line() {
+        fn argv(revision: &str) -> [&str; 7] {
+            [
+                "serve",
+                "--model",
+                "m.onnx",
+                "--name",
+                MODEL,
+                "--revision",
+                revision,
+            ]
+        }
+        assert!(Cli::try_parse_from(argv("3f9a1c0b7e")).is_ok());
+        for bad in ["", "a b", "canary/1", "x\r\ninjected: 1"] {
+            assert!(Cli::try_parse_from(argv(bad)).is_err(), "{bad:?} accepted");
+        }
+    }
 }

@@ -32,7 +32,8 @@ pub const RECALL: &str = "tractor_model_recall";
 pub const F1: &str = "tractor_model_f1";
 /// `tractor_model_feedback_window{model}`: labelled predictions the scores are computed on.
 pub const FEEDBACK_WINDOW: &str = "tractor_model_feedback_window";
-/// `tractor_model_info{model,platform,sha256}`: always 1; carries the model's identity.
+/// `tractor_model_info{model,platform,sha256,revision}`: always 1; carries the model's identity. `revision` is
+/// the pod's model revision (`--revision`), empty when not told: one value per process, so bounded.
 pub const MODEL_INFO: &str = "tractor_model_info";
 
 /// Values of the `result` label of [`FEEDBACK_TOTAL`].
@@ -82,8 +83,13 @@ fn fixed<T: prometheus::core::Collector + Clone + 'static>(
 }
 
 impl Metrics {
-    /// Register every metric for `model`; `platform` and `sha256` go on [`MODEL_INFO`].
-    pub fn new(model: &str, platform: &str, sha256: &str) -> Result<Metrics, prometheus::Error> {
+    /// Register every metric for `model`; `platform`, `sha256` and `revision` go on [`MODEL_INFO`].
+    pub fn new(
+        model: &str,
+        platform: &str,
+        sha256: &str,
+        revision: Option<&str>,
+    ) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let m = [("model", model)];
         let requests = fixed(
@@ -181,10 +187,12 @@ impl Metrics {
             &registry,
             GaugeVec::new(
                 Opts::new(MODEL_INFO, "The served model; always 1."),
-                &["model", "platform", "sha256"],
+                &["model", "platform", "sha256", "revision"],
             )?,
         )?;
-        info.with_label_values(&[model, platform, sha256]).set(1.0);
+        // An empty label value is no label to Prometheus: a server not told its revision exports none.
+        info.with_label_values(&[model, platform, sha256, revision.unwrap_or_default()])
+            .set(1.0);
         for r in RESULTS {
             feedback.with_label_values(&[model, r]);
         }
@@ -238,7 +246,7 @@ mod tests {
 
     #[test]
     fn every_name_is_exported_with_the_model_label() {
-        let m = Metrics::new("digits", "tract_onnx", "abc").expect("metrics");
+        let m = Metrics::new("digits", "tract_onnx", "abc", Some("3f9a1c0b7e")).expect("metrics");
         m.observe_request("rest", "200", 0.001);
         m.queue.observe(0.0001);
         m.compute.observe(0.0001);
@@ -265,6 +273,25 @@ mod tests {
         );
         assert!(
             text.contains(r#"tractor_model_feedback_total{model="digits",result="unknown_id"} 0"#)
+        );
+        assert!(
+            text.contains(
+                r#"tractor_model_info{model="digits",platform="tract_onnx",revision="3f9a1c0b7e",sha256="abc"} 1"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn model_info_without_a_revision_has_an_empty_one() {
+        let text = Metrics::new("digits", "tract_onnx", "abc", None)
+            .expect("metrics")
+            .render();
+        assert!(
+            text.contains(
+                r#"tractor_model_info{model="digits",platform="tract_onnx",revision="",sha256="abc"} 1"#
+            ),
+            "{text}"
         );
     }
 }

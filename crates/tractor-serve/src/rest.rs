@@ -18,6 +18,7 @@ use serde_json::json;
 
 use crate::codec;
 use crate::feedback::{FeedbackRequest, MAX_ITEMS};
+use crate::revision;
 use crate::server::{InferError, Server};
 
 /// Header of the binary tensor extension: length of the JSON part of the body.
@@ -64,8 +65,9 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
-/// The REST application.
+/// The REST application. With a revision, every response names it ([`revision::layer`]).
 pub fn app(server: Arc<Server>, config: RestConfig) -> Router {
+    let stamp = revision::layer::<Body>(server.revision.as_ref());
     let state = AppState {
         server,
         config: Arc::new(config),
@@ -93,6 +95,8 @@ pub fn app(server: Arc<Server>, config: RestConfig) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())
         })
+        // Last, so it wraps every route, the fallbacks and the auth rejections alike.
+        .layer(stamp)
         .with_state(state)
 }
 
@@ -155,9 +159,17 @@ fn metadata(st: &AppState, m: &str, v: Option<&str>) -> Result<Response, ApiErro
         "inputs": s.signature.inputs,
         "outputs": s.signature.outputs,
     });
-    // What the loader changed (a ZipMap served as its probability tensor) travels as a metadata parameter.
+    // What the loader changed (a ZipMap served as its probability tensor) and the revision served travel as
+    // metadata parameters: the V2 schema has no field for them, and `versions` stays `["1"]` for clients' URLs.
+    let mut parameters = serde_json::Map::new();
     if !s.signature.notes.is_empty() {
-        body["parameters"] = json!({ "notes": s.signature.notes });
+        parameters.insert("notes".into(), json!(s.signature.notes));
+    }
+    if let Some(r) = &s.revision {
+        parameters.insert("revision".into(), json!(r.as_str()));
+    }
+    if !parameters.is_empty() {
+        body["parameters"] = parameters.into();
     }
     Ok(axum::Json(body).into_response())
 }
@@ -379,4 +391,139 @@ async fn explain(
         obj.insert("id".into(), json!(id));
     }
     Ok(axum::Json(e).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Request;
+    use serde_json::Value;
+    use tower::ServiceExt;
+    use tractor_api::names::HEADER_REVISION;
+
+    use super::*;
+    use crate::testing::{self, MODEL};
+
+    const REVISION: &str = "3f9a1c0b7e";
+
+    fn router(revision: Option<&str>) -> Router {
+        let prepared = testing::prepared(revision);
+        app(prepared.server, prepared.rest)
+    }
+
+    fn infer_body() -> String {
+        json!({"inputs": [{"name": "X", "shape": [1, 30], "datatype": "FP32", "data": testing::row()}]})
+            .to_string()
+    }
+
+    fn post(uri: &str, body: String) -> Request<Body> {
+        Request::post(uri).body(Body::from(body)).expect("request")
+    }
+
+    fn get(uri: &str) -> Request<Body> {
+        Request::get(uri).body(Body::empty()).expect("request")
+    }
+
+    /// Status, revision header and JSON body of one request through the router.
+    async fn call(app: &Router, req: Request<Body>) -> (StatusCode, Option<String>, Value) {
+        let res = app.clone().oneshot(req).await.expect("infallible");
+        let status = res.status();
+        let revision = res
+            .headers()
+            .get(HEADER_REVISION)
+            .map(|v| v.to_str().expect("ascii").to_owned());
+        let body = res.into_body().collect().await.expect("body").to_bytes();
+        let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        (status, revision, json)
+    }
+
+    #[tokio::test]
+    async fn every_response_names_the_configured_revision() {
+        let app = router(Some(REVISION));
+        let cases = [
+            (
+                "infer",
+                post(&format!("/v2/models/{MODEL}/infer"), infer_body()),
+                StatusCode::OK,
+            ),
+            (
+                "infer, version 1",
+                post(
+                    &format!("/v2/models/{MODEL}/versions/1/infer"),
+                    infer_body(),
+                ),
+                StatusCode::OK,
+            ),
+            (
+                "malformed infer body",
+                post(&format!("/v2/models/{MODEL}/infer"), "{".into()),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "unknown model",
+                post("/v2/models/nope/infer", infer_body()),
+                StatusCode::NOT_FOUND,
+            ),
+            ("unknown route", get("/nope"), StatusCode::NOT_FOUND),
+            (
+                "wrong method",
+                get(&format!("/v2/models/{MODEL}/infer")),
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            ("liveness", get("/v2/health/live"), StatusCode::OK),
+            ("readiness", get("/v2/health/ready"), StatusCode::OK),
+            ("metrics", get("/metrics"), StatusCode::OK),
+        ];
+        for (case, req, want) in cases {
+            let (status, revision, body) = call(&app, req).await;
+            assert_eq!(status, want, "{case}: {body}");
+            assert_eq!(revision.as_deref(), Some(REVISION), "{case}");
+        }
+    }
+
+    #[tokio::test]
+    async fn metadata_names_the_revision_and_keeps_version_1() {
+        let app = router(Some(REVISION));
+        for uri in [
+            format!("/v2/models/{MODEL}"),
+            format!("/v2/models/{MODEL}/versions/1"),
+        ] {
+            let (status, revision, meta) = call(&app, get(&uri)).await;
+            assert_eq!(status, StatusCode::OK, "{uri}: {meta}");
+            assert_eq!(revision.as_deref(), Some(REVISION));
+            assert_eq!(meta["versions"], json!(["1"]), "{meta}");
+            assert_eq!(meta["parameters"]["revision"], json!(REVISION), "{meta}");
+        }
+        let (_, _, infer) = call(
+            &app,
+            post(&format!("/v2/models/{MODEL}/infer"), infer_body()),
+        )
+        .await;
+        assert_eq!(infer["model_version"], json!("1"), "{infer}");
+        let (status, _, _) = call(
+            &app,
+            get(&format!("/v2/models/{MODEL}/versions/{REVISION}")),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "the revision is no version");
+    }
+
+    #[tokio::test]
+    async fn without_a_revision_no_response_names_one() {
+        let app = router(None);
+        let cases = [
+            post(&format!("/v2/models/{MODEL}/infer"), infer_body()),
+            post("/v2/models/nope/infer", infer_body()),
+            get(&format!("/v2/models/{MODEL}")),
+        ];
+        for req in cases {
+            let uri = req.uri().clone();
+            let (status, revision, body) = call(&app, req).await;
+            assert_eq!(revision, None, "{uri} ({status})");
+            assert!(
+                body.get("parameters")
+                    .is_none_or(|p| p.get("revision").is_none()),
+                "{uri}: {body}"
+            );
+        }
+    }
 }

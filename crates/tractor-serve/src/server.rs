@@ -13,6 +13,7 @@ use crate::batcher::{Batcher, SubmitError};
 use crate::codec;
 use crate::feedback::{Feedback, FeedbackItem, FeedbackSummary};
 use crate::metrics::Metrics;
+use crate::revision::Revision;
 
 /// Why an inference did not happen; each maps to one HTTP status and one gRPC code.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,9 @@ pub struct Server {
     pub name: String,
     /// The version reported in metadata (one version per process).
     pub version: String,
+    /// The model revision this process serves (its pod's revision label), when told: named on every
+    /// response and in the model metadata. Distinct from `version`, which stays `1` for clients' URLs.
+    pub revision: Option<Revision>,
     /// `tract_onnx` or `tract_nnef`.
     pub platform: &'static str,
     /// The model file's sha256.
@@ -93,6 +97,7 @@ impl Server {
         Server {
             name,
             version: "1".into(),
+            revision: None,
             platform,
             sha256,
             signature,
@@ -103,6 +108,11 @@ impl Server {
             class_output,
             score_output,
         }
+    }
+
+    /// The same server, naming `revision` on its responses.
+    pub fn with_revision(self, revision: Option<Revision>) -> Server {
+        Server { revision, ..self }
     }
 
     /// Whether the model is loaded, warmed up and not draining.
