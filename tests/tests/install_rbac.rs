@@ -1,5 +1,7 @@
 //! Least privilege: the operator's permissions, rendered and as the API server grants them, have no wildcard
 //! verb, resource, group or name; Secrets are readable only by name and only when listed; nothing escalates.
+//! The API server grants what the operator calls (crates/tractor-operator/src/rbac.rs, whose unit test keeps the
+//! chart equal to it) and refuses a sample of what it never calls.
 //! (That the same permissions are enough is shown by install_helm and install_kustomize, whose operator runs
 //! with the chart's ServiceAccount token.)
 
@@ -132,6 +134,10 @@ fn api_server_grants_the_service_account_only_what_it_needs() -> Result<()> {
         ("create", "jobs.batch"),
         ("delete", "jobs.batch"),
         ("patch", "deployments.apps"),
+        // The canary Deployment goes at promotion and rollback (rollout.rs).
+        ("delete", "deployments.apps"),
+        // rollbackOnAccuracyDrop reads the previous pod template from the Deployment's ReplicaSets.
+        ("list", "replicasets.apps"),
         ("patch", "services"),
         ("patch", "poddisruptionbudgets.policy"),
         ("patch", "networkpolicies.networking.k8s.io"),
@@ -157,9 +163,24 @@ fn api_server_grants_the_service_account_only_what_it_needs() -> Result<()> {
             "update",
             "modeldeployments.serving.tractor.dev --subresource=status",
         ),
-        ("delete", "deployments.apps"),
+        // Never read one by one: the watch and the start-up list are enough.
+        ("get", "modeldeployments.serving.tractor.dev"),
+        // Only patched (server-side apply or merge patch), never replaced.
+        ("update", "deployments.apps"),
+        ("deletecollection", "deployments.apps"),
+        // Deleted by garbage collection through owner references, never by the operator.
+        ("delete", "services"),
+        ("delete", "poddisruptionbudgets.policy"),
+        ("delete", "networkpolicies.networking.k8s.io"),
+        ("delete", "replicasets.apps"),
+        ("patch", "replicasets.apps"),
+        ("delete", "events.events.k8s.io"),
         ("get", "configmaps"),
         ("create", "roles.rbac.authorization.k8s.io"),
+        // Wildcards: a rule granting any verb, or any resource, would answer yes.
+        ("*", "deployments.apps"),
+        ("list", "*"),
+        ("*", "*"),
     ] {
         ensure!(
             !can(verb, what, m)?,
@@ -168,6 +189,7 @@ fn api_server_grants_the_service_account_only_what_it_needs() -> Result<()> {
     }
     // Namespaced mode: nothing outside the watched namespace, no cluster-wide reads.
     ensure!(!can("patch", "deployments.apps", other.name())?);
+    ensure!(!can("delete", "deployments.apps", other.name())?);
     ensure!(!can(
         "list",
         "modeldeployments.serving.tractor.dev",

@@ -26,6 +26,18 @@ struct Args {
     report: String,
 }
 
+/// Taint key of the test cluster's KWOK nodes (`KWOK_TAINT` in tests/cluster/cluster.sh): the bench's pods
+/// must land there, never on the real node, where 1000 pods would really start.
+const KWOK_TAINT: &str = "tractor.dev/kwok";
+
+fn kwok_node_selector() -> serde_json::Value {
+    json!({"type": "kwok"})
+}
+
+fn kwok_tolerations() -> serde_json::Value {
+    json!([{"key": KWOK_TAINT, "operator": "Exists", "effect": "NoSchedule"}])
+}
+
 fn args() -> Args {
     let a: Vec<String> = std::env::args().collect();
     let get = |flag: &str| {
@@ -228,7 +240,8 @@ async fn main() {
             "metadata": {"name": format!("base-{i}"), "labels": {"bench": "baseline"}},
             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": format!("base-{i}")}},
                      "template": {"metadata": {"labels": {"app": format!("base-{i}")}},
-                                  "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
+                                  "spec": {"containers": [{"name": "c", "image": "busybox"}],
+                                           "nodeSelector": kwok_node_selector(), "tolerations": kwok_tolerations()}}}
         }))
         .unwrap();
         deployments
@@ -272,7 +285,8 @@ async fn main() {
         let md: ModelDeployment = serde_json::from_value(json!({
             "apiVersion": "serving.tractor.dev/v1alpha1", "kind": "ModelDeployment",
             "metadata": {"name": format!("m-{i}")},
-            "spec": {"model": {"uri": format!("https://models.example.com/m-{i}.onnx"), "sha256": "5f".repeat(32)}}
+            "spec": {"model": {"uri": format!("https://models.example.com/m-{i}.onnx"), "sha256": "5f".repeat(32)},
+                     "serving": {"pod": {"nodeSelector": kwok_node_selector(), "tolerations": kwok_tolerations()}}}
         }))
         .unwrap();
         mds.create(&PostParams::default(), &md).await.unwrap();

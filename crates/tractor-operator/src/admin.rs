@@ -1,4 +1,5 @@
-//! The admin port: `/live`, `/ready` (true only after the CRD check and the first watch sync) and `/metrics`.
+//! The admin port: `/live`, `/ready` (true after the CRD check and the first watch sync, or while a replica
+//! stands by for the leader lease) and `/metrics`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +17,10 @@ use crate::metrics::Metrics;
 pub struct Admin {
     /// Set once the CRD is known installed and the first list of ModelDeployments is in the store.
     pub ready: Arc<AtomicBool>,
+    /// Set while this replica has passed the CRD check and waits for the leader lease. A standby is healthy:
+    /// were it not Ready, a Deployment of two replicas would never be Available (and `helm install --wait`,
+    /// Argo CD and Flux would wait forever), as controller-runtime's followers are Ready too.
+    pub standby: Arc<AtomicBool>,
     /// Metrics to render.
     pub metrics: Metrics,
 }
@@ -29,9 +34,14 @@ pub fn router(admin: Admin) -> Router {
         .with_state(admin)
 }
 
+/// The `/ready` body of a replica that waits for the leader lease.
+pub const STANDBY: &str = "ok: standby, another replica holds the leader lease";
+
 async fn ready(State(admin): State<Admin>) -> (StatusCode, &'static str) {
     if admin.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ok")
+    } else if admin.standby.load(Ordering::Acquire) {
+        (StatusCode::OK, STANDBY)
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -59,6 +69,7 @@ mod tests {
     async fn ready_tells_the_truth() {
         let admin = Admin {
             ready: Arc::default(),
+            standby: Arc::default(),
             metrics: Metrics::new().expect("metrics"),
         };
         let app = router(admin.clone());
@@ -79,15 +90,23 @@ mod tests {
                 .status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
-        admin.ready.store(true, Ordering::Release);
-        assert_eq!(
-            app.clone()
-                .oneshot(get("/ready"))
+        let body = |r: axum::response::Response| async move {
+            let bytes = axum::body::to_bytes(r.into_body(), 1024)
                 .await
-                .expect("ready")
-                .status(),
-            StatusCode::OK
-        );
+                .expect("body");
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        // A standby is Ready, and says it stands by.
+        admin.standby.store(true, Ordering::Release);
+        let r = app.clone().oneshot(get("/ready")).await.expect("ready");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(body(r).await, STANDBY);
+        // The leader, once synced.
+        admin.standby.store(false, Ordering::Release);
+        admin.ready.store(true, Ordering::Release);
+        let r = app.clone().oneshot(get("/ready")).await.expect("ready");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(body(r).await, "ok");
         let metrics = app.oneshot(get("/metrics")).await.expect("metrics");
         assert_eq!(metrics.status(), StatusCode::OK);
     }

@@ -19,6 +19,7 @@ use tractor_api::{
 use crate::error::call;
 use crate::hpa::{self, Bounds, Hold, Limit};
 use crate::prom::{self, QueryError, Selector, Server};
+use crate::rbac;
 use crate::validate::Validated;
 
 /// Shortest rate window: Prometheus needs at least two samples in it, and scrapes every 5-30 s.
@@ -340,7 +341,7 @@ impl Autoscaler {
             None => None,
             Some(r) => {
                 let secrets: Api<Secret> = Api::namespaced(client.clone(), &v.namespace);
-                let secret = call("get Secret", secrets.get_opt(&r.name))
+                let secret = call(rbac::GET_SECRET, &v.namespace, secrets.get_opt(&r.name))
                     .await
                     .map_err(|e| format!("holding replicas: cannot read Secret {}: {e}", r.name))?
                     .ok_or_else(|| format!("holding replicas: Secret {} not found", r.name))?;

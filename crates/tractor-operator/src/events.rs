@@ -17,6 +17,9 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType};
 
+use crate::error::{Error, call, is_not_found};
+use crate::rbac;
+
 /// How long a message's Event keeps collecting repeats; a repeat after that starts a new Event.
 const FOLD_WINDOW: SignedDuration = SignedDuration::from_mins(6);
 
@@ -67,8 +70,8 @@ impl Recorder {
     /// carried the same message within [`FOLD_WINDOW`].
     ///
     /// # Errors
-    /// The API server's refusal of the create or patch.
-    pub async fn publish(&self, ev: &Event, regarding: &ObjectReference) -> kube::Result<()> {
+    /// The API server's refusal of the create or patch, or its timeout.
+    pub async fn publish(&self, ev: &Event, regarding: &ObjectReference) -> Result<(), Error> {
         let now = Timestamp::now();
         let key = Key {
             regarding: (
@@ -94,9 +97,12 @@ impl Recorder {
                 let series = serde_json::json!({
                     "series": EventSeries { count: p.count + 1, last_observed_time: MicroTime(now) }
                 });
-                match api
-                    .patch(&p.name, &PatchParams::default(), &Patch::Merge(&series))
-                    .await
+                match call(
+                    rbac::PATCH_EVENT,
+                    namespace,
+                    api.patch(&p.name, &PatchParams::default(), &Patch::Merge(&series)),
+                )
+                .await
                 {
                     Ok(_) => Some(Seen {
                         name: p.name.clone(),
@@ -104,7 +110,7 @@ impl Recorder {
                         last: now,
                     }),
                     // Events expire (the API server's --event-ttl): a repeat of a gone one starts afresh.
-                    Err(kube::Error::Api(e)) if e.code == 404 => None,
+                    Err(Error::Api { source, .. }) if is_not_found(&source) => None,
                     Err(e) => return Err(e),
                 }
             }
@@ -114,7 +120,12 @@ impl Recorder {
             Some(s) => s,
             None => {
                 let event = self.new_event(ev, regarding, now);
-                let created = api.create(&PostParams::default(), &event).await?;
+                let created = call(
+                    rbac::CREATE_EVENT,
+                    namespace,
+                    api.create(&PostParams::default(), &event),
+                )
+                .await?;
                 Seen {
                     name: created.metadata.name.unwrap_or_default(),
                     count: 1,

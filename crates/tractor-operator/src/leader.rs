@@ -14,6 +14,7 @@ use kube::api::PostParams;
 use tracing::{info, warn};
 
 use crate::error::{Error, call};
+use crate::rbac;
 
 /// Seconds a lease stays valid without renewal (client-go's default).
 const LEASE_SECONDS: i32 = 15;
@@ -23,6 +24,7 @@ const RENEW: Duration = Duration::from_secs(5);
 /// An elector for one lease.
 pub struct Elector {
     api: Api<Lease>,
+    namespace: String,
     name: String,
     identity: String,
 }
@@ -32,6 +34,7 @@ impl Elector {
     pub fn new(client: kube::Client, namespace: &str, name: &str, identity: String) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
+            namespace: namespace.to_owned(),
             name: name.to_owned(),
             identity,
         }
@@ -73,7 +76,13 @@ impl Elector {
     /// `resourceVersion` makes simultaneous takeovers safe: one replace wins, the other gets 409.
     async fn try_acquire(&self) -> Result<bool, Error> {
         let now = Timestamp::now();
-        let Some(mut lease) = call("get Lease", self.api.get_opt(&self.name)).await? else {
+        let Some(mut lease) = call(
+            rbac::GET_LEASE,
+            &self.namespace,
+            self.api.get_opt(&self.name),
+        )
+        .await?
+        else {
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(self.name.clone()),
@@ -82,7 +91,8 @@ impl Elector {
                 spec: Some(self.spec(now, now, 0)),
             };
             return match call(
-                "create Lease",
+                rbac::CREATE_LEASE,
+                &self.namespace,
                 self.api.create(&PostParams::default(), &lease),
             )
             .await
@@ -116,7 +126,8 @@ impl Elector {
         };
         lease.spec = Some(self.spec(acquired, now, transitions));
         match call(
-            "renew Lease",
+            rbac::RENEW_LEASE,
+            &self.namespace,
             self.api.replace(&self.name, &PostParams::default(), &lease),
         )
         .await

@@ -13,6 +13,7 @@ pub mod leader;
 pub mod metrics;
 pub mod monitor;
 pub mod prom;
+pub mod rbac;
 pub mod reconcile;
 pub mod rollout;
 pub mod validate;
@@ -22,13 +23,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::ListParams;
+use kube::core::PartialObjectMeta;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Config, ResourceExt};
 use tracing::{error, info};
 use tractor_api::ModelDeployment;
 
@@ -73,12 +75,17 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
     } = args;
     let autoscaler =
         autoscaler::Autoscaler::new(prometheus_url).map_err(error::StartError::PrometheusClient)?;
-    let client = Client::try_default()
+    // The config is kept for the API server's URL: "cannot connect to URL" is the first thing to tell a user
+    // whose API server is unreachable.
+    let config = Config::infer()
         .await
-        .map_err(error::StartError::Client)?;
+        .map_err(|e| error::StartError::Client(kube::Error::InferConfig(e)))?;
+    let api_url = config.cluster_url.to_string();
+    let client = Client::try_from(config).map_err(error::StartError::Client)?;
     let metrics = metrics::Metrics::new().map_err(error::StartError::Metrics)?;
     let admin_state = admin::Admin {
         ready: Arc::default(),
+        standby: Arc::default(),
         metrics: metrics.clone(),
     };
     let listener = tokio::net::TcpListener::bind(admin_addr)
@@ -96,10 +103,12 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    // Start-up check: a missing CRD is a clear error, not an endless watch retry.
-    mds.list(&ListParams::default().limit(1))
-        .await
-        .map_err(error::StartError::CrdMissing)?;
+    // Start-up check: an unreachable API server, a missing CRD or a missing permission is a clear error, not
+    // an endless watch retry.
+    if let Err(e) = mds.list(&ListParams::default().limit(1)).await {
+        rbac::LIST_MODELDEPLOYMENTS.log_if_forbidden(namespace.as_deref(), &e);
+        return Err(error::StartError::from_list(e, &api_url));
+    }
 
     let elector = leader_elect.then(|| {
         // The pid keeps two replicas on one host (or a restarted container) from sharing an identity.
@@ -110,15 +119,18 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
         leader::Elector::new(
             client.clone(),
             &leader_namespace,
-            "tractor-operator",
+            rbac::LEADER_LEASE,
             identity,
         )
     });
     if let Some(elector) = &elector {
+        admin_state.standby.store(true, Ordering::Release);
         elector
             .acquire()
             .await
             .map_err(error::StartError::Election)?;
+        admin_state.standby.store(false, Ordering::Release);
+        info!("leader lease acquired");
     }
 
     let ctx = Arc::new(Context {
@@ -131,7 +143,9 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
         written: Default::default(),
     });
     let children = watcher::Config::default().labels(&managed_selector());
-    let api_for = |c: &Client| -> (Api<Deployment>, Api<Job>, Api<Service>) {
+    // Metadata only: a child's change matters as a trigger, its content is read in the reconcile.
+    type Meta<K> = Api<PartialObjectMeta<K>>;
+    let api_for = |c: &Client| -> (Meta<Deployment>, Meta<Job>, Meta<Service>) {
         match &namespace {
             Some(ns) => (
                 Api::namespaced(c.clone(), ns),
@@ -151,14 +165,34 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
     let watched = reflector::reflector(
         writer,
         watcher::watcher(mds, watcher::Config::default().any_semantic())
+            .inspect_err(log_forbidden(
+                rbac::LIST_MODELDEPLOYMENTS,
+                rbac::WATCH_MODELDEPLOYMENTS,
+                namespace.clone(),
+            ))
             .default_backoff()
             .modify(|md| md.managed_fields_mut().clear()),
     )
     .applied_objects();
+    // Owned watches as `Controller::owns` builds them, each tagged so a 403 is logged with its resource: the
+    // controller's own error stream does not say which watch failed.
+    let owned = |list, watch| log_forbidden(list, watch, namespace.clone());
     let controller = Controller::for_stream(watched, store.clone())
-        .owns(deployments, children.clone())
-        .owns(jobs, children.clone())
-        .owns(services, children)
+        .owns_stream(
+            watcher::watcher(deployments, children.clone())
+                .inspect_err(owned(rbac::LIST_DEPLOYMENTS, rbac::WATCH_DEPLOYMENTS))
+                .touched_objects(),
+        )
+        .owns_stream(
+            watcher::watcher(jobs, children.clone())
+                .inspect_err(owned(rbac::LIST_JOBS, rbac::WATCH_JOBS))
+                .touched_objects(),
+        )
+        .owns_stream(
+            watcher::watcher(services, children)
+                .inspect_err(owned(rbac::LIST_SERVICES, rbac::WATCH_SERVICES))
+                .touched_objects(),
+        )
         // Bounded: at start-up every object is due at once, and each reconcile holds a few children in
         // memory; 16 keeps the peak small without slowing a 1000-object start (the API server is the limit).
         .with_config(
@@ -184,6 +218,8 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
     let run = controller
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
+            // A forbidden call was logged where it was made (by `error::call` or the watch that made it);
+            // watch errors repeat at every backoff step, so the rest stays at debug.
             if let Err(e) = result {
                 tracing::debug!(error = %e, "reconcile loop");
             }
@@ -202,4 +238,17 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
     }
     info!("operator stopped");
     Ok(())
+}
+
+/// Logs a watch's 403 as [`rbac::FORBIDDEN_LOG`]: `list` for its initial list, `watch` for the rest.
+fn log_forbidden(
+    list: rbac::Request,
+    watch: rbac::Request,
+    namespace: Option<String>,
+) -> impl FnMut(&watcher::Error) + Send + 'static {
+    move |e| {
+        if let Some(f) = rbac::watch_forbidden(&list, &watch, namespace.as_deref(), e) {
+            f.log();
+        }
+    }
 }

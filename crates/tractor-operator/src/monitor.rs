@@ -12,6 +12,8 @@ use kube::{Resource, ResourceExt};
 
 use tractor_api::names;
 
+use crate::error::{Error, call};
+use crate::rbac;
 use crate::validate::Validated;
 
 /// The ServiceMonitor kind the Prometheus Operator serves.
@@ -108,22 +110,26 @@ pub async fn apply(
     discovery: &Discovery,
     v: &Validated,
     field_manager: &str,
-) -> Result<bool, kube::Error> {
+) -> Result<bool, Error> {
     let Some(ar) = discovery.service_monitor(client).await else {
         return Ok(false);
     };
     let desired = crate::build::with_spec_hash(service_monitor(v, &ar));
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &v.namespace, &ar);
-    if let Some(live) = api.get_opt(&v.name).await?
+    if let Some(live) = call(rbac::GET_SERVICEMONITOR, &v.namespace, api.get_opt(&v.name)).await?
         && crate::build::spec_hash(&live).is_some()
         && crate::build::spec_hash(&live) == crate::build::spec_hash(&desired)
     {
         return Ok(true);
     }
-    api.patch(
-        &desired.name_any(),
-        &PatchParams::apply(field_manager).force(),
-        &Patch::Apply(&desired),
+    call(
+        rbac::APPLY_SERVICEMONITOR,
+        &v.namespace,
+        api.patch(
+            &desired.name_any(),
+            &PatchParams::apply(field_manager).force(),
+            &Patch::Apply(&desired),
+        ),
     )
     .await?;
     Ok(true)

@@ -27,6 +27,7 @@ use crate::build::{self, BuildConfig};
 use crate::error::{Error, call, is_not_found};
 use crate::events::Recorder;
 use crate::metrics::Metrics;
+use crate::rbac::{self, Request};
 use crate::rollout;
 use crate::validate::{Validated, validate};
 
@@ -150,15 +151,30 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action, Error> {
     }
 
     // Front objects exist from the start, so the URL resolves as soon as a pod is ready.
-    apply_child(ctx, &v, build::service(&v), "Service").await?;
+    apply_child(
+        ctx,
+        &v,
+        build::service(&v),
+        rbac::GET_SERVICE,
+        rbac::APPLY_SERVICE,
+    )
+    .await?;
     apply_child(
         ctx,
         &v,
         build::pod_disruption_budget(&v),
-        "PodDisruptionBudget",
+        rbac::GET_PODDISRUPTIONBUDGET,
+        rbac::APPLY_PODDISRUPTIONBUDGET,
     )
     .await?;
-    apply_child(ctx, &v, build::network_policy(&v), "NetworkPolicy").await?;
+    apply_child(
+        ctx,
+        &v,
+        build::network_policy(&v),
+        rbac::GET_NETWORKPOLICY,
+        rbac::APPLY_NETWORKPOLICY,
+    )
+    .await?;
     // Optional: a cluster with the Prometheus Operator gets a ServiceMonitor; failing to write it (RBAC not
     // granted for it, say) must not hold up serving.
     if let Err(e) =
@@ -193,7 +209,8 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action, Error> {
                     ctx,
                     &v,
                     build::deployment(&v, model, &ctx.build),
-                    "Deployment",
+                    rbac::GET_DEPLOYMENT,
+                    rbac::APPLY_DEPLOYMENT,
                 )
                 .await?;
                 rollout::tidy(ctx, &v, &old, Some(&d), false).await?;
@@ -415,13 +432,14 @@ async fn model_state(
 
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &v.namespace);
     let name = build::job_name(&v.name, &v.revision);
-    let job = match call("get Job", jobs.get_opt(&name)).await? {
+    let job = match call(rbac::GET_JOB, &v.namespace, jobs.get_opt(&name)).await? {
         Some(job) => job,
         None => {
             // A Job's pod template is immutable, so it is created once per revision, never re-applied.
             let job = build::optimize_job(v, &ctx.build);
             match call(
-                "create Job",
+                rbac::CREATE_JOB,
+                &v.namespace,
                 jobs.create(
                     &PostParams {
                         field_manager: Some(FIELD_MANAGER.to_owned()),
@@ -527,7 +545,8 @@ async fn read_report(
 ) -> Result<Option<OptimizeReport>, Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &v.namespace);
     let list = call(
-        "list Job pods",
+        rbac::LIST_JOB_PODS,
+        &v.namespace,
         pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"))),
     )
     .await?;
@@ -554,7 +573,7 @@ async fn read_report(
 /// Leaves the previous revision's Deployment as it is, except for the replica count.
 async fn keep_serving(v: &Validated, ctx: &Context) -> Result<Option<Deployment>, Error> {
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &v.namespace);
-    let Some(live) = call("get Deployment", api.get_opt(&v.name)).await? else {
+    let Some(live) = call(rbac::GET_DEPLOYMENT, &v.namespace, api.get_opt(&v.name)).await? else {
         return Ok(None);
     };
     let desired = build::desired_replicas(&v.md);
@@ -578,7 +597,8 @@ pub(crate) async fn scale_deployment(
         ..PatchParams::default()
     };
     let patched = call(
-        "scale Deployment",
+        rbac::SCALE_DEPLOYMENT,
+        &v.namespace,
         api.patch(&v.name, &params, &Patch::Merge(&patch)),
     )
     .await?;
@@ -598,12 +618,13 @@ pub(crate) async fn publish(ctx: &Context, md: &ModelDeployment, event: &Event) 
 }
 
 /// Server-side applies a child unless the live one already carries the same content hash: a steady state
-/// sends no writes at all.
+/// sends no writes at all. `get` and `apply` are the child kind's two requests.
 pub(crate) async fn apply_child<K>(
     ctx: &Context,
     v: &Validated,
     desired: K,
-    kind: &'static str,
+    get: Request,
+    apply: Request,
 ) -> Result<K, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -615,7 +636,7 @@ where
     let desired = build::with_spec_hash(desired);
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &v.namespace);
     let name = desired.name_any();
-    if let Some(live) = call(kind_action(kind, false), api.get_opt(&name)).await?
+    if let Some(live) = call(get, &v.namespace, api.get_opt(&name)).await?
         && build::spec_hash(&live).is_some()
         && build::spec_hash(&live) == build::spec_hash(&desired)
     {
@@ -623,27 +644,16 @@ where
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let applied = call(
-        kind_action(kind, true),
+        apply,
+        &v.namespace,
         api.patch(&name, &params, &Patch::Apply(&desired)),
     )
     .await?;
-    ctx.metrics.child_applies.with_label_values(&[kind]).inc();
+    ctx.metrics
+        .child_applies
+        .with_label_values(&[&K::kind(&())])
+        .inc();
     Ok(applied)
-}
-
-fn kind_action(kind: &str, apply: bool) -> &'static str {
-    match (kind, apply) {
-        ("Deployment", true) => "apply Deployment",
-        ("Deployment", false) => "get Deployment",
-        ("Service", true) => "apply Service",
-        ("Service", false) => "get Service",
-        ("PodDisruptionBudget", true) => "apply PodDisruptionBudget",
-        ("PodDisruptionBudget", false) => "get PodDisruptionBudget",
-        ("NetworkPolicy", true) => "apply NetworkPolicy",
-        ("NetworkPolicy", false) => "get NetworkPolicy",
-        (_, true) => "apply child",
-        (_, false) => "get child",
-    }
 }
 
 /// The truthful status for what was just observed. Pure.
@@ -876,15 +886,16 @@ async fn write_status(
     for event in transitions(old, &new) {
         publish(ctx, md, &event).await;
     }
-    let api: Api<ModelDeployment> =
-        Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
+    let namespace = md.namespace().unwrap_or_default();
+    let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = serde_json::json!({
         "apiVersion": format!("{}/{}", names::GROUP, names::VERSION),
         "kind": "ModelDeployment",
         "status": new,
     });
     match call(
-        "patch status",
+        rbac::PATCH_STATUS,
+        &namespace,
         api.patch_status(
             &md.name_any(),
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -1010,7 +1021,8 @@ async fn prune_old_jobs(
         names::COMPONENT_OPTIMIZE
     );
     let list = call(
-        "list Jobs",
+        rbac::LIST_JOBS,
+        &v.namespace,
         jobs.list(&ListParams::default().labels(&selector)),
     )
     .await?;
@@ -1022,7 +1034,13 @@ async fn prune_old_jobs(
             .unwrap_or_default();
         if !keep.contains(&rev) {
             let dp = kube::api::DeleteParams::background();
-            match call("delete Job", jobs.delete(&job.name_any(), &dp)).await {
+            match call(
+                rbac::DELETE_JOB,
+                &v.namespace,
+                jobs.delete(&job.name_any(), &dp),
+            )
+            .await
+            {
                 Ok(_) => {}
                 Err(Error::Api { source, .. }) if is_not_found(&source) => {}
                 Err(e) => return Err(e),

@@ -36,6 +36,7 @@ use crate::build;
 use crate::canary::{self, Signals, State, Verdict};
 use crate::error::{Error, call, is_not_found};
 use crate::prom::{self, Selector};
+use crate::rbac;
 use crate::reconcile::{Context, apply_child, publish, scale_deployment};
 use crate::validate::Validated;
 
@@ -160,7 +161,7 @@ pub async fn progress(
         return Ok(None);
     };
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &v.namespace);
-    let Some(stable) = call("get Deployment", api.get_opt(&v.name)).await? else {
+    let Some(stable) = call(rbac::GET_DEPLOYMENT, &v.namespace, api.get_opt(&v.name)).await? else {
         return Ok(None);
     };
     let Some(stable_revision) = build::served_revision(&stable) else {
@@ -175,7 +176,12 @@ pub async fn progress(
     let pauses = canary::pauses(spec, autoscaler::parse_duration);
     let every = analysis_interval(spec);
     let canary_name = build::canary_name(&v.name);
-    let live_canary = call("get Deployment", api.get_opt(&canary_name)).await?;
+    let live_canary = call(
+        rbac::GET_DEPLOYMENT,
+        &v.namespace,
+        api.get_opt(&canary_name),
+    )
+    .await?;
     // `<name>-canary` may be another ModelDeployment's own Deployment: never take it over.
     if let Some(other) = &live_canary
         && !owned(v, other)
@@ -240,7 +246,8 @@ pub async fn progress(
                 ctx,
                 v,
                 build::canary_deployment(v, model, &ctx.build, c),
-                "Deployment",
+                rbac::GET_DEPLOYMENT,
+                rbac::APPLY_DEPLOYMENT,
             )
             .await?;
             // The stable side gives up a pod only once a canary pod took its place.
@@ -253,7 +260,8 @@ pub async fn progress(
                 ctx,
                 v,
                 build::deployment(v, model, &ctx.build),
-                "Deployment",
+                rbac::GET_DEPLOYMENT,
+                rbac::APPLY_DEPLOYMENT,
             )
             .await?;
             let event = Event {
@@ -381,7 +389,7 @@ fn owned(v: &Validated, d: &Deployment) -> bool {
 pub async fn remove_canary(ctx: &Context, v: &Validated) -> Result<(), Error> {
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &v.namespace);
     let name = build::canary_name(&v.name);
-    let Some(live) = call("get Deployment", api.get_opt(&name)).await? else {
+    let Some(live) = call(rbac::GET_DEPLOYMENT, &v.namespace, api.get_opt(&name)).await? else {
         return Ok(());
     };
     if !owned(v, &live) {
@@ -393,7 +401,13 @@ pub async fn remove_canary(ctx: &Context, v: &Validated) -> Result<(), Error> {
         uid: live.metadata.uid.clone(),
         resource_version: None,
     });
-    match call("delete Deployment", api.delete(&name, &params)).await {
+    match call(
+        rbac::DELETE_DEPLOYMENT,
+        &v.namespace,
+        api.delete(&name, &params),
+    )
+    .await
+    {
         Ok(_) => Ok(()),
         Err(Error::Api { source, .. }) if is_not_found(&source) => Ok(()),
         Err(e) => Err(e),
@@ -433,7 +447,7 @@ pub async fn return_to_previous(ctx: &Context, v: &Validated) -> Result<Option<S
     use tractor_api::names;
 
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &v.namespace);
-    let Some(live) = call("get Deployment", api.get_opt(&v.name)).await? else {
+    let Some(live) = call(rbac::GET_DEPLOYMENT, &v.namespace, api.get_opt(&v.name)).await? else {
         return Ok(None);
     };
     if build::served_revision(&live).as_deref() != Some(v.revision.as_str()) {
@@ -441,7 +455,8 @@ pub async fn return_to_previous(ctx: &Context, v: &Validated) -> Result<Option<S
     }
     let sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &v.namespace);
     let list = call(
-        "list ReplicaSets",
+        rbac::LIST_REPLICASETS,
+        &v.namespace,
         sets.list(&ListParams::default().labels(&build::server_selector_string(&v.name))),
     )
     .await?;
@@ -506,7 +521,8 @@ pub async fn return_to_previous(ctx: &Context, v: &Validated) -> Result<Option<S
         ..PatchParams::default()
     };
     call(
-        "roll back Deployment",
+        rbac::ROLL_BACK_DEPLOYMENT,
+        &v.namespace,
         api.patch(&v.name, &params, &Patch::Merge(&patch)),
     )
     .await?;
