@@ -40,6 +40,11 @@ const TLS_DIR: &str = "/var/run/tractor/tls";
 const AUTH_DIR: &str = "/var/run/tractor/auth";
 /// Non-root user of every tractor container (the distroless `nonroot` uid).
 const RUN_AS: i64 = 65532;
+/// How long a serving pod keeps answering after SIGTERM (not Ready, so its endpoint goes). kube-proxy on every
+/// node still routes new connections to it until it has synced the endpoint change (a second or two on a
+/// loaded node); a server that stopped at once lost those requests at every scale-in and canary step
+/// (seen as connect timeouts through the Service). Well inside the 30 s termination grace period.
+const DRAIN_DELAY_MILLIS: u64 = 5_000;
 
 /// Operator settings the builders need.
 #[derive(Clone, Debug)]
@@ -475,6 +480,8 @@ pub fn deployment(v: &Validated, model: &ModelStatus, config: &BuildConfig) -> D
         format!("0.0.0.0:{HTTP_PORT}"),
         "--grpc-addr".to_owned(),
         format!("0.0.0.0:{GRPC_PORT}"),
+        "--drain-delay-millis".to_owned(),
+        DRAIN_DELAY_MILLIS.to_string(),
     ];
     if let Some(b) = &serving.batching {
         server_args.extend([
@@ -923,6 +930,11 @@ spec:
 
     /// The value after `--revision` in the server container's args.
     fn revision_arg(d: &Deployment) -> Option<String> {
+        server_arg(d, "--revision")
+    }
+
+    /// The value after `flag` in the server container's args.
+    fn server_arg(d: &Deployment, flag: &str) -> Option<String> {
         let args = d
             .spec
             .as_ref()?
@@ -934,8 +946,35 @@ spec:
             .find(|c| c.name == SERVER_CONTAINER)?
             .args
             .clone()?;
-        let ix = args.iter().position(|a| a == "--revision")?;
+        let ix = args.iter().position(|a| a == flag)?;
         args.get(ix + 1).cloned()
+    }
+
+    #[test]
+    fn servers_keep_answering_after_sigterm_until_kube_proxy_has_dropped_them() {
+        let v = validate(&md(CONFIG_MAP_MODEL)).expect("valid");
+        let status = ModelStatus {
+            revision: Some("r1".to_owned()),
+            artifact_digest: Some(format!("sha256:{}", "ab".repeat(32))),
+            ..ModelStatus::default()
+        };
+        let d = deployment(&v, &status, &config());
+        let delay: u64 = server_arg(&d, "--drain-delay-millis")
+            .and_then(|s| s.parse().ok())
+            .expect("a drain delay");
+        let grace = d
+            .spec
+            .and_then(|s| s.template.spec)
+            .and_then(|s| s.termination_grace_period_seconds)
+            .expect("a grace period");
+        assert!(
+            delay >= 2_000,
+            "{delay} ms is shorter than a kube-proxy sync"
+        );
+        assert!(
+            delay / 1000 < grace as u64 / 2,
+            "{delay} ms leaves no time to finish in-flight work in {grace} s"
+        );
     }
 
     #[test]
