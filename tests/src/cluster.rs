@@ -17,6 +17,11 @@ use serde_json::Value;
 
 pub use crate::paths::repo_root;
 
+/// The cluster's host address, where the API server, CoreDNS and Prometheus listen and the real node lives,
+/// reachable from this machine and from pods; mirrors `HOST_IP` in `tests/cluster/cluster.sh`.
+pub const HOST_IP: &str = "10.250.0.1";
+/// Taint key (value `"true"`, NoSchedule) of the KWOK nodes; mirrors `KWOK_TAINT` in `tests/cluster/cluster.sh`.
+pub const KWOK_TAINT: &str = "tractor.dev/kwok";
 /// kube-apiserver's secure port; mirrors `APISERVER_PORT` in `tests/cluster/cluster.sh`.
 pub const APISERVER_PORT: u16 = 16443;
 /// Prometheus' port; mirrors `PROMETHEUS_PORT` in `tests/cluster/cluster.sh`.
@@ -95,12 +100,12 @@ impl Cluster {
 
     /// Base URL of the API server.
     pub fn apiserver_url(&self) -> String {
-        format!("https://127.0.0.1:{APISERVER_PORT}")
+        format!("https://{HOST_IP}:{APISERVER_PORT}")
     }
 
     /// Base URL of Prometheus.
     pub fn prometheus_url(&self) -> String {
-        format!("http://127.0.0.1:{PROMETHEUS_PORT}")
+        format!("http://{HOST_IP}:{PROMETHEUS_PORT}")
     }
 
     /// True when the API server answers `/readyz` with `ok`.
@@ -277,6 +282,38 @@ impl Cluster {
             .cloned()
             .ok_or_else(|| anyhow!("Prometheus response without data.result: {body}"))
     }
+}
+
+/// Puts a ModelDeployment's pods (optimize Job and servers) on the KWOK nodes, for tests whose pods must
+/// not really run (the test finishes the Job itself, or needs hundreds of pods): the toleration of the KWOK
+/// taint and a nodeSelector on their `type: kwok` label, in `spec.serving.pod`, which the operator gives the
+/// Job too. Without it a pod lands on the real node, as a user's would.
+pub fn on_kwok(md: &mut Value) {
+    let pod = &mut md["spec"]["serving"]["pod"];
+    pod["nodeSelector"] = serde_json::json!({"type": "kwok"});
+    pod["tolerations"] =
+        serde_json::json!([{"key": KWOK_TAINT, "operator": "Exists", "effect": "NoSchedule"}]);
+}
+
+/// A plain Deployment of `replicas` pods on the KWOK nodes (an image nothing pulls: KWOK fakes the pods).
+pub fn kwok_deployment(namespace: &str, name: &str, replicas: u32) -> Value {
+    serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": [{"name": name, "image": format!("registry.invalid/{name}:1")}],
+                    "nodeSelector": {"type": "kwok"},
+                    "tolerations": [{"key": KWOK_TAINT, "operator": "Exists", "effect": "NoSchedule"}],
+                },
+            },
+        },
+    })
 }
 
 /// A namespace owned by one test. Dropping it deletes the namespace (without waiting for the garbage

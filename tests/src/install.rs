@@ -130,6 +130,7 @@ pub fn fullname(release: &str) -> String {
 pub struct Release {
     cluster: &'static Cluster,
     name: String,
+    namespace: String,
     /// helm's output of the install.
     pub output: HelmOutput,
 }
@@ -149,26 +150,52 @@ impl Drop for Release {
                 "uninstall",
                 &self.name,
                 "--namespace",
-                &self.name,
+                &self.namespace,
                 "--ignore-not-found",
             ],
         );
     }
 }
 
-/// Installs the chart into `ns` as release `ns` (namespaces are unique, so are release names) and waits for
-/// the operator Deployment to be Available.
+/// Installs the chart into `ns` as release `ns` (namespaces are unique, so are release names), with the image
+/// imported on the real node, and waits for the operator Deployment to be Available (its pod really runs).
+/// `sets` come last, so they override.
 pub fn install(cluster: &'static Cluster, ns: &TestNamespace, sets: &[&str]) -> Result<Release> {
+    crate::node::real_node()?;
+    let image = image_values();
+    let mut all: Vec<&str> = image.iter().map(String::as_str).collect();
+    all.extend(sets);
+    install_release(cluster, ns.name(), ns.name(), &all)
+}
+
+/// The chart values naming the image the tests import on the real node (`image.repository`, `image.tag`).
+pub fn image_values() -> [String; 2] {
+    let (repository, tag) = crate::node::E2E_IMAGE
+        .rsplit_once(':')
+        .unwrap_or((crate::node::E2E_IMAGE, "latest"));
+    [
+        format!("image.repository={repository}"),
+        format!("image.tag={tag}"),
+    ]
+}
+
+/// `helm install RELEASE charts/tractor -n NAMESPACE --wait` with `--set` pairs, as given.
+pub fn install_release(
+    cluster: &'static Cluster,
+    release: &str,
+    namespace: &str,
+    sets: &[&str],
+) -> Result<Release> {
     let chart = chart_dir();
     let mut args = vec![
         "install",
-        ns.name(),
+        release,
         chart.to_str().context("chart path")?,
         "--namespace",
-        ns.name(),
+        namespace,
         "--wait",
         "--timeout",
-        "120s",
+        "180s",
     ];
     for s in sets {
         args.extend(["--set", s]);
@@ -176,7 +203,8 @@ pub fn install(cluster: &'static Cluster, ns: &TestNamespace, sets: &[&str]) -> 
     let output = helm(cluster, &args)?;
     Ok(Release {
         cluster,
-        name: ns.name().to_owned(),
+        name: release.to_owned(),
+        namespace: namespace.to_owned(),
         output,
     })
 }

@@ -1,5 +1,6 @@
 //! End-to-end tests of tractor against a real local Kubernetes; the harness lives in [`cluster`].
 
+pub mod canary;
 pub mod cluster;
 pub mod install;
 pub mod modeldeployment;

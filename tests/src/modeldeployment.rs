@@ -4,21 +4,34 @@
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
-use crate::cluster::{DEFAULT_WAIT, TestNamespace, repo_root, wait_for};
+use crate::cluster::{DEFAULT_WAIT, TestNamespace, on_kwok, repo_root, wait_for};
 
-/// Applies `manifests/examples/<file>` into `ns` as `name` and returns the object applied.
+/// Applies `manifests/examples/<file>` into `ns` as `name`, its pods on the KWOK nodes ([`on_kwok`]: these
+/// tests finish the optimize Job themselves), and returns the object applied.
 pub fn apply_example(ns: &TestNamespace, file: &str, name: &str) -> Result<Value> {
     let path = repo_root().join("manifests/examples").join(file);
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut md: Value = serde_yaml::from_str(&text)?;
     md["metadata"] = json!({"name": name, "namespace": ns.name()});
+    on_kwok(&mut md);
     apply(ns, &md)?;
     Ok(md)
 }
 
-/// `kubectl apply` of one object (client-side, as most users do).
+/// `kubectl apply` of one object (client-side, as most users do); a ModelDeployment's pods are put on the
+/// KWOK nodes ([`on_kwok`]), where these tests stand in for the optimize container.
 pub fn apply(ns: &TestNamespace, object: &Value) -> Result<String> {
+    let mut object = object.clone();
+    if object["kind"] == "ModelDeployment" {
+        on_kwok(&mut object);
+    }
+    apply_as_is(ns, &object)
+}
+
+/// `kubectl apply` of one object exactly as given: a ModelDeployment's pods land where a user's would (the
+/// real node).
+pub fn apply_as_is(ns: &TestNamespace, object: &Value) -> Result<String> {
     ns.kubectl_with_stdin(&["apply", "-f", "-"], Some(&object.to_string()))
 }
 

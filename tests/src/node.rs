@@ -2,9 +2,9 @@
 //! under test into an image and imports it there, and puts ModelDeployments on that node in namespaces that
 //! enforce Pod Security `restricted`.
 //!
-//! The real node is tainted, so pods land there only when they ask: [`on_real_node`] adds the nodeSelector
-//! and toleration to a ModelDeployment's `spec.serving.pod` (the operator gives the optimize Job the same
-//! placement). KWOK nodes stay for everything else.
+//! The KWOK nodes are tainted and the real node is not, so a ModelDeployment applied as a user writes it
+//! (no placement in its spec) has its optimize Job and serving pods here; KWOK tests ask for KWOK
+//! ([`crate::cluster::on_kwok`]).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -19,7 +19,7 @@ use crate::operator::{Operator, tractor_binary};
 
 /// The real node's name (`REAL_NODE_NAME` in `tests/cluster/node/node.sh`).
 pub const REAL_NODE: &str = "real-node-0";
-/// Label (value `"true"`) and taint key (NoSchedule) of the real node (`REAL_NODE_LABEL` in node.sh).
+/// Label (value `"true"`) of the real node (`REAL_NODE_LABEL` in node.sh).
 pub const REAL_NODE_LABEL: &str = "tractor.dev/real-node";
 /// The image the tests import, packed from the `tractor` binary under test.
 pub const E2E_IMAGE: &str = "localhost/tractor:e2e";
@@ -91,9 +91,7 @@ pub fn restricted_namespace(c: &'static Cluster, prefix: &str) -> Result<TestNam
 
 /// The operator for `ns`, giving pods [`E2E_IMAGE`].
 pub fn operator(c: &'static Cluster, ns: &TestNamespace) -> Result<Operator> {
-    let op = Operator::spawn_with_image(c, ns.name(), E2E_IMAGE, &[])?;
-    op.wait_ready()?;
-    Ok(op)
+    Operator::start(c, ns.name())
 }
 
 /// Puts the fixture model `tests/fixtures/<file>` in a ConfigMap `name` (key = file name) and returns its
@@ -109,18 +107,11 @@ pub fn model_configmap(ns: &TestNamespace, name: &str, file: &str) -> Result<Str
     crate::optimize::sha256(&path)
 }
 
-/// Adds the real node's nodeSelector and toleration to a ModelDeployment.
-pub fn on_real_node(md: &mut Value) {
-    md["spec"]["serving"]["pod"]["nodeSelector"] = json!({ REAL_NODE_LABEL: "true" });
-    md["spec"]["serving"]["pod"]["tolerations"] =
-        json!([{"key": REAL_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}]);
-}
-
 /// The digits MLP from a ConfigMap (`<name>-model`), kept at f32, served by `replicas` pods on the real node. Creates the ConfigMap and applies the ModelDeployment.
 pub fn apply_digits(ns: &TestNamespace, name: &str, replicas: i32) -> Result<Value> {
     let cm = format!("{name}-model");
     let sha = model_configmap(ns, &cm, "digits_mlp.onnx")?;
-    let mut md = json!({
+    let md = json!({
         "apiVersion": "serving.tractor.dev/v1alpha1",
         "kind": "ModelDeployment",
         "metadata": {"name": name, "namespace": ns.name()},
@@ -131,8 +122,7 @@ pub fn apply_digits(ns: &TestNamespace, name: &str, replicas: i32) -> Result<Val
             "serving": {"replicas": replicas},
         },
     });
-    on_real_node(&mut md);
-    crate::modeldeployment::apply(ns, &md)?;
+    crate::modeldeployment::apply_as_is(ns, &md)?;
     Ok(md)
 }
 
@@ -188,6 +178,33 @@ pub fn service_url(ns: &TestNamespace, name: &str) -> Result<String> {
         .filter(|ip| !ip.is_empty() && *ip != "None")
         .ok_or_else(|| anyhow!("service {name} has no ClusterIP: {}", svc["spec"]))?;
     Ok(format!("http://{ip}:8080"))
+}
+
+/// The endpoint IPs kube-proxy has programmed on the real node (this machine) for port `port` of Service
+/// `namespace/name`: what new connections to its ClusterIP are spread over now, which can lag behind the
+/// Service's EndpointSlices on a loaded node. Read from the iptables nat rules kube-proxy writes.
+pub fn programmed_endpoints(namespace: &str, name: &str, port: &str) -> Result<Vec<String>> {
+    let out = Command::new("iptables-save")
+        .args(["-t", "nat"])
+        .stdin(Stdio::null())
+        .output()
+        .context("running iptables-save")?;
+    ensure!(
+        out.status.success(),
+        "iptables-save failed: {:?}",
+        out.status
+    );
+    let marker = format!("\"{namespace}/{name}:{port} -> ");
+    let mut ips: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("-A KUBE-SVC-"))
+        .filter_map(|l| {
+            let rest = &l[l.find(&marker)? + marker.len()..];
+            Some(rest.split(':').next()?.to_owned())
+        })
+        .collect();
+    ips.sort();
+    Ok(ips)
 }
 
 /// A V2 infer body for rows `rows` of the digits test split.

@@ -213,6 +213,29 @@ impl Load {
     /// rate alternates between `rps × (1 - swing)` and `rps × (1 + swing)` every `period`: a noisy but
     /// flat signal.
     pub fn start(infer_url: String, rps: f64, swing: f64, period: Duration) -> Result<Self> {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        Self::start_with(client, infer_url, rps, swing, period)
+    }
+
+    /// Like [`Load::start`] at a steady `rps`, each request on a new connection: through a Service, a
+    /// kept-alive connection stays on the one pod kube-proxy picked for it, and this load must reach them all.
+    pub fn start_spread(infer_url: String, rps: f64) -> Result<Self> {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(0)
+            .build()?;
+        Self::start_with(client, infer_url, rps, 0.0, Duration::from_secs(1))
+    }
+
+    fn start_with(
+        client: reqwest::blocking::Client,
+        infer_url: String,
+        rps: f64,
+        swing: f64,
+        period: Duration,
+    ) -> Result<Self> {
         let split = Split::load("digits_mlp")?;
         let bodies: Vec<String> = (0..split.rows().min(64))
             .map(|i| {
@@ -224,9 +247,6 @@ impl Load {
         let rate_milli = Arc::new(AtomicU64::new((rps * 1000.0) as u64));
         let sent = Arc::new(AtomicU64::new(0));
         let (s, r, n) = (stop.clone(), rate_milli.clone(), sent.clone());
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()?;
         let started = Instant::now();
         let handle = std::thread::spawn(move || {
             let mut next = Instant::now();

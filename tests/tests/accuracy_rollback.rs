@@ -1,7 +1,11 @@
 //! `rollbackOnAccuracyDrop` on real signals: revision 2 rolls out in place, then its online accuracy (a real
 //! `tractor serve` process with the shuffled-labels model, fed the true labels as feedback, scraped by the
-//! cluster's Prometheus as the pod would be) stays below the floor for the window, and the operator returns
-//! the Deployment to revision 1's pod template and says why.
+//! cluster's Prometheus as the pod would be) stays below the floor for the window, and the chart's operator,
+//! in-cluster, returns the Deployment to revision 1's pod template and says why.
+//!
+//! A stand-in for the serving pods (processes on this machine, KWOK pods, hand-registered scrape targets):
+//! feedback sent through a Service is not yet counted by whichever replica receives it, so the test feeds
+//! each server directly; the multi-replica feedback issue moves it to real pods.
 
 use std::time::Duration;
 
@@ -61,8 +65,8 @@ fn accuracy_below_the_floor_returns_to_the_last_stable_revision() -> Result<()> 
         &ScrapeTargets::shared_dir(),
         &[(addr(&good), pod_labels(ns.name(), &pod_name("digits", 0)))],
     )?;
-    let op = Operator::spawn(c, ns.name(), &["--prometheus-url", &c.prometheus_url()])?;
-    op.wait_ready()?;
+    // The chart's operator, in-cluster; it reads the cluster's Prometheus like any other signal.
+    let _op = Operator::start(c, ns.name())?;
 
     apply_and_serve(&ns, &md(&ns, "https://models.example.com/digits/v1.onnx"))?;
     let first = wait_for(DEFAULT_WAIT, "revision 1 Ready and healthy", || {

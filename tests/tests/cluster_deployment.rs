@@ -1,20 +1,17 @@
 //! A plain 3-replica Deployment becomes Available on KWOK nodes: scheduler, controllers and KWOK all work.
 
 use anyhow::{Result, ensure};
-use tractor_e2e::cluster::{DEFAULT_WAIT, cluster, condition_is, wait_for};
+use tractor_e2e::cluster::{DEFAULT_WAIT, cluster, condition_is, kwok_deployment, wait_for};
 
 #[test]
 fn deployment_of_three_becomes_available_on_kwok_nodes() -> Result<()> {
     let c = cluster()?;
     let ns = c.namespace("deploy")?;
     // The image is never pulled: KWOK fakes the pod lifecycle.
-    ns.kubectl(&[
-        "create",
-        "deployment",
-        "web",
-        "--image=registry.invalid/web:1",
-        "--replicas=3",
-    ])?;
+    ns.kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        Some(&kwok_deployment(ns.name(), "web", 3).to_string()),
+    )?;
 
     let dep = wait_for(
         DEFAULT_WAIT,

@@ -1,7 +1,7 @@
 //! Deleting a namespace removes it and everything in it (namespace controller and garbage collector run).
 
 use anyhow::Result;
-use tractor_e2e::cluster::{DEFAULT_WAIT, cluster, unique_name, wait_for};
+use tractor_e2e::cluster::{DEFAULT_WAIT, cluster, kwok_deployment, unique_name, wait_for};
 
 #[test]
 fn deleting_a_namespace_removes_its_objects() -> Result<()> {
@@ -16,15 +16,10 @@ fn deleting_a_namespace_removes_its_objects() -> Result<()> {
         "-n",
         &name,
     ])?;
-    c.kubectl(&[
-        "create",
-        "deployment",
-        "web",
-        "--image=registry.invalid/web:1",
-        "--replicas=2",
-        "-n",
-        &name,
-    ])?;
+    c.kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        Some(&kwok_deployment(&name, "web", 2).to_string()),
+    )?;
     // Wait for the deployment's ReplicaSet so the garbage collector has an owner chain to follow.
     wait_for(DEFAULT_WAIT, "a ReplicaSet of deployment/web", || {
         let rs = c.kubectl_json(&["get", "replicasets", "-n", &name])?;

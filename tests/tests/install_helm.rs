@@ -1,15 +1,17 @@
-//! `helm install` → the operator Deployment is Ready, and the chart's ServiceAccount can reconcile a
-//! ModelDeployment (the operator runs as a process with a token of that ServiceAccount, so it has exactly the
-//! chart's RBAC); `helm upgrade` with changed values rolls the change out; `helm uninstall` leaves nothing but
-//! the CRD (and so the users' ModelDeployments), as Helm does with `crds/`.
+//! `helm install` in cluster mode (the chart's defaults: a ClusterRole, every namespace watched) → the
+//! operator pod runs on the real node under the chart's ServiceAccount and reconciles a ModelDeployment in
+//! another namespace; `helm upgrade` to two replicas elects a leader among the two pods, both Ready; `helm
+//! uninstall` leaves nothing but the CRD (and so the users' ModelDeployments), as Helm does with `crds/`.
+//!
+//! Cluster mode: its operator would reconcile every namespace, so it is alone in its test binary (test
+//! binaries run one after another).
 
 use anyhow::{Context, Result, ensure};
 use tractor_e2e::cluster::{DEFAULT_WAIT, cluster, condition_is, crd_name, wait_for};
 use tractor_e2e::install::{
-    ServiceAccountKubeconfig, chart_dir, ensure_nothing_left, fullname, helm, install,
-    reconcile_example,
+    chart_dir, ensure_nothing_left, fullname, helm, image_values, install, reconcile_example,
 };
-use tractor_e2e::operator::Operator;
+use tractor_e2e::node::{E2E_IMAGE, REAL_NODE};
 
 #[test]
 fn helm_install_reconcile_upgrade_uninstall() -> Result<()> {
@@ -39,23 +41,33 @@ fn helm_install_reconcile_upgrade_uninstall() -> Result<()> {
     ensure!(dep["spec"]["strategy"]["type"] == "Recreate");
     let args = dep["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
     ensure!(
-        args.contains("--image=tractor:0.1.0") && !args.contains("--leader-elect"),
+        args.contains(&format!("--image={E2E_IMAGE}"))
+            && !args.contains("--leader-elect")
+            && !args.contains("--namespace"),
         "{args}"
+    );
+    let pods = ns.kubectl_json(&[
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=tractor-operator",
+    ])?;
+    ensure!(
+        pods["items"][0]["spec"]["nodeName"] == REAL_NODE,
+        "operator pod not on the real node: {}",
+        pods["items"][0]["spec"]
     );
     let crd = c.kubectl_json(&["get", "crd", &crd_name()?])?;
     ensure!(condition_is(&crd, "Established", "True"));
 
-    // The chart's RBAC is enough to reconcile a model end to end.
-    let kubeconfig = ServiceAccountKubeconfig::new(c, ns.name(), &name)?;
-    {
-        let op = Operator::spawn_as(kubeconfig.path(), models.name(), &[])?;
-        op.wait_ready()?;
-        reconcile_example(&models, "digits")?;
-    }
+    // The chart's pod, with the chart's ClusterRole, reconciles a model in another namespace end to end.
+    reconcile_example(&models, "digits")?;
 
     // Upgrade with changed values: two replicas turn leader election on, with its Lease Role.
     let chart = chart_dir();
     let chart = chart.to_str().context("chart path")?;
+    // The image the tests imported, on every upgrade (a user pins theirs the same way).
+    let [repository, tag] = image_values();
     helm(
         c,
         &[
@@ -65,6 +77,10 @@ fn helm_install_reconcile_upgrade_uninstall() -> Result<()> {
             "--namespace",
             ns.name(),
             "--set",
+            &repository,
+            "--set",
+            &tag,
+            "--set",
             "replicas=2",
             "--set",
             "logFormat=plain",
@@ -73,6 +89,8 @@ fn helm_install_reconcile_upgrade_uninstall() -> Result<()> {
             "120s",
         ],
     )?;
+    // Both pods Ready, the follower included: a standby is healthy, or a Deployment of two would never be
+    // Available and `helm --wait` would never return.
     wait_for(DEFAULT_WAIT, "two operator replicas ready", || {
         let d = ns.kubectl_json(&["get", "deployment", &name])?;
         Ok((d["status"]["readyReplicas"] == 2 && d["status"]["updatedReplicas"] == 2).then_some(d))
@@ -85,18 +103,32 @@ fn helm_install_reconcile_upgrade_uninstall() -> Result<()> {
     );
     ensure!(dep["spec"]["strategy"]["type"] == "RollingUpdate");
     ns.kubectl(&["get", "role", &format!("{name}-leader-election")])?;
-    // The new Role lets the ServiceAccount take the Lease.
-    {
-        let op = Operator::spawn_as(
-            kubeconfig.path(),
-            models.name(),
-            &["--leader-elect", "--leader-namespace", ns.name()],
-        )?;
-        op.wait_ready()?;
-        let lease = ns.kubectl_json(&["get", "lease", "tractor-operator"])?;
-        ensure!(lease["spec"]["holderIdentity"].is_string(), "{lease}");
-        ns.kubectl(&["delete", "lease", "tractor-operator"])?;
-    }
+    // The new Role lets the ServiceAccount take the Lease: one of the two pods holds it.
+    let lease = wait_for(DEFAULT_WAIT, "a leader", || {
+        let lease = ns.kubectl_output(&["get", "lease", "tractor-operator", "-o", "json"], None)?;
+        Ok(lease
+            .status
+            .success()
+            .then(|| serde_json::from_slice::<serde_json::Value>(&lease.stdout).ok())
+            .flatten()
+            .filter(|l| l["spec"]["holderIdentity"].is_string()))
+    })?;
+    let holder = lease["spec"]["holderIdentity"].as_str().unwrap_or_default();
+    let pods = ns.kubectl_json(&[
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=tractor-operator",
+    ])?;
+    ensure!(
+        pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["metadata"]["name"].as_str())
+            .any(|p| holder.starts_with(p)),
+        "lease holder {holder} is none of the operator pods"
+    );
     // And back to one replica: Recreate again (the chart drops the defaulted rollingUpdate).
     helm(
         c,
@@ -107,6 +139,10 @@ fn helm_install_reconcile_upgrade_uninstall() -> Result<()> {
             "--namespace",
             ns.name(),
             "--reset-values",
+            "--set",
+            &repository,
+            "--set",
+            &tag,
             "--wait",
             "--timeout",
             "120s",

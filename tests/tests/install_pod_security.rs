@@ -2,10 +2,10 @@
 //! operator creates for a model (optimize Job, serving pods with TLS and token Secrets mounted) are admitted,
 //! and the server gets `--tls-cert`, `--tls-key` and `--auth-token-file` from the spec's Secret references.
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use serde_json::json;
 use tractor_e2e::cluster::{DEFAULT_WAIT, cluster, wait_for};
-use tractor_e2e::install::{fullname, install};
+use tractor_e2e::install::fullname;
 use tractor_e2e::modeldeployment::{
     apply, finish_job_with_report, success_report, wait_for_new_job,
 };
@@ -33,9 +33,9 @@ fn operator_and_model_pods_pass_restricted() -> Result<()> {
         String::from_utf8_lossy(&refused.stderr)
     );
 
-    // The chart's operator pod.
-    let release = install(c, &ns, &[])?;
-    let out = &release.output;
+    // The chart's operator pod, admitted and running.
+    let op = Operator::start(c, ns.name())?;
+    let out = &op.release().context("the chart's release")?.output;
     ensure!(
         !out.stderr.contains("PodSecurity"),
         "install warned: {}",
@@ -65,7 +65,6 @@ fn operator_and_model_pods_pass_restricted() -> Result<()> {
         args.extend(data);
         ns.kubectl(&args)?;
     }
-    let op = Operator::start(c, ns.name())?;
     let md = json!({
         "apiVersion": "serving.tractor.dev/v1alpha1",
         "kind": "ModelDeployment",

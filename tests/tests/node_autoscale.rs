@@ -9,10 +9,10 @@ use anyhow::{Context, Result, ensure};
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 use tractor_e2e::cluster::wait_for;
-use tractor_e2e::modeldeployment::apply;
+use tractor_e2e::modeldeployment::apply_as_is;
 use tractor_e2e::node::{
-    E2E_IMAGE, NODE_WAIT, infer_argmax, model_configmap, on_real_node, ready_server_pods,
-    real_node, restricted_namespace, service_url, wait_model_ready, wait_serving,
+    NODE_WAIT, infer_argmax, model_configmap, ready_server_pods, real_node, restricted_namespace,
+    service_url, wait_model_ready, wait_serving,
 };
 use tractor_e2e::operator::Operator;
 use tractor_e2e::scale::{Load, deployment_replicas, event_count};
@@ -43,15 +43,10 @@ fn load_through_the_service_scales_real_pods_out() -> Result<()> {
     let c = real_node()?;
     c.install_crd()?;
     let ns = restricted_namespace(c, "node-autoscale")?;
-    let op = Operator::spawn_with_image(
-        c,
-        ns.name(),
-        E2E_IMAGE,
-        &["--prometheus-url", &c.prometheus_url()],
-    )?;
-    op.wait_ready()?;
+    // The chart's operator, in-cluster, reading the cluster's Prometheus from its pod.
+    let _op = Operator::start(c, ns.name())?;
     let sha = model_configmap(&ns, "digits-model", "digits_mlp.onnx")?;
-    let mut md = json!({
+    let md = json!({
         "apiVersion": "serving.tractor.dev/v1alpha1",
         "kind": "ModelDeployment",
         "metadata": {"name": "digits", "namespace": ns.name()},
@@ -66,8 +61,7 @@ fn load_through_the_service_scales_real_pods_out() -> Result<()> {
             },
         },
     });
-    on_real_node(&mut md);
-    apply(&ns, &md)?;
+    apply_as_is(&ns, &md)?;
     wait_model_ready(&ns, "digits")?;
     // Idle, scraped through service discovery: one replica, scaling active.
     wait_for(NODE_WAIT, "ScalingActive=True at 1 replica", || {

@@ -1,4 +1,7 @@
 //! Two operators with leader election: only the Lease holder acts; when it dies, the other takes over.
+//!
+//! Processes under a token of the chart's ServiceAccount, not the chart's pods: the test kills the leader at
+//! a moment it chooses and must know which of the two is the follower.
 
 use anyhow::{Result, ensure};
 use tractor_e2e::cluster::{DEFAULT_WAIT, cluster, wait_for};
@@ -14,11 +17,17 @@ fn follower_takes_over_when_the_leader_dies() -> Result<()> {
     let ns = c.namespace("op-lead")?;
     let lease_ns = ["--leader-elect", "--leader-namespace", ns.name()];
     let mut leader = Operator::spawn(c, ns.name(), &lease_ns)?;
-    leader.wait_ready()?;
+    wait_for(DEFAULT_WAIT, "the first operator to lead", || {
+        Ok(leader.is_leading().then_some(()))
+    })?;
     let follower = Operator::spawn(c, ns.name(), &lease_ns)?;
+    // A standby is Ready (a Deployment of two must be Available) but says it stands by.
+    wait_for(DEFAULT_WAIT, "the follower to stand by", || {
+        Ok(follower.is_ready().then_some(()))
+    })?;
     ensure!(
-        !follower.is_ready(),
-        "a follower must not report ready while another replica holds the lease"
+        !follower.is_leading(),
+        "a follower must not lead while another replica holds the lease"
     );
 
     apply_example(&ns, "minimal.yaml", "digits")?;
@@ -29,7 +38,7 @@ fn follower_takes_over_when_the_leader_dies() -> Result<()> {
     leader.kill()?;
     // The lease lasts 15 s without renewal; the follower renews every 5 s.
     wait_for(DEFAULT_WAIT, "the follower to take the lease", || {
-        Ok(follower.is_ready().then_some(()))
+        Ok(follower.is_leading().then_some(()))
     })?;
     let lease = ns.kubectl_json(&["get", "lease", "tractor-operator"])?;
     ensure!(

@@ -1,4 +1,5 @@
-//! The operator killed with SIGKILL mid-rollout and started again converges with nothing orphaned or duplicated.
+//! The chart's operator pod force-deleted mid-rollout (no grace period, its Deployment at zero so nothing
+//! replaces it) and brought back converges with nothing orphaned or duplicated.
 
 use anyhow::{Result, ensure};
 use tractor_e2e::cluster::{cluster, condition_is};
@@ -20,7 +21,7 @@ fn operator_killed_mid_rollout_converges() -> Result<()> {
 
     // The Job finishes while no operator runs.
     finish_job_with_report(&ns, &job, &success_report("f16"))?;
-    let _op = Operator::start(c, ns.name())?;
+    op.resume()?;
     ns.kubectl(&[
         "wait",
         "--for=condition=Ready",

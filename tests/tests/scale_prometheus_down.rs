@@ -2,6 +2,9 @@
 //! the model is scaled out and the load is gone. The count is held — no scale-down for lack of data, even
 //! with no scale-down window — `ScalingActive=False` says why, and the outage is one Warning event.
 //! Restarted, Prometheus shows the idle load and scaling resumes.
+//!
+//! The operator is a process (under a token of the chart's ServiceAccount): the test must stop and restart
+//! its own Prometheus on loopback, which only a process on this machine reaches.
 
 use std::time::Duration;
 

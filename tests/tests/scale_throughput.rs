@@ -1,5 +1,6 @@
 //! The autoscaler on real signals: a real `tractor serve` process, scraped by the cluster's Prometheus under
-//! the labels its pod would have, and the operator as a process. A load step raises the replica count at the
+//! the labels its pod would have (a stand-in, so the test can pace the load on one server and read the
+//! decision times), and the chart's operator in-cluster. A load step raises the replica count at the
 //! first evaluation that sees it; a noisy but flat load inside the tolerance changes nothing; when the load
 //! stops the count falls, but only once the scale-down window has passed since the last evaluation that
 //! still asked for it (read from the status' timestamps, not from a stopwatch).
@@ -90,7 +91,7 @@ fn load_step_scales_up_noise_changes_nothing_and_scale_down_waits_for_the_window
         &ScrapeTargets::shared_dir(),
         &[(addr(&serve), pod_labels(ns.name(), &pod_name("digits", 0)))],
     )?;
-    let op = Operator::spawn(c, ns.name(), &["--prometheus-url", &c.prometheus_url()])?;
+    let op = Operator::start(c, ns.name())?;
     op.wait_ready()?;
     let md = autoscaled(
         &ns,
