@@ -1,31 +1,38 @@
 #!/usr/bin/env bash
-# make demo: the whole story on this machine. Starts the local cluster and its real node (cached binaries),
-# builds the tractor image and loads it into the node, installs the CRD, runs the operator, applies the
-# digits example served from a ConfigMap, waits for Ready, sends a real V2 request through the Service and
-# prints the prediction. Everything is left running; `make cluster-down` stops it all.
+# make demo: the user's path on this machine. Starts the local cluster and its real node (cached binaries),
+# builds the tractor image and loads it into the node, installs tractor with Helm in cluster mode (the
+# operator a pod on the real node under the chart's ServiceAccount), applies the digits example with
+# kubectl as a user would (its model file from a ConfigMap: nothing here reaches the internet), waits for
+# Ready, sends a real V2 request through the Service and prints the prediction. Everything is left running;
+# `make cluster-down` stops it all.
 #
-# Environment: DEMO_NAMESPACE (default tractor-demo), TRACTOR_DEMO_IMAGE (default localhost/tractor:dev),
-# DEMO_TIMEOUT seconds to wait for Ready (default 300), TRACTOR_DEMO_BIN a tractor binary to use instead of
-# building the release one.
+# Environment: DEMO_NAMESPACE for the model (default tractor-demo), TRACTOR_DEMO_IMAGE (default
+# localhost/tractor:dev), DEMO_TIMEOUT seconds to wait for Ready (default 300), TRACTOR_DEMO_BIN a tractor
+# binary to use instead of building the release one (CI passes the debug binary it already built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 NS=${DEMO_NAMESPACE:-tractor-demo}
 IMAGE=${TRACTOR_DEMO_IMAGE:-localhost/tractor:dev}
 TIMEOUT=${DEMO_TIMEOUT:-300}
-OPERATOR_ADMIN=127.0.0.1:18090   # the demo operator's /live, /ready, /metrics
+RELEASE=tractor
+RELEASE_NS=tractor-system
 MODEL=digits
 DIR=${TRACTOR_CLUSTER_DIR:-$HOME/.cache/tractor/cluster}
+# The cluster's host address and Prometheus port (HOST_IP, PROMETHEUS_PORT in tests/cluster/cluster.sh).
+HOST_IP=$(sed -n 's/^HOST_IP=\([0-9.]*\).*/\1/p' tests/cluster/cluster.sh)
+PROMETHEUS_PORT=$(sed -n 's/^PROMETHEUS_PORT=\([0-9]*\).*/\1/p' tests/cluster/cluster.sh)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/tractor/target}
 export KUBECONFIG="$DIR/admin.kubeconfig"
 t0=$SECONDS
 step() { printf '\n[demo %3ds] %s\n' "$((SECONDS - t0))" "$*"; }
 
-step "1/7 cluster: etcd, apiserver, controller-manager, scheduler, KWOK, Prometheus (cold: builds them, ~10 min)"
+step "1/7 cluster: etcd, apiserver, controller-manager, scheduler, KWOK, CoreDNS, Prometheus (cold: builds them, ~10 min)"
 TRACTOR_BUILD_NODE=1 tests/cluster/build.sh >/dev/null
 tests/cluster/cluster.sh up >/dev/null
 BIN=$(tests/cluster/build.sh --bin-dir)
 kubectl() { "$BIN/kubectl" "$@"; }
+helm() { "$BIN/helm" "$@"; }
 
 step "2/7 real node: containerd, kubelet, kube-proxy"
 tests/cluster/cluster.sh node-up >/dev/null
@@ -35,48 +42,29 @@ if [[ -n "${TRACTOR_DEMO_BIN:-}" ]]; then
   bin=$TRACTOR_DEMO_BIN
   scripts/image.sh --bin "$bin" --name "$IMAGE" --out "$(dirname "$bin")/image/demo.oci.tar" --import >/dev/null
 else
-  bin="$CARGO_TARGET_DIR/release/tractor"
   scripts/image.sh --name "$IMAGE" --import >/dev/null
 fi
 
-step "4/7 CRD and operator"
-kubectl apply --server-side --force-conflicts --field-manager=tractor-demo -f crds/modeldeployment.yaml >/dev/null
-kubectl wait --for=condition=Established crd/modeldeployments.serving.tractor.dev --timeout=60s >/dev/null
+step "4/7 helm install $RELEASE charts/tractor -n $RELEASE_NS (cluster mode: every namespace)"
+# Idempotent: a second make demo upgrades the release in place. The image is the one just imported.
+helm upgrade --install "$RELEASE" charts/tractor -n "$RELEASE_NS" --create-namespace \
+  --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" \
+  --set prometheusUrl="http://$HOST_IP:$PROMETHEUS_PORT" --wait --timeout 180s >/dev/null
+# A new image under the same tag: restart so the pod runs what was just imported.
+kubectl -n "$RELEASE_NS" rollout restart deployment/"$RELEASE" >/dev/null
+kubectl -n "$RELEASE_NS" rollout status deployment/"$RELEASE" --timeout=180s >/dev/null
+kubectl -n "$RELEASE_NS" get pods -o wide
+
+step "5/7 model: kubectl apply -f manifests/examples/minimal.yaml in $NS, its file from a ConfigMap"
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 # The namespace enforces Pod Security "restricted": every tractor pod is built to pass it.
 kubectl label namespace "$NS" --overwrite pod-security.kubernetes.io/enforce=restricted >/dev/null
-pidfile="$DIR/run/operator.pid"
-if [[ -f "$pidfile" ]] && tr '\0' ' ' <"/proc/$(<"$pidfile")/cmdline" 2>/dev/null | grep -q 'tractor operator'; then
-  echo "operator already running (pid $(<"$pidfile"))"
-else
-  # The operator runs as a process on this machine, with the cluster's admin kubeconfig; cluster.sh down stops it.
-  setsid "$bin" operator --namespace "$NS" --image "$IMAGE" \
-    --prometheus-url http://127.0.0.1:19090 --admin-addr "$OPERATOR_ADMIN" \
-    >>"$DIR/logs/operator.log" 2>&1 </dev/null &
-  echo $! >"$pidfile"
-  echo "operator started (pid $!, log $DIR/logs/operator.log)"
-fi
-until curl -fsS "http://$OPERATOR_ADMIN/ready" >/dev/null 2>&1; do
-  kill -0 "$(<"$pidfile")" 2>/dev/null || { tail -n 20 "$DIR/logs/operator.log"; echo "operator exited" >&2; exit 1; }
-  sleep 0.5
-done
-
-step "5/7 model: manifests/examples/minimal.yaml, its file from a ConfigMap, on the real node"
 kubectl -n "$NS" create configmap digits-model --from-file=digits_mlp.onnx=tests/fixtures/digits_mlp.onnx \
   --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 sha=$(sha256sum tests/fixtures/digits_mlp.onnx | cut -d' ' -f1)
-# The example's remote URL and digest become the ConfigMap's; the pods ask for the real node (it is tainted
-# so that the KWOK nodes keep the fake pods).
-{
-  sed -E -e "s|^(\s*uri:).*|\1 configmap://digits-model/digits_mlp.onnx|" -e "s|^(\s*sha256:).*|\1 \"$sha\"|" \
-    manifests/examples/minimal.yaml
-  cat <<'EOF'
-  serving:
-    pod:
-      nodeSelector: {tractor.dev/real-node: "true"}
-      tolerations: [{key: tractor.dev/real-node, operator: Exists, effect: NoSchedule}]
-EOF
-} | kubectl -n "$NS" apply -f -
+# The example's remote URL and digest become the ConfigMap's; nothing else in it changes.
+sed -E -e "s|^(\s*uri:).*|\1 configmap://digits-model/digits_mlp.onnx|" -e "s|^(\s*sha256:).*|\1 \"$sha\"|" \
+  manifests/examples/minimal.yaml | kubectl -n "$NS" apply -f -
 
 step "6/7 waiting for mdep/$MODEL Ready (optimize Job, then serving pod)"
 deadline=$((SECONDS + TIMEOUT)) last=""
@@ -90,7 +78,7 @@ while :; do
   [[ "$ready" == True ]] && break
   if [[ "$phase" == Failed ]] || ((SECONDS >= deadline)); then
     jq '.status' <<<"$md" >&2
-    echo "mdep/$MODEL not Ready (operator log: $DIR/logs/operator.log)" >&2
+    echo "mdep/$MODEL not Ready (operator log: kubectl -n $RELEASE_NS logs deployment/$RELEASE)" >&2
     exit 1
   fi
   sleep 2
@@ -120,5 +108,6 @@ echo
 echo "Done in $((SECONDS - t0))s. The cluster keeps running; go on by hand with:"
 echo "  export KUBECONFIG=$KUBECONFIG"
 echo "  kubectl -n $NS get mdep,pods,svc        # kubectl: $BIN/kubectl"
-echo "Prometheus: http://127.0.0.1:19090 (tractor_inference_requests_total{namespace=\"$NS\"})"
+echo "  kubectl -n $RELEASE_NS logs deployment/$RELEASE   # the operator"
+echo "Prometheus: http://$HOST_IP:$PROMETHEUS_PORT (tractor_inference_requests_total{namespace=\"$NS\"})"
 echo "Stop everything: make cluster-down"

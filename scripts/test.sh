@@ -21,6 +21,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# make demo's operator watches every namespace: it would reconcile the tests' objects beside each test's own
+# operator. Its release goes (the demo's model stays; `make demo` reinstalls it).
+bin_dir=$(tests/cluster/build.sh --bin-dir)
+if KUBECONFIG="${TRACTOR_CLUSTER_DIR:-$HOME/.cache/tractor/cluster}/admin.kubeconfig" \
+  "$bin_dir/helm" status tractor -n tractor-system >/dev/null 2>&1; then
+  echo "uninstalling make demo's release tractor (tractor-system): its operator would reconcile the tests' objects"
+  KUBECONFIG="${TRACTOR_CLUSTER_DIR:-$HOME/.cache/tractor/cluster}/admin.kubeconfig" \
+    "$bin_dir/helm" uninstall tractor -n tractor-system --wait >/dev/null
+fi
+
 # The e2e tests run the real binary (serve, optimize, operator), found next to the test binaries.
 cargo build --locked -p tractor
 
