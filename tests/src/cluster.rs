@@ -288,11 +288,21 @@ impl Cluster {
 /// not really run (the test finishes the Job itself, or needs hundreds of pods): the toleration of the KWOK
 /// taint and a nodeSelector on their `type: kwok` label, in `spec.serving.pod`, which the operator gives the
 /// Job too. Without it a pod lands on the real node, as a user's would.
+///
+/// A nodeSelector or toleration the spec already has is kept (a test may pin pods where none can go).
 pub fn on_kwok(md: &mut Value) {
     let pod = &mut md["spec"]["serving"]["pod"];
-    pod["nodeSelector"] = serde_json::json!({"type": "kwok"});
-    pod["tolerations"] =
-        serde_json::json!([{"key": KWOK_TAINT, "operator": "Exists", "effect": "NoSchedule"}]);
+    pod["nodeSelector"]["type"] = "kwok".into();
+    let toleration =
+        serde_json::json!({"key": KWOK_TAINT, "operator": "Exists", "effect": "NoSchedule"});
+    if !pod["tolerations"].is_array() {
+        pod["tolerations"] = serde_json::json!([]);
+    }
+    if let Some(tolerations) = pod["tolerations"].as_array_mut()
+        && !tolerations.contains(&toleration)
+    {
+        tolerations.push(toleration);
+    }
 }
 
 /// A plain Deployment of `replicas` pods on the KWOK nodes (an image nothing pulls: KWOK fakes the pods).

@@ -3,7 +3,7 @@
 //! writes never touch what the user owns).
 
 use anyhow::{Context, Result, ensure};
-use tractor_e2e::cluster::{cluster, repo_root};
+use tractor_e2e::cluster::{cluster, on_kwok, repo_root};
 use tractor_e2e::install::reconcile_example;
 use tractor_e2e::modeldeployment::get;
 use tractor_e2e::operator::Operator;
@@ -16,10 +16,11 @@ fn applied_example_shows_no_drift_after_ready() -> Result<()> {
     let _op = Operator::start(c, ns.name())?;
     reconcile_example(&ns, "digits")?;
 
-    // The file as applied (apply_example sets name and namespace).
+    // The file as applied (apply_example sets name and namespace, and puts the pods on KWOK).
     let path = repo_root().join("manifests/examples/minimal.yaml");
     let mut md: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
     md["metadata"] = serde_json::json!({"name": "digits", "namespace": ns.name()});
+    on_kwok(&mut md);
     let file = md.to_string();
 
     let diff = ns.kubectl_output(&["diff", "-f", "-"], Some(&file))?;
