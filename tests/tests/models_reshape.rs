@@ -43,12 +43,16 @@ fn a_provable_batch_reshape_is_rewritten_and_serves_any_batch() {
         .unwrap();
     assert_eq!(resp["outputs"][0]["shape"], json!([split.rows(), 10]));
     let want = &split.reference["probabilities"].data;
-    for (g, w) in resp["outputs"][0]["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(want)
-    {
+    let got = resp["outputs"][0]["data"].as_array().unwrap();
+    // zip stops at the shorter side: a short answer must not pass as a match.
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{} values for {} expected",
+        got.len(),
+        want.len()
+    );
+    for (g, w) in got.iter().zip(want) {
         let g = g.as_f64().unwrap();
         assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{g} vs {w}");
     }
@@ -71,13 +75,17 @@ fn an_unprovable_one_serves_batch_one_and_says_so() {
         .unwrap()
         .json()
         .unwrap();
+    assert_eq!(resp["outputs"][0]["shape"], json!([1, 10]), "{resp}");
     let want = &split.reference["probabilities"].data[..10];
-    for (g, w) in resp["outputs"][0]["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(want)
-    {
+    let got = resp["outputs"][0]["data"].as_array().unwrap();
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{} values for {} expected",
+        got.len(),
+        want.len()
+    );
+    for (g, w) in got.iter().zip(want) {
         let g = g.as_f64().unwrap();
         assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{g} vs {w}");
     }
