@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make bench-autoscale: the autoscaler's figures on real components (tractor serve scraped by the cluster's
-# Prometheus, the operator as a process, KWOK nodes), from the scale_throughput process test run longer:
+# Prometheus, the chart's operator in-cluster, KWOK nodes), from the scale_throughput process test run longer:
 # BENCH_CYCLES load steps (reaction: load step -> scale decision) and a BENCH_NOISE_SECS noisy-but-flat run
 # (±5 % around four replicas' worth, tolerance 10 %; target: 0 scale changes). Writes $OUT/report.md and
 # $OUT/autoscale.jsonl. Never gates on a time: the test's own assertions are the logical ones of CI.
@@ -30,7 +30,7 @@ react = [r for r in rows if r["figure"] == "reaction"]
 down = [r for r in rows if r["figure"] == "scale_down"]
 flat = [r for r in rows if r["figure"] == "noisy_flat"]
 lines = ["# Autoscaler benchmark", "",
-         f"Real `tractor serve` (debug build) scraped every 5 s by the cluster's Prometheus, operator as a process, "
+         f"Real `tractor serve` (debug build) scraped every 5 s by the cluster's Prometheus, the chart's operator in-cluster, "
          f"spec: throughput target 5 requests/s per replica, interval {react[0]['interval_s'] if react else '?'} s, "
          f"tolerance 0.1, scale-down window {down[0]['window_s'] if down else '?'} s. Load: 20 requests/s "
          f"(four replicas' worth) from one client. Whole run: {sys.argv[2]} s.", "",

@@ -89,7 +89,7 @@ pub fn restricted_namespace(c: &'static Cluster, prefix: &str) -> Result<TestNam
     Ok(ns)
 }
 
-/// The operator for `ns`, giving pods [`E2E_IMAGE`].
+/// The chart's operator for `ns`, in-cluster, giving pods [`E2E_IMAGE`].
 pub fn operator(c: &'static Cluster, ns: &TestNamespace) -> Result<Operator> {
     Operator::start(c, ns.name())
 }

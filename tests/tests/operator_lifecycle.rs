@@ -1,6 +1,6 @@
-//! One ModelDeployment through its life on KWOK nodes with the operator as a process: optimize Job, report,
-//! Deployment and Service, Ready; an idempotent re-apply; `kubectl scale`; a failing revision that leaves
-//! the old one serving; deletion that removes every child.
+//! One ModelDeployment through its life on KWOK nodes with the chart's operator in-cluster: optimize Job,
+//! report, Deployment and Service, Ready; an idempotent re-apply; `kubectl scale`; a failing revision that
+//! leaves the old one serving; deletion that removes every child.
 
 use anyhow::{Result, ensure};
 use tractor_e2e::cluster::{DEFAULT_WAIT, cluster, condition_is, wait_for};
