@@ -1,7 +1,7 @@
 //! Helpers for canary tests: a ModelDeployment's Deployments and what its status says once a canary has
 //! been promoted or rolled back.
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 
 use crate::cluster::{DEFAULT_WAIT, TestNamespace, wait_for};
 use crate::modeldeployment::get;
@@ -23,6 +23,14 @@ pub fn exists(ns: &TestNamespace, deployment: &str) -> Result<bool> {
         .kubectl_output(&["get", "deployment", deployment], None)?
         .status
         .success())
+}
+
+/// `status.revision.current` of `mdep/name`: the revision the spec asks for.
+pub fn current_revision(ns: &TestNamespace, name: &str) -> Result<String> {
+    get(ns, name)?["status"]["revision"]["current"]
+        .as_str()
+        .map(str::to_owned)
+        .context("status.revision.current")
 }
 
 /// What happened to a canary.

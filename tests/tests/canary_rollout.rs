@@ -9,9 +9,11 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use serde_json::{Value, json};
-use tractor_e2e::canary::{Outcome, assert_rolled_back, exists, template_revision, wait_outcome};
+use tractor_e2e::canary::{
+    Outcome, assert_rolled_back, current_revision, exists, template_revision, wait_outcome,
+};
 use tractor_e2e::cluster::{DEFAULT_WAIT, TestNamespace, cluster, wait_for};
 use tractor_e2e::modeldeployment::{
     apply, finish_job_with_report, get, success_report, wait_for_new_job,
@@ -88,10 +90,7 @@ fn run(
         !exists(&ns, "digits-canary")?,
         "no canary for a first revision"
     );
-    let first = get(&ns, "digits")?["status"]["revision"]["current"]
-        .as_str()
-        .context("revision 1")?
-        .to_owned();
+    let first = current_revision(&ns, "digits")?;
     let first_job = wait_for_new_job(&ns, "digits", &[])?;
 
     // Revision 2 comes as a canary once optimized.

@@ -21,6 +21,23 @@ fn note(meta: &Value) -> String {
         .to_owned()
 }
 
+/// The answer's values equal onnxruntime's `want`, as many of them (zip alone would stop at the shorter
+/// side and let a short answer pass).
+fn assert_matches(got: &Value, want: &[f64]) {
+    let got = got.as_array().unwrap();
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{} values for {} expected",
+        got.len(),
+        want.len()
+    );
+    for (g, w) in got.iter().zip(want) {
+        let g = g.as_f64().unwrap();
+        assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{g} vs {w}");
+    }
+}
+
 #[test]
 fn a_provable_batch_reshape_is_rewritten_and_serves_any_batch() {
     let name = "pinned_batch_cnn";
@@ -42,20 +59,10 @@ fn a_provable_batch_reshape_is_rewritten_and_serves_any_batch() {
         .json()
         .unwrap();
     assert_eq!(resp["outputs"][0]["shape"], json!([split.rows(), 10]));
-    let want = &split.reference["probabilities"].data;
-    let got = resp["outputs"][0]["data"].as_array().unwrap();
-    // zip stops at the shorter side: a short answer must not pass as a match.
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "{} values for {} expected",
-        got.len(),
-        want.len()
+    assert_matches(
+        &resp["outputs"][0]["data"],
+        &split.reference["probabilities"].data,
     );
-    for (g, w) in got.iter().zip(want) {
-        let g = g.as_f64().unwrap();
-        assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{g} vs {w}");
-    }
 }
 
 #[test]
@@ -76,19 +83,10 @@ fn an_unprovable_one_serves_batch_one_and_says_so() {
         .json()
         .unwrap();
     assert_eq!(resp["outputs"][0]["shape"], json!([1, 10]), "{resp}");
-    let want = &split.reference["probabilities"].data[..10];
-    let got = resp["outputs"][0]["data"].as_array().unwrap();
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "{} values for {} expected",
-        got.len(),
-        want.len()
+    assert_matches(
+        &resp["outputs"][0]["data"],
+        &split.reference["probabilities"].data[..10],
     );
-    for (g, w) in got.iter().zip(want) {
-        let g = g.as_f64().unwrap();
-        assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{g} vs {w}");
-    }
     let two = c
         .post(serve.model_url("/infer"))
         .json(&body(&split, 2))

@@ -16,7 +16,9 @@ use anyhow::{Context, Result, ensure};
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 use tractor_api::names::HEADER_REVISION;
-use tractor_e2e::canary::{Outcome, assert_rolled_back, exists, template_revision, wait_outcome};
+use tractor_e2e::canary::{
+    Outcome, assert_rolled_back, current_revision, exists, template_revision, wait_outcome,
+};
 use tractor_e2e::cluster::{TestNamespace, wait_for};
 use tractor_e2e::modeldeployment::{apply_as_is, get};
 use tractor_e2e::node::{
@@ -95,10 +97,7 @@ fn serve_first(prefix: &str, analysis: &Value) -> Result<Scenario> {
         !exists(&ns, "digits-canary")?,
         "no canary for a first revision"
     );
-    let first = get(&ns, "digits")?["status"]["revision"]["current"]
-        .as_str()
-        .context("revision 1")?
-        .to_owned();
+    let first = current_revision(&ns, "digits")?;
     let url = service_url(&ns, "digits")?;
     let split = Split::load("digits_mlp")?;
     let client = Client::builder().timeout(Duration::from_secs(5)).build()?;
