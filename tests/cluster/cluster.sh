@@ -73,18 +73,24 @@ start() {
     return 0
   fi
   log "$name: starting"
+  # A marker, so a failure shows this start's lines and not an earlier run's (the log is appended to).
+  echo "=== tractor cluster.sh: $name starting $(date -u +%FT%TZ)" >>"$LOGS/$name.log"
   # setsid + redirected fds: the process outlives the shell (and a test runner's pipes) that started it;
-  # fd 9 (the up/down lock) is closed so a long-running child never holds the lock.
-  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
-  local child=$!
-  echo "$child" >"$RUN/$name.pid"
-  # $! is the forked shell until it execs the component, and pid_of (which checks the command line against
-  # PID reuse) reads that moment as an exit: a loaded machine once failed node-up with "kube-proxy exited"
-  # while kube-proxy was starting. Wait (at most 5 s) for the exec, or for a real exit.
+  # fd 9 (the up/down lock) is closed so a long-running child never holds the lock. The process writes its
+  # own PID before exec'ing the component: setsid forks when its caller leads a process group (a runner with
+  # job control), and then $! would name a parent that has already exited.
+  # shellcheck disable=SC2016
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$RUN/$name.pid" "$@" >>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
+  # Until the exec, the PID file names a shell, and pid_of (which checks the command line against PID reuse)
+  # reads that as an exit: a loaded machine once failed node-up with "kube-proxy exited" while kube-proxy was
+  # starting. Wait (at most 5 s) for the exec.
   local tries=0
-  while kill -0 "$child" 2>/dev/null && ! pid_of "$name" >/dev/null && ((tries++ < 100)); do
-    sleep 0.05
-  done
+  until pid_of "$name" >/dev/null || ((tries++ >= 100)); do sleep 0.05; done
+}
+
+# log_tail NAME: the last lines this start of NAME wrote.
+log_tail() {
+  tac "$LOGS/$1.log" 2>/dev/null | sed '/^=== tractor cluster.sh: /q' | tac | tail -n 30 >&2 || true
 }
 
 # stop NAME...: SIGTERM to every named component at once (each takes a second or two to shut down
@@ -125,11 +131,13 @@ wait_healthy() {
   local name=$1 deadline=$((SECONDS + TIMEOUT))
   until healthy "$name"; do
     if ! pid_of "$name" >/dev/null; then
-      tail -n 30 "$LOGS/$name.log" >&2 || true
+      log_tail "$name"
+      # Every component but etcd needs etcd (directly or through the API server): say when it is gone too.
+      [[ $name == etcd ]] || pid_of etcd >/dev/null || log "etcd is not running either; log: $LOGS/etcd.log"
       die "$name exited; log: $LOGS/$name.log"
     fi
     if ((SECONDS >= deadline)); then
-      tail -n 30 "$LOGS/$name.log" >&2 || true
+      log_tail "$name"
       die "$name not healthy after ${TIMEOUT}s; log: $LOGS/$name.log"
     fi
     sleep 0.5
