@@ -13,7 +13,8 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".."))
 }
 
-/// `tests/fixtures`, the committed models and their test splits (`make_models.py`, `make_tabular_models.py`).
+/// `tests/fixtures`, the committed models and their test splits (`make_models.py`, `make_tabular_models.py`,
+/// `make_fine_margins.py`).
 pub fn fixtures() -> PathBuf {
     repo_root().join("tests/fixtures")
 }
