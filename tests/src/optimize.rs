@@ -249,13 +249,9 @@ pub fn s3_env(port: u16, secret: &str) -> Vec<(String, String)> {
 
 /// Write an ONNX model with an op tract does not implement, using the fixtures' Python venv (onnx package).
 pub fn unsupported_op_model(dest: &Path) -> Result<()> {
-    let python = std::env::var("TRACTOR_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tractor/venv")
-        })
-        .join("bin/python");
-    let script = r#"
+    onnx_from_python(
+        dest,
+        r#"
 import sys, onnx
 from onnx import helper, TensorProto
 x = helper.make_tensor_value_info("x", TensorProto.STRING, [None])
@@ -264,15 +260,42 @@ node = helper.make_node("StringNormalizer", ["x"], ["y"], case_change_action="LO
 g = helper.make_graph([node], "g", [x], [y])
 m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 onnx.save(m, sys.argv[1])
-"#;
+"#,
+    )
+}
+
+/// An ONNX model whose input is `x`, FLOAT, with both dimensions free (`[N, F]`), and whose output `y` sums each
+/// row: nothing in the graph fixes `F`, so only a declaration can.
+pub fn free_features_model(dest: &Path) -> Result<()> {
+    onnx_from_python(
+        dest,
+        r#"
+import sys, onnx
+from onnx import helper, TensorProto
+x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "F"])
+y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])
+axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+node = helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=1)
+g = helper.make_graph([node], "g", [x], [y], initializer=[axes])
+m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+onnx.save(m, sys.argv[1])
+"#,
+    )
+}
+
+/// Runs `script` (which saves a model to `sys.argv[1]`) with the fixtures venv's Python.
+fn onnx_from_python(dest: &Path, script: &str) -> Result<()> {
+    let python = std::env::var("TRACTOR_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tractor/venv")
+        })
+        .join("bin/python");
     let status = Command::new(&python)
         .args(["-c", script])
         .arg(dest)
         .status()
         .with_context(|| format!("running {} (make the fixtures venv)", python.display()))?;
-    anyhow::ensure!(
-        status.success(),
-        "generating the unsupported-op model failed"
-    );
+    anyhow::ensure!(status.success(), "generating {} failed", dest.display());
     Ok(())
 }

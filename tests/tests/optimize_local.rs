@@ -412,27 +412,25 @@ fn pruning_keeps_accuracy_and_shrinks_the_archive() -> Result<()> {
 }
 
 #[test]
-fn pruning_that_costs_accuracy_is_refused_and_says_why() -> Result<()> {
+fn pruning_that_costs_accuracy_is_refused_and_the_unpruned_model_served() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let (src, data) = (model("fine_margins"), eval("fine_margins"));
-    let gated = |sparsity: &str| -> Result<Run> {
-        optimize(
-            &tmp.path().join(sparsity),
-            &[
-                "--source",
-                &src,
-                "--precision",
-                "f32",
-                "--prune-sparsity",
-                sparsity,
-                "--eval-data",
-                &data,
-            ],
-            &[],
-        )
+    let run_at = |sparsity: &str, gated: bool| -> Result<Run> {
+        let mut args = vec![
+            "--source",
+            &src,
+            "--precision",
+            "f32",
+            "--prune-sparsity",
+            sparsity,
+        ];
+        if gated {
+            args.extend(["--eval-data", &data]);
+        }
+        optimize(&tmp.path().join(format!("{sparsity}-{gated}")), &args, &[])
     };
     // The same recipe without pruning passes: what the refusal below blames is the pruning.
-    let unpruned = gated("0")?;
+    let unpruned = run_at("0", true)?;
     assert_eq!(unpruned.code, 0, "{}", unpruned.stderr);
     assert_eq!(
         unpruned.report["optimizedScore"], 1.0,
@@ -441,22 +439,44 @@ fn pruning_that_costs_accuracy_is_refused_and_says_why() -> Result<()> {
     );
 
     // Half the weights zeroed takes the eight features with the smallest base, and their class offsets.
-    let run = gated("0.5")?;
+    let run = run_at("0.5", true)?;
     let r = &run.report;
     eprintln!("fine_margins pruned to 0.5: {r}");
-    assert_eq!(run.code, 1, "{r}");
-    assert_eq!(files_in(&tmp.path().join("0.5")), Vec::<String>::new());
+    assert_eq!(run.code, 0, "{r}\n{}", run.stderr);
+    assert_eq!(r["pruningRefused"], true, "{r}");
     assert_eq!(r["baselineScore"], 1.0, "{r}");
-    for absent in ["artifactDigest", "sizeBytes", "precision", "optimizedScore"] {
-        assert!(r.get(absent).is_none(), "{absent}: {r}");
-    }
-    // The operator reads the report as this type and puts this reason and message on ModelReady and Stalled.
-    let report: OptimizeReport = serde_json::from_value(r.clone())?;
-    assert!(!report.succeeded());
-    assert_eq!(run.reason(), Some("BelowMinScore"), "{r}");
+    assert_eq!(r["optimizedScore"], 1.0, "{r}");
+    // The artifact is the unpruned one, byte for byte: what serving pods re-derive without pruning.
     assert_eq!(
-        report.message,
-        "pruning to 0.5 costs more accuracy than allowed"
+        r["artifactDigest"], unpruned.report["artifactDigest"],
+        "{r}"
+    );
+    // The pruned candidate failed and the unpruned one passed, both in the table.
+    let table: Vec<(bool, bool)> = r["candidates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| (c["pruned"] == true, c["passed"] == true))
+        .collect();
+    assert_eq!(table, [(true, false), (false, true)], "{r}");
+    // The operator reads the report as this type and copies this message to status.model.message.
+    let report: OptimizeReport = serde_json::from_value(r.clone())?;
+    let status = report.model_status();
+    assert!(status.pruning_refused);
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "pruning to 0.5 refused: the best pruned candidate scored 0.3350 against 1.0000"
+        ),
+        "{message}"
+    );
+    assert!(message.ends_with("; f32 as requested"), "{message}");
+    // Ungated (how serving pods build), pruning is applied as asked: a different artifact.
+    let rederived = run_at("0.5", false)?;
+    assert_eq!(rederived.code, 0, "{}", rederived.stderr);
+    assert_ne!(
+        rederived.report["artifactDigest"], r["artifactDigest"],
+        "pruning changed nothing"
     );
     Ok(())
 }

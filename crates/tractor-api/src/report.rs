@@ -22,8 +22,11 @@ pub enum FailureReason {
     AccessDenied,
     /// The model uses an operator tract cannot run; the message names it.
     UnsupportedOp,
-    /// The file is not a loadable model (truncated, wrong format, inconsistent shapes).
+    /// The file is not a loadable model (truncated, not the declared `model.format`, inconsistent shapes).
     InvalidModel,
+    /// `model.inputs` disagree with the model (an unknown input, another datatype, rank or size); the message
+    /// names the first disagreement.
+    InputMismatch,
     /// Even the unoptimized model scores below `minScore`.
     BelowMinScore,
     /// The labelled set could not be read or does not fit the model.
@@ -46,6 +49,9 @@ pub struct Candidate {
     pub score: Option<f64>,
     /// Whether it passed the accuracy gate.
     pub passed: bool,
+    /// Whether it was built from the pruned weights (`--prune-sparsity`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pruned: bool,
 }
 
 /// What `tractor optimize` reports, on success and on failure.
@@ -88,6 +94,10 @@ pub struct OptimizeReport {
     /// Score of the artifact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optimized_score: Option<f64>,
+    /// Pruning was asked for and every pruned candidate failed the accuracy gate: the artifact is built from
+    /// the unpruned weights.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pruning_refused: bool,
     /// Candidates measured (the table `auto` chose from).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub candidates: Vec<Candidate>,
@@ -154,6 +164,7 @@ impl OptimizeReport {
                 optimized: self.optimized_score,
             }),
             message: (!self.message.is_empty()).then(|| self.message.clone()),
+            pruning_refused: self.pruning_refused,
         }
     }
 }

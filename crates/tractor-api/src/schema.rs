@@ -31,6 +31,24 @@ pub(crate) fn default_min_replicas() -> i32 {
 }
 
 /// The HPA's sync period.
+/// The HPA's default: CPU at 80 % utilization.
+pub(crate) fn default_metrics() -> Vec<crate::spec::MetricSpec> {
+    vec![crate::spec::MetricSpec {
+        type_: crate::spec::MetricType::Cpu,
+        cpu: Some(crate::spec::CpuMetric {
+            target_utilization_percent: default_cpu_utilization(),
+        }),
+        latency: None,
+        throughput: None,
+        accuracy: None,
+        custom: None,
+    }]
+}
+
+pub(crate) fn default_cpu_utilization() -> i32 {
+    80
+}
+
 pub(crate) fn default_interval() -> String {
     "15s".to_owned()
 }

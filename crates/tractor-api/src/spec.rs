@@ -137,14 +137,18 @@ pub struct ModelSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-f0-9]{64}$"))]
     pub sha256: Option<String>,
-    /// File format. When unset it is taken from the file name: `.onnx` is ONNX, `.nnef`, `.nnef.tar` and
-    /// `.nnef.tgz` are NNEF.
+    /// File format. When set, the optimize Job loads the file as this format only: an ONNX file declared `nnef`
+    /// (or an NNEF archive declared `onnx`) fails it with `InvalidModel`. When unset, the uri must end in
+    /// `.onnx`, `.nnef`, `.nnef.tar` or `.nnef.tgz`, and the Job tells the format from the file's bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<ModelFormat>,
     /// Connection to an S3-compatible store, for `s3://` uris.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Connection>,
-    /// Overrides for the model's declared inputs, for models exported without full shapes or types.
+    /// Declared inputs, for models exported without full shapes or types. The optimize Job checks each
+    /// against the model (an unknown name, another datatype, rank or fixed size fails it with `InputMismatch`
+    /// naming the first disagreement) and fixes it into an ONNX model: the declared datatype and sizes, `-1`
+    /// free. NNEF files carry their own types, so there the declarations are only checked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
@@ -526,7 +530,9 @@ pub struct Autoscaling {
     /// Stabilization windows and rate policies, as in the HPA's `behavior`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub behavior: Option<ScalingBehavior>,
-    /// The signals to scale on; each proposes a replica count and the largest wins.
+    /// The signals to scale on; each proposes a replica count and the largest wins. Default, as the HPA's:
+    /// CPU at 80 % utilization (`[{type: Cpu, cpu: {targetUtilizationPercent: 80}}]`).
+    #[serde(default = "schema::default_metrics")]
     #[schemars(length(min = 1, max = 8))]
     pub metrics: Vec<MetricSpec>,
 }
@@ -643,11 +649,16 @@ pub enum ScalingPolicyType {
     .message("metric type Accuracy needs the accuracy member, and only it"))]
 #[x_kube(validation = Rule::new("(self.type == 'Custom') == has(self.custom)")
     .message("metric type Custom needs the custom member, and only it"))]
+#[x_kube(validation = Rule::new("self.type == 'Cpu' || !has(self.cpu)")
+    .message("the cpu member goes with metric type Cpu only"))]
 #[serde(rename_all = "camelCase")]
 pub struct MetricSpec {
-    /// Which signal: `Latency`, `Throughput`, `Accuracy` or `Custom`.
+    /// Which signal: `Cpu`, `Latency`, `Throughput`, `Accuracy` or `Custom`.
     #[serde(rename = "type")]
     pub type_: MetricType,
+    /// CPU utilization target, for `type: Cpu` (default 80 %).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuMetric>,
     /// Request latency quantile, for `type: Latency`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencyMetric>,
@@ -666,6 +677,8 @@ pub struct MetricSpec {
 /// Kinds of scaling signal.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricType {
+    /// The server container's CPU use against a share of its CPU request, as the HPA's CPU utilization.
+    Cpu,
     /// A latency quantile against a target.
     Latency,
     /// Requests per second per replica against a target.
@@ -674,6 +687,21 @@ pub enum MetricType {
     Accuracy,
     /// A user PromQL query against a target.
     Custom,
+}
+
+/// CPU utilization target: the servers' CPU time per second (their `process_cpu_seconds_total` in
+/// Prometheus), averaged over ready replicas, as a percentage of the server container's CPU request. Without a
+/// request the CPU limit counts; without either, one core.
+///
+/// Example: `{targetUtilizationPercent: 70}`
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuMetric {
+    /// Utilization each replica should run at, in percent of its CPU request (above 100 allowed, as in the
+    /// HPA, for requests below what a replica may burst to).
+    #[serde(default = "schema::default_cpu_utilization")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub target_utilization_percent: i32,
 }
 
 /// Latency quantile target.

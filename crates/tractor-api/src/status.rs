@@ -112,6 +112,10 @@ pub struct ModelStatus {
     /// Why this precision was served (e.g. `int8 lost 0.031 accuracy, over maxRegression 0.01; served f16`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// `optimize.pruning` cost more accuracy than the gate allows, so the served artifact is unpruned; the
+    /// message says by how much.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pruning_refused: bool,
 }
 
 /// Name, type and shape of one model input or output.

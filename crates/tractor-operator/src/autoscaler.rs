@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ResourceRequirements, Secret};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Api;
 use tractor_api::{
     Autoscaling, MetricSnapshot, MetricSpec, MetricType, ModelDeploymentStatus, PrometheusSource,
@@ -192,6 +193,7 @@ impl Autoscaler {
             deployment: None,
         };
         let reads = read_metrics(&self.prometheus, &server, &sel, &a.metrics, &window).await;
+        let cpu = cpu_cores(v.md.spec.serving.resources.as_ref());
         let snapshot = reads.snapshot.clone();
 
         let ratios: Vec<Option<f64>> = a
@@ -199,7 +201,11 @@ impl Autoscaler {
             .iter()
             .zip(&reads.values)
             .filter(|(m, _)| m.type_ != MetricType::Accuracy)
-            .map(|(m, r)| r.as_ref().ok().and_then(|value| ratio(m, *value, current)))
+            .map(|(m, r)| {
+                r.as_ref()
+                    .ok()
+                    .and_then(|value| ratio(m, *value, current, cpu))
+            })
             .collect();
         let failures: Vec<&QueryError> = a
             .metrics
@@ -259,7 +265,7 @@ impl Autoscaler {
             .metrics
             .get(which)
             .zip(reads.values.get(which))
-            .and_then(|(spec, r)| r.as_ref().ok().map(|v| describe(spec, *v, current)))
+            .and_then(|(spec, r)| r.as_ref().ok().map(|v| describe(spec, *v, current, cpu)))
             .unwrap_or_else(|| "no scaling metric".to_owned());
         let limit = match decision.limit {
             Limit::DesiredWithinRange => "",
@@ -392,6 +398,7 @@ async fn read_metrics(
     let queries: Vec<(String, f64)> = metrics
         .iter()
         .map(|m| match m.type_ {
+            MetricType::Cpu => (prom::cpu_seconds_per_second(sel, window), 1.0),
             MetricType::Latency => (
                 prom::latency(sel, m.latency.as_ref().map_or(0.95, |l| l.quantile), window),
                 1000.0,
@@ -449,10 +456,38 @@ fn stops_scaling(m: &MetricSpec, e: &QueryError) -> bool {
     m.type_ != MetricType::Accuracy || e.is_unavailable()
 }
 
-/// value / target for one scaling metric (`None` for accuracy, which never scales).
-fn ratio(m: &MetricSpec, value: f64, current: i32) -> Option<f64> {
+/// The server container's CPU, in cores, that `Cpu` utilization is a percentage of: its request, else its
+/// limit, else one core (with neither, the HPA cannot scale on CPU at all; one core keeps the default
+/// metric meaningful for a spec that sets no resources).
+fn cpu_cores(resources: Option<&ResourceRequirements>) -> f64 {
+    let cpu = |m: Option<&std::collections::BTreeMap<String, Quantity>>| {
+        m.and_then(|m| m.get("cpu")).and_then(cores)
+    };
+    resources
+        .and_then(|r| cpu(r.requests.as_ref()).or_else(|| cpu(r.limits.as_ref())))
+        .filter(|c| *c > 0.0)
+        .unwrap_or(1.0)
+}
+
+/// A CPU quantity in cores: `500m`, `2`, `1.5`; `None` for anything else.
+fn cores(q: &Quantity) -> Option<f64> {
+    let s = q.0.trim();
+    match s.strip_suffix('m') {
+        Some(milli) => milli.parse::<f64>().ok().map(|m| m / 1000.0),
+        None => s.parse().ok(),
+    }
+}
+
+fn cpu_target_percent(m: &MetricSpec) -> f64 {
+    f64::from(m.cpu.as_ref().map_or(80, |c| c.target_utilization_percent))
+}
+
+/// value / target for one scaling metric (`None` for accuracy, which never scales). `cpu` is the cores
+/// each replica's utilization is measured against.
+fn ratio(m: &MetricSpec, value: f64, current: i32, cpu: f64) -> Option<f64> {
     let per_replica = |total: f64| total / f64::from(current.max(1));
     match m.type_ {
+        MetricType::Cpu => Some(per_replica(value) / cpu * 100.0 / cpu_target_percent(m)),
         MetricType::Latency => m.latency.as_ref().map(|l| value / l.target_millis),
         MetricType::Throughput => m
             .throughput
@@ -463,8 +498,14 @@ fn ratio(m: &MetricSpec, value: f64, current: i32) -> Option<f64> {
     }
 }
 
-fn describe(m: &MetricSpec, value: f64, current: i32) -> String {
+fn describe(m: &MetricSpec, value: f64, current: i32, cpu: f64) -> String {
     match m.type_ {
+        MetricType::Cpu => format!(
+            "CPU {:.0} % of {} cores per replica against {} %",
+            value / f64::from(current.max(1)) / cpu * 100.0,
+            cpu,
+            cpu_target_percent(m)
+        ),
         MetricType::Latency => format!(
             "p{} latency {:.1} ms against {} ms",
             m.latency.as_ref().map_or(95.0, |l| l.quantile * 100.0),
@@ -575,14 +616,20 @@ mod tests {
     #[test]
     fn ratios_per_signal() {
         let latency = metric("{type: Latency, latency: {quantile: 0.95, targetMillis: 50}}");
-        assert_eq!(ratio(&latency, 100.0, 3), Some(2.0));
+        assert_eq!(ratio(&latency, 100.0, 3, 1.0), Some(2.0));
         // Throughput is per replica: 40 rps over 4 replicas against 5 each.
         let rps = metric("{type: Throughput, throughput: {targetPerReplica: 5}}");
-        assert_eq!(ratio(&rps, 40.0, 4), Some(2.0));
+        assert_eq!(ratio(&rps, 40.0, 4, 1.0), Some(2.0));
         let custom = metric("{type: Custom, custom: {query: 'sum(x)', target: 10}}");
-        assert_eq!(ratio(&custom, 30.0, 3), Some(1.0));
+        assert_eq!(ratio(&custom, 30.0, 3, 1.0), Some(1.0));
         let accuracy = metric("{type: Accuracy, accuracy: {min: 0.9, window: 1m}}");
-        assert_eq!(ratio(&accuracy, 0.5, 3), None);
+        assert_eq!(ratio(&accuracy, 0.5, 3, 1.0), None);
+        // CPU is per replica and per requested core: 1.6 cores over 2 replicas of 500m is 160 %, twice 80 %.
+        let cpu = metric("{type: Cpu, cpu: {targetUtilizationPercent: 80}}");
+        assert_eq!(ratio(&cpu, 1.6, 2, 0.5), Some(2.0));
+        // Without the member, the HPA's 80 %: 0.4 of one core is half of it.
+        let cpu_default = metric("{type: Cpu}");
+        assert_eq!(ratio(&cpu_default, 0.4, 1, 1.0), Some(0.5));
     }
 
     #[test]

@@ -236,6 +236,7 @@ fn optimize_command(
     v: &Validated,
     precision: Precision,
     evaluate: bool,
+    prune: bool,
 ) -> (Vec<String>, SourceAccess) {
     let spec = &v.md.spec;
     let mut access = SourceAccess::default();
@@ -244,13 +245,23 @@ fn optimize_command(
     if let Some(sha) = &spec.model.sha256 {
         args.extend(["--sha256".to_owned(), sha.clone()]);
     }
+    // Absent when unset, so the Job and pods of specs without them stay exactly as before.
+    if let Some(format) = spec.model.format {
+        args.extend(["--format".to_owned(), format_arg(format)]);
+    }
+    if !spec.model.inputs.is_empty() {
+        args.extend([
+            "--inputs".to_owned(),
+            serde_json::to_string(&spec.model.inputs).unwrap_or_default(),
+        ]);
+    }
     args.extend([
         "--out".to_owned(),
         ARTIFACT_DIR.to_owned(),
         "--precision".to_owned(),
         precision_arg(precision),
     ]);
-    if let Some(p) = &spec.optimize.pruning {
+    if let (true, Some(p)) = (prune, &spec.optimize.pruning) {
         args.extend(["--prune-sparsity".to_owned(), p.sparsity.to_string()]);
     }
     if let (true, Some(eval), Some(dataset)) = (evaluate, &spec.optimize.evaluation, &v.dataset) {
@@ -294,6 +305,13 @@ fn optimize_command(
         }
     }
     (args, access)
+}
+
+fn format_arg(f: tractor_api::ModelFormat) -> String {
+    serde_json::to_value(f)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "onnx".to_owned())
 }
 
 fn precision_arg(p: Precision) -> String {
@@ -347,7 +365,7 @@ fn tmp_volume() -> (Volume, VolumeMount) {
 pub fn optimize_job(v: &Validated, config: &BuildConfig) -> Job {
     let spec = &v.md.spec;
     let labels = labels(&v.name, &v.revision, names::COMPONENT_OPTIMIZE);
-    let (args, mut access) = optimize_command(v, spec.optimize.precision, true);
+    let (args, mut access) = optimize_command(v, spec.optimize.precision, true, true);
     let (artifact, artifact_mount) = artifact_volume();
     let (tmp, tmp_mount) = tmp_volume();
     access.volumes.extend([artifact, tmp]);
@@ -454,7 +472,8 @@ pub fn deployment(v: &Validated, model: &ModelStatus, config: &BuildConfig) -> D
     }
 
     let precision = model.precision.unwrap_or(Precision::F32);
-    let (fetch_args, mut access) = optimize_command(v, precision, false);
+    // The pods re-derive exactly what the Job chose: its precision, and no pruning where the gate refused it.
+    let (fetch_args, mut access) = optimize_command(v, precision, false, !model.pruning_refused);
     let (artifact, artifact_mount) = artifact_volume();
     let (tmp, tmp_mount) = tmp_volume();
     access.volumes.extend([artifact, tmp]);
@@ -870,6 +889,121 @@ spec:
             "the Job runs where the serving pods run"
         );
         assert_eq!(pod.tolerations.as_ref().map(Vec::len), Some(1));
+    }
+
+    /// Every container that runs `tractor optimize` (the Job, and the serving pods' init container that
+    /// re-derives the artifact) loads the source as `spec.model` declares it; without declarations the
+    /// arguments are those of before, so no existing Job or pod changes.
+    #[test]
+    fn declared_format_and_inputs_reach_every_optimize_run() {
+        let declared = CONFIG_MAP_MODEL.replace(
+            "sha256: \"0000000000000000000000000000000000000000000000000000000000000000\"}",
+            "sha256: \"0000000000000000000000000000000000000000000000000000000000000000\", \
+             format: onnx, inputs: [{name: x, datatype: FP32, shape: [-1, 64]}]}",
+        );
+        let optimize_args = |yaml: &str| -> Vec<String> {
+            let v = validate(&md(yaml)).expect("valid");
+            let job = optimize_job(&v, &config());
+            let mut runs = vec![
+                job.spec
+                    .and_then(|s| s.template.spec)
+                    .expect("pod")
+                    .containers[0]
+                    .args
+                    .clone()
+                    .expect("args")
+                    .join(" "),
+            ];
+            let model = ModelStatus {
+                revision: Some(v.revision.clone()),
+                artifact_digest: Some(format!("sha256:{}", "ab".repeat(32))),
+                precision: Some(Precision::F32),
+                ..ModelStatus::default()
+            };
+            let pod = deployment(&v, &model, &config())
+                .spec
+                .expect("spec")
+                .template
+                .spec
+                .expect("pod");
+            runs.extend(
+                pod.init_containers
+                    .iter()
+                    .flatten()
+                    .filter_map(|c| c.args.as_ref())
+                    .filter(|a| a.first().map(String::as_str) == Some("optimize"))
+                    .map(|a| a.join(" ")),
+            );
+            runs
+        };
+        let runs = optimize_args(&declared);
+        assert!(
+            runs.len() >= 2,
+            "the Job and the pods' init container: {runs:?}"
+        );
+        for run in &runs {
+            assert!(
+                run.contains(
+                    r#"--format onnx --inputs [{"name":"x","datatype":"FP32","shape":[-1,64]}]"#
+                ),
+                "{run}"
+            );
+        }
+        for run in optimize_args(CONFIG_MAP_MODEL) {
+            assert!(
+                !run.contains("--format") && !run.contains("--inputs"),
+                "{run}"
+            );
+        }
+    }
+
+    /// Pods re-derive the artifact the Job gated: pruned as the spec asks, unless the Job refused pruning.
+    #[test]
+    fn pods_prune_only_what_the_job_kept_pruned() {
+        let pruned = CONFIG_MAP_MODEL.replace(
+            "    precision: auto\n",
+            "    precision: auto\n    pruning: {sparsity: 0.5}\n",
+        );
+        let v = validate(&md(&pruned)).expect("valid");
+        let job = optimize_job(&v, &config());
+        let job_args = job
+            .spec
+            .and_then(|s| s.template.spec)
+            .expect("pod")
+            .containers[0]
+            .args
+            .clone()
+            .expect("args")
+            .join(" ");
+        assert!(job_args.contains("--prune-sparsity 0.5"), "{job_args}");
+        let init_args = |refused: bool| -> String {
+            let model = ModelStatus {
+                revision: Some(v.revision.clone()),
+                artifact_digest: Some(format!("sha256:{}", "ab".repeat(32))),
+                precision: Some(Precision::F32),
+                pruning_refused: refused,
+                ..ModelStatus::default()
+            };
+            let pod = deployment(&v, &model, &config())
+                .spec
+                .expect("spec")
+                .template
+                .spec
+                .expect("pod");
+            pod.init_containers
+                .iter()
+                .flatten()
+                .filter_map(|c| c.args.as_ref())
+                .find(|a| a.first().map(String::as_str) == Some("optimize"))
+                .map(|a| a.join(" "))
+                .expect("an optimize init container")
+        };
+        assert!(init_args(false).contains("--prune-sparsity 0.5"));
+        assert!(
+            !init_args(true).contains("--prune-sparsity"),
+            "{}",
+            init_args(true)
+        );
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub const REQUESTS_TOTAL: &str = "tractor_inference_requests_total";
 pub const ACCURACY: &str = "tractor_model_accuracy";
 /// Labelled predictions in the feedback window.
 pub const FEEDBACK_WINDOW: &str = "tractor_model_feedback_window";
+/// CPU seconds of each server process (user and system), the `Cpu` scaling metric's counter.
+pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
 /// Always 1 per server: present from the first scrape, before any request has created the other series.
 pub const MODEL_INFO: &str = "tractor_model_info";
 /// Codes that count as failed requests: server errors and load shedding, over REST and gRPC. Client errors
@@ -301,6 +303,12 @@ pub fn requests_per_second(sel: &Selector, w: &str) -> String {
         sel.matchers(""),
         idle(sel)
     )
+}
+
+/// CPU cores the selected servers use together, averaged over `w`. No idle fallback: the counter exists from
+/// a server's first scrape, so no value means no server scraped twice yet, and the autoscaler holds.
+pub fn cpu_seconds_per_second(sel: &Selector, w: &str) -> String {
+    format!("sum(rate({PROCESS_CPU}{}[{w}]))", sel.matchers(""))
 }
 
 /// Share of failed requests over `w`; 0 when no request came in.

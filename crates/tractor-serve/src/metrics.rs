@@ -4,8 +4,8 @@
 //! a gRPC code name), `result` (three values). Never a request id or an error's text.
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    Counter, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec,
+    IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// `tractor_inference_requests_total{model,protocol,code}`.
@@ -35,6 +35,11 @@ pub const FEEDBACK_WINDOW: &str = "tractor_model_feedback_window";
 /// `tractor_model_info{model,platform,sha256,revision}`: always 1; carries the model's identity. `revision` is
 /// the pod's model revision (`--revision`), empty when not told: one value per process, so bounded.
 pub const MODEL_INFO: &str = "tractor_model_info";
+
+/// `process_cpu_seconds_total{model}`: CPU time of the whole server process, user and system. The name every
+/// Prometheus client library gives it, with the model label so the operator's `Cpu` scaling metric selects it
+/// like the others.
+pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
 
 /// Values of the `result` label of [`FEEDBACK_TOTAL`].
 pub const RESULTS: [&str; 3] = ["correct", "incorrect", "unknown_id"];
@@ -72,6 +77,20 @@ pub struct Metrics {
     pub f1: Gauge,
     /// Size of the scored window.
     pub window: IntGauge,
+    cpu: Counter,
+}
+
+/// CPU seconds this process has used (all threads, user + system), from `/proc/self/stat`; `None` off Linux.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count fields after its closing one.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    // utime and stime are fields 14 and 15 of stat(5), the 12th and 13th after the name.
+    let utime: f64 = fields.nth(11)?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    // /proc reports them in USER_HZ, which the kernel fixes at 100 for user space on every architecture.
+    Some((utime + stime) / 100.0)
 }
 
 fn fixed<T: prometheus::core::Collector + Clone + 'static>(
@@ -183,6 +202,16 @@ impl Metrics {
                 .const_labels(labels()),
             )?,
         )?;
+        let cpu = fixed(
+            &registry,
+            Counter::with_opts(
+                Opts::new(
+                    PROCESS_CPU,
+                    "CPU time of the server process, user and system, in seconds.",
+                )
+                .const_labels(labels()),
+            )?,
+        )?;
         let info = fixed(
             &registry,
             GaugeVec::new(
@@ -211,6 +240,7 @@ impl Metrics {
             recall,
             f1,
             window,
+            cpu,
         })
     }
 
@@ -233,6 +263,13 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        // A counter only moves up: catch it up with the process's clock at each scrape.
+        if let Some(now) = process_cpu_seconds() {
+            let behind = now - self.cpu.get();
+            if behind > 0.0 {
+                self.cpu.inc_by(behind);
+            }
+        }
         let mut buf = Vec::new();
         // Encoding into a Vec cannot fail on I/O; a failure would be a metric family bug, so render what we can.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
@@ -280,6 +317,34 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    /// The process's CPU clock reaches the counter at each scrape, and the counter never goes back.
+    #[test]
+    fn process_cpu_counts_this_process() {
+        let m = Metrics::new("digits", "tract_onnx", "abc", None).expect("metrics");
+        let read = |text: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(r#"process_cpu_seconds_total{model="digits"} "#))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(-1.0)
+        };
+        let first = read(&m.render());
+        // Burn CPU until the clock (10 ms ticks) has visibly moved; bounded so a broken reading fails.
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while process_cpu_seconds().unwrap_or(0.0) < first + 0.05
+            && start.elapsed() < std::time::Duration::from_secs(10)
+        {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let second = read(&m.render());
+        assert!(
+            first >= 0.0,
+            "no process_cpu_seconds_total in the first scrape"
+        );
+        assert!(second >= first + 0.05, "{first} then {second}");
     }
 
     #[test]

@@ -56,17 +56,53 @@ fn looks_like_nnef(path: &Path) -> bool {
 
 /// Load a model file into a decluttered typed model; `UnsupportedOp` names the op tract lacks.
 pub fn load(path: &Path) -> Result<(TypedModel, tractor_api::ModelFormat), OptError> {
+    load_declared(path, None, &[])
+}
+
+/// [`load`] as `spec.model` declares it: a `format` is loaded as that format (no sniffing: an ONNX file declared
+/// NNEF is refused, not loaded anyway), and declared `inputs` are checked against the model's own (refused with
+/// `InputMismatch` naming the first disagreement) and, for ONNX, fixed into it: type and fixed sizes as declared,
+/// `-1` free. An NNEF archive carries its own types, so there they are checked only.
+pub fn load_declared(
+    path: &Path,
+    format: Option<tractor_api::ModelFormat>,
+    declared: &[tractor_api::InputOverride],
+) -> Result<(TypedModel, tractor_api::ModelFormat), OptError> {
+    use tractor_api::ModelFormat;
     let invalid = |m: String| OptError::new(Reason::InvalidModel, m);
-    if looks_like_nnef(path) {
+    let nnef_bytes = looks_like_nnef(path);
+    let format = match format {
+        Some(ModelFormat::Nnef) if !nnef_bytes => {
+            return Err(invalid(
+                "model.format is nnef, but the file is neither an NNEF folder nor a tar/gzip archive \
+                 (an ONNX file? set format: onnx or leave format unset)"
+                    .to_owned(),
+            ));
+        }
+        Some(ModelFormat::Onnx) if nnef_bytes => {
+            return Err(invalid(
+                "model.format is onnx, but the file is a folder or a tar/gzip archive \
+                 (NNEF? set format: nnef or leave format unset)"
+                    .to_owned(),
+            ));
+        }
+        Some(f) => f,
+        None if nnef_bytes => ModelFormat::Nnef,
+        None => ModelFormat::Onnx,
+    };
+    if format == ModelFormat::Nnef {
         let model = nnef()
             .model_for_path(path)
             .and_then(|m| m.into_decluttered())
             .map_err(|e| classify(&e))?;
-        return Ok((model, tractor_api::ModelFormat::Nnef));
+        super::declared::check(declared, &typed_inputs(&model))
+            .map_err(|m| OptError::new(Reason::InputMismatch, m))?;
+        return Ok((model, ModelFormat::Nnef));
     }
     let mut inference = crate::ml::onnx()
         .model_for_path(path)
         .map_err(|e| invalid(format!("not a loadable ONNX or NNEF model: {}", flat(&e))))?;
+    declare_onnx_inputs(&mut inference, declared)?;
     // Exporters (skl2onnx, torch without dynamic_axes names) often leave the batch axis unnamed; tract needs a
     // symbol there to type the graph, and a symbolic batch is what lets the server merge requests.
     let batch = inference.symbols.sym("N");
@@ -144,6 +180,100 @@ pub fn load(path: &Path) -> Result<(TypedModel, tractor_api::ModelFormat), OptEr
             .insert(NOTES_PROPERTY.to_owned(), rctensor1(&notes));
     }
     Ok((integer_outputs(model)?, tractor_api::ModelFormat::Onnx))
+}
+
+/// What a typed (NNEF) model says of its inputs.
+fn typed_inputs(model: &TypedModel) -> Vec<super::declared::ModelInput> {
+    model
+        .inputs
+        .iter()
+        .filter_map(|o| {
+            let fact = model.outlet_fact(*o).ok()?;
+            Some(super::declared::ModelInput {
+                name: model
+                    .outlet_label(*o)
+                    .unwrap_or(&model.node(o.node).name)
+                    .to_owned(),
+                datatype: crate::datatype::DataType::from_datum(fact.datum_type),
+                dims: Some(fact.shape.iter().map(|d| d.to_i64().ok()).collect()),
+            })
+        })
+        .collect()
+}
+
+/// Checks the declared inputs against the ONNX graph's input facts, then writes them in: the declared type, the
+/// declared fixed sizes, and a symbol for each `-1` (the batch symbol `N` on the first axis, so the server
+/// can merge requests; the graph's own symbol, or a fresh one, elsewhere).
+fn declare_onnx_inputs(
+    inference: &mut InferenceModel,
+    declared: &[tractor_api::InputOverride],
+) -> Result<(), OptError> {
+    use tract_onnx::tract_hir::infer::{DimFact, Factoid, ShapeFactoid};
+    if declared.is_empty() {
+        return Ok(());
+    }
+    let internal = |e: TractError| OptError::new(Reason::Internal, flat(&e));
+    let mut facts = Vec::new();
+    let mut model_inputs = Vec::new();
+    for ix in 0..inference.inputs.len() {
+        let outlet = inference.inputs[ix];
+        let name = inference
+            .outlet_label(outlet)
+            .unwrap_or(&inference.node(outlet.node).name)
+            .to_owned();
+        let fact = inference.input_fact(ix).map_err(internal)?.clone();
+        let dims = (!fact.shape.is_open()).then(|| {
+            fact.shape
+                .dims()
+                .map(|d| d.concretize().and_then(|d| d.to_i64().ok()))
+                .collect()
+        });
+        model_inputs.push(super::declared::ModelInput {
+            name: name.clone(),
+            datatype: fact
+                .datum_type
+                .concretize()
+                .and_then(crate::datatype::DataType::from_datum),
+            dims,
+        });
+        facts.push((name, fact));
+    }
+    super::declared::check(declared, &model_inputs)
+        .map_err(|m| OptError::new(Reason::InputMismatch, m))?;
+    for d in declared {
+        let Some(ix) = facts.iter().position(|(name, _)| *name == d.name) else {
+            continue;
+        };
+        let old = &facts[ix].1;
+        let dims: TVec<DimFact> = d
+            .shape
+            .iter()
+            .enumerate()
+            .map(|(axis, &size)| {
+                if size >= 0 {
+                    return DimFact::from(size.to_dim());
+                }
+                if axis == 0 {
+                    return DimFact::from(inference.symbols.sym("N").to_dim());
+                }
+                match old.shape.dim(axis).and_then(|d| d.concretize()) {
+                    Some(d) if d.to_i64().is_err() => DimFact::from(d),
+                    _ => DimFact::from(
+                        inference
+                            .symbols
+                            .sym(&format!("{}_{axis}", d.name))
+                            .to_dim(),
+                    ),
+                }
+            })
+            .collect();
+        let dt = super::declared::datatype(d)
+            .map(crate::datatype::DataType::datum)
+            .ok_or_else(|| OptError::new(Reason::InputMismatch, format!("input `{}`", d.name)))?;
+        let fact = InferenceFact::dt_shape(dt, ShapeFactoid::closed(dims));
+        inference.set_input_fact(ix, fact).map_err(internal)?;
+    }
+    Ok(())
 }
 
 fn type_model(inference: InferenceModel) -> Result<TypedModel, OptError> {

@@ -11,6 +11,7 @@
 //! header; passes are pure functions of the weights. A fixed precision without a labelled set is built exactly as
 //! asked, with no gate: that is how serving pods re-derive the artifact the optimize Job already gated and recorded.
 
+mod declared;
 pub mod dequant;
 mod eval;
 pub(crate) mod graph;
@@ -129,6 +130,13 @@ pub struct OptimizeArgs {
     /// Expected sha256 of the source bytes (hex, optionally prefixed `sha256:`).
     #[arg(long, env = "TRACTOR_SHA256")]
     pub sha256: Option<String>,
+    /// The source's format (`onnx` or `nnef`), as `spec.model.format` declares it; unset: told from the bytes.
+    #[arg(long, env = "TRACTOR_FORMAT", value_parser = parse_format)]
+    pub format: Option<tractor_api::ModelFormat>,
+    /// `spec.model.inputs` as JSON (`[{"name":"x","datatype":"FP32","shape":[-1,64]}]`): checked against the
+    /// model, refused with `InputMismatch` when they disagree, and fixed into an ONNX model's inputs.
+    #[arg(long, env = "TRACTOR_INPUTS", value_parser = parse_inputs)]
+    pub inputs: Option<DeclaredInputs>,
     /// Folder to write the artifact (`model.nnef.tgz`) to; created if missing.
     #[arg(long, env = "TRACTOR_OUT")]
     pub out: PathBuf,
@@ -165,6 +173,21 @@ pub struct OptimizeArgs {
         default_value = "1,32"
     )]
     pub batch_sizes: Vec<usize>,
+}
+
+/// The `--inputs` flag: `spec.model.inputs`, in the CRD's own JSON form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeclaredInputs(pub Vec<tractor_api::InputOverride>);
+
+fn parse_inputs(s: &str) -> Result<DeclaredInputs, String> {
+    serde_json::from_str(s)
+        .map(DeclaredInputs)
+        .map_err(|e| format!("not a JSON list of {{name, datatype, shape}}: {e}"))
+}
+
+fn parse_format(s: &str) -> Result<tractor_api::ModelFormat, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| format!("unknown format `{s}`: expected onnx or nnef"))
 }
 
 /// Lowest argmax agreement (or `1 - relative error` for regressions) with the f32 model on the calibration sample.
@@ -210,6 +233,8 @@ pub fn run(args: OptimizeArgs) -> i32 {
 /// One candidate's artifact and how it did.
 struct Built {
     precision: Precision,
+    /// Built from the pruned weights.
+    pruned: bool,
     bytes: Vec<u8>,
     score: Option<f64>,
     agreement: f64,
@@ -272,7 +297,8 @@ fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptE
 
     // 2. Convert.
     progress("load", &path.display().to_string());
-    let (model, format) = graph::load(&path)?;
+    let declared = args.inputs.as_ref().map_or(&[][..], |d| &d.0[..]);
+    let (model, format) = graph::load_declared(&path, args.format, declared)?;
     report.format = Some(format);
     let (inputs, outputs) = signature(&model)?;
     report.inputs = inputs;
@@ -318,17 +344,8 @@ fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptE
         }
     }
 
-    // 4. Candidates.
-    let base = if sparsity > 0.0 {
-        let (pruned, achieved) = passes::prune(&model, sparsity)?;
-        progress(
-            "prune",
-            &format!("{:.1}% of weights are zero", achieved * 100.0),
-        );
-        pruned
-    } else {
-        model.clone()
-    };
+    // 4. Candidates: from the pruned weights when pruning is asked for; when none of those passes the gate,
+    // pruning is refused and the candidates are built again from the unpruned weights.
     let requested: Precision = args.precision.into();
     let order = match requested {
         Precision::Auto => vec![Precision::F32, Precision::F16, Precision::Int8],
@@ -339,69 +356,95 @@ fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptE
     // A fixed precision without a labelled set is a re-derivation (or an explicit order): build it as asked.
     let gated = requested == Precision::Auto || dataset.is_some();
     let timed = requested == Precision::Auto;
-    let mut built: Vec<Built> = Vec::new();
-    for precision in order {
-        progress("candidate", &format!("{precision:?}"));
-        let candidate = match precision {
-            Precision::F16 => passes::to_f16(&base),
-            Precision::Int8 => passes::int8_weights(&base),
-            _ => Ok(base.clone()),
-        };
-        let candidate = match candidate {
-            Ok(c) => c,
-            Err(e) if precision != Precision::F32 => {
-                tracing::warn!("{precision:?} candidate dropped: {}", e.message);
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let bytes = graph::archive(&candidate)?;
-        let served = graph::reload(&bytes)?;
-        let runnable = graph::Exec::new(&served)?;
-        let pred = eval::predict(&runnable, &sample, regression_ref)?;
-        let agreement = eval::agreement(&reference, &pred);
-        let score = match &dataset {
-            Some(d) => Some(eval::score(metric, &pred, &d.y)?),
-            None => None,
-        };
-        let passed = !gated
-            || match (score, report.baseline_score) {
-                (Some(s), Some(b)) => {
-                    let max = args.max_regression.unwrap_or(if regression {
-                        0.01 * b.abs()
-                    } else {
-                        0.01
-                    });
-                    let loss = if regression { s - b } else { b - s };
-                    loss <= max + 1e-9 && args.min_score.is_none_or(|m| meets_min(metric, s, m))
-                }
-                _ => agreement >= MIN_AGREEMENT,
+    let gate = Gate {
+        gated,
+        regression,
+        baseline: report.baseline_score,
+        max_regression: args.max_regression,
+        min_score: args.min_score,
+        metric,
+    };
+    let measure = |base: &TypedModel, pruned: bool| -> Result<Vec<Built>, OptError> {
+        let mut built: Vec<Built> = Vec::new();
+        for &precision in &order {
+            progress("candidate", &format!("{precision:?}"));
+            let candidate = match precision {
+                Precision::F16 => passes::to_f16(base),
+                Precision::Int8 => passes::int8_weights(base),
+                _ => Ok(base.clone()),
             };
-        let mut latencies = Vec::new();
-        if timed && passed {
-            for &b in &args.batch_sizes {
-                let fixed = graph::Exec::with_batch(&served, b)?;
-                let input = batch_of(&sample, b)?;
-                latencies.push(fixed.median_latency(&input, TIMING_BUDGET)?);
+            let candidate = match candidate {
+                Ok(c) => c,
+                Err(e) if precision != Precision::F32 => {
+                    tracing::warn!("{precision:?} candidate dropped: {}", e.message);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let bytes = graph::archive(&candidate)?;
+            let served = graph::reload(&bytes)?;
+            let runnable = graph::Exec::new(&served)?;
+            let pred = eval::predict(&runnable, &sample, regression_ref)?;
+            let agreement = eval::agreement(&reference, &pred);
+            let score = match &dataset {
+                Some(d) => Some(eval::score(metric, &pred, &d.y)?),
+                None => None,
+            };
+            let passed = gate.passes(score, agreement);
+            let mut latencies = Vec::new();
+            if timed && passed {
+                for &b in &args.batch_sizes {
+                    let fixed = graph::Exec::with_batch(&served, b)?;
+                    let input = batch_of(&sample, b)?;
+                    latencies.push(fixed.median_latency(&input, TIMING_BUDGET)?);
+                }
+            }
+            tracing::info!(
+                precision = ?precision, pruned, size = bytes.len(), agreement, score, passed,
+                latencies_micros = ?latencies.iter().map(|d| d.as_micros()).collect::<Vec<_>>(),
+                "candidate measured"
+            );
+            let stop = !timed && passed;
+            built.push(Built {
+                precision,
+                pruned,
+                bytes,
+                score,
+                agreement,
+                passed,
+                latencies,
+            });
+            if stop {
+                break; // fixed precision: the first that passes in the int8 → f16 → f32 chain
             }
         }
-        tracing::info!(
-            precision = ?precision, size = bytes.len(), agreement, score, passed,
-            latencies_micros = ?latencies.iter().map(|d| d.as_micros()).collect::<Vec<_>>(),
-            "candidate measured"
+        Ok(built)
+    };
+    let mut built = if sparsity > 0.0 {
+        let (pruned, achieved) = passes::prune(&model, sparsity)?;
+        progress(
+            "prune",
+            &format!("{:.1}% of weights are zero", achieved * 100.0),
         );
-        let stop = !timed && passed;
-        built.push(Built {
-            precision,
-            bytes,
-            score,
-            agreement,
-            passed,
-            latencies,
-        });
-        if stop {
-            break; // fixed precision: the first that passes in the int8 → f16 → f32 chain
-        }
+        measure(&pruned, true)?
+    } else {
+        measure(&model, false)?
+    };
+    let mut refused = None;
+    if sparsity > 0.0 && gated && !built.iter().any(|b| b.passed) {
+        let best = built
+            .iter()
+            .map(|b| b.score.unwrap_or(b.agreement))
+            .fold(f64::NAN, f64::max);
+        progress("prune", "refused: no pruned candidate passes the gate");
+        refused = Some(format!(
+            "pruning to {sparsity} refused: the best pruned candidate scored {best:.4} against {}, beyond the gate; \
+             serving the unpruned weights",
+            report
+                .baseline_score
+                .map_or_else(|| "f32's answers".to_owned(), |b| format!("{b:.4}"))
+        ));
+        built.extend(measure(&model, false)?);
     }
 
     // 5. Choose.
@@ -414,9 +457,9 @@ fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptE
         built.iter().find(|b| b.passed)
     };
     let Some(chosen) = chosen else {
-        let why = match sparsity > 0.0 {
-            true => format!("pruning to {sparsity} costs more accuracy than allowed"),
-            false => "no candidate passes the accuracy gate".to_owned(),
+        let why = match &refused {
+            Some(r) => format!("{r}, but no unpruned candidate passes the accuracy gate either"),
+            None => "no candidate passes the accuracy gate".to_owned(),
         };
         return Err(OptError::new(Reason::BelowMinScore, why));
     };
@@ -427,9 +470,15 @@ fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptE
             latency_micros: b.latencies.first().map(|d| round6(d.as_secs_f64() * 1e6)),
             score: Some(round6(b.score.unwrap_or(b.agreement))),
             passed: b.passed,
+            pruned: b.pruned,
         })
         .collect();
-    report.message = explain(requested, chosen, &built, dataset.is_some());
+    let unpruned: Vec<&Built> = built.iter().filter(|b| b.pruned == chosen.pruned).collect();
+    report.message = explain(requested, chosen, &unpruned, dataset.is_some());
+    if let Some(r) = refused {
+        report.pruning_refused = true;
+        report.message = format!("{r}; {}", report.message);
+    }
 
     // 6. Write, atomically.
     let artifact = args.out.join(tractor_api::names::ARTIFACT_FILE);
@@ -453,7 +502,39 @@ fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptE
     Ok(())
 }
 
-fn explain(requested: Precision, chosen: &Built, built: &[Built], labelled: bool) -> String {
+/// The accuracy gate one candidate must pass.
+struct Gate {
+    /// Whether there is a gate at all (a fixed precision without a labelled set is built as asked).
+    gated: bool,
+    regression: bool,
+    baseline: Option<f64>,
+    max_regression: Option<f64>,
+    min_score: Option<f64>,
+    metric: EvalMetric,
+}
+
+impl Gate {
+    /// Whether a candidate with this score (on the labelled set) or agreement (with f32) passes.
+    fn passes(&self, score: Option<f64>, agreement: f64) -> bool {
+        if !self.gated {
+            return true;
+        }
+        match (score, self.baseline) {
+            (Some(s), Some(b)) => {
+                let max = self.max_regression.unwrap_or(if self.regression {
+                    0.01 * b.abs()
+                } else {
+                    0.01
+                });
+                let loss = if self.regression { s - b } else { b - s };
+                loss <= max + 1e-9 && self.min_score.is_none_or(|m| meets_min(self.metric, s, m))
+            }
+            _ => agreement >= MIN_AGREEMENT,
+        }
+    }
+}
+
+fn explain(requested: Precision, chosen: &Built, built: &[&Built], labelled: bool) -> String {
     let gate = if labelled {
         "the accuracy gate"
     } else {
