@@ -1,7 +1,7 @@
-//! GitOps health on live objects, with the logic the tools run: Flux's kstatus (sigs.k8s.io/cli-utils) and
-//! Argo CD's assessment (gitops-engine, plus the chart's Lua check for ModelDeployments) say
-//! InProgress/Progressing while the model is optimized and while it rolls out, Current/Healthy once Ready,
-//! and Failed/Degraded when Stalled.
+//! GitOps health on live objects: Flux's kstatus (sigs.k8s.io/cli-utils, the library Flux runs) and Argo CD's
+//! assessment (gitops-engine, plus the chart's Lua check for ModelDeployments run in our gopher-lua harness
+//! `tests/gitops-health/`, not in Argo CD itself) say InProgress/Progressing while the model is optimized and
+//! while it rolls out, Current/Healthy once Ready, and Failed/Degraded when Stalled.
 
 use anyhow::{Result, ensure};
 use serde_json::json;

@@ -1,7 +1,8 @@
 //! On the real node: an autoscaled ModelDeployment whose serving pods the cluster's Prometheus finds through
-//! Kubernetes service discovery. Load through the Service's ClusterIP raises the count from 1 to 3, the new
-//! pods come up Ready and answer, and `ScalingActive` stays True (reason Scaling) in every status seen while
-//! it scales.
+//! Kubernetes service discovery (no target is registered by hand). Idle, it holds 1 replica with
+//! `ScalingActive=True` (reason Scaling); load through the Service's ClusterIP raises the count to 3, with
+//! `ScalingActive` True in every status seen meanwhile and a `Scaling` event; the 3 pods come up Ready and each
+//! answers the fixture rows as onnxruntime does.
 
 use std::time::Duration;
 

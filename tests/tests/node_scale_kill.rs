@@ -1,9 +1,12 @@
-//! On the real node: `kubectl scale mdep/NAME --replicas=3` brings up three pods that serve, and a serving
-//! process killed (SIGKILL) while a client sends requests through the Service costs a bounded window of
-//! errors, after which every request succeeds again. The figures are printed for the report.
+//! On the real node: `kubectl scale mdep/NAME --replicas=3` brings up three pods that serve, each answering as
+//! onnxruntime does. Then one pod's serving process is killed (SIGKILL) while a client sends requests through
+//! the Service, each on a new connection. Only the killed pod's share of traffic may fail: every failure is a
+//! transport error (a healthy pod never answers wrongly or with an error status), within the error window
+//! failures stay within 3σ of a third of the requests, and no request started after the killed pod is Ready
+//! again fails. The figures are printed for the report.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
@@ -15,7 +18,9 @@ use tractor_e2e::node::{
 };
 use tractor_e2e::serve::Split;
 
-/// Successes in a row after the last error that count as "recovered".
+/// Successful requests before the kill, so the client is known to be flowing.
+const BEFORE: usize = 30;
+/// Successful requests after the killed pod is Ready again, the span in which none may fail.
 const RECOVERED: usize = 100;
 
 #[test]
@@ -58,6 +63,7 @@ fn scale_to_three_then_survive_a_killed_pod() -> Result<()> {
         infer_argmax(&client, &url, "digits", &split, 0..1)
     })?;
     let stop = Arc::new(AtomicBool::new(false));
+    let successes = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     // A new connection per request, so kube-proxy picks an endpoint for each one (a kept-alive connection
     // would stay on one pod, which may not be the one killed).
@@ -66,30 +72,36 @@ fn scale_to_three_then_survive_a_killed_pod() -> Result<()> {
         .pool_max_idle_per_host(0)
         .build()?;
     let sender = {
-        let (stop, client, url) = (stop.clone(), fresh, url.clone());
+        let (stop, successes, client, url) = (stop.clone(), successes.clone(), fresh, url.clone());
         let split = Split::load("digits_mlp")?;
         let reference = reference.clone();
         std::thread::spawn(move || {
-            let mut log: Vec<(Duration, bool)> = Vec::new();
+            let mut log: Vec<(Duration, Outcome)> = Vec::new();
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
                 let row = i % split.rows();
-                let ok = infer_argmax(&client, &url, "digits", &split, row..row + 1)
-                    .is_ok_and(|got| got == [reference[row]]);
-                log.push((start.elapsed(), ok));
+                let started = start.elapsed();
+                let outcome = match infer_argmax(&client, &url, "digits", &split, row..row + 1) {
+                    Ok(got) if got == [reference[row]] => Outcome::Ok,
+                    Ok(got) => Outcome::Wrong(format!("row {row}: {got:?}")),
+                    Err(e) if is_transport(&e) => Outcome::Transport(format!("{e:#}")),
+                    Err(e) => Outcome::Wrong(format!("{e:#}")),
+                };
+                if outcome == Outcome::Ok {
+                    successes.fetch_add(1, Ordering::Relaxed);
+                }
+                log.push((started, outcome));
                 i += 1;
             }
             log
         })
     };
     let victim = pods[0].0.clone();
-    wait_for(NODE_WAIT, "requests flowing before the kill", || {
-        Ok((start.elapsed() > Duration::from_secs(3)).then_some(()))
+    wait_for(NODE_WAIT, "successful requests before the kill", || {
+        Ok((successes.load(Ordering::Relaxed) >= BEFORE).then_some(()))
     })?;
     let killed_at = start.elapsed();
     kill_server(c, &ns, &victim)?;
-    // Recovered: the killed pod is back (restarted and Ready), and the client has seen a long run of
-    // successes since.
     wait_for(NODE_WAIT, "the killed pod restarted and Ready", || {
         let p = ns.kubectl_json(&["get", "pod", &victim])?;
         let restarts = p["status"]["containerStatuses"]
@@ -105,8 +117,9 @@ fn scale_to_three_then_survive_a_killed_pod() -> Result<()> {
         )
     })?;
     let settled_at = start.elapsed();
-    wait_for(NODE_WAIT, "requests after the restart", || {
-        Ok((start.elapsed() > settled_at + Duration::from_secs(3)).then_some(()))
+    let settled_successes = successes.load(Ordering::Relaxed);
+    wait_for(NODE_WAIT, "successful requests after the restart", || {
+        Ok((successes.load(Ordering::Relaxed) >= settled_successes + RECOVERED).then_some(()))
     })?;
     stop.store(true, Ordering::Relaxed);
     let log = sender
@@ -116,42 +129,73 @@ fn scale_to_three_then_survive_a_killed_pod() -> Result<()> {
     let after_kill: Vec<_> = log.iter().filter(|(t, _)| *t >= killed_at).collect();
     let errors: Vec<Duration> = after_kill
         .iter()
-        .filter(|(_, ok)| !ok)
+        .filter(|(_, o)| *o != Outcome::Ok)
         .map(|(t, _)| *t)
         .collect();
-    let streak = log.iter().rev().take_while(|(_, ok)| *ok).count();
-    let window = match (errors.first(), errors.last()) {
-        (Some(a), Some(b)) => *b - *a,
-        _ => Duration::ZERO,
-    };
+    let (first, last) = (
+        errors.first().copied().unwrap_or(killed_at),
+        errors.last().copied().unwrap_or(killed_at),
+    );
+    let in_window = log
+        .iter()
+        .filter(|(t, _)| *t >= first && *t <= last)
+        .count();
     println!(
-        "kill report: {} requests in {:.1}s, {} after the kill; {} failed, error window {:.2}s \
-         (first {:.2}s, last {:.2}s after the kill); pod Ready again {:.1}s after the kill; \
-         {streak} successes in a row at the end",
+        "kill report: {} requests in {:.1}s, {} after the kill; {} failed, {in_window} requests in the error \
+         window of {:.2}s (first {:.2}s, last {:.2}s after the kill); pod Ready again {:.1}s after the kill",
         log.len(),
         start.elapsed().as_secs_f64(),
         after_kill.len(),
         errors.len(),
-        window.as_secs_f64(),
-        errors
-            .first()
-            .map_or(0.0, |t| (*t - killed_at).as_secs_f64()),
-        errors
-            .last()
-            .map_or(0.0, |t| (*t - killed_at).as_secs_f64()),
+        (last - first).as_secs_f64(),
+        (first - killed_at).as_secs_f64(),
+        (last - killed_at).as_secs_f64(),
         (settled_at - killed_at).as_secs_f64(),
     );
+    let wrong: Vec<_> = log
+        .iter()
+        .filter_map(|(t, o)| match o {
+            Outcome::Wrong(w) => Some((t, w)),
+            _ => None,
+        })
+        .collect();
     ensure!(
-        log.iter().any(|(t, ok)| *t < killed_at && *ok),
-        "no successful request before the kill"
+        wrong.is_empty(),
+        "answers that were not a dead pod's: {wrong:?}"
     );
+    let late: Vec<_> = log
+        .iter()
+        .filter(|(t, o)| *t >= settled_at && *o != Outcome::Ok)
+        .collect();
     ensure!(
-        streak >= RECOVERED.min(after_kill.len()),
-        "requests did not recover: only {streak} successes in a row at the end"
+        late.is_empty(),
+        "requests failed after the killed pod was Ready again: {late:?}"
     );
+    // One endpoint of three is dead until the kubelet marks the pod unready and kube-proxy drops it: a request
+    // fails with probability 1/3 there. A Service that failed wholesale would exceed this.
+    let n = in_window as f64;
+    let bound = n / 3.0 + 3.0 * (n * (1.0 / 3.0) * (2.0 / 3.0)).sqrt() + 1.0;
     ensure!(
-        errors.len() < after_kill.len(),
-        "every request after the kill failed"
+        (errors.len() as f64) <= bound,
+        "{} of {in_window} requests failed in the error window: more than the killed pod's third (bound {bound:.1})",
+        errors.len()
     );
     Ok(())
+}
+
+/// What one request through the Service got.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    /// The reference class.
+    Ok,
+    /// No answer: refused, reset or timed out, as a request sent to the dead process is.
+    Transport(String),
+    /// An answer that no pod should give: an error status or another class.
+    Wrong(String),
+}
+
+fn is_transport(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<reqwest::Error>())
+        .any(|r| r.is_connect() || r.is_timeout() || r.is_request() || r.is_body())
 }
