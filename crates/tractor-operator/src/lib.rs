@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod autoscaler;
+pub mod backoff;
 pub mod build;
 pub mod canary;
 pub mod error;
@@ -141,6 +142,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
         autoscaler,
         rollouts: Default::default(),
         written: Default::default(),
+        failures: Default::default(),
     });
     let children = watcher::Config::default().labels(&managed_selector());
     // Metadata only: a child's change matters as a trigger, its content is read in the reconcile.

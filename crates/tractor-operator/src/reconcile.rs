@@ -47,6 +47,17 @@ pub struct Context {
     pub rollouts: crate::rollout::Rollouts,
     /// The status this operator last wrote, newer than the store's until the watch delivers it.
     pub written: crate::fresh::Written,
+    /// Consecutive failed reconciles per object, for [`error_policy`]'s backoff.
+    pub failures: crate::backoff::Failures,
+}
+
+/// `namespace/name`, the key of per-object state.
+fn object_key(md: &ModelDeployment) -> String {
+    format!(
+        "{}/{}",
+        md.metadata.namespace.as_deref().unwrap_or_default(),
+        md.metadata.name.as_deref().unwrap_or_default()
+    )
 }
 
 /// How long a Job may be complete without its report before the revision is marked failed. The kubelet
@@ -72,20 +83,34 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
     // Children carry owner references: deletion cascades without a finalizer.
     if md.metadata.deletion_timestamp.is_some() {
         ctx.written.forget(&md);
+        ctx.failures.reset(&object_key(&md));
         timer.ok();
         return Ok(Action::await_change());
     }
     let md = ctx.written.latest(md);
     let action = apply(&md, &ctx).await?;
+    ctx.failures.reset(&object_key(&md));
     timer.ok();
     Ok(action)
 }
 
-/// Transient failures back off per object; the controller retries.
-pub fn error_policy(_md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(%error, "reconcile failed");
-    ctx.metrics.failed(error.category());
-    Action::requeue(Duration::from_secs(5))
+/// Failures back off per object: transient ones exponentially with jitter up to [`crate::backoff::CAP`],
+/// counted from this object's last success; an API refusal of what the spec builds waits for a change.
+pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = object_key(&md);
+    let failures = ctx.failures.record(&key);
+    let category = error.category();
+    ctx.metrics.failed(category);
+    match crate::backoff::retry(category, failures, crate::backoff::jitter(&key, failures)) {
+        crate::backoff::Retry::After(delay) => {
+            warn!(%error, failures, retry_in_secs = delay.as_secs_f64(), "reconcile failed");
+            Action::requeue(delay)
+        }
+        crate::backoff::Retry::OnChange => {
+            warn!(%error, failures, "reconcile failed; retried when the object changes");
+            Action::await_change()
+        }
+    }
 }
 
 async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action, Error> {
