@@ -2,8 +2,10 @@
 """Drives a running `tractor serve` with NVIDIA's tritonclient: HTTP JSON, HTTP binary and gRPC.
 
 Usage: tritonclient_check.py HTTP_HOST:PORT GRPC_HOST:PORT MODEL FIXTURE_NAME
-Checks metadata, inference on the fixture's whole test split against onnxruntime's reference argmax,
-output selection, id echo and error cases; prints one JSON line of figures; exits non-zero on a failure.
+Checks metadata, inference on the fixture's whole test split (shapes, label equal to the argmax of the
+scores), output selection, id echo and error cases; exits non-zero on a failure. Prints one JSON line:
+`{PROTOCOL}_argmax`, the argmax of every row in split order, which the Rust test compares with onnxruntime's
+by the one rule all the serving tests share (`Split::argmax_agreement`).
 """
 import json
 import sys
@@ -17,7 +19,6 @@ http_url, grpc_url, model, fixture = sys.argv[1:5]
 split = np.load(f"{sys.argv[0].rsplit('/', 2)[0]}/fixtures/{fixture}_test.npz")
 ref = np.load(f"{sys.argv[0].rsplit('/', 2)[0]}/fixtures/{fixture}_ref.npz")
 x, y = split["x"], split["y"]
-ref_argmax = ref["probabilities"].argmax(axis=1)
 figures = {}
 
 
@@ -33,7 +34,7 @@ def run(name, client, mod, binary):
     check(inputs_meta[0]["datatype"] == "FP32", f"{name}: metadata datatype")
     check(list(inputs_meta[0]["shape"]) == [-1, x.shape[1]], f"{name}: metadata shape {inputs_meta[0]['shape']}")
     check(client.is_server_live() and client.is_server_ready() and client.is_model_ready(model), f"{name}: health")
-    agree = 0
+    answered = []
     for start in range(0, len(y), 64):
         xb = x[start:start + 64]
         inp = mod.InferInput(inputs_meta[0]["name"], list(xb.shape), "FP32")
@@ -51,9 +52,8 @@ def run(name, client, mod, binary):
         resp = res.get_response()
         rid = resp["id"] if isinstance(resp, dict) else resp.id
         check(rid == f"{name}-{start}", f"{name}: id echo {rid}")
-        agree += int((probs.argmax(axis=1) == ref_argmax[start:start + 64]).sum())
-    figures[f"{name}_agreement"] = agree / len(y)
-    check(agree / len(y) >= 0.995, f"{name}: agreement {agree / len(y)}")
+        answered.extend(int(a) for a in probs.argmax(axis=1))
+    figures[f"{name}_argmax"] = answered
     # Output selection: only the label.
     inp = mod.InferInput(inputs_meta[0]["name"], [1, x.shape[1]], "FP32")
     inp.set_data_from_numpy(x[:1]) if binary is None else inp.set_data_from_numpy(x[:1], binary_data=binary)

@@ -1,5 +1,5 @@
 //! Process-test helpers for `tractor serve`: find the binary and fixtures, start it on free ports,
-//! wait for readiness, send SIGTERM, and run the Python `tritonclient` from the fixtures venv.
+//! wait for readiness, read `/metrics`, send SIGTERM, and compare answers with onnxruntime's.
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -126,6 +126,16 @@ impl Serve {
     /// `{http}/v2/models/{name}{suffix}`.
     pub fn model_url(&self, suffix: &str) -> String {
         format!("{}/v2/models/{}{}", self.http, self.name, suffix)
+    }
+
+    /// The text of `/metrics`.
+    pub fn metrics(&self) -> anyhow::Result<String> {
+        Ok(self
+            .client
+            .get(format!("{}/metrics", self.http))
+            .send()?
+            .error_for_status()?
+            .text()?)
     }
 
     /// Send SIGTERM (through `kill`, since tests forbid unsafe code).
@@ -296,4 +306,117 @@ pub fn argmax(row: &[f64]) -> usize {
         }
     }
     best
+}
+
+/// Rows whose onnxruntime top-2 margin is below this are left out of argmax agreement: f32 rounding in a
+/// different kernel may order such a near-tie either way, and neither order is wrong.
+pub const NEAR_TIE: f64 = 1e-6;
+
+/// The outcome of [`Split::argmax_agreement_at`] when every compared row agreed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Agreement {
+    /// Rows compared, all of which agreed.
+    pub agree: usize,
+    /// Rows left out as near-ties (see [`NEAR_TIE`]).
+    pub near_ties: usize,
+}
+
+impl std::fmt::Display for Agreement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} rows agree with onnxruntime's argmax, {} near-ties left out",
+            self.agree, self.near_ties
+        )
+    }
+}
+
+impl Split {
+    /// Require a server's argmax for every row of the split (`got[i]` for row `i`) to equal onnxruntime's on
+    /// output `name`, by the rule of [`Split::argmax_agreement_at`].
+    pub fn argmax_agreement(&self, name: &str, got: &[usize]) -> anyhow::Result<Agreement> {
+        if got.len() != self.rows() {
+            bail!(
+                "{} answers for the {} rows of the split",
+                got.len(),
+                self.rows()
+            );
+        }
+        self.argmax_agreement_at(name, got.iter().copied().enumerate())
+    }
+
+    /// Require a server's argmax for some rows, as (row, class) pairs, to equal onnxruntime's on output
+    /// `name`, except rows onnxruntime itself separates by less than [`NEAR_TIE`]. The error names every
+    /// disagreeing row with both classes and onnxruntime's margin.
+    pub fn argmax_agreement_at(
+        &self,
+        name: &str,
+        got: impl IntoIterator<Item = (usize, usize)>,
+    ) -> anyhow::Result<Agreement> {
+        let r = self
+            .reference
+            .get(name)
+            .with_context(|| format!("no onnxruntime output {name}"))?;
+        let cols = *r.shape.get(1).context("reference is not rank 2")?;
+        let mut agreement = Agreement {
+            agree: 0,
+            near_ties: 0,
+        };
+        let mut disagree = Vec::new();
+        let mut compared = 0;
+        for (i, got) in got {
+            let row = r
+                .data
+                .get(i * cols..(i + 1) * cols)
+                .with_context(|| format!("row {i} is not in the split"))?;
+            let want = argmax(row);
+            let runner_up = row
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| *k != want)
+                .map(|(_, v)| *v)
+                .fold(f64::NEG_INFINITY, f64::max);
+            let margin = row[want] - runner_up;
+            compared += 1;
+            if margin < NEAR_TIE {
+                agreement.near_ties += 1;
+            } else if got == want {
+                agreement.agree += 1;
+            } else {
+                disagree.push(format!(
+                    "row {i}: class {got}, onnxruntime {want} (margin {margin:.3e})"
+                ));
+            }
+        }
+        if !disagree.is_empty() {
+            bail!(
+                "{} of {compared} rows disagree with onnxruntime's argmax on {name}: {}",
+                disagree.len(),
+                disagree.join("; ")
+            );
+        }
+        Ok(agreement)
+    }
+}
+
+/// The value of the sample of metric `name` (the full series name, e.g. `..._bucket`) carrying every label
+/// in `labels`, from Prometheus text; `None` when there is no such sample.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, series_labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            let has_all = labels.iter().all(|(k, v)| {
+                series_labels
+                    .split(',')
+                    .any(|pair| pair == format!("{k}=\"{v}\""))
+            });
+            (series_name == name && has_all)
+                .then(|| value.parse().ok())
+                .flatten()
+        })
 }
