@@ -8,7 +8,9 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
@@ -279,4 +281,83 @@ pub fn kill_server(c: &Cluster, ns: &TestNamespace, pod: &str) -> Result<()> {
         "SIGKILL",
         &id,
     ]))
+}
+
+/// A client behind the Service: infer a row, then post its true label with the answer's receipt, each call
+/// on a new connection (so kube-proxy spreads them over the replicas). Calls that fail (pods rolling) are
+/// counted and skipped.
+pub struct LabelledTraffic {
+    stop: Arc<AtomicBool>,
+    counted: Arc<AtomicU64>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl LabelledTraffic {
+    /// Starts sending to the Service at `url` (`http://<clusterIP>:8080`), `rate` requests per second.
+    pub fn start(url: String, rate: f64) -> Result<Self> {
+        let split = crate::serve::Split::load("digits_mlp")?;
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(0)
+            .build()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let counted = Arc::new(AtomicU64::new(0));
+        let handle = {
+            let (stop, counted) = (stop.clone(), counted.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let row = i % split.rows();
+                    i += 1;
+                    let once = || -> Result<u64> {
+                        let resp: Value = client
+                            .post(format!("{url}/v2/models/digits/infer"))
+                            .json(&infer_body(&split, row..row + 1))
+                            .send()?
+                            .error_for_status()?
+                            .json()?;
+                        let receipt = resp["parameters"]["tractor_receipt"]
+                            .as_str()
+                            .ok_or_else(|| anyhow!("no receipt"))?;
+                        let s: Value = client
+                            .post(format!("{url}/v2/models/digits/feedback"))
+                            .json(
+                                &json!({"feedback": [{"receipt": receipt, "label": split.y[row]}]}),
+                            )
+                            .send()?
+                            .error_for_status()?
+                            .json()?;
+                        Ok(s["correct"].as_u64().unwrap_or(0)
+                            + s["incorrect"].as_u64().unwrap_or(0))
+                    };
+                    if let Ok(n) = once() {
+                        counted.fetch_add(n, Ordering::Relaxed);
+                    }
+                    // Pacing a load generator, not waiting for a condition.
+                    std::thread::sleep(Duration::from_secs_f64(1.0 / rate));
+                }
+            })
+        };
+        Ok(Self {
+            stop,
+            counted,
+            handle: Some(handle),
+        })
+    }
+}
+
+impl LabelledTraffic {
+    /// Labelled rows the replicas have counted so far (from the feedback summaries).
+    pub fn counted(&self) -> u64 {
+        self.counted.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for LabelledTraffic {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }

@@ -3,9 +3,10 @@
 //! cluster's Prometheus as the pod would be) stays below the floor for the window, and the chart's operator,
 //! in-cluster, returns the Deployment to revision 1's pod template and says why.
 //!
-//! A stand-in for the serving pods (processes on this machine, KWOK pods, hand-registered scrape targets):
-//! feedback sent through a Service is not yet counted by whichever replica receives it, so the test feeds
-//! each server directly; the multi-replica feedback issue moves it to real pods.
+//! A stand-in for the serving pods (processes on this machine, KWOK pods, hand-registered scrape targets),
+//! kept for what only it reaches: servers not told their revision export no per-revision counters, so the
+//! operator falls back to the pods' window gauges, and this is the test of that fallback. The path users take
+//! (real pods, feedback by receipt through the Service) is `node_accuracy_rollback.rs`.
 
 use std::time::Duration;
 

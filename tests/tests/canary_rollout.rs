@@ -2,9 +2,10 @@
 //!
 //! - Accuracy rollback, with a stand-in: real `tractor serve` processes on this machine stand for the stable
 //!   and the canary pods (scraped by the cluster's Prometheus under the labels those pods would have) and
-//!   get labelled traffic with ground-truth feedback directly, because feedback sent through a Service is
-//!   not yet counted by whichever replica receives it (the multi-replica feedback issue moves this test to
-//!   real pods). The operator is the chart's, in-cluster; the pods it creates are KWOK's.
+//!   get labelled traffic with ground-truth feedback directly. They are not told their revision, so they
+//!   export no per-revision counters and the operator falls back to the pods' window gauges: this is that
+//!   fallback's test. The path users take (real pods, labels by receipt through the Service) is in
+//!   `node_canary.rs`. The operator is the chart's, in-cluster; the pods it creates are KWOK's.
 //! - A canary Deployment name taken by another ModelDeployment is refused.
 
 use std::time::Duration;

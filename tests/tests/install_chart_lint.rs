@@ -173,13 +173,13 @@ fn dashboard_uses_only_exported_metrics() -> Result<()> {
             }
         }
     }
-    // What the issue asks the dashboard to show: latency quantiles, RPS, errors, batch size, accuracy,
-    // replicas vs desired, canary weight.
+    // What the issue asks the dashboard to show: latency quantiles, RPS, errors, batch size, accuracy (per
+    // revision, from the confusion counters), replicas vs desired, canary weight.
     for needed in [
         "tractor_inference_request_duration_seconds",
         "tractor_inference_requests_total",
         "tractor_inference_batch_size",
-        "tractor_model_accuracy",
+        "tractor_model_predictions_labelled_total",
         "tractor_model_info",
     ] {
         ensure!(used.contains(needed), "no panel uses {needed}");

@@ -5,9 +5,14 @@
 //!
 //! - During a 50 % step (one stable pod, one canary pod) each response names the revision that answered;
 //!   over 400 requests the canary's share is within 3σ of its share of the Service's ready pods. Then the
-//!   canary passes its analysis and is promoted.
+//!   canary passes its analysis (latency, errors, and accuracy from labels sent through the Service) and is
+//!   promoted.
 //! - A canary whose pods hold every request for a 250 ms batching window breaks a 100 ms p95 limit and is
 //!   rolled back; the stable revision serves throughout.
+//! - A canary of the shuffled-labels model, under a `minAccuracy` analysis, is rolled back on its own
+//!   accuracy: a client sends requests and then their labels (by receipt) through the Service, so the
+//!   feedback lands on either revision's pod, and the per-revision counters Prometheus adds up say whose
+//!   predictions were wrong.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,8 +27,8 @@ use tractor_e2e::canary::{
 use tractor_e2e::cluster::{TestNamespace, wait_for};
 use tractor_e2e::modeldeployment::{apply_as_is, get};
 use tractor_e2e::node::{
-    NODE_WAIT, infer_body, operator, programmed_endpoints, ready_server_pods, real_node,
-    restricted_namespace, service_url, wait_model_ready, wait_serving,
+    LabelledTraffic, NODE_WAIT, infer_body, operator, programmed_endpoints, ready_server_pods,
+    real_node, restricted_namespace, service_url, wait_model_ready, wait_serving,
 };
 use tractor_e2e::operator::Operator;
 use tractor_e2e::scale::{Load, condition, events};
@@ -67,27 +72,31 @@ fn canary_md(
 struct Scenario {
     ns: TestNamespace,
     _op: Operator,
-    sha: String,
+    /// sha256 of `v2.onnx`.
+    sha2: String,
     first: String,
     url: String,
     _load: Load,
 }
 
-/// Serves revision 1 (`v1.onnx`) under `analysis`, then keeps 10 requests/s going through the Service.
-fn serve_first(prefix: &str, analysis: &Value) -> Result<Scenario> {
+/// Serves revision 1 (`v1.onnx`, the digits MLP) under `analysis`, then keeps 10 requests/s going through the
+/// Service. `v2.onnx`, revision 2's model, is the fixture `v2`.
+fn serve_first(prefix: &str, analysis: &Value, v2: &str) -> Result<Scenario> {
     let c = real_node()?;
     c.install_crd()?;
     let ns = restricted_namespace(c, prefix)?;
     let op = operator(c, &ns)?;
     let model = tractor_e2e::paths::fixtures().join("digits_mlp.onnx");
+    let model2 = tractor_e2e::paths::fixtures().join(v2);
     ns.kubectl(&[
         "create".as_ref(),
         "configmap".as_ref(),
         "digits-model".as_ref(),
         format!("--from-file=v1.onnx={}", model.display()).as_ref(),
-        format!("--from-file=v2.onnx={}", model.display()).as_ref(),
+        format!("--from-file=v2.onnx={}", model2.display()).as_ref(),
     ] as &[&std::ffi::OsStr])?;
     let sha = tractor_e2e::optimize::sha256(&model)?;
+    let sha2 = tractor_e2e::optimize::sha256(&model2)?;
     apply_as_is(
         &ns,
         &canary_md(&ns, "v1.onnx", &sha, "60s", analysis.clone(), json!({})),
@@ -109,7 +118,7 @@ fn serve_first(prefix: &str, analysis: &Value) -> Result<Scenario> {
     Ok(Scenario {
         ns,
         _op: op,
-        sha,
+        sha2,
         first,
         url,
         _load: load,
@@ -122,7 +131,7 @@ fn start_canary(s: &Scenario, pause: &str, analysis: Value, serving: Value) -> R
     let ns = &s.ns;
     apply_as_is(
         ns,
-        &canary_md(ns, "v2.onnx", &s.sha, pause, analysis, serving),
+        &canary_md(ns, "v2.onnx", &s.sha2, pause, analysis, serving),
     )?;
     let second = wait_for(NODE_WAIT, "a canary at 50 % in status", || {
         let md = get(ns, "digits")?;
@@ -202,9 +211,12 @@ fn ready_endpoints_by_revision(ns: &TestNamespace) -> Result<BTreeMap<String, us
 
 #[test]
 fn a_canary_gets_its_pod_share_of_service_traffic_and_is_promoted() -> Result<()> {
-    let analysis = json!({"maxLatencyMillis": 1000, "maxErrorRate": 0.05, "failureLimit": 1});
-    let s = serve_first("node-canary-good", &analysis)?;
+    let analysis = json!({"maxLatencyMillis": 1000, "maxErrorRate": 0.05, "minAccuracy": 0.8, "failureLimit": 1});
+    let s = serve_first("node-canary-good", &analysis, "digits_mlp.onnx")?;
     let ns = &s.ns;
+    // Labels for the accuracy gate, by receipt through the Service (a second client: the share below counts
+    // only its own requests).
+    let _labelled = LabelledTraffic::start(s.url.clone(), 5.0)?;
     // A long pause: the split is measured while the step holds.
     let second = start_canary(&s, "90s", analysis, json!({}))?;
     // One ready endpoint per revision, and kube-proxy spreading new connections over exactly those two: it
@@ -306,7 +318,7 @@ fn a_canary_gets_its_pod_share_of_service_traffic_and_is_promoted() -> Result<()
 #[test]
 fn a_canary_with_a_long_batching_delay_is_rolled_back_on_latency() -> Result<()> {
     let analysis = json!({"maxLatencyMillis": 100, "failureLimit": 0});
-    let s = serve_first("node-canary-slow", &analysis)?;
+    let s = serve_first("node-canary-slow", &analysis, "digits_mlp.onnx")?;
     let ns = &s.ns;
     let second = start_canary(
         &s,
@@ -325,5 +337,27 @@ fn a_canary_with_a_long_batching_delay_is_rolled_back_on_latency() -> Result<()>
         let e = ready_endpoints_by_revision(ns)?;
         Ok((e.get(&s.first) == Some(&2) && e.len() == 1).then_some(()))
     })?;
+    Ok(())
+}
+
+#[test]
+fn a_canary_of_a_worse_model_is_rolled_back_on_its_accuracy_from_feedback_through_the_service()
+-> Result<()> {
+    let analysis = json!({"minAccuracy": 0.8, "failureLimit": 0});
+    let s = serve_first("node-canary-acc", &analysis, "digits_mlp_shuffled.onnx")?;
+    let ns = &s.ns;
+    let labelled = LabelledTraffic::start(s.url.clone(), 10.0)?;
+    let second = start_canary(&s, "60s", analysis, json!({}))?;
+    ensure!(
+        wait_outcome(ns, "digits", &second, NODE_WAIT)? == Outcome::RolledBack,
+        "the shuffled-labels canary was promoted: {}",
+        get(ns, "digits")?["status"]
+    );
+    println!(
+        "node canary accuracy: {} labelled rows counted; {}",
+        labelled.counted(),
+        condition(ns, "digits", "Stalled")?
+    );
+    assert_rolled_back(ns, &s.first, &second, "accuracy", 2)?;
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! Feedback: predictions with ids, true labels sent back in batches, and the accuracy gauge on
-//! `/metrics` equal to the accuracy the test computes itself.
+//! `/metrics` equal to the accuracy the test computes itself. Receipts: an answer's `tractor_receipt`, sent
+//! with its label to another server process of the same model (another replica), is counted there under the
+//! revision that predicted it, in the per-revision confusion counters.
 
 #![allow(clippy::unwrap_used)]
 
@@ -133,4 +135,90 @@ fn feedback_drives_the_accuracy_gauge() {
         .unwrap();
     assert_eq!(resp.status(), 400);
     assert!(resp.json::<Value>().unwrap()["error"].is_string());
+}
+
+/// Two processes stand in for two replicas: the point is that the second never saw the request.
+#[test]
+fn a_receipt_counts_on_a_replica_that_never_saw_the_request() {
+    let a = Serve::start("digits_mlp.onnx", "digits", &["--revision", "3f9a1c0b7e"]).unwrap();
+    let b = Serve::start("digits_mlp.onnx", "digits", &["--revision", "3f9a1c0b7e"]).unwrap();
+    let c = Client::new();
+    let split = Split::load("digits_mlp").unwrap();
+    let n = 40;
+    let mut items = Vec::new();
+    let mut correct = 0;
+    for i in 0..n {
+        let body = json!({"inputs": [{"name": split.input, "shape": [1, 64], "datatype": "FP32", "data": split.row(i)}], "outputs": [{"name": "label"}]});
+        let resp: Value = c
+            .post(a.model_url("/infer"))
+            .json(&body)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let predicted = resp["outputs"][0]["data"][0].as_i64().unwrap();
+        let receipt = resp["parameters"]["tractor_receipt"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no receipt: {resp}"))
+            .to_owned();
+        assert!(
+            receipt.starts_with("v1:digits:3f9a1c0b7e:")
+                && receipt.ends_with(&format!(":{predicted}")),
+            "{receipt}"
+        );
+        correct += usize::from(predicted == split.y[i]);
+        items.push(json!({"receipt": receipt, "label": split.y[i]}));
+    }
+    // Another model's receipt and an id only `a` knows are refused by name, not counted.
+    items.push(json!({"receipt": "v1:other:3f9a1c0b7e:1:3", "label": 3}));
+    items.push(json!({"id": "only-a-knows", "label": 3}));
+    let s: Value = c
+        .post(b.model_url("/feedback"))
+        .json(&json!({"feedback": items}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(s["correct"], correct, "{s}");
+    assert_eq!(s["incorrect"], n - correct, "{s}");
+    assert_eq!(s["unknown_id"], 2, "{s}");
+    assert_eq!(
+        s["unknown"],
+        json!(["receipt 40: model `other`, not `digits`", "only-a-knows"]),
+        "{s}"
+    );
+    // The confusion counters on `b` hold every labelled row under the predicting revision.
+    let text = b.metrics().unwrap();
+    let rows: Vec<(String, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with("tractor_model_predictions_labelled_total{"))
+        .map(|l| {
+            let (series, v) = l.rsplit_once(' ').unwrap();
+            (series.to_owned(), v.parse().unwrap())
+        })
+        .collect();
+    let total: f64 = rows.iter().map(|(_, v)| v).sum();
+    let right: f64 = rows
+        .iter()
+        .filter(|(s, _)| s.contains(r#"result="correct""#))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(total, n as f64, "{rows:?}");
+    assert_eq!(right, correct as f64, "{rows:?}");
+    assert!(
+        rows.iter()
+            .all(|(s, _)| s.contains(r#"revision="3f9a1c0b7e""#)),
+        "{rows:?}"
+    );
+    // An item with both an id and a receipt is a JSON 400 naming it.
+    let resp = c
+        .post(b.model_url("/feedback"))
+        .json(&json!({"feedback": [{"id": "x", "receipt": "v1:digits:-:1:3", "label": 3}]}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.json::<Value>().unwrap()["error"],
+        "feedback item 0: give either `id` or `receipt` (both given)"
+    );
 }

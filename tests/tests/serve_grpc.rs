@@ -153,6 +153,23 @@ fn every_rpc_and_agreement_with_onnxruntime_over_plain_grpc() -> anyhow::Result<
             assert_eq!(resp.id, format!("rows-{first}-{rows}"));
             let (shape, probs) = output_f32(&resp, "probabilities")?;
             assert_eq!(shape, vec![rows as i64, 10]);
+            // The receipt names one predicted class per row, as over REST.
+            let receipt = match resp
+                .parameters
+                .get("tractor_receipt")
+                .and_then(|p| p.parameter_choice.as_ref())
+            {
+                Some(
+                    tractor_serve::grpc::proto::infer_parameter::ParameterChoice::StringParam(r),
+                ) => r.clone(),
+                other => bail!("no string tractor_receipt parameter: {other:?}"),
+            };
+            let receipt =
+                tractor_serve::receipt::Receipt::parse(&receipt).map_err(anyhow::Error::msg)?;
+            assert_eq!(
+                (receipt.model.as_str(), receipt.classes.len()),
+                ("digits", rows)
+            );
             for (r, row) in probs.chunks(10).enumerate() {
                 let i = first + r;
                 let want = &reference.data[i * 10..(i + 1) * 10];

@@ -191,6 +191,9 @@ impl Autoscaler {
             namespace: v.namespace.clone(),
             model: v.name.clone(),
             deployment: None,
+            // Accuracy is the stable revision's: what most traffic gets, and what an accuracy rollback
+            // judges (during a canary the canary's is the analysis's business).
+            revision: Some(serving_revision(v)),
         };
         let reads = read_metrics(&self.prometheus, &server, &sel, &a.metrics, &window).await;
         let cpu = cpu_cores(v.md.spec.serving.resources.as_ref());
@@ -454,6 +457,15 @@ fn round(v: f64) -> f64 {
 /// unreachable still counts, whatever the metric.
 fn stops_scaling(m: &MetricSpec, e: &QueryError) -> bool {
     m.type_ != MetricType::Accuracy || e.is_unavailable()
+}
+
+/// The revision the stable Deployment serves, as last recorded in the status (the spec's before the first).
+fn serving_revision(v: &Validated) -> String {
+    v.md.status
+        .as_ref()
+        .and_then(|s| s.revision.as_ref())
+        .and_then(|r| r.stable.clone().or_else(|| r.current.clone()))
+        .unwrap_or_else(|| v.revision.clone())
 }
 
 /// The server container's CPU, in cores, that `Cpu` utilization is a percentage of: its request, else its

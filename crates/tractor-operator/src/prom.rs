@@ -18,6 +18,8 @@ pub const ACCURACY: &str = "tractor_model_accuracy";
 pub const FEEDBACK_WINDOW: &str = "tractor_model_feedback_window";
 /// CPU seconds of each server process (user and system), the `Cpu` scaling metric's counter.
 pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
+/// Labelled predictions by revision, true and predicted class and result (the servers' confusion counters).
+pub const PREDICTIONS_LABELLED: &str = "tractor_model_predictions_labelled_total";
 /// Always 1 per server: present from the first scrape, before any request has created the other series.
 pub const MODEL_INFO: &str = "tractor_model_info";
 /// Codes that count as failed requests: server errors and load shedding, over REST and gRPC. Client errors
@@ -249,6 +251,9 @@ pub struct Selector {
     pub model: String,
     /// Name of one Deployment whose pods alone count (`pod` = `<deployment>-<hash>-<suffix>`).
     pub deployment: Option<String>,
+    /// The model revision whose predictions count, for signals that follow a prediction wherever its
+    /// feedback lands (accuracy from receipts); `None` for none.
+    pub revision: Option<String>,
 }
 
 impl Selector {
@@ -322,11 +327,30 @@ pub fn error_rate(sel: &Selector, w: &str) -> String {
     )
 }
 
-/// Online accuracy of the selected pods, each weighted by the labelled predictions it has seen; NaN (so an
-/// error) until some feedback arrived.
+/// Online accuracy; NaN or no data (so an error) until some feedback arrived. With a revision: that revision's
+/// labelled predictions, summed over every replica that scored them (receipts let any replica score any
+/// prediction, so the replica does not say whose prediction it was). Otherwise, and while no replica
+/// exports those counters yet (servers not told their revision), the selected pods' rolling-window gauges,
+/// each weighted by the labelled predictions it has seen.
 pub fn accuracy(sel: &Selector) -> String {
     let all = sel.matchers("");
-    format!("sum({ACCURACY}{all} * {FEEDBACK_WINDOW}{all}) / sum({FEEDBACK_WINDOW}{all})")
+    let windows =
+        format!("sum({ACCURACY}{all} * {FEEDBACK_WINDOW}{all}) / sum({FEEDBACK_WINDOW}{all})");
+    match &sel.revision {
+        Some(r) => {
+            let by_revision = format!(
+                "namespace=\"{}\",model=\"{}\",revision=\"{}\"",
+                escape(&sel.namespace),
+                escape(&sel.model),
+                escape(r)
+            );
+            format!(
+                "(sum({PREDICTIONS_LABELLED}{{{by_revision},result=\"correct\"}}) or sum({PREDICTIONS_LABELLED}{{{by_revision}}}) * 0) \
+                 / sum({PREDICTIONS_LABELLED}{{{by_revision}}}) or {windows}"
+            )
+        }
+        None => windows,
+    }
 }
 
 #[cfg(test)]
@@ -390,6 +414,7 @@ mod tests {
             namespace: "ns".into(),
             model: "digits".into(),
             deployment: None,
+            revision: None,
         };
         assert_eq!(
             requests_per_second(&all, "20s"),
@@ -403,5 +428,30 @@ mod tests {
         assert!(q.starts_with("histogram_quantile(0.95, sum by (le) (rate(tractor_inference_request_duration_seconds_bucket{namespace=\"ns\",model=\"digits\",pod=~\"digits-canary-[a-z0-9]+-[a-z0-9]+\"}[1m])))"), "{q}");
         assert!(error_rate(&all, "1m").contains(r#"code=~"5..|429|"#));
         assert_eq!(window(Duration::from_millis(500)), "1s");
+    }
+
+    /// A revision's accuracy comes from the confusion counters of every replica, whatever pod scored it; the
+    /// pods' window gauges stand in where no counter exists.
+    #[test]
+    fn accuracy_is_per_revision_with_the_gauges_as_fallback() {
+        let pods = Selector {
+            namespace: "ns".into(),
+            model: "digits".into(),
+            deployment: Some("digits-canary".into()),
+            revision: None,
+        };
+        let windows = r#"sum(tractor_model_accuracy{namespace="ns",model="digits",pod=~"digits-canary-[a-z0-9]+-[a-z0-9]+"} * tractor_model_feedback_window{namespace="ns",model="digits",pod=~"digits-canary-[a-z0-9]+-[a-z0-9]+"}) / sum(tractor_model_feedback_window{namespace="ns",model="digits",pod=~"digits-canary-[a-z0-9]+-[a-z0-9]+"})"#;
+        assert_eq!(accuracy(&pods), windows);
+        let revision = Selector {
+            revision: Some("3f9a1c0b7e".into()),
+            ..pods
+        };
+        let r = r#"namespace="ns",model="digits",revision="3f9a1c0b7e""#;
+        assert_eq!(
+            accuracy(&revision),
+            format!(
+                "(sum(tractor_model_predictions_labelled_total{{{r},result=\"correct\"}}) or sum(tractor_model_predictions_labelled_total{{{r}}}) * 0) / sum(tractor_model_predictions_labelled_total{{{r}}}) or {windows}"
+            )
+        );
     }
 }

@@ -209,7 +209,7 @@ pub async fn progress(
     let key = format!("{}/{}", v.namespace, v.name);
     let verdict = match &state {
         State::Progressing { .. } if canary_ready && ctx.rollouts.due(&key, now, every) => {
-            Some(analyse(v, spec, every, ctx).await)
+            Some(analyse(v, spec, &stable_revision, every, ctx).await)
         }
         _ => None,
     };
@@ -302,7 +302,13 @@ pub async fn progress(
 }
 
 /// Reads the canary's and the stable's signals and judges them against the spec's limits.
-async fn analyse(v: &Validated, spec: &Canary, every: Duration, ctx: &Context) -> Verdict {
+async fn analyse(
+    v: &Validated,
+    spec: &Canary,
+    stable_revision: &str,
+    every: Duration,
+    ctx: &Context,
+) -> Verdict {
     let Some(limits) = spec.analysis.as_ref() else {
         return Verdict::Pass;
     };
@@ -317,11 +323,12 @@ async fn analyse(v: &Validated, spec: &Canary, every: Duration, ctx: &Context) -
     };
     let window = prom::window(autoscaler::rate_window(every));
     let client = ctx.autoscaler.prometheus();
-    let read = |deployment: String| {
+    let read = |deployment: String, revision: &str| {
         let sel = Selector {
             namespace: v.namespace.clone(),
             model: v.name.clone(),
             deployment: Some(deployment),
+            revision: Some(revision.to_owned()),
         };
         let server = server.clone();
         let window = window.clone();
@@ -344,7 +351,7 @@ async fn analyse(v: &Validated, spec: &Canary, every: Duration, ctx: &Context) -
             (rps, signals)
         }
     };
-    let (canary_rps, canary) = read(build::canary_name(&v.name)).await;
+    let (canary_rps, canary) = read(build::canary_name(&v.name), &v.revision).await;
     match canary_rps {
         Err(e) => return Verdict::Inconclusive(format!("Prometheus: {e}")),
         Ok(r) if r <= 0.0 => {
@@ -354,7 +361,7 @@ async fn analyse(v: &Validated, spec: &Canary, every: Duration, ctx: &Context) -
         }
         Ok(_) => {}
     }
-    let (_, stable) = read(v.name.clone()).await;
+    let (_, stable) = read(v.name.clone(), stable_revision).await;
     let verdict = canary::analyse(Some(limits), &canary, &stable);
     let figures = describe(&canary);
     match verdict {

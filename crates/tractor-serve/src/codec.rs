@@ -615,15 +615,20 @@ pub struct InferResponse {
     /// The request id, echoed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// Response parameters (the prediction receipt).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Map<String, Value>>,
     /// Outputs.
     pub outputs: Vec<ResponseOutput>,
 }
 
-/// Encode outputs: the JSON header and the binary part (empty when every output is JSON).
+/// Encode outputs: the JSON header and the binary part (empty when every output is JSON). A `receipt` becomes
+/// the response's `tractor_receipt` parameter.
 pub fn encode_rest(
     model: &str,
     version: &str,
     id: Option<String>,
+    receipt: Option<String>,
     signature: &Signature,
     selection: &OutputSelection,
     tensors: &[Tensor],
@@ -656,6 +661,11 @@ pub fn encode_rest(
         model_name: model.to_owned(),
         model_version: version.to_owned(),
         id,
+        parameters: receipt.map(|r| {
+            let mut p = Map::new();
+            p.insert(crate::receipt::PARAMETER.into(), Value::from(r));
+            p
+        }),
         outputs,
     })
     .map_err(|e| e.to_string())?;
@@ -802,7 +812,7 @@ mod tests {
             Tensor::from_shape(&[1], &[1i64]).unwrap(),
             Tensor::from_shape(&[1, 2], &[0.25f32, 0.75]).unwrap(),
         ];
-        let (h, b) = encode_rest("m", "1", d.id, &sig(), &d.outputs, &outs).unwrap();
+        let (h, b) = encode_rest("m", "1", d.id, None, &sig(), &d.outputs, &outs).unwrap();
         let h: Value = serde_json::from_slice(&h).unwrap();
         assert_eq!(h["outputs"][0]["parameters"]["binary_data_size"], 8);
         assert_eq!(h["id"], "b");

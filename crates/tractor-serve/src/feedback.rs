@@ -2,22 +2,30 @@
 //! labels sent later, and rolling accuracy and macro precision, recall and F1 over the labelled window.
 //!
 //! Body of `POST /v2/models/{m}/feedback`:
-//! `{"feedback": [{"id": "req-1", "label": 3}, {"id": "req-2", "label": [0, 1]}]}`.
-//! `id` is the `id` of an earlier infer request; `label` is the true class, or one class per row for a
-//! request of several rows. A prediction takes feedback once (a repeat counts as `unknown_id`), so
-//! retried feedback cannot inflate the scores.
+//! `{"feedback": [{"receipt": "v1:digits:3f9a1c0b7e:1765000000:3", "label": 3}, {"id": "req-2", "label": [0, 1]}]}`.
+//! A `receipt` is the `tractor_receipt` parameter of an earlier infer response: any replica scores it, so
+//! feedback sent through a Service counts wherever it lands. An `id` is the `id` of an earlier infer request,
+//! known only to the replica that answered it (and forgotten on restart). `label` is the true class, or one
+//! class per row for a request of several rows. An id takes feedback once (a repeat counts as `unknown_id`);
+//! a receipt carries no server state, so a receipt sent twice counts twice, like a label sent twice.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-/// One `{id, label}` pair.
+use crate::receipt::Receipt;
+
+/// One `{receipt, label}` or `{id, label}` pair.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedbackItem {
     /// The infer request's id.
-    pub id: String,
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The infer response's receipt.
+    #[serde(default)]
+    pub receipt: Option<String>,
     /// The true class, or one per row.
     pub label: Labels,
 }
@@ -40,8 +48,42 @@ pub struct FeedbackRequest {
     pub feedback: Vec<FeedbackItem>,
 }
 
+impl FeedbackRequest {
+    /// `Err` names the first item that gives neither or both of `id` and `receipt`.
+    pub fn validate(&self) -> Result<(), String> {
+        match self
+            .feedback
+            .iter()
+            .position(|i| i.id.is_some() == i.receipt.is_some())
+        {
+            Some(ix) => Err(format!(
+                "feedback item {ix}: give either `id` or `receipt` ({} given)",
+                if self.feedback[ix].id.is_some() {
+                    "both"
+                } else {
+                    "neither"
+                }
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Most pairs accepted in one call (the body limit bounds it too).
 pub const MAX_ITEMS: usize = 10_000;
+/// Most unknown ids and refused receipts a summary names.
+pub const MAX_NAMED: usize = 100;
+
+/// One labelled row, for the per-revision counters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Labelled {
+    /// The revision that predicted (the receipt's, or this server's for an id).
+    pub revision: Option<String>,
+    /// The predicted class.
+    pub predicted: i64,
+    /// The true class.
+    pub label: i64,
+}
 
 /// What a feedback call did, and the scores after it.
 #[derive(Debug, Default, Serialize, PartialEq)]
@@ -50,8 +92,12 @@ pub struct FeedbackSummary {
     pub correct: u64,
     /// Rows whose prediction was wrong.
     pub incorrect: u64,
-    /// Pairs whose id is unknown, expired, already labelled, or whose row count differs.
+    /// Pairs whose id is unknown, expired or already labelled, whose receipt is malformed or another model's,
+    /// or whose row count differs.
     pub unknown_id: u64,
+    /// Which ones (at most [`MAX_NAMED`]): the id, or `receipt <n>` (the item's index) and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unknown: Vec<String>,
     /// Scores over the window.
     pub scores: Scores,
 }
@@ -130,34 +176,91 @@ impl Feedback {
         self.expire(now);
     }
 
-    /// Match labels with predictions; returns the counts and the scores after.
-    pub fn apply(&mut self, items: Vec<FeedbackItem>, now: Instant) -> FeedbackSummary {
+    /// Match labels with predictions (by id from memory, or from receipts of `model`); returns the counts and
+    /// the scores after, and each labelled row. Only rows predicted by `revision` (this server's) enter the
+    /// rolling window, so its scores stay this revision's wherever the feedback came from.
+    pub fn apply(
+        &mut self,
+        items: Vec<FeedbackItem>,
+        model: &str,
+        revision: Option<&str>,
+        now: Instant,
+    ) -> (FeedbackSummary, Vec<Labelled>) {
         self.expire(now);
         let mut s = FeedbackSummary::default();
-        for item in items {
+        let mut labelled = Vec::new();
+        let refuse = |s: &mut FeedbackSummary, what: String| {
+            s.unknown_id += 1;
+            if s.unknown.len() < MAX_NAMED {
+                s.unknown.push(what);
+            }
+        };
+        for (ix, item) in items.into_iter().enumerate() {
             let labels = match item.label {
                 Labels::One(l) => vec![l],
                 Labels::Rows(v) => v,
             };
-            match self.pending.get(&item.id) {
-                Some((_, predicted)) if predicted.len() == labels.len() => {
-                    if let Some((_, predicted)) = self.pending.remove(&item.id) {
-                        for (p, l) in predicted.into_iter().zip(labels) {
-                            if p == l {
-                                s.correct += 1
-                            } else {
-                                s.incorrect += 1
-                            }
-                            self.outcomes.push_back((now, p, l));
-                        }
+            let (predicted, by) = match (&item.receipt, &item.id) {
+                (Some(text), _) => match Receipt::parse(text) {
+                    Ok(r) if r.model != model => {
+                        refuse(
+                            &mut s,
+                            format!("receipt {ix}: model `{}`, not `{model}`", r.model),
+                        );
+                        continue;
                     }
+                    Ok(r) => (r.classes, r.revision),
+                    Err(why) => {
+                        refuse(&mut s, format!("receipt {ix}: {why}"));
+                        continue;
+                    }
+                },
+                (None, Some(id)) => match self.pending.get(id) {
+                    Some((_, p)) if p.len() == labels.len() => {
+                        let p = self.pending.remove(id).map(|(_, p)| p).unwrap_or_default();
+                        (p, revision.map(str::to_owned))
+                    }
+                    _ => {
+                        refuse(&mut s, id.clone());
+                        continue;
+                    }
+                },
+                (None, None) => {
+                    refuse(&mut s, format!("item {ix}: no id or receipt"));
+                    continue;
                 }
-                _ => s.unknown_id += 1,
+            };
+            if predicted.len() != labels.len() {
+                refuse(
+                    &mut s,
+                    format!(
+                        "receipt {ix}: {} rows predicted, {} labels",
+                        predicted.len(),
+                        labels.len()
+                    ),
+                );
+                continue;
+            }
+            let own = by.as_deref() == revision;
+            for (p, l) in predicted.into_iter().zip(labels) {
+                if p == l {
+                    s.correct += 1
+                } else {
+                    s.incorrect += 1
+                }
+                if own {
+                    self.outcomes.push_back((now, p, l));
+                }
+                labelled.push(Labelled {
+                    revision: by.clone(),
+                    predicted: p,
+                    label: l,
+                });
             }
         }
         self.expire(now);
         s.scores = self.scores();
-        s
+        (s, labelled)
     }
 
     /// Scores over the labelled window as it is now.
@@ -208,7 +311,16 @@ mod tests {
 
     fn item(id: &str, label: Labels) -> FeedbackItem {
         FeedbackItem {
-            id: id.into(),
+            id: Some(id.into()),
+            receipt: None,
+            label,
+        }
+    }
+
+    fn receipt(text: &str, label: Labels) -> FeedbackItem {
+        FeedbackItem {
+            id: None,
+            receipt: Some(text.into()),
             label,
         }
     }
@@ -222,16 +334,21 @@ mod tests {
         });
         f.record("a", vec![1], now);
         f.record("b", vec![0, 1], now);
-        let s = f.apply(
+        let (s, labelled) = f.apply(
             vec![
                 item("a", Labels::One(1)),
                 item("b", Labels::Rows(vec![1, 1])),
                 item("a", Labels::One(1)),
                 item("zz", Labels::One(0)),
             ],
+            "m",
+            Some("r1"),
             now,
         );
         assert_eq!((s.correct, s.incorrect, s.unknown_id), (2, 1, 2));
+        assert_eq!(s.unknown, ["a", "zz"]);
+        assert_eq!(labelled.len(), 3);
+        assert!(labelled.iter().all(|l| l.revision.as_deref() == Some("r1")));
         assert_eq!(s.scores.window, 3);
         assert!((s.scores.accuracy.unwrap() - 2.0 / 3.0).abs() < 1e-12);
         // class 0: tp 0, predicted 1, true 0 -> p 0, r 0; class 1: tp 2, predicted 2, true 3 -> p 1, r 2/3.
@@ -250,13 +367,80 @@ mod tests {
         f.record("b", vec![1], t0);
         f.record("c", vec![1], t0);
         assert_eq!(f.pending.len(), 2, "oldest prediction evicted by count");
-        let s = f.apply(vec![item("a", Labels::One(1))], t0);
+        let (s, _) = f.apply(vec![item("a", Labels::One(1))], "m", None, t0);
         assert_eq!(s.unknown_id, 1);
-        let s = f.apply(
+        let (s, _) = f.apply(
             vec![item("b", Labels::One(1))],
+            "m",
+            None,
             t0 + Duration::from_secs(11),
         );
         assert_eq!(s.unknown_id, 1, "expired by age");
         assert_eq!(f.pending.len(), 0);
+    }
+
+    /// A receipt is scored with no memory of the request; the window keeps only this revision's rows.
+    #[test]
+    fn receipts_count_on_any_replica() {
+        let now = Instant::now();
+        let mut f = Feedback::new(WindowConfig {
+            max_count: 100,
+            max_age: Duration::from_secs(60),
+        });
+        let (s, labelled) = f.apply(
+            vec![
+                receipt("v1:m:r1:5:3", Labels::One(3)),
+                receipt("v1:m:r0:5:1,2", Labels::Rows(vec![1, 0])),
+                receipt("v1:other:r1:5:3", Labels::One(3)),
+                receipt("v1:m:r1:5:3,3", Labels::One(3)),
+                receipt("garbage", Labels::One(3)),
+            ],
+            "m",
+            Some("r1"),
+            now,
+        );
+        assert_eq!((s.correct, s.incorrect, s.unknown_id), (2, 1, 3));
+        assert_eq!(
+            s.unknown,
+            [
+                "receipt 2: model `other`, not `m`",
+                "receipt 3: 2 rows predicted, 1 labels",
+                "receipt 4: a receipt has five `:`-separated parts",
+            ]
+        );
+        let by: Vec<(Option<&str>, i64, i64)> = labelled
+            .iter()
+            .map(|l| (l.revision.as_deref(), l.predicted, l.label))
+            .collect();
+        assert_eq!(
+            by,
+            [(Some("r1"), 3, 3), (Some("r0"), 1, 1), (Some("r0"), 2, 0)]
+        );
+        // Only r1's row is in this r1 server's window.
+        assert_eq!(s.scores.window, 1);
+    }
+
+    #[test]
+    fn items_give_id_or_receipt() {
+        let req = |items: Vec<FeedbackItem>| FeedbackRequest { feedback: items };
+        assert_eq!(req(vec![item("a", Labels::One(1))]).validate(), Ok(()));
+        let both = FeedbackItem {
+            id: Some("a".into()),
+            receipt: Some("v1:m:r:1:1".into()),
+            label: Labels::One(1),
+        };
+        let neither = FeedbackItem {
+            id: None,
+            receipt: None,
+            label: Labels::One(1),
+        };
+        assert_eq!(
+            req(vec![item("a", Labels::One(1)), both]).validate(),
+            Err("feedback item 1: give either `id` or `receipt` (both given)".to_owned())
+        );
+        assert_eq!(
+            req(vec![neither]).validate(),
+            Err("feedback item 0: give either `id` or `receipt` (neither given)".to_owned())
+        );
     }
 }

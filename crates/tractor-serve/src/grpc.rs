@@ -93,13 +93,22 @@ impl Service {
         } else {
             Some(req.id.as_str())
         };
-        let outputs = s.infer(inputs, rows, id).await?;
+        let inferred = s.infer(inputs, rows, id).await?;
+        let outputs = inferred.outputs;
         let mut resp = ModelInferResponse {
             model_name: s.name.clone(),
             model_version: s.version.clone(),
             id: req.id.clone(),
             ..Default::default()
         };
+        if let Some(receipt) = inferred.receipt {
+            resp.parameters.insert(
+                crate::receipt::PARAMETER.to_owned(),
+                InferParameter {
+                    parameter_choice: Some(infer_parameter::ParameterChoice::StringParam(receipt)),
+                },
+            );
+        }
         for (ix, _) in &selection.outputs {
             let spec = &s.signature.outputs[*ix];
             let t = outputs.get(*ix).ok_or_else(|| {

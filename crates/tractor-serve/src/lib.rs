@@ -7,6 +7,7 @@ pub mod codec;
 pub mod feedback;
 pub mod grpc;
 pub mod metrics;
+pub mod receipt;
 pub mod rest;
 pub mod revision;
 pub mod server;

@@ -22,6 +22,16 @@ pub const BATCH_SIZE: &str = "tractor_inference_batch_size";
 pub const IN_FLIGHT: &str = "tractor_inference_in_flight";
 /// `tractor_model_feedback_total{model,result}`: feedback pairs by outcome.
 pub const FEEDBACK_TOTAL: &str = "tractor_model_feedback_total";
+/// `tractor_model_predictions_labelled_total{model,revision,true_class,predicted_class,result}`: labelled rows,
+/// by the revision that predicted them: a confusion matrix Prometheus can add up across replicas and restarts.
+/// Classes above [`MAX_CLASS_LABEL`] share the value `other`; `result` (`correct`|`incorrect`) follows from
+/// the two classes, so it adds no series. Per revision R:
+/// accuracy `sum(P{revision="R",result="correct"}) / sum(P{revision="R"})`; macro precision
+/// `avg(sum by (predicted_class) (P{revision="R",result="correct"}) / sum by (predicted_class) (P{revision="R"}))`
+/// and recall the same by `true_class` (classes never predicted, or never true, are left out).
+pub const PREDICTIONS_LABELLED: &str = "tractor_model_predictions_labelled_total";
+/// Largest class with its own `true_class`/`predicted_class` value; the rest are `other`, bounding the series.
+pub const MAX_CLASS_LABEL: i64 = 99;
 /// `tractor_model_accuracy{model}`: accuracy over the feedback window.
 pub const ACCURACY: &str = "tractor_model_accuracy";
 /// `tractor_model_precision{model}`: macro-averaged precision over the feedback window.
@@ -67,6 +77,7 @@ pub struct Metrics {
     /// Requests in flight.
     pub in_flight: IntGauge,
     feedback: IntCounterVec,
+    labelled: IntCounterVec,
     /// Rolling accuracy.
     pub accuracy: Gauge,
     /// Rolling macro precision.
@@ -176,6 +187,22 @@ impl Metrics {
                 &["model", "result"],
             )?,
         )?;
+        let labelled = fixed(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    PREDICTIONS_LABELLED,
+                    "Labelled predictions, by the revision that made them, true and predicted class.",
+                ),
+                &[
+                    "model",
+                    "revision",
+                    "true_class",
+                    "predicted_class",
+                    "result",
+                ],
+            )?,
+        )?;
         let gauge = |name: &str, help: &str| {
             fixed(
                 &registry,
@@ -235,6 +262,7 @@ impl Metrics {
             batch_size,
             in_flight,
             feedback,
+            labelled,
             accuracy,
             precision,
             recall,
@@ -259,6 +287,31 @@ impl Metrics {
         self.feedback
             .with_label_values(&[self.model.as_str(), result])
             .inc_by(n);
+    }
+
+    /// Count one labelled row predicted by `revision` (empty when unknown).
+    pub fn labelled(&self, revision: &str, label: i64, predicted: i64) {
+        let class = |c: i64| {
+            if (0..=MAX_CLASS_LABEL).contains(&c) {
+                c.to_string()
+            } else {
+                "other".to_owned()
+            }
+        };
+        let result = if label == predicted {
+            "correct"
+        } else {
+            "incorrect"
+        };
+        self.labelled
+            .with_label_values(&[
+                self.model.as_str(),
+                revision,
+                &class(label),
+                &class(predicted),
+                result,
+            ])
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.

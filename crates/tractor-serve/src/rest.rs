@@ -309,16 +309,17 @@ async fn infer_inner(
     let body = read_body(body, st.config.max_body_bytes).await?;
     let (json_part, binary) = split_body(headers, &body)?;
     let decoded = codec::decode_rest(&s.signature, &json_part, &binary).map_err(|e| bad(e.0))?;
-    let outputs = s
+    let inferred = s
         .infer(decoded.inputs, decoded.rows, decoded.id.as_deref())
         .await?;
     let (header_json, binary_out) = codec::encode_rest(
         &s.name,
         &s.version,
         decoded.id,
+        inferred.receipt,
         &s.signature,
         &decoded.outputs,
-        &outputs,
+        &inferred.outputs,
     )
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     if binary_out.is_empty() {
@@ -360,6 +361,7 @@ async fn feedback(
     let body = read_body(body, st.config.max_body_bytes).await?;
     let req: FeedbackRequest =
         serde_json::from_slice(&body).map_err(|e| bad(format!("malformed feedback JSON: {e}")))?;
+    req.validate().map_err(bad)?;
     if req.feedback.len() > MAX_ITEMS {
         return Err(ApiError(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -13,6 +13,7 @@ use crate::batcher::{Batcher, SubmitError};
 use crate::codec;
 use crate::feedback::{Feedback, FeedbackItem, FeedbackSummary};
 use crate::metrics::Metrics;
+use crate::receipt::Receipt;
 use crate::revision::Revision;
 
 /// Why an inference did not happen; each maps to one HTTP status and one gRPC code.
@@ -66,6 +67,14 @@ pub struct Server {
     class_output: Option<(usize, bool)>,
     /// A float output of rank 2: per-class scores, for explain.
     score_output: Option<usize>,
+}
+
+/// An answer: the model's outputs, and for a classifier the receipt that lets any replica score feedback on it.
+pub struct Inferred {
+    /// The outputs, in signature order.
+    pub outputs: Vec<Tensor>,
+    /// [`Receipt`] text, for the response's `tractor_receipt` parameter.
+    pub receipt: Option<String>,
 }
 
 /// Most rows one explain call may expand to (rows × (features + 1)).
@@ -138,13 +147,14 @@ impl Server {
         }
     }
 
-    /// Run a request through the batcher; records predictions for feedback when it has an id.
+    /// Run a request through the batcher; records predictions for feedback when it has an id, and gives a
+    /// classifier's answer its receipt.
     pub async fn infer(
         &self,
         inputs: Vec<Tensor>,
         rows: usize,
         id: Option<&str>,
-    ) -> Result<Vec<Tensor>, InferError> {
+    ) -> Result<Inferred, InferError> {
         // No readiness check here: readiness is for probes; during a drain requests still in flight or
         // still routed to this pod are served.
         let rx = self.batcher.submit(inputs, rows).map_err(|e| match e {
@@ -158,13 +168,27 @@ impl Server {
             tractor_model::Error::BadInput(m) => InferError::BadRequest(m),
             other => InferError::Internal(other.to_string()),
         })?;
-        if let Some(id) = id
-            && let Some(classes) = self.classes(&out.outputs)
+        let classes = self.classes(&out.outputs);
+        if let (Some(id), Some(classes)) = (id, &classes)
             && let Ok(mut f) = self.feedback.lock()
         {
-            f.record(id, classes, Instant::now());
+            f.record(id, classes.clone(), Instant::now());
         }
-        Ok(out.outputs)
+        let receipt = classes.map(|classes| {
+            Receipt {
+                model: self.name.clone(),
+                revision: self.revision.as_ref().map(|r| r.as_str().to_owned()),
+                time: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                classes,
+            }
+            .encode()
+        });
+        Ok(Inferred {
+            outputs: out.outputs,
+            receipt,
+        })
     }
 
     /// The predicted class of each row, when the model is a classifier.
@@ -190,11 +214,19 @@ impl Server {
                 "feedback needs a classifier: the model has no label or score output".into(),
             ));
         }
-        let summary = self
+        let revision = self.revision.as_ref().map(|r| r.as_str());
+        let (summary, labelled) = self
             .feedback
             .lock()
             .map_err(|_| InferError::Internal("feedback store poisoned".into()))?
-            .apply(items, Instant::now());
+            .apply(items, &self.name, revision, Instant::now());
+        for l in &labelled {
+            self.metrics.labelled(
+                l.revision.as_deref().unwrap_or_default(),
+                l.label,
+                l.predicted,
+            );
+        }
         self.metrics.feedback("correct", summary.correct);
         self.metrics.feedback("incorrect", summary.incorrect);
         self.metrics.feedback("unknown_id", summary.unknown_id);
@@ -276,7 +308,7 @@ impl Server {
         }
         let t = Tensor::from_shape(&[expanded, features], &data)
             .map_err(|e| InferError::Internal(e.to_string()))?;
-        let out = self.infer(vec![t], expanded, None).await?;
+        let out = self.infer(vec![t], expanded, None).await?.outputs;
         let scores_t = out
             .get(score_ix)
             .ok_or_else(|| InferError::Internal("missing score output".into()))?;

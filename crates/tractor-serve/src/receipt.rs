@@ -1,0 +1,129 @@
+//! Prediction receipts: what an infer response carries so that any replica can score its feedback later,
+//! with no memory of the request. Behind a Service, feedback rarely reaches the replica that predicted.
+//!
+//! Form (a V2 `parameters` value must be a string, number or boolean):
+//! `v1:<model>:<revision or ->:<unix seconds>:<class>,<class>,...`, one predicted class per row. A receipt is
+//! as trusted as the labels sent with it: whoever can post labels can already make the scores say anything,
+//! and the feedback route sits behind the same bearer token as inference.
+
+/// The infer response parameter that holds the receipt (REST `parameters`, gRPC `parameters`).
+pub const PARAMETER: &str = "tractor_receipt";
+
+const VERSION: &str = "v1";
+
+/// A parsed receipt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Receipt {
+    /// The model that predicted.
+    pub model: String,
+    /// Its revision, when the server was told one.
+    pub revision: Option<String>,
+    /// When, in Unix seconds.
+    pub time: u64,
+    /// The predicted class of each row.
+    pub classes: Vec<i64>,
+}
+
+impl Receipt {
+    /// The receipt's text form.
+    pub fn encode(&self) -> String {
+        let classes: Vec<String> = self.classes.iter().map(i64::to_string).collect();
+        format!(
+            "{VERSION}:{}:{}:{}:{}",
+            self.model,
+            self.revision.as_deref().unwrap_or("-"),
+            self.time,
+            classes.join(",")
+        )
+    }
+
+    /// Parses a receipt; `Err` says what is wrong with it.
+    pub fn parse(s: &str) -> Result<Receipt, String> {
+        if s.matches(':').count() < 4 {
+            return Err("a receipt has five `:`-separated parts".to_owned());
+        }
+        // From the right: the model name, in the middle, is the only part that could hold a colon.
+        let mut right = s.rsplitn(4, ':');
+        let (Some(classes), Some(time), Some(revision), Some(head)) =
+            (right.next(), right.next(), right.next(), right.next())
+        else {
+            return Err("a receipt has five `:`-separated parts".to_owned());
+        };
+        let model = head
+            .strip_prefix(VERSION)
+            .and_then(|m| m.strip_prefix(':'))
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| format!("a receipt starts with `{VERSION}:<model>:`"))?;
+        let time = time
+            .parse()
+            .map_err(|_| format!("receipt time `{time}` is not Unix seconds"))?;
+        let classes = classes
+            .split(',')
+            .map(|c| {
+                c.parse()
+                    .map_err(|_| format!("receipt class `{c}` is not an integer"))
+            })
+            .collect::<Result<Vec<i64>, String>>()?;
+        Ok(Receipt {
+            model: model.to_owned(),
+            revision: (revision != "-").then(|| revision.to_owned()),
+            time,
+            classes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipts_round_trip() {
+        let cases = [
+            Receipt {
+                model: "digits".into(),
+                revision: Some("3f9a1c0b7e".into()),
+                time: 1_765_000_000,
+                classes: vec![3],
+            },
+            Receipt {
+                model: "a:b".into(),
+                revision: None,
+                time: 0,
+                classes: vec![0, -1, 9],
+            },
+        ];
+        for r in cases {
+            assert_eq!(Receipt::parse(&r.encode()), Ok(r.clone()), "{}", r.encode());
+        }
+        assert_eq!(
+            Receipt {
+                model: "digits".into(),
+                revision: Some("3f9a1c0b7e".into()),
+                time: 12,
+                classes: vec![3, 1],
+            }
+            .encode(),
+            "v1:digits:3f9a1c0b7e:12:3,1"
+        );
+    }
+
+    #[test]
+    fn malformed_receipts_say_why() {
+        let cases = [
+            ("", "a receipt has five `:`-separated parts"),
+            ("v1:digits:r:12", "a receipt has five `:`-separated parts"),
+            ("v2:digits:r:12:3", "a receipt starts with `v1:<model>:`"),
+            ("v1::r:12:3", "a receipt starts with `v1:<model>:`"),
+            (
+                "v1:digits:r:soon:3",
+                "receipt time `soon` is not Unix seconds",
+            ),
+            ("v1:digits:r:12:3,x", "receipt class `x` is not an integer"),
+            ("v1:digits:r:12:", "receipt class `` is not an integer"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(Receipt::parse(text), Err(want.to_owned()), "{text}");
+        }
+    }
+}
