@@ -167,9 +167,13 @@ fn every_rpc_and_agreement_with_onnxruntime_over_plain_grpc() -> anyhow::Result<
             let receipt =
                 tractor_serve::receipt::Receipt::parse(&receipt).map_err(anyhow::Error::msg)?;
             assert_eq!(
-                (receipt.model.as_str(), receipt.classes.len()),
+                (receipt.model.as_str(), receipt.predicted.len()),
                 ("digits", rows)
             );
+            assert!(matches!(
+                receipt.predicted,
+                tractor_serve::receipt::Predicted::Classes(_)
+            ));
             for (r, row) in probs.chunks(10).enumerate() {
                 let i = first + r;
                 let want = &reference.data[i * 10..(i + 1) * 10];

@@ -5,8 +5,8 @@
 //! `{"feedback": [{"receipt": "v1:digits:3f9a1c0b7e:1765000000:3", "label": 3}, {"id": "req-2", "label": [0, 1]}]}`.
 //! A `receipt` is the `tractor_receipt` parameter of an earlier infer response: any replica scores it, so
 //! feedback sent through a Service counts wherever it lands. An `id` is the `id` of an earlier infer request,
-//! known only to the replica that answered it (and forgotten on restart). `label` is the true class, or one
-//! class per row for a request of several rows. An id takes feedback once (a repeat counts as `unknown_id`);
+//! known only to the replica that answered it (and forgotten on restart). `label` is the true class (a
+//! regressor's true value, by receipt only), or one per row for a request of several rows. An id takes feedback once (a repeat counts as `unknown_id`);
 //! a receipt carries no server state, so a receipt sent twice counts twice, like a label sent twice.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::receipt::Receipt;
+use crate::receipt::{Predicted, Receipt};
 
 /// One `{receipt, label}` or `{id, label}` pair.
 #[derive(Debug, Deserialize)]
@@ -30,14 +30,14 @@ pub struct FeedbackItem {
     pub label: Labels,
 }
 
-/// A label or one per row.
+/// A label or one per row: a class for a classifier, a value for a regressor.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Labels {
-    /// A single-row request's class.
-    One(i64),
-    /// One class per row.
-    Rows(Vec<i64>),
+    /// A single-row request's class or value.
+    One(f64),
+    /// One class or value per row.
+    Rows(Vec<f64>),
 }
 
 /// The feedback body.
@@ -74,15 +74,28 @@ pub const MAX_ITEMS: usize = 10_000;
 /// Most unknown ids and refused receipts a summary names.
 pub const MAX_NAMED: usize = 100;
 
-/// One labelled row, for the per-revision counters.
+/// One labelled row, for the per-revision counters; `revision` is the one that predicted (the receipt's, or
+/// this server's for an id).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Labelled {
-    /// The revision that predicted (the receipt's, or this server's for an id).
-    pub revision: Option<String>,
-    /// The predicted class.
-    pub predicted: i64,
-    /// The true class.
-    pub label: i64,
+pub enum Labelled {
+    /// A classifier's row.
+    Class {
+        /// The predicting revision.
+        revision: Option<String>,
+        /// The predicted class.
+        predicted: i64,
+        /// The true class.
+        label: i64,
+    },
+    /// A regressor's row.
+    Value {
+        /// The predicting revision.
+        revision: Option<String>,
+        /// The predicted value.
+        predicted: f64,
+        /// The true value.
+        label: f64,
+    },
 }
 
 /// What a feedback call did, and the scores after it.
@@ -98,8 +111,15 @@ pub struct FeedbackSummary {
     /// Which ones (at most [`MAX_NAMED`]): the id, or `receipt <n>` (the item's index) and why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unknown: Vec<String>,
+    /// Rows of a regressor scored (their errors go to the regression counters, not to right or wrong).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub regression_rows: u64,
     /// Scores over the window.
     pub scores: Scores,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Rolling scores over the labelled window; `None` when it is empty.
@@ -209,7 +229,7 @@ impl Feedback {
                         );
                         continue;
                     }
-                    Ok(r) => (r.classes, r.revision),
+                    Ok(r) => (r.predicted, r.revision),
                     Err(why) => {
                         refuse(&mut s, format!("receipt {ix}: {why}"));
                         continue;
@@ -218,7 +238,7 @@ impl Feedback {
                 (None, Some(id)) => match self.pending.get(id) {
                     Some((_, p)) if p.len() == labels.len() => {
                         let p = self.pending.remove(id).map(|(_, p)| p).unwrap_or_default();
-                        (p, revision.map(str::to_owned))
+                        (Predicted::Classes(p), revision.map(str::to_owned))
                     }
                     _ => {
                         refuse(&mut s, id.clone());
@@ -242,20 +262,36 @@ impl Feedback {
                 continue;
             }
             let own = by.as_deref() == revision;
-            for (p, l) in predicted.into_iter().zip(labels) {
-                if p == l {
-                    s.correct += 1
-                } else {
-                    s.incorrect += 1
+            match predicted {
+                Predicted::Classes(classes) => {
+                    for (p, l) in classes.into_iter().zip(labels) {
+                        // A label that is not a whole number is no class: it counts as wrong.
+                        let l = if l.fract() == 0.0 { l as i64 } else { i64::MIN };
+                        if p == l {
+                            s.correct += 1
+                        } else {
+                            s.incorrect += 1
+                        }
+                        if own {
+                            self.outcomes.push_back((now, p, l));
+                        }
+                        labelled.push(Labelled::Class {
+                            revision: by.clone(),
+                            predicted: p,
+                            label: l,
+                        });
+                    }
                 }
-                if own {
-                    self.outcomes.push_back((now, p, l));
+                Predicted::Values(values) => {
+                    for (p, l) in values.into_iter().zip(labels) {
+                        s.regression_rows += 1;
+                        labelled.push(Labelled::Value {
+                            revision: by.clone(),
+                            predicted: p,
+                            label: l,
+                        });
+                    }
                 }
-                labelled.push(Labelled {
-                    revision: by.clone(),
-                    predicted: p,
-                    label: l,
-                });
             }
         }
         self.expire(now);
@@ -336,10 +372,10 @@ mod tests {
         f.record("b", vec![0, 1], now);
         let (s, labelled) = f.apply(
             vec![
-                item("a", Labels::One(1)),
-                item("b", Labels::Rows(vec![1, 1])),
-                item("a", Labels::One(1)),
-                item("zz", Labels::One(0)),
+                item("a", Labels::One(1.0)),
+                item("b", Labels::Rows(vec![1.0, 1.0])),
+                item("a", Labels::One(1.0)),
+                item("zz", Labels::One(0.0)),
             ],
             "m",
             Some("r1"),
@@ -348,7 +384,9 @@ mod tests {
         assert_eq!((s.correct, s.incorrect, s.unknown_id), (2, 1, 2));
         assert_eq!(s.unknown, ["a", "zz"]);
         assert_eq!(labelled.len(), 3);
-        assert!(labelled.iter().all(|l| l.revision.as_deref() == Some("r1")));
+        assert!(labelled.iter().all(
+            |l| matches!(l, Labelled::Class { revision, .. } if revision.as_deref() == Some("r1"))
+        ));
         assert_eq!(s.scores.window, 3);
         assert!((s.scores.accuracy.unwrap() - 2.0 / 3.0).abs() < 1e-12);
         // class 0: tp 0, predicted 1, true 0 -> p 0, r 0; class 1: tp 2, predicted 2, true 3 -> p 1, r 2/3.
@@ -367,10 +405,10 @@ mod tests {
         f.record("b", vec![1], t0);
         f.record("c", vec![1], t0);
         assert_eq!(f.pending.len(), 2, "oldest prediction evicted by count");
-        let (s, _) = f.apply(vec![item("a", Labels::One(1))], "m", None, t0);
+        let (s, _) = f.apply(vec![item("a", Labels::One(1.0))], "m", None, t0);
         assert_eq!(s.unknown_id, 1);
         let (s, _) = f.apply(
-            vec![item("b", Labels::One(1))],
+            vec![item("b", Labels::One(1.0))],
             "m",
             None,
             t0 + Duration::from_secs(11),
@@ -389,11 +427,11 @@ mod tests {
         });
         let (s, labelled) = f.apply(
             vec![
-                receipt("v1:m:r1:5:3", Labels::One(3)),
-                receipt("v1:m:r0:5:1,2", Labels::Rows(vec![1, 0])),
-                receipt("v1:other:r1:5:3", Labels::One(3)),
-                receipt("v1:m:r1:5:3,3", Labels::One(3)),
-                receipt("garbage", Labels::One(3)),
+                receipt("v1:m:r1:5:3", Labels::One(3.0)),
+                receipt("v1:m:r0:5:1,2", Labels::Rows(vec![1.0, 0.0])),
+                receipt("v1:other:r1:5:3", Labels::One(3.0)),
+                receipt("v1:m:r1:5:3,3", Labels::One(3.0)),
+                receipt("garbage", Labels::One(3.0)),
             ],
             "m",
             Some("r1"),
@@ -410,7 +448,14 @@ mod tests {
         );
         let by: Vec<(Option<&str>, i64, i64)> = labelled
             .iter()
-            .map(|l| (l.revision.as_deref(), l.predicted, l.label))
+            .filter_map(|l| match l {
+                Labelled::Class {
+                    revision,
+                    predicted,
+                    label,
+                } => Some((revision.as_deref(), *predicted, *label)),
+                Labelled::Value { .. } => None,
+            })
             .collect();
         assert_eq!(
             by,
@@ -423,24 +468,59 @@ mod tests {
     #[test]
     fn items_give_id_or_receipt() {
         let req = |items: Vec<FeedbackItem>| FeedbackRequest { feedback: items };
-        assert_eq!(req(vec![item("a", Labels::One(1))]).validate(), Ok(()));
+        assert_eq!(req(vec![item("a", Labels::One(1.0))]).validate(), Ok(()));
         let both = FeedbackItem {
             id: Some("a".into()),
             receipt: Some("v1:m:r:1:1".into()),
-            label: Labels::One(1),
+            label: Labels::One(1.0),
         };
         let neither = FeedbackItem {
             id: None,
             receipt: None,
-            label: Labels::One(1),
+            label: Labels::One(1.0),
         };
         assert_eq!(
-            req(vec![item("a", Labels::One(1)), both]).validate(),
+            req(vec![item("a", Labels::One(1.0)), both]).validate(),
             Err("feedback item 1: give either `id` or `receipt` (both given)".to_owned())
         );
         assert_eq!(
             req(vec![neither]).validate(),
             Err("feedback item 0: give either `id` or `receipt` (neither given)".to_owned())
+        );
+    }
+
+    /// A regressor's receipt carries values; its rows are scored as errors, not as right or wrong.
+    #[test]
+    fn a_regressors_receipt_counts_its_values() {
+        let now = Instant::now();
+        let mut f = Feedback::new(WindowConfig {
+            max_count: 100,
+            max_age: Duration::from_secs(60),
+        });
+        let (s, labelled) = f.apply(
+            vec![receipt("v1:m:r1:5:r=2.5,10", Labels::Rows(vec![3.0, 7.0]))],
+            "m",
+            Some("r1"),
+            now,
+        );
+        assert_eq!(
+            (s.correct, s.incorrect, s.unknown_id, s.regression_rows),
+            (0, 0, 0, 2)
+        );
+        assert_eq!(
+            labelled,
+            [
+                Labelled::Value {
+                    revision: Some("r1".into()),
+                    predicted: 2.5,
+                    label: 3.0
+                },
+                Labelled::Value {
+                    revision: Some("r1".into()),
+                    predicted: 10.0,
+                    label: 7.0
+                },
+            ]
         );
     }
 }

@@ -4,8 +4,8 @@
 //! a gRPC code name), `result` (three values). Never a request id or an error's text.
 
 use prometheus::{
-    Counter, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec,
-    IntGauge, Opts, Registry, TextEncoder,
+    Counter, CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec,
+    IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// `tractor_inference_requests_total{model,protocol,code}`.
@@ -30,6 +30,14 @@ pub const FEEDBACK_TOTAL: &str = "tractor_model_feedback_total";
 /// `avg(sum by (predicted_class) (P{revision="R",result="correct"}) / sum by (predicted_class) (P{revision="R"}))`
 /// and recall the same by `true_class` (classes never predicted, or never true, are left out).
 pub const PREDICTIONS_LABELLED: &str = "tractor_model_predictions_labelled_total";
+/// `tractor_model_regression_labelled_total{model,revision}`: a regressor's labelled rows, by predicting revision.
+pub const REGRESSION_LABELLED: &str = "tractor_model_regression_labelled_total";
+/// `tractor_model_regression_abs_error_sum{model,revision}`: sum of |predicted - true| over those rows. Per
+/// revision R: MAE `sum(A{revision="R"}) / sum(N{revision="R"})`.
+pub const REGRESSION_ABS_ERROR: &str = "tractor_model_regression_abs_error_sum";
+/// `tractor_model_regression_squared_error_sum{model,revision}`: sum of (predicted - true)² over those rows.
+/// Per revision R: RMSE `sqrt(sum(S{revision="R"}) / sum(N{revision="R"}))`.
+pub const REGRESSION_SQUARED_ERROR: &str = "tractor_model_regression_squared_error_sum";
 /// Largest class with its own `true_class`/`predicted_class` value; the rest are `other`, bounding the series.
 pub const MAX_CLASS_LABEL: i64 = 99;
 /// `tractor_model_accuracy{model}`: accuracy over the feedback window.
@@ -78,6 +86,9 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     feedback: IntCounterVec,
     labelled: IntCounterVec,
+    regression_rows: IntCounterVec,
+    regression_abs: CounterVec,
+    regression_sq: CounterVec,
     /// Rolling accuracy.
     pub accuracy: Gauge,
     /// Rolling macro precision.
@@ -203,6 +214,36 @@ impl Metrics {
                 ],
             )?,
         )?;
+        let regression_rows = fixed(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    REGRESSION_LABELLED,
+                    "A regressor's labelled rows, by the revision that predicted them.",
+                ),
+                &["model", "revision"],
+            )?,
+        )?;
+        let regression_abs = fixed(
+            &registry,
+            CounterVec::new(
+                Opts::new(
+                    REGRESSION_ABS_ERROR,
+                    "Sum of absolute errors of a regressor's labelled rows.",
+                ),
+                &["model", "revision"],
+            )?,
+        )?;
+        let regression_sq = fixed(
+            &registry,
+            CounterVec::new(
+                Opts::new(
+                    REGRESSION_SQUARED_ERROR,
+                    "Sum of squared errors of a regressor's labelled rows.",
+                ),
+                &["model", "revision"],
+            )?,
+        )?;
         let gauge = |name: &str, help: &str| {
             fixed(
                 &registry,
@@ -263,6 +304,9 @@ impl Metrics {
             in_flight,
             feedback,
             labelled,
+            regression_rows,
+            regression_abs,
+            regression_sq,
             accuracy,
             precision,
             recall,
@@ -312,6 +356,19 @@ impl Metrics {
                 result,
             ])
             .inc();
+    }
+
+    /// Count one labelled row of a regressor predicted by `revision` (empty when unknown).
+    pub fn regressed(&self, revision: &str, label: f64, predicted: f64) {
+        let labels = [self.model.as_str(), revision];
+        let error = predicted - label;
+        self.regression_rows.with_label_values(&labels).inc();
+        self.regression_abs
+            .with_label_values(&labels)
+            .inc_by(error.abs());
+        self.regression_sq
+            .with_label_values(&labels)
+            .inc_by(error * error);
     }
 
     /// The Prometheus text exposition of every metric.

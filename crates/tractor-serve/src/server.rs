@@ -11,9 +11,9 @@ use tractor_model::{DataType, Signature, Tensor};
 
 use crate::batcher::{Batcher, SubmitError};
 use crate::codec;
-use crate::feedback::{Feedback, FeedbackItem, FeedbackSummary};
+use crate::feedback::{Feedback, FeedbackItem, FeedbackSummary, Labelled};
 use crate::metrics::Metrics;
-use crate::receipt::Receipt;
+use crate::receipt::{Predicted, Receipt};
 use crate::revision::Revision;
 
 /// Why an inference did not happen; each maps to one HTTP status and one gRPC code.
@@ -65,6 +65,8 @@ pub struct Server {
     ready: AtomicBool,
     /// (output index, true when it is a class label rather than scores).
     class_output: Option<(usize, bool)>,
+    /// A regressor's output (one float per row), when the model has no class output.
+    value_output: Option<usize>,
     /// A float output of rank 2: per-class scores, for explain.
     score_output: Option<usize>,
 }
@@ -100,9 +102,17 @@ impl Server {
             .outputs
             .iter()
             .position(|o| o.datatype.is_float() && o.shape.len() == 2);
-        let class_output = label
-            .map(|i| (i, true))
-            .or(score_output.map(|i| (i, false)));
+        // One float column (or a float vector) is a regressor's value, not the scores of one class.
+        let one_value = |o: &tractor_model::TensorSpec| {
+            o.datatype.is_float() && (o.shape.len() == 1 || (o.shape.len() == 2 && o.shape[1] == 1))
+        };
+        let class_output = label.map(|i| (i, true)).or(score_output
+            .filter(|i| !one_value(&signature.outputs[*i]))
+            .map(|i| (i, false)));
+        let value_output = match label {
+            Some(_) => None,
+            None => signature.outputs.iter().position(one_value),
+        };
         Server {
             name,
             version: "1".into(),
@@ -115,6 +125,7 @@ impl Server {
             feedback: Mutex::new(feedback),
             ready: AtomicBool::new(false),
             class_output,
+            value_output,
             score_output,
         }
     }
@@ -174,14 +185,18 @@ impl Server {
         {
             f.record(id, classes.clone(), Instant::now());
         }
-        let receipt = classes.map(|classes| {
+        let predicted = match classes {
+            Some(c) => Some(Predicted::Classes(c)),
+            None => self.values(&out.outputs).map(Predicted::Values),
+        };
+        let receipt = predicted.map(|predicted| {
             Receipt {
                 model: self.name.clone(),
                 revision: self.revision.as_ref().map(|r| r.as_str().to_owned()),
                 time: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
-                classes,
+                predicted,
             }
             .encode()
         });
@@ -207,11 +222,18 @@ impl Server {
         Some(values.chunks(cols).map(|row| argmax(row) as i64).collect())
     }
 
+    /// A regressor's value for each row.
+    fn values(&self, outputs: &[Tensor]) -> Option<Vec<f64>> {
+        let ix = self.value_output?;
+        codec::tensor_to_f64(self.signature.outputs[ix].datatype, outputs.get(ix)?).ok()
+    }
+
     /// Apply a batch of feedback pairs and update the gauges.
     pub fn feedback(&self, items: Vec<FeedbackItem>) -> Result<FeedbackSummary, InferError> {
-        if self.class_output.is_none() {
+        if self.class_output.is_none() && self.value_output.is_none() {
             return Err(InferError::BadRequest(
-                "feedback needs a classifier: the model has no label or score output".into(),
+                "feedback needs a classifier or a regressor: the model has no label, score or value output"
+                    .into(),
             ));
         }
         let revision = self.revision.as_ref().map(|r| r.as_str());
@@ -221,11 +243,26 @@ impl Server {
             .map_err(|_| InferError::Internal("feedback store poisoned".into()))?
             .apply(items, &self.name, revision, Instant::now());
         for l in &labelled {
-            self.metrics.labelled(
-                l.revision.as_deref().unwrap_or_default(),
-                l.label,
-                l.predicted,
-            );
+            match l {
+                Labelled::Class {
+                    revision,
+                    predicted,
+                    label,
+                } => self.metrics.labelled(
+                    revision.as_deref().unwrap_or_default(),
+                    *label,
+                    *predicted,
+                ),
+                Labelled::Value {
+                    revision,
+                    predicted,
+                    label,
+                } => self.metrics.regressed(
+                    revision.as_deref().unwrap_or_default(),
+                    *label,
+                    *predicted,
+                ),
+            }
         }
         self.metrics.feedback("correct", summary.correct);
         self.metrics.feedback("incorrect", summary.incorrect);
