@@ -1,8 +1,10 @@
-//! On the real node, through the chart's operator: three replicas behind the model's Service, 300 labelled
+//! On the real node, through the chart's operator: three replicas behind the model's Service, 1,000 labelled
 //! requests and their feedback (by receipt) both sent through the Service on fresh connections. Every item is
-//! counted, on whichever replica it lands (the summaries name none unknown), feedback is scored on more than one
-//! replica, and the per-revision accuracy Prometheus adds up from the replicas' confusion counters equals the
-//! offline accuracy of those predictions exactly. A regressor (two replicas) likewise: the MAE and RMSE
+//! counted, on whichever replica it lands (the summaries name none unknown). After the first half, feedback is
+//! scored on more than one replica and the per-revision accuracy Prometheus adds up from the replicas'
+//! confusion counters equals the offline accuracy exactly. Then one replica is sent 50 items directly (so it
+//! holds rows no scrape has seen) and force-deleted: over all 1,000, Prometheus misses exactly what that
+//! replica counted after its last scrape, and nothing else. A regressor (two replicas) likewise: the MAE and RMSE
 //! Prometheus computes from the replicas' error sums equal the offline figures on the same requests.
 
 use std::time::Duration;
@@ -19,9 +21,9 @@ use tractor_e2e::node::{
 use tractor_e2e::serve::Split;
 use tractor_serve::receipt::{Predicted, Receipt};
 
-const REQUESTS: usize = 300;
-/// Feedback items per call: ten calls, each on a new connection, so they spread over the replicas.
-const BATCH: usize = 30;
+const REQUESTS: usize = 1000;
+/// Feedback items per call, each call on a new connection, so they spread over the replicas.
+const BATCH: usize = 50;
 
 #[test]
 fn feedback_through_the_service_is_counted_on_any_replica() -> Result<()> {
@@ -75,47 +77,69 @@ fn feedback_through_the_service_is_counted_on_any_replica() -> Result<()> {
     }
     let revision = revision.context("the servers were not told their revision")?;
 
-    let (mut counted_right, mut counted_wrong, mut unknown) = (0u64, 0u64, Vec::new());
-    for chunk in items.chunks(BATCH) {
-        let s: Value = client
-            .post(format!("{url}/v2/models/digits/feedback"))
-            .json(&json!({"feedback": chunk}))
-            .send()?
-            .error_for_status()?
-            .json()?;
-        counted_right += s["correct"].as_u64().unwrap_or_default();
-        counted_wrong += s["incorrect"].as_u64().unwrap_or_default();
-        if s["unknown_id"] != 0 {
-            unknown.push(s);
-        }
-    }
-    ensure!(unknown.is_empty(), "feedback not counted: {unknown:?}");
-    ensure!(
-        (counted_right as usize, counted_wrong as usize) == (correct, REQUESTS - correct),
-        "summaries counted {counted_right} right and {counted_wrong} wrong; offline {correct} of {REQUESTS}"
-    );
-
-    // Prometheus adds the replicas' counters up: wait for a scrape of every replica after the last feedback.
+    // Prometheus adds the replicas' counters up. `max_over_time` keeps a deleted pod's last scraped values,
+    // which an instant `sum` would drop with the pod's series.
     let selector = format!(
         "namespace=\"{}\",model=\"digits\",revision=\"{revision}\"",
         ns.name()
     );
-    let sum = |extra: &str| -> Result<Option<f64>> {
-        let q = format!("sum(tractor_model_predictions_labelled_total{{{selector}{extra}}})");
+    let value = |q: String| -> Result<Option<f64>> {
         Ok(c.prometheus_query(&q)?
             .first()
             .and_then(|r| r["value"][1].as_str())
             .and_then(|v| v.parse().ok()))
     };
-    wait_for(NODE_WAIT, "Prometheus to hold every labelled row", || {
-        Ok((sum("")? == Some(REQUESTS as f64)).then_some(()))
-    })?;
-    let right = sum(",result=\"correct\"")?.unwrap_or_default();
-    let accuracy = right / REQUESTS as f64;
-    let offline = correct as f64 / REQUESTS as f64;
+    let scraped = |extra: &str| -> Result<f64> {
+        Ok(value(format!(
+            "sum(max_over_time(tractor_model_predictions_labelled_total{{{selector}{extra}}}[1h]))"
+        ))?
+        .unwrap_or(0.0))
+    };
+    let send = |items: &[Value]| -> Result<(u64, u64)> {
+        let (mut right, mut wrong, mut unknown) = (0u64, 0u64, Vec::new());
+        for chunk in items.chunks(BATCH) {
+            let s: Value = client
+                .post(format!("{url}/v2/models/digits/feedback"))
+                .json(&json!({"feedback": chunk}))
+                .send()?
+                .error_for_status()?
+                .json()?;
+            right += s["correct"].as_u64().unwrap_or_default();
+            wrong += s["incorrect"].as_u64().unwrap_or_default();
+            if s["unknown_id"] != 0 {
+                unknown.push(s);
+            }
+        }
+        ensure!(unknown.is_empty(), "feedback not counted: {unknown:?}");
+        Ok((right, wrong))
+    };
+    let half = REQUESTS / 2;
+    let offline_right = |rows: std::ops::Range<usize>| {
+        items[rows]
+            .iter()
+            .filter(|i| {
+                let text = i["receipt"].as_str().unwrap_or_default();
+                text.rsplit(':').next().and_then(|c| c.parse::<i64>().ok()) == i["label"].as_i64()
+            })
+            .count()
+    };
+
+    // First half: every item counted, and Prometheus's accuracy equals the offline one exactly.
+    let (right1, wrong1) = send(&items[..half])?;
+    let correct1 = offline_right(0..half);
     ensure!(
-        accuracy == offline,
-        "Prometheus per-revision accuracy {accuracy} ({right} of {REQUESTS}), offline {offline}"
+        (right1 as usize, wrong1 as usize) == (correct1, half - correct1),
+        "summaries counted {right1} right and {wrong1} wrong; offline {correct1} of {half}"
+    );
+    wait_for(NODE_WAIT, "Prometheus to hold the first half", || {
+        Ok((scraped("")? == half as f64).then_some(()))
+    })?;
+    let prom_right1 = scraped(",result=\"correct\"")?;
+    ensure!(
+        prom_right1 / half as f64 == correct1 as f64 / half as f64,
+        "Prometheus per-revision accuracy {} ({prom_right1} of {half}), offline {}",
+        prom_right1 / half as f64,
+        correct1 as f64 / half as f64
     );
     let pods = c.prometheus_query(&format!(
         "sum by (pod) (tractor_model_predictions_labelled_total{{{selector}}})"
@@ -125,13 +149,92 @@ fn feedback_through_the_service_is_counted_on_any_replica() -> Result<()> {
         "feedback was scored on {} replica(s) only: {pods:?}",
         pods.len()
     );
+
+    // One replica deleted, with no feedback in flight: what it counted is read from it first, so what
+    // Prometheus can lose is exactly what it counted after its last scrape.
+    let (victim, ip, _) = ready_server_pods(&ns, "digits")?
+        .into_iter()
+        .next()
+        .context("no serving pod")?;
+    let counters = |text: &str, extra: &str| -> f64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("tractor_model_predictions_labelled_total{") && l.contains(extra)
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    // Straight to that pod (the one call here that bypasses the Service): rows it holds that no scrape has
+    // seen yet, so the deletion below has something to lose.
+    let direct = half..half + BATCH;
+    let s: Value = client
+        .post(format!("http://{ip}:8080/v2/models/digits/feedback"))
+        .json(&json!({"feedback": &items[direct.clone()]}))
+        .send()?
+        .error_for_status()?
+        .json()?;
+    ensure!(s["unknown_id"] == 0, "feedback not counted: {s}");
+    let text = client
+        .get(format!("http://{ip}:8080/metrics"))
+        .send()?
+        .text()?;
+    let (held, held_right) = (counters(&text, ""), counters(&text, "result=\"correct\""));
+    // Forced, as a crash would end it: no drain during which Prometheus could scrape it once more.
+    ns.kubectl(&[
+        "delete",
+        "pod",
+        &victim,
+        "--grace-period=0",
+        "--force",
+        "--wait=true",
+        "--timeout=120s",
+    ])?;
+    wait_for(NODE_WAIT, "3 serving pods Ready again", || {
+        Ok((ready_server_pods(&ns, "digits")?.len() == 3).then_some(()))
+    })?;
+
+    // The rest, through the Service as before.
+    let (right2, wrong2) = send(&items[direct.end..])?;
+    let right2 = right2 + s["correct"].as_u64().unwrap_or_default();
+    let wrong2 = wrong2 + s["incorrect"].as_u64().unwrap_or_default();
+    let correct2 = offline_right(half..REQUESTS);
+    ensure!(
+        (right2 as usize, wrong2 as usize) == (correct2, REQUESTS - half - correct2),
+        "summaries counted {right2} right and {wrong2} wrong; offline {correct2} of {}",
+        REQUESTS - half
+    );
+    ensure!(correct1 + correct2 == correct, "offline counts disagree");
+    let others = format!(",pod!=\"{victim}\"");
+    wait_for(
+        NODE_WAIT,
+        "Prometheus to hold every surviving replica's rows",
+        || Ok((scraped(&others)? == REQUESTS as f64 - held).then_some(())),
+    )?;
+    let victim_sel = format!(",pod=\"{victim}\"");
+    let (last, last_right) = (
+        scraped(&victim_sel)?,
+        scraped(&format!("{victim_sel},result=\"correct\""))?,
+    );
+    let (total, total_right) = (scraped("")?, scraped(",result=\"correct\"")?);
+    let (lost, lost_right) = (held - last, held_right - last_right);
+    // The bound: Prometheus misses exactly what the deleted replica counted after its last scrape (0 if a
+    // scrape caught it while it drained), and nothing else.
+    ensure!(
+        (0.0..=held).contains(&lost) && (0.0..=lost).contains(&lost_right),
+        "deleted replica held {held} ({held_right} right), Prometheus last saw {last} ({last_right})"
+    );
+    ensure!(
+        total + lost == REQUESTS as f64 && total_right + lost_right == correct as f64,
+        "Prometheus {total_right}/{total} plus the {lost_right}/{lost} the deleted replica counted after its \
+         last scrape is not the offline {correct}/{REQUESTS}"
+    );
+    let offline = correct as f64 / REQUESTS as f64;
     println!(
-        "node feedback: {REQUESTS} requests, accuracy {accuracy} (offline {offline}); feedback scored on {} replicas: {}",
+        "node feedback: {REQUESTS} requests, offline accuracy {offline}; first half {prom_right1}/{half} in \
+         Prometheus on {} replicas; deleted {victim} holding {held}, last scraped {last}: Prometheus \
+         {total_right}/{total} = {} (lost {lost})",
         pods.len(),
-        pods.iter()
-            .map(|p| format!("{}={}", p["metric"]["pod"], p["value"][1]))
-            .collect::<Vec<_>>()
-            .join(", ")
+        total_right / total
     );
     Ok(())
 }
