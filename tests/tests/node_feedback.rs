@@ -15,8 +15,9 @@ use serde_json::{Value, json};
 use tractor_e2e::cluster::wait_for;
 use tractor_e2e::modeldeployment::apply_as_is;
 use tractor_e2e::node::{
-    NODE_WAIT, apply_digits, infer_body, model_configmap, operator, ready_server_pods, real_node,
-    restricted_namespace, service_url, wait_model_ready, wait_serving,
+    NODE_WAIT, apply_digits, infer_body, model_configmap, operator, programmed_endpoints,
+    ready_server_pods, real_node, restricted_namespace, service_url, wait_model_ready,
+    wait_serving,
 };
 use tractor_e2e::serve::Split;
 use tractor_serve::receipt::{Predicted, Receipt};
@@ -24,6 +25,23 @@ use tractor_serve::receipt::{Predicted, Receipt};
 const REQUESTS: usize = 1000;
 /// Feedback items per call, each call on a new connection, so they spread over the replicas.
 const BATCH: usize = 50;
+
+/// Waits until 3 serving pods are Ready and kube-proxy spreads new connections to the Service over exactly
+/// those 3: on a loaded node its rules lag the EndpointSlices by seconds, and until then every connection may
+/// reach the first pod.
+fn wait_spread(ns: &tractor_e2e::cluster::TestNamespace) -> Result<()> {
+    wait_for(NODE_WAIT, "3 ready serving pods behind the Service", || {
+        let mut ips: Vec<String> = ready_server_pods(ns, "digits")?
+            .into_iter()
+            .map(|(_, ip, _)| ip)
+            .collect();
+        ips.sort();
+        Ok(
+            (ips.len() == 3 && programmed_endpoints(ns.name(), "digits", "http")? == ips)
+                .then_some(()),
+        )
+    })
+}
 
 #[test]
 fn feedback_through_the_service_is_counted_on_any_replica() -> Result<()> {
@@ -33,9 +51,7 @@ fn feedback_through_the_service_is_counted_on_any_replica() -> Result<()> {
     let _op = operator(c, &ns)?;
     apply_digits(&ns, "digits", 3)?;
     wait_model_ready(&ns, "digits")?;
-    wait_for(NODE_WAIT, "3 serving pods Ready", || {
-        Ok((ready_server_pods(&ns, "digits")?.len() == 3).then_some(()))
-    })?;
+    wait_spread(&ns)?;
     let url = service_url(&ns, "digits")?;
     let split = Split::load("digits_mlp")?;
     // A new connection per call: kube-proxy picks an endpoint per connection.
@@ -189,9 +205,7 @@ fn feedback_through_the_service_is_counted_on_any_replica() -> Result<()> {
         "--wait=true",
         "--timeout=120s",
     ])?;
-    wait_for(NODE_WAIT, "3 serving pods Ready again", || {
-        Ok((ready_server_pods(&ns, "digits")?.len() == 3).then_some(()))
-    })?;
+    wait_spread(&ns)?;
 
     // The rest, through the Service as before.
     let (right2, wrong2) = send(&items[direct.end..])?;
