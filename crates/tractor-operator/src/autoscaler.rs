@@ -386,7 +386,8 @@ impl Autoscaler {
 
 /// Values read for one evaluation.
 struct Reads {
-    /// One per `spec.metrics` entry, in order: latency in ms, throughput in rps (total), accuracy, custom.
+    /// One per `spec.metrics` entry, in order: CPU in cores (total), latency in ms, throughput in rps (total),
+    /// accuracy, custom.
     values: Vec<Result<f64, QueryError>>,
     snapshot: MetricSnapshot,
 }
