@@ -71,7 +71,8 @@ pub struct Server {
     score_output: Option<usize>,
 }
 
-/// An answer: the model's outputs, and for a classifier the receipt that lets any replica score feedback on it.
+/// An answer: the model's outputs, and for a classifier or a regressor the receipt that lets any replica score
+/// feedback on it.
 pub struct Inferred {
     /// The outputs, in signature order.
     pub outputs: Vec<Tensor>,
@@ -158,8 +159,8 @@ impl Server {
         }
     }
 
-    /// Run a request through the batcher; records predictions for feedback when it has an id, and gives a
-    /// classifier's answer its receipt.
+    /// Run a request through the batcher; records a classifier's predictions for feedback when the request has
+    /// an id, and gives a classifier's or a regressor's answer its receipt.
     pub async fn infer(
         &self,
         inputs: Vec<Tensor>,
