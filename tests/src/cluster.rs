@@ -269,6 +269,15 @@ impl Cluster {
         })
     }
 
+    /// The value of a PromQL query that yields one sample (e.g. a `sum(...)`); `None` when it yields none.
+    pub fn prometheus_value(&self, query: &str) -> Result<Option<f64>> {
+        Ok(self
+            .prometheus_query(query)?
+            .first()
+            .and_then(|r| r["value"][1].as_str())
+            .and_then(|v| v.parse().ok()))
+    }
+
     /// Runs an instant PromQL query and returns `data.result`.
     pub fn prometheus_query(&self, query: &str) -> Result<Vec<Value>> {
         let url = format!("{}/api/v1/query", self.prometheus_url());

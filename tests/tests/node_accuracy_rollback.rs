@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
+use tractor_e2e::canary::template_revision;
 use tractor_e2e::cluster::{TestNamespace, wait_for};
 use tractor_e2e::modeldeployment::{apply_as_is, get};
 use tractor_e2e::node::{
@@ -35,15 +36,6 @@ fn md(ns: &TestNamespace, configmap: &str, file: &str, sha: &str) -> Value {
             "rollout": {"rollbackOnAccuracyDrop": true},
         },
     })
-}
-
-fn template_revision(ns: &TestNamespace) -> Result<Option<String>> {
-    let d = ns.kubectl_json(&["get", "deployment", "digits"])?;
-    Ok(
-        d["spec"]["template"]["metadata"]["labels"]["serving.tractor.dev/revision"]
-            .as_str()
-            .map(str::to_owned),
-    )
 }
 
 #[test]
@@ -119,7 +111,7 @@ fn accuracy_below_the_floor_on_real_pods_returns_to_the_last_stable_revision() -
         "{message}"
     );
     ensure!(
-        template_revision(&ns)?.as_deref() == Some(first.as_str()),
+        template_revision(&ns, "digits")?.as_deref() == Some(first.as_str()),
         "the Deployment runs revision 1's pod template again"
     );
     let s = get(&ns, "digits")?;
@@ -130,12 +122,7 @@ fn accuracy_below_the_floor_on_real_pods_returns_to_the_last_stable_revision() -
         "sum(tractor_model_predictions_labelled_total{{namespace=\"{}\",model=\"digits\",revision=\"{second}\"}})",
         ns.name()
     );
-    let labelled: f64 = c
-        .prometheus_query(&q)?
-        .first()
-        .and_then(|r| r["value"][1].as_str())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
+    let labelled = c.prometheus_value(&q)?.unwrap_or(0.0);
     ensure!(
         labelled > 0.0,
         "no labelled rows of revision 2 in Prometheus"

@@ -99,12 +99,7 @@ fn feedback_through_the_service_is_counted_on_any_replica() -> Result<()> {
         "namespace=\"{}\",model=\"digits\",revision=\"{revision}\"",
         ns.name()
     );
-    let value = |q: String| -> Result<Option<f64>> {
-        Ok(c.prometheus_query(&q)?
-            .first()
-            .and_then(|r| r["value"][1].as_str())
-            .and_then(|v| v.parse().ok()))
-    };
+    let value = |q: String| c.prometheus_value(&q);
     let scraped = |extra: &str| -> Result<f64> {
         Ok(value(format!(
             "sum(max_over_time(tractor_model_predictions_labelled_total{{{selector}{extra}}}[1h]))"
@@ -335,12 +330,7 @@ fn a_regressors_mae_and_rmse_from_prometheus_equal_the_offline_figures() -> Resu
         "namespace=\"{}\",model=\"diabetes\",revision=\"{revision}\"",
         ns.name()
     );
-    let value = |q: String| -> Result<Option<f64>> {
-        Ok(c.prometheus_query(&q)?
-            .first()
-            .and_then(|r| r["value"][1].as_str())
-            .and_then(|v| v.parse().ok()))
-    };
+    let value = |q: String| c.prometheus_value(&q);
     wait_for(NODE_WAIT, "Prometheus to hold every labelled row", || {
         Ok((value(format!(
             "sum(tractor_model_regression_labelled_total{{{selector}}})"
