@@ -26,14 +26,14 @@ fn main() -> anyhow::Result<()> {
     let features: usize = args[1].parse()?;
     let batches: Vec<usize> = args[2..]
         .iter()
-        .map(|b| b.parse())
+        .map(|arg| arg.parse())
         .collect::<Result<_, _>>()?;
     let x_path = path.with_extension("x.f32");
     // The same rows onnxruntime is timed on, when the script left them next to the model.
     let pool: Vec<f32> = match std::fs::read(&x_path) {
         Ok(bytes) => bytes
             .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .map(|word| f32::from_le_bytes([word[0], word[1], word[2], word[3]]))
             .collect(),
         Err(_) => {
             let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -54,7 +54,7 @@ fn main() -> anyhow::Result<()> {
     for batch in batches {
         let rows = pool.len() / features;
         let data: Vec<f32> = (0..batch)
-            .flat_map(|r| pool[(r % rows) * features..(r % rows + 1) * features].to_vec())
+            .flat_map(|row| pool[(row % rows) * features..(row % rows + 1) * features].to_vec())
             .collect();
         let input = Tensor::from_shape(&[batch, features], &data)?;
         session.run(vec![input.clone()])?;
@@ -63,9 +63,9 @@ fn main() -> anyhow::Result<()> {
         while times.len() < 20
             || (started.elapsed() < Duration::from_secs(2) && times.len() < 20000)
         {
-            let t = Instant::now();
+            let run_start = Instant::now();
             session.run(vec![input.clone()])?;
-            times.push(t.elapsed());
+            times.push(run_start.elapsed());
         }
         times.sort();
         let median = times[times.len() / 2];

@@ -1,21 +1,24 @@
 //! Everything about a model file: load (ONNX, NNEF), digest check, signature, and a batched runner.
 //!
+//! The ai.onnx.ml operators the loader registers live in `tractor-onnx-ml`; the optimizer (fetch, passes,
+//! evaluation) in `tractor-optimize`, so the server depends on neither object stores nor labelled sets.
+//!
 //! The lifecycle is visible in the types, as in tract: [`load`] gives a decluttered [`Model`] with its
 //! [`Signature`]; [`Model::runner`] optimizes it once per batch-size bucket into a shared [`Runner`];
 //! each worker thread opens a [`Session`] that keeps one reusable run state per bucket.
 
 mod datatype;
-pub mod fetch;
-pub mod ml;
-pub mod optimize;
+mod declared;
+pub mod dequant;
+pub mod loader;
 mod runner;
-mod threads;
 
 pub use datatype::DataType;
 pub use runner::{Runner, Session};
-pub use threads::{set_threads, threads};
 /// tract's tensor type, re-exported so callers need no direct tract dependency.
 pub use tract_onnx::prelude::{Datum, DatumType, Tensor, f16};
+/// The inference thread budget lives with the ops that split a batch across threads.
+pub use tractor_onnx_ml::threads::{set_threads, threads};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -51,6 +54,8 @@ pub enum Error {
     LoadModel {
         /// The file.
         path: PathBuf,
+        /// Why, as the optimize report says it (an op tract lacks, a broken file, declared inputs that disagree).
+        reason: tractor_api::report::FailureReason,
         /// tract's error chain, flattened (tract errors are anyhow errors, not `std::error::Error`).
         message: String,
     },
@@ -204,22 +209,18 @@ pub fn load(path: &Path, expected_sha256: Option<&str>) -> Result<Model> {
             });
         }
     }
-    let load_err = |e: TractError| Error::LoadModel {
+    let load_err = |error: TractError| Error::LoadModel {
         path: path.to_owned(),
-        message: flat(&e),
+        reason: loader::reason(&error),
+        message: flat(&error),
     };
     let typed = match format {
         // One ONNX loader for optimize and serve: it names the unnamed batch axis skl2onnx leaves (tract
         // cannot type the graph without it) and casts TDim outputs to int64.
-        Format::Onnx => optimize::graph::load(path)
-            .map(|(model, _)| model)
-            .map_err(|e| Error::LoadModel {
-                path: path.to_owned(),
-                message: e.to_string(),
-            })?,
-        Format::Nnef => optimize::graph::nnef()
+        Format::Onnx => loader::load(path).map(|(model, _)| model)?,
+        Format::Nnef => loader::nnef()
             .model_for_path(path)
-            .and_then(|m| m.into_decluttered())
+            .and_then(|loaded| loaded.into_decluttered())
             .map_err(load_err)?,
     };
     Model::from_typed(typed, format, sha256)
@@ -232,7 +233,7 @@ impl Model {
             let node = typed.node(outlet.node);
             let fact = typed
                 .outlet_fact(outlet)
-                .map_err(|e| Error::Signature(flat(&e)))?;
+                .map_err(|error| Error::Signature(flat(&error)))?;
             let datatype = DataType::from_datum(fact.datum_type).ok_or_else(|| {
                 Error::Signature(format!(
                     "{}: datatype {:?} is not supported",
@@ -243,15 +244,15 @@ impl Model {
                 .shape
                 .iter()
                 .enumerate()
-                .map(|(axis, d)| match d.to_i64() {
-                    Ok(v) => v,
+                .map(|(axis, dim)| match dim.to_i64() {
+                    Ok(size) => size,
                     Err(_) => {
                         // The batch is the symbol on the first axis; others stay variable too.
                         if axis == 0
                             && batch.is_none()
-                            && let Some(s) = d.symbols().into_iter().next()
+                            && let Some(symbol) = dim.symbols().into_iter().next()
                         {
-                            batch = Some(s);
+                            batch = Some(symbol);
                         }
                         -1
                     }
@@ -277,7 +278,7 @@ impl Model {
             .into_iter()
             .map(&mut spec)
             .collect::<Result<Vec<_>>>()?;
-        let notes = optimize::graph::notes(&typed);
+        let notes = loader::notes(&typed);
         Ok(Model {
             typed,
             batch,
@@ -298,7 +299,7 @@ impl Model {
 
     /// What the loader changed or wants people to know (e.g. a ZipMap served as its probability tensor).
     pub fn notes(&self) -> Vec<String> {
-        optimize::graph::notes(&self.typed)
+        loader::notes(&self.typed)
     }
 
     /// The format it was loaded from.

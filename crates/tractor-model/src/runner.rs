@@ -32,32 +32,32 @@ impl Runner {
         match &batch {
             Some(sym) => {
                 let mut buckets: Vec<usize> =
-                    std::iter::successors(Some(1usize), |b| b.checked_mul(2))
-                        .take_while(|b| *b < max_batch)
+                    std::iter::successors(Some(1usize), |bucket| bucket.checked_mul(2))
+                        .take_while(|bucket| *bucket < max_batch)
                         .collect();
                 buckets.push(max_batch);
-                for b in buckets {
-                    let opt_err = |e: TractError| Error::Optimize {
-                        batch: b,
-                        message: flat(&e),
+                for bucket in buckets {
+                    let opt_err = |error: TractError| Error::Optimize {
+                        batch: bucket,
+                        message: flat(&error),
                     };
-                    let subs = HashMap::from([(sym.clone(), TDim::Val(b as i64))]);
+                    let subs = HashMap::from([(sym.clone(), TDim::Val(bucket as i64))]);
                     let plan = typed
                         .set_symbols(&subs)
-                        .and_then(|m| m.into_optimized())
-                        .and_then(|m| m.into_runnable())
+                        .and_then(|model| model.into_optimized())
+                        .and_then(|model| model.into_runnable())
                         .map_err(opt_err)?;
-                    plans.push((b, plan));
+                    plans.push((bucket, plan));
                 }
             }
             None => {
                 let plan = typed
                     .clone()
                     .into_optimized()
-                    .and_then(|m| m.into_runnable())
-                    .map_err(|e| Error::Optimize {
+                    .and_then(|model| model.into_runnable())
+                    .map_err(|error| Error::Optimize {
                         batch: 0,
-                        message: flat(&e),
+                        message: flat(&error),
                     })?;
                 plans.push((0, plan));
             }
@@ -122,17 +122,18 @@ impl Session {
                 inputs.len()
             )));
         }
-        for (t, spec) in inputs.iter().zip(&sig.inputs) {
-            if t.datum_type() != spec.datatype.datum() {
+        for (tensor, spec) in inputs.iter().zip(&sig.inputs) {
+            if tensor.datum_type() != spec.datatype.datum() {
                 return Err(Error::BadInput(format!(
                     "input {}: expected datatype {}, got {:?}",
                     spec.name,
                     spec.datatype,
-                    t.datum_type()
+                    tensor.datum_type()
                 )));
             }
-            let ok = t.rank() == spec.shape.len()
-                && t.shape()
+            let ok = tensor.rank() == spec.shape.len()
+                && tensor
+                    .shape()
                     .iter()
                     .zip(&spec.shape)
                     .all(|(got, want)| *want < 0 || *got as i64 == *want);
@@ -140,7 +141,7 @@ impl Session {
                 return Err(Error::BadInput(format!(
                     "input {}: shape {:?} does not match {:?}",
                     spec.name,
-                    t.shape(),
+                    tensor.shape(),
                     spec.shape
                 )));
             }
@@ -150,11 +151,11 @@ impl Session {
         }
         let rows = inputs
             .first()
-            .and_then(|t| t.shape().first().copied())
+            .and_then(|tensor| tensor.shape().first().copied())
             .unwrap_or(0);
         if inputs
             .iter()
-            .any(|t| t.shape().first().copied() != Some(rows))
+            .any(|tensor| tensor.shape().first().copied() != Some(rows))
         {
             return Err(Error::BadInput(
                 "inputs disagree on the batch size (axis 0)".into(),
@@ -170,17 +171,17 @@ impl Session {
             let end = (start + max).min(rows);
             let chunk = inputs
                 .iter()
-                .map(|t| t.slice(0, start, end))
+                .map(|tensor| tensor.slice(0, start, end))
                 .collect::<TractResult<Vec<_>>>()
-                .map_err(|e| Error::Run(flat(&e)))?;
+                .map_err(|error| Error::Run(flat(&error)))?;
             parts.push(self.run_rows(chunk, end - start)?);
             start = end;
         }
-        let outputs = parts.first().map(|p| p.len()).unwrap_or(0);
+        let outputs = parts.first().map(|part| part.len()).unwrap_or(0);
         (0..outputs)
-            .map(|o| {
-                let col: Vec<&Tensor> = parts.iter().map(|p| &p[o]).collect();
-                Tensor::stack_tensors(0, &col).map_err(|e| Error::Run(flat(&e)))
+            .map(|output| {
+                let col: Vec<&Tensor> = parts.iter().map(|part| &part[output]).collect();
+                Tensor::stack_tensors(0, &col).map_err(|error| Error::Run(flat(&error)))
             })
             .collect()
     }
@@ -189,20 +190,20 @@ impl Session {
         let plans = &self.runner.inner.plans;
         let ix = plans
             .iter()
-            .position(|(b, _)| *b >= rows)
+            .position(|(size, _)| *size >= rows)
             .unwrap_or(plans.len() - 1);
         let bucket = plans[ix].0;
         let inputs = if bucket > rows {
             inputs
                 .into_iter()
-                .map(|t| {
-                    let mut shape = t.shape().to_vec();
+                .map(|tensor| {
+                    let mut shape = tensor.shape().to_vec();
                     shape[0] = bucket - rows;
-                    let pad = Tensor::zero_dt(t.datum_type(), &shape)?;
-                    Tensor::stack_tensors(0, &[t, pad])
+                    let pad = Tensor::zero_dt(tensor.datum_type(), &shape)?;
+                    Tensor::stack_tensors(0, &[tensor, pad])
                 })
                 .collect::<TractResult<Vec<_>>>()
-                .map_err(|e| Error::Run(flat(&e)))?
+                .map_err(|error| Error::Run(flat(&error)))?
         } else {
             inputs
         };
@@ -212,15 +213,15 @@ impl Session {
         }
         outputs
             .into_iter()
-            .map(|t| {
-                if t.rank() > 0 && t.shape()[0] == bucket {
-                    t.slice(0, 0, rows)
+            .map(|tensor| {
+                if tensor.rank() > 0 && tensor.shape()[0] == bucket {
+                    tensor.slice(0, 0, rows)
                 } else {
-                    Ok(t)
+                    Ok(tensor)
                 }
             })
             .collect::<TractResult<Vec<_>>>()
-            .map_err(|e| Error::Run(flat(&e)))
+            .map_err(|error| Error::Run(flat(&error)))
     }
 
     fn run_plan(&mut self, ix: usize, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {

@@ -34,24 +34,24 @@ fn check(name: &str) {
     )
     .unwrap();
     let features = split["features"].as_u64().unwrap() as usize;
-    let x: Vec<f32> = split["x"]
+    let data: Vec<f32> = split["x"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
+        .map(|value| value.as_f64().unwrap() as f32)
         .collect();
-    let rows = x.len() / features;
+    let rows = data.len() / features;
     let model = tractor_model::load(&fixtures().join(format!("{name}.onnx")), None)
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        .unwrap_or_else(|error| panic!("{name}: {error}"));
     let runner = model.runner(256).unwrap();
     let mut session = runner.session();
-    let input = Tensor::from_shape(&[rows, features], &x).unwrap();
+    let input = Tensor::from_shape(&[rows, features], &data).unwrap();
     let outputs = session.run(vec![input]).unwrap();
     let names: Vec<String> = model
         .signature()
         .outputs
         .iter()
-        .map(|o| o.name.clone())
+        .map(|output| output.name.clone())
         .collect();
     let reference = split["reference"].as_object().unwrap();
     assert_eq!(
@@ -65,7 +65,7 @@ fn check(name: &str) {
             .as_array()
             .unwrap()
             .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
+            .map(|value| value.as_u64().unwrap() as usize)
             .collect();
         assert_eq!(got.shape(), shape, "{name}/{out_name}: shape");
         let got = got.cast_to::<f64>().unwrap();
@@ -75,13 +75,13 @@ fn check(name: &str) {
             .as_array()
             .unwrap()
             .iter()
-            .map(|v| v.as_f64().unwrap())
+            .map(|value| value.as_f64().unwrap())
             .collect();
         let bad: Vec<_> = got
             .iter()
             .zip(&want)
             .enumerate()
-            .filter(|(_, (g, w))| !close(**g, **w))
+            .filter(|(_, (got_value, want_value))| !close(**got_value, **want_value))
             .take(5)
             .collect();
         assert!(

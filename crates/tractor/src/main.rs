@@ -22,9 +22,9 @@ enum Command {
     /// Serve one model over the Open Inference Protocol (REST and gRPC) until SIGTERM.
     Serve(tractor_serve::ServeArgs),
     /// Fetch, verify, convert, optimize and evaluate a model into a deterministic NNEF artifact and a report.
-    Optimize(tractor_model::optimize::OptimizeArgs),
+    Optimize(tractor_optimize::OptimizeArgs),
     /// Print a model's signature, op histogram, parameter count, size and FLOPs estimate as JSON.
-    Inspect(tractor_model::optimize::InspectArgs),
+    Inspect(tractor_optimize::InspectArgs),
 }
 
 /// How log lines are written.
@@ -67,7 +67,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Optimize(args) => {
             init_tracing(log_format);
-            let code = tractor_model::optimize::run(args);
+            let code = tractor_optimize::run(args);
             if code != 0 {
                 std::process::exit(code);
             }
@@ -75,7 +75,7 @@ fn main() -> anyhow::Result<()> {
         Command::Inspect(args) => {
             // Warnings (a ZipMap served as its probability tensor) go to stderr; the JSON to stdout.
             init_tracing(log_format);
-            println!("{}", tractor_model::optimize::inspect(&args)?.to_json());
+            println!("{}", tractor_optimize::inspect(&args)?.to_json());
         }
         Command::Operator(args) => {
             init_tracing(log_format);

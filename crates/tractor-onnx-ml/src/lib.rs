@@ -1,90 +1,55 @@
 //! The ai.onnx.ml operators tractor adds to tract's ONNX loader, the NNEF extension that stores them in
-//! artifacts, and the coverage table generated from both registries.
+//! artifacts, the coverage table generated from both registries, and the inference thread budget the ops that split
+//! a batch share.
 //!
 //! Each op follows the ONNX spec (Operators-ml.md) and, where the spec is silent, onnxruntime's CPU kernels,
 //! since those produce the reference outputs users compare against.
 
 mod encoders;
 mod feature;
+mod register;
 mod scaler;
 pub mod svm;
+pub mod threads;
 pub mod tree;
 mod zipmap;
 
 use tract_nnef::internal::*;
-use tract_onnx::model::{OnnxOpRegister, ParsingContext};
+use tract_onnx::model::OnnxOpRegister;
 use tract_onnx::pb::NodeProto;
-use tract_onnx::tract_hir::infer::InferenceOp;
 
+use register::{Registration, registrations};
 pub use zipmap::ZIPMAP_NOTE;
 
-/// Builds the tract op of one ONNX node.
-type Builder = fn(&ParsingContext, &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
-
-/// Our ops: ONNX op type, builder, and what the coverage table says about it.
-const OURS: &[(&str, Builder, &str)] = &[
-    (
-        "ArrayFeatureExtractor",
-        feature::array_feature_extractor,
-        "onnxruntime's shapes (tract's drops the axis for a scalar index)",
-    ),
-    (
-        "Binarizer",
-        encoders::binarizer,
-        "1 where X > threshold, in X's type",
-    ),
-    (
-        "FeatureVectorizer",
-        encoders::feature_vectorizer,
-        "inputs cast to float and concatenated; a wider input is truncated",
-    ),
-    (
-        "Imputer",
-        encoders::imputer,
-        "NaN or a given value replaced, one value or one per feature",
-    ),
-    (
-        "LabelEncoder",
-        encoders::label_encoder,
-        "numeric keys and values (opsets 2 and 4); strings are refused",
-    ),
-    (
-        "OneHotEncoder",
-        encoders::one_hot_encoder,
-        "integer categories; an unknown one gives zeros",
-    ),
-    ("Scaler", scaler::scaler, "(X - offset) * scale"),
-    (
-        "SVMClassifier",
-        svm::classifier_onnx,
-        "libsvm and liblinear layouts, all kernels, Platt probabilities; integer class labels",
-    ),
-    (
-        "SVMRegressor",
-        svm::regressor_onnx,
-        "libsvm and liblinear layouts, all kernels, one-class",
-    ),
-    (
-        "TreeEnsemble",
-        tree::ensemble_onnx,
-        "opset 5; the same evaluator; float32 only; set membership as equality chains",
-    ),
-    (
-        "TreeEnsembleClassifier",
-        tree::classifier_onnx,
-        "flat-array evaluator, replaces tract's; integer class labels",
-    ),
-    (
-        "TreeEnsembleRegressor",
-        tree::regressor_onnx,
-        "flat-array evaluator; all aggregate and post-transform modes",
-    ),
-    (
-        "ZipMap",
-        zipmap::zipmap,
-        "served as the probability tensor that feeds it (a map has no tensor form in OIP)",
-    ),
-];
+/// Our ops, replacing tract's of the same name: ONNX op type, reader, and what the coverage table says about it.
+const OURS: &[Registration] = registrations! {
+    "ArrayFeatureExtractor" => feature::array_feature_extractor,
+        "onnxruntime's shapes (tract's drops the axis for a scalar index)";
+    "Binarizer" => encoders::binarizer,
+        "1 where X > threshold, in X's type";
+    "FeatureVectorizer" => encoders::feature_vectorizer,
+        "inputs cast to float and concatenated; a wider input is truncated";
+    "Imputer" => encoders::imputer,
+        "NaN or a given value replaced, one value or one per feature";
+    "LabelEncoder" => encoders::label_encoder,
+        "numeric keys and values (opsets 2 and 4); strings are refused";
+    "OneHotEncoder" => encoders::one_hot_encoder,
+        "integer categories; an unknown one gives zeros";
+    "Scaler" => scaler::scaler,
+        "(X - offset) * scale";
+    "SVMClassifier" => svm::classifier_onnx,
+        "libsvm and liblinear layouts, all kernels, Platt probabilities; integer class labels";
+    "SVMRegressor" => svm::regressor_onnx,
+        "libsvm and liblinear layouts, all kernels, one-class";
+    "TreeEnsemble" => tree::ensemble_onnx,
+        "opset 5; the same evaluator; float32 only; set membership as equality chains";
+    "TreeEnsembleClassifier" => tree::classifier_onnx,
+        "flat-array evaluator, replaces tract's; integer class labels";
+    "TreeEnsembleRegressor" => tree::regressor_onnx,
+        "flat-array evaluator; all aggregate and post-transform modes";
+    "ZipMap" => zipmap::zipmap,
+        "served as the probability tensor that feeds it (a map has no tensor form in OIP)";
+};
 
 /// Every operator of the ai.onnx.ml domain (ONNX 1.16), for the coverage table.
 const ML_DOMAIN: &[&str] = &[
@@ -123,8 +88,8 @@ pub fn onnx() -> tract_onnx::Onnx {
 }
 
 fn register(reg: &mut OnnxOpRegister) {
-    for (name, builder, _) in OURS {
-        reg.insert(name, *builder);
+    for registration in OURS {
+        reg.insert(registration.op, registration.build);
     }
 }
 
@@ -132,8 +97,8 @@ fn register(reg: &mut OnnxOpRegister) {
 pub fn nnef_registry() -> Registry {
     let mut registry = Registry::new("tractor_ml")
         .with_doc("Extension `tractor_ml`: tractor's ai.onnx.ml operators (tree ensembles, SVMs).");
-    tree::register_nnef(&mut registry);
-    svm::register_nnef(&mut registry);
+    register::register_nnef::<tree::TreeEnsemble>(&mut registry);
+    register::register_nnef::<svm::SvmOp>(&mut registry);
     registry
 }
 
@@ -151,7 +116,7 @@ pub enum Support {
 
 /// Who runs `op` (any domain), from the registries the loader really uses.
 pub fn support(op: &str) -> Support {
-    if OURS.iter().any(|(name, ..)| *name == op) {
+    if OURS.iter().any(|registration| registration.op == op) {
         Support::Tractor
     } else if tract_onnx::onnx().op_register.0.contains_key(op) {
         Support::Tract
@@ -166,8 +131,8 @@ pub fn coverage_markdown() -> String {
     for op in ML_DOMAIN {
         let note = OURS
             .iter()
-            .find(|(name, ..)| name == op)
-            .map(|(.., note)| *note)
+            .find(|registration| registration.op == *op)
+            .map(|registration| registration.note)
             .or_else(|| NOT_RUN.iter().find(|(n, _)| n == op).map(|(_, note)| *note))
             .unwrap_or("");
         let who = match support(op) {
@@ -238,7 +203,7 @@ mod tests {
         assert_eq!(support("DictVectorizer"), Support::No);
     }
 
-    /// The README's table is this module's output: `TRACTOR_UPDATE_COVERAGE=1 cargo test -p tractor-model --lib
+    /// The README's table is this module's output: `TRACTOR_UPDATE_COVERAGE=1 cargo test -p tractor-onnx-ml --lib
     /// readme` rewrites it.
     #[test]
     fn readme_coverage_table_is_current() {
@@ -259,7 +224,7 @@ mod tests {
             assert_eq!(
                 readme[start..end],
                 want,
-                "README coverage table is stale: run TRACTOR_UPDATE_COVERAGE=1 cargo test -p tractor-model --lib readme"
+                "README coverage table is stale: run TRACTOR_UPDATE_COVERAGE=1 cargo test -p tractor-onnx-ml --lib readme"
             );
         }
     }

@@ -8,8 +8,8 @@ use tract_nnef::tract_core::ops::einsum::EinSum;
 use tract_nnef::tract_core::ops::konst::Const;
 use tract_nnef::tract_core::ops::source::TypedSource;
 use tract_nnef::tract_core::transform::ModelTransform;
+use tractor_model::dequant::DequantI8;
 
-use super::dequant::DequantI8;
 use super::{OptError, Reason};
 
 /// Weights smaller than this stay as they are: biases and tiny tensors gain nothing and lose accuracy first.
@@ -41,16 +41,19 @@ fn weight_nodes(model: &TypedModel) -> Vec<usize> {
 pub fn to_f16(model: &TypedModel) -> Result<TypedModel, OptError> {
     let mut half = FloatPrecisionTranslator::new(f32::datum_type(), f16::datum_type())
         .transform_into(model.clone())
-        .map_err(|e| internal(&e))?;
+        .map_err(|error| internal(&error))?;
     // The translator turns f32 sources into f16 ones; put f32 sources back in front, cast once.
     for (ix, input) in half.inputs.clone().into_iter().enumerate() {
-        let fact = half.outlet_fact(input).map_err(|e| internal(&e))?.clone();
+        let fact = half
+            .outlet_fact(input)
+            .map_err(|error| internal(&error))?
+            .clone();
         if fact.datum_type != f16::datum_type() {
             continue;
         }
         let original = model
             .outlet_fact(model.inputs[ix])
-            .map_err(|e| internal(&e))?
+            .map_err(|error| internal(&error))?
             .clone();
         let name = half.node(input.node).name.clone();
         // Retype the source in place and rewire its consumers through one cast: the graph keeps its input names.
@@ -61,33 +64,34 @@ pub fn to_f16(model: &TypedModel) -> Result<TypedModel, OptError> {
         half.nodes[node].outputs[0].successors.clear();
         let casted = half
             .wire_node(format!("{name}.to_f16"), cast(f16::datum_type()), &[input])
-            .map_err(|e| internal(&e))?[0];
+            .map_err(|error| internal(&error))?[0];
         for inlet in consumers {
-            half.add_edge(casted, inlet).map_err(|e| internal(&e))?;
+            half.add_edge(casted, inlet)
+                .map_err(|error| internal(&error))?;
         }
     }
     // Cast float outputs back to f32.
     let outputs = half.outputs.clone();
     for (ix, output) in outputs.into_iter().enumerate() {
-        let fact = half.outlet_fact(output).map_err(|e| internal(&e))?;
+        let fact = half.outlet_fact(output).map_err(|error| internal(&error))?;
         if fact.datum_type == f16::datum_type() {
             // NNEF names outputs after their nodes: the cast takes over the name clients know.
-            let label = half.outlet_label(output).map(|s| s.to_owned());
+            let label = half.outlet_label(output).map(|text| text.to_owned());
             let name = half.node(output.node).name.clone();
             half.node_mut(output.node).name = format!("{name}.f16");
             let casted = half
                 .wire_node(name, cast(f32::datum_type()), &[output])
-                .map_err(|e| internal(&e))?[0];
+                .map_err(|error| internal(&error))?[0];
             half.outputs[ix] = casted;
             if let Some(label) = label {
                 half.set_outlet_label(casted, label)
-                    .map_err(|e| internal(&e))?;
+                    .map_err(|error| internal(&error))?;
             }
         }
     }
-    let half = half.into_compact().map_err(|e| internal(&e))?;
+    let half = half.into_compact().map_err(|error| internal(&error))?;
     // Declutter folds the translator's "f32 const + cast" pairs into f16 constants: half the artifact size.
-    half.into_decluttered().map_err(|e| internal(&e))
+    half.into_decluttered().map_err(|error| internal(&error))
 }
 
 /// The axis of a weight that indexes output channels: the one its EinSum consumer keeps in the output.
@@ -115,8 +119,8 @@ fn channel_axis(model: &TypedModel, node: usize, rank: usize) -> usize {
 /// Replace each matmul weight by int8 values and one f32 scale per output channel (symmetric, max-abs), joined by
 /// [`DequantI8`], which stays an op in the artifact (one byte per weight on disk) and folds into an f32 constant
 /// when the server declutters the model at load. The artifact shrinks about 4×; the arithmetic stays f32 (see the
-/// module docs of `optimize` for why). Biases and other non-matmul constants stay f32: they are small and an
-/// int8 bias gains nothing.
+/// crate docs for why). Biases and other non-matmul constants stay f32: they are small and an int8 bias gains
+/// nothing.
 pub fn int8_weights(model: &TypedModel) -> Result<TypedModel, OptError> {
     let mut model = model.clone();
     for id in weight_nodes(&model) {
@@ -124,46 +128,51 @@ pub fn int8_weights(model: &TypedModel) -> Result<TypedModel, OptError> {
         let feeds_matmul = node.outputs[0]
             .successors
             .iter()
-            .all(|s| model.node(s.node).op_is::<EinSum>());
+            .all(|successor| model.node(successor.node).op_is::<EinSum>());
         let Some(konst) = node.op_as::<Const>().filter(|_| feeds_matmul) else {
             continue;
         };
-        let w = konst.val().clone();
+        let weights = konst.val().clone();
         let name = node.name.clone();
-        let shape = w.shape().to_vec();
+        let shape = weights.shape().to_vec();
         let axis = channel_axis(&model, id, shape.len());
-        let view = w.to_plain_array_view::<f32>().map_err(|e| internal(&e))?;
+        let view = weights
+            .to_plain_array_view::<f32>()
+            .map_err(|error| internal(&error))?;
         let channels = shape[axis];
         let mut scales = vec![0f32; channels];
-        for (c, scale) in scales.iter_mut().enumerate() {
-            let lane = view.index_axis(tract_ndarray::Axis(axis), c);
-            let max = lane.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (channel, scale) in scales.iter_mut().enumerate() {
+            let lane = view.index_axis(tract_ndarray::Axis(axis), channel);
+            let max = lane
+                .iter()
+                .fold(0f32, |largest, value| largest.max(value.abs()));
             *scale = if max > 0.0 { max / 127.0 } else { 1.0 };
         }
-        let mut q = tract_ndarray::ArrayD::<i8>::zeros(shape.clone());
-        for (ix, v) in view.indexed_iter() {
-            let s = scales[ix[axis]];
-            q[&ix] = (v / s).round().clamp(-127.0, 127.0) as i8;
+        let mut quantized = tract_ndarray::ArrayD::<i8>::zeros(shape.clone());
+        for (ix, value) in view.indexed_iter() {
+            let channel_scale = scales[ix[axis]];
+            quantized[&ix] = (value / channel_scale).round().clamp(-127.0, 127.0) as i8;
         }
         let mut scale_shape = vec![1usize; shape.len()];
         scale_shape[axis] = channels;
-        let scale_t = Tensor::from_shape(&scale_shape, &scales).map_err(|e| internal(&e))?;
+        let scale_t =
+            Tensor::from_shape(&scale_shape, &scales).map_err(|error| internal(&error))?;
         let mut patch = TypedModelPatch::default();
         let qw = patch
-            .add_const(format!("{name}.q8"), q.into_tensor())
-            .map_err(|e| internal(&e))?;
+            .add_const(format!("{name}.q8"), quantized.into_tensor())
+            .map_err(|error| internal(&error))?;
         let sw = patch
             .add_const(format!("{name}.scale"), scale_t)
-            .map_err(|e| internal(&e))?;
+            .map_err(|error| internal(&error))?;
         let out = patch
             .wire_node(format!("{name}.dequant"), DequantI8, &[qw, sw])
-            .map_err(|e| internal(&e))?[0];
+            .map_err(|error| internal(&error))?[0];
         patch
             .shunt_outside(&model, OutletId::new(id, 0), out)
-            .map_err(|e| internal(&e))?;
-        patch.apply(&mut model).map_err(|e| internal(&e))?;
+            .map_err(|error| internal(&error))?;
+        patch.apply(&mut model).map_err(|error| internal(&error))?;
     }
-    model.into_compact().map_err(|e| internal(&e))
+    model.into_compact().map_err(|error| internal(&error))
 }
 
 /// Zero the `sparsity` fraction of each weight tensor's entries with the smallest magnitudes (ties broken by

@@ -10,25 +10,20 @@ use std::time::Duration;
 use object_store::ObjectStore;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 
-/// Why a fetch failed; the split matters because the report tells "denied" apart from "unreachable".
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    /// Network error, 404, timeout, unreadable local file.
-    #[error("fetching {uri}: {message}")]
-    Failed {
-        /// The source.
-        uri: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// The server refused the credentials (HTTP 401/403, S3 access denied).
-    #[error("fetching {uri}: access denied: {message}")]
-    Denied {
-        /// The source.
-        uri: String,
-        /// What the server said.
-        message: String,
-    },
+use crate::{OptError, Reason};
+
+/// A fetch that failed: network error, 404, timeout, unreadable local file.
+fn failed(uri: &str, message: impl std::fmt::Display) -> OptError {
+    OptError::new(Reason::FetchFailed, format!("fetching {uri}: {message}"))
+}
+
+/// A fetch the server refused the credentials for (HTTP 401/403, S3 access denied); the report tells it apart from
+/// an unreachable source.
+fn denied(uri: &str, message: impl std::fmt::Display) -> OptError {
+    OptError::new(
+        Reason::AccessDenied,
+        format!("fetching {uri}: access denied: {message}"),
+    )
 }
 
 /// Where bytes come from.
@@ -49,18 +44,14 @@ pub enum Source {
 
 impl Source {
     /// Parse a URI or a local path.
-    pub fn parse(uri: &str) -> Result<Source, FetchError> {
-        let failed = |message: &str| FetchError::Failed {
-            uri: uri.to_owned(),
-            message: message.to_owned(),
-        };
+    pub fn parse(uri: &str) -> Result<Source, OptError> {
         if uri.starts_with("http://") || uri.starts_with("https://") {
             Ok(Source::Http(uri.to_owned()))
         } else if let Some(rest) = uri.strip_prefix("s3://") {
             let (bucket, key) = rest
                 .split_once('/')
                 .filter(|(b, k)| !b.is_empty() && !k.is_empty())
-                .ok_or_else(|| failed("expected s3://bucket/key"))?;
+                .ok_or_else(|| failed(uri, "expected s3://bucket/key"))?;
             Ok(Source::S3 {
                 bucket: bucket.to_owned(),
                 key: key.to_owned(),
@@ -69,6 +60,7 @@ impl Source {
             Ok(Source::Local(PathBuf::from(path)))
         } else if uri.contains("://") {
             Err(failed(
+                uri,
                 "unsupported scheme (use https://, http://, s3:// or a local path)",
             ))
         } else {
@@ -96,60 +88,49 @@ impl Source {
 }
 
 /// Fetch `uri` and return a local path holding its bytes: the path itself for a local source, else a file in `work`.
-pub async fn fetch(uri: &str, work: &Path) -> Result<PathBuf, FetchError> {
+pub async fn fetch(uri: &str, work: &Path) -> Result<PathBuf, OptError> {
     let source = Source::parse(uri)?;
-    let failed = |message: String| FetchError::Failed {
-        uri: uri.to_owned(),
-        message,
-    };
     let dest = work.join(source.file_name());
     match &source {
         Source::Local(path) => {
-            let meta = std::fs::metadata(path).map_err(|e| failed(e.to_string()))?;
+            let meta = std::fs::metadata(path).map_err(|error| failed(uri, error))?;
             if meta.is_dir() || meta.is_file() {
                 Ok(path.clone())
             } else {
-                Err(failed("not a file or folder".into()))
+                Err(failed(uri, "not a file or folder"))
             }
         }
         Source::Http(url) => {
             let bytes = http_get(url).await.map_err(|(denied, message)| {
                 if denied {
-                    FetchError::Denied {
-                        uri: uri.to_owned(),
-                        message,
-                    }
+                    self::denied(uri, message)
                 } else {
-                    failed(message)
+                    failed(uri, message)
                 }
             })?;
-            std::fs::write(&dest, bytes).map_err(|e| failed(e.to_string()))?;
+            std::fs::write(&dest, bytes).map_err(|error| failed(uri, error))?;
             Ok(dest)
         }
         Source::S3 { bucket, key } => {
-            let store = s3_store(bucket).map_err(|e| failed(e.to_string()))?;
+            let store = s3_store(bucket).map_err(|error| failed(uri, error))?;
             let got = store
                 .get(&object_store::path::Path::from(key.as_str()))
                 .await
-                .map_err(|e| s3_error(uri, e))?;
-            let bytes = got.bytes().await.map_err(|e| s3_error(uri, e))?;
-            std::fs::write(&dest, bytes).map_err(|e| failed(e.to_string()))?;
+                .map_err(|error| s3_error(uri, error))?;
+            let bytes = got.bytes().await.map_err(|error| s3_error(uri, error))?;
+            std::fs::write(&dest, bytes).map_err(|error| failed(uri, error))?;
             Ok(dest)
         }
     }
 }
 
 /// Upload a finished artifact to `s3://bucket/key` (the only upload target: HTTP has no standard write).
-pub async fn upload(uri: &str, file: &Path) -> Result<(), FetchError> {
-    let failed = |message: String| FetchError::Failed {
-        uri: uri.to_owned(),
-        message,
-    };
+pub async fn upload(uri: &str, file: &Path) -> Result<(), OptError> {
     let Source::S3 { bucket, key } = Source::parse(uri)? else {
-        return Err(failed("uploads go to s3://bucket/key only".into()));
+        return Err(failed(uri, "uploads go to s3://bucket/key only"));
     };
-    let bytes = std::fs::read(file).map_err(|e| failed(e.to_string()))?;
-    let store = s3_store(&bucket).map_err(|e| failed(e.to_string()))?;
+    let bytes = std::fs::read(file).map_err(|e| failed(uri, e))?;
+    let store = s3_store(&bucket).map_err(|e| failed(uri, e))?;
     store
         .put(&object_store::path::Path::from(key.as_str()), bytes.into())
         .await
@@ -209,7 +190,7 @@ fn s3_store(bucket: &str) -> object_store::Result<AmazonS3> {
     builder.build()
 }
 
-fn s3_error(uri: &str, e: object_store::Error) -> FetchError {
+fn s3_error(uri: &str, e: object_store::Error) -> OptError {
     let message = error_chain(&e);
     let denied = matches!(
         e,
@@ -223,15 +204,9 @@ fn s3_error(uri: &str, e: object_store::Error) -> FetchError {
     .iter()
     .any(|m| message.contains(m));
     if denied {
-        FetchError::Denied {
-            uri: uri.to_owned(),
-            message,
-        }
+        self::denied(uri, message)
     } else {
-        FetchError::Failed {
-            uri: uri.to_owned(),
-            message,
-        }
+        failed(uri, message)
     }
 }
 

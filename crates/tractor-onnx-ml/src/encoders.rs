@@ -14,9 +14,8 @@ use tract_nnef::tract_core::ops::logic::{Iff, comp_eq, comp_gt};
 use tract_nnef::tract_core::ops::math;
 use tract_nnef::tract_core::ops::nn::{Reduce, Reducer};
 use tract_onnx::pb::NodeProto;
-use tract_onnx::tract_hir::infer::InferenceOp;
 use tract_onnx::tract_hir::internal::{
-    Expansion, InferenceResult, Solver, TensorProxy, check_input_arity, check_output_arity, expand,
+    Expansion, InferenceResult, Solver, TensorProxy, check_input_arity, check_output_arity,
 };
 
 use super::{attr_f32s, attr_i64s};
@@ -56,17 +55,17 @@ fn matches(
 // ---------------------------------------------------------------- Binarizer
 
 #[derive(Debug, Clone)]
-struct Binarizer {
+pub(crate) struct Binarizer {
     threshold: f32,
 }
 
-/// ONNX builder for `Binarizer`: `1` where `X > threshold`, else `0`, in X's type.
-pub fn binarizer(
+/// Reads an ONNX `Binarizer` node: `1` where `X > threshold`, else `0`, in X's type.
+pub(crate) fn binarizer(
     _ctx: &tract_onnx::model::ParsingContext,
     node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+) -> TractResult<Binarizer> {
     let threshold = node.get_attr_opt::<f32>("threshold")?.unwrap_or(0.0);
-    Ok((expand(Binarizer { threshold }), vec![]))
+    Ok(Binarizer { threshold })
 }
 
 impl Expansion for Binarizer {
@@ -108,18 +107,18 @@ impl Expansion for Binarizer {
 // ---------------------------------------------------------------- Imputer
 
 #[derive(Debug, Clone)]
-struct Imputer {
+pub(crate) struct Imputer {
     /// One value for all features or one per feature.
     values: Tensor,
     /// The value to replace; NaN for missing values.
     replaced: Tensor,
 }
 
-/// ONNX builder for `Imputer`.
-pub fn imputer(
+/// Reads an ONNX `Imputer` node.
+pub(crate) fn imputer(
     _ctx: &tract_onnx::model::ParsingContext,
     node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+) -> TractResult<Imputer> {
     let floats = attr_f32s(node, "imputed_value_floats")?;
     let ints = attr_i64s(node, "imputed_value_int64s")?;
     let (values, replaced) = if !floats.is_empty() {
@@ -135,7 +134,7 @@ pub fn imputer(
     } else {
         bail!("Imputer needs imputed_value_floats or imputed_value_int64s");
     };
-    Ok((expand(Imputer { values, replaced }), vec![]))
+    Ok(Imputer { values, replaced })
 }
 
 impl Expansion for Imputer {
@@ -161,10 +160,10 @@ impl Expansion for Imputer {
         model: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        let x = inputs[0];
-        let fact = model.outlet_fact(x)?.clone();
+        let input = inputs[0];
+        let fact = model.outlet_fact(input)?.clone();
         let dt = fact.datum_type;
-        if let Some(width) = fact.shape.last().and_then(|d| d.to_usize().ok()) {
+        if let Some(width) = fact.shape.last().and_then(|dim| dim.to_usize().ok()) {
             ensure!(
                 self.values.len() == 1 || self.values.len() == width,
                 "Imputer has {} values for {width} features",
@@ -174,41 +173,41 @@ impl Expansion for Imputer {
         let missing = if self.replaced.datum_type().is_float()
             && self.replaced.cast_to_scalar::<f32>()?.is_nan()
         {
-            model.wire_node(format!("{prefix}.isnan"), math::is_nan(), &[x])?[0]
+            model.wire_node(format!("{prefix}.isnan"), math::is_nan(), &[input])?[0]
         } else {
-            let r = self.replaced.cast_to_dt(dt)?.into_owned();
-            let r = model.add_const(format!("{prefix}.replaced"), r)?;
+            let replaced = self.replaced.cast_to_dt(dt)?.into_owned();
+            let replaced = model.add_const(format!("{prefix}.replaced"), replaced)?;
             wire_with_rank_broadcast(
                 format!("{prefix}.eq"),
                 model,
                 TypedBinOp(comp_eq(), None),
-                &[x, r],
+                &[input, replaced],
             )?[0]
         };
         let values = self.values.cast_to_dt(dt)?.into_owned();
         let values = model.add_const(format!("{prefix}.values"), values)?;
-        wire_with_rank_broadcast(prefix, model, Iff, &[missing, values, x])
+        wire_with_rank_broadcast(prefix, model, Iff, &[missing, values, input])
     }
 }
 
 // ---------------------------------------------------------------- OneHotEncoder
 
 #[derive(Debug, Clone)]
-struct OneHotEncoder {
+pub(crate) struct OneHotEncoder {
     categories: Vec<i64>,
 }
 
-/// ONNX builder for `OneHotEncoder` (integer categories).
-pub fn one_hot_encoder(
+/// Reads an ONNX `OneHotEncoder` node (integer categories).
+pub(crate) fn one_hot_encoder(
     _ctx: &tract_onnx::model::ParsingContext,
     node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+) -> TractResult<OneHotEncoder> {
     let categories = attr_i64s(node, "cats_int64s")?;
     ensure!(
         !categories.is_empty(),
         "OneHotEncoder with string categories is not supported (string tensors have no OIP numeric form)"
     );
-    Ok((expand(OneHotEncoder { categories }), vec![]))
+    Ok(OneHotEncoder { categories })
 }
 
 impl Expansion for OneHotEncoder {
@@ -256,47 +255,47 @@ impl Expansion for OneHotEncoder {
 // ---------------------------------------------------------------- LabelEncoder
 
 #[derive(Debug, Clone)]
-struct LabelEncoder {
+pub(crate) struct LabelEncoder {
     keys: Tensor,
     values: Tensor,
     default: Tensor,
 }
 
-/// ONNX builder for `LabelEncoder` with numeric keys and values (opset 2 attributes or opset 4 tensors).
-pub fn label_encoder(
+/// Reads an ONNX `LabelEncoder` node with numeric keys and values (opset 2 attributes or opset 4 tensors).
+pub(crate) fn label_encoder(
     ctx: &tract_onnx::model::ParsingContext,
     node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+) -> TractResult<LabelEncoder> {
     let strings = [
         "keys_strings",
         "values_strings",
         "classes_strings",
         "default_string",
     ];
-    if let Some(a) = node
+    if let Some(attribute) = node
         .attribute
         .iter()
-        .find(|a| strings.contains(&a.name.as_str()))
+        .find(|attribute| strings.contains(&attribute.name.as_str()))
     {
         bail!(
             "LabelEncoder with strings ({}) is not supported: only numeric keys and values",
-            a.name
+            attribute.name
         );
     }
     let tensor_attr = |name: &str| -> TractResult<Option<Tensor>> {
         node.get_attr_opt::<&tract_onnx::pb::TensorProto>(name)?
-            .map(|t| ctx.load_tensor(t))
+            .map(|tensor| ctx.load_tensor(tensor))
             .transpose()
     };
-    let keys = if let Some(t) = tensor_attr("keys_tensor")? {
-        t
+    let keys = if let Some(tensor) = tensor_attr("keys_tensor")? {
+        tensor
     } else if !attr_i64s(node, "keys_int64s")?.is_empty() {
         tensor1(&attr_i64s(node, "keys_int64s")?)
     } else {
         tensor1(&attr_f32s(node, "keys_floats")?)
     };
-    let values = if let Some(t) = tensor_attr("values_tensor")? {
-        t
+    let values = if let Some(tensor) = tensor_attr("values_tensor")? {
+        tensor
     } else if !attr_i64s(node, "values_int64s")?.is_empty() {
         tensor1(&attr_i64s(node, "values_int64s")?)
     } else {
@@ -306,8 +305,9 @@ pub fn label_encoder(
         keys.len() == values.len() && keys.len() > 0,
         "LabelEncoder needs as many keys as values"
     );
-    let default = if let Some(t) = tensor_attr("default_tensor")? {
-        t.cast_to_dt(values.datum_type())?
+    let default = if let Some(tensor) = tensor_attr("default_tensor")? {
+        tensor
+            .cast_to_dt(values.datum_type())?
             .into_owned()
             .into_shape(&[])?
     } else if values.datum_type().is_float() {
@@ -319,14 +319,11 @@ pub fn label_encoder(
             .cast_to_dt(values.datum_type())?
             .into_owned()
     };
-    Ok((
-        expand(LabelEncoder {
-            keys,
-            values,
-            default,
-        }),
-        vec![],
-    ))
+    Ok(LabelEncoder {
+        keys,
+        values,
+        default,
+    })
 }
 
 impl Expansion for LabelEncoder {
@@ -354,14 +351,14 @@ impl Expansion for LabelEncoder {
     ) -> TractResult<TVec<OutletId>> {
         // y = sum_k [x == key_k] * value_k + (1 - sum_k [x == key_k]) * default; keys are distinct.
         let vt = self.values.datum_type();
-        let x = as_type(
+        let input = as_type(
             model,
             format!("{prefix}.as_key"),
             inputs[0],
             self.keys.datum_type(),
         )?;
-        let rank = model.outlet_fact(x)?.rank();
-        let hits = matches(prefix, model, x, self.keys.clone())?;
+        let rank = model.outlet_fact(input)?.rank();
+        let hits = matches(prefix, model, input, self.keys.clone())?;
         let hits = model.wire_node(format!("{prefix}.hits"), cast(vt), &[hits])?[0];
         let values = model.add_const(format!("{prefix}.values"), self.values.clone())?;
         let picked = wire_with_rank_broadcast(
@@ -370,17 +367,18 @@ impl Expansion for LabelEncoder {
             math::mul(),
             &[hits, values],
         )?[0];
-        let sum = |model: &mut TypedModel, name: String, w: OutletId| -> TractResult<OutletId> {
-            let r = model.wire_node(
-                format!("{name}.sum"),
-                Reduce {
-                    axes: tvec![rank],
-                    reducer: Reducer::Sum,
-                },
-                &[w],
-            )?[0];
-            Ok(model.wire_node(name, AxisOp::Rm(rank), &[r])?[0])
-        };
+        let sum =
+            |model: &mut TypedModel, name: String, outlet: OutletId| -> TractResult<OutletId> {
+                let reduced = model.wire_node(
+                    format!("{name}.sum"),
+                    Reduce {
+                        axes: tvec![rank],
+                        reducer: Reducer::Sum,
+                    },
+                    &[outlet],
+                )?[0];
+                Ok(model.wire_node(name, AxisOp::Rm(rank), &[reduced])?[0])
+            };
         let found_value = sum(model, format!("{prefix}.found_value"), picked)?;
         let found = sum(model, format!("{prefix}.found"), hits)?;
         let one = model.add_const(
@@ -407,15 +405,15 @@ impl Expansion for LabelEncoder {
 // ---------------------------------------------------------------- FeatureVectorizer
 
 #[derive(Debug, Clone)]
-struct FeatureVectorizer {
+pub(crate) struct FeatureVectorizer {
     dims: Vec<usize>,
 }
 
-/// ONNX builder for `FeatureVectorizer`.
-pub fn feature_vectorizer(
+/// Reads an ONNX `FeatureVectorizer` node.
+pub(crate) fn feature_vectorizer(
     _ctx: &tract_onnx::model::ParsingContext,
     node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+) -> TractResult<FeatureVectorizer> {
     let dims = attr_i64s(node, "inputdimensions")?
         .into_iter()
         .map(|d| usize::try_from(d).map_err(|_| format_err!("negative inputdimensions")))
@@ -426,7 +424,7 @@ pub fn feature_vectorizer(
         node.input.len(),
         dims.len()
     );
-    Ok((expand(FeatureVectorizer { dims }), vec![]))
+    Ok(FeatureVectorizer { dims })
 }
 
 impl Expansion for FeatureVectorizer {
@@ -459,32 +457,33 @@ impl Expansion for FeatureVectorizer {
     ) -> TractResult<TVec<OutletId>> {
         let mut parts = tvec![];
         for (ix, (input, dim)) in inputs.iter().zip(&self.dims).enumerate() {
-            let mut x = as_type(
+            let mut part = as_type(
                 model,
                 format!("{prefix}.{ix}.as_f32"),
                 *input,
                 f32::datum_type(),
             )?;
-            if model.outlet_fact(x)?.rank() == 1 {
-                x = model.wire_node(format!("{prefix}.{ix}.column"), AxisOp::Add(1), &[x])?[0];
+            if model.outlet_fact(part)?.rank() == 1 {
+                part =
+                    model.wire_node(format!("{prefix}.{ix}.column"), AxisOp::Add(1), &[part])?[0];
             }
-            let width = model.outlet_fact(x)?.shape[1].to_usize()?;
+            let width = model.outlet_fact(part)?.shape[1].to_usize()?;
             if width > *dim {
-                x = model.wire_node(
+                part = model.wire_node(
                     format!("{prefix}.{ix}.truncate"),
                     Slice {
                         axis: 1,
                         start: 0.to_dim(),
                         end: dim.to_dim(),
                     },
-                    &[x],
+                    &[part],
                 )?[0];
             } else if width < *dim {
                 bail!(
                     "FeatureVectorizer input {ix} has {width} columns, fewer than its {dim} inputdimensions"
                 );
             }
-            parts.push(x);
+            parts.push(part);
         }
         model.wire_node(prefix, TypedConcat { axis: 1 }, &parts)
     }

@@ -19,7 +19,7 @@ use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::{NodeProto, TensorProto};
 
 use super::{Aggregate, Ensemble, Mode, Node, PostTransform, Walk};
-use crate::ml::attr_i64s;
+use crate::attr_i64s;
 
 /// A child as the attributes name it.
 #[derive(Debug, Clone, Copy)]
@@ -53,20 +53,20 @@ impl Attrs {
     fn read(ctx: &ParsingContext, node: &NodeProto) -> TractResult<Attrs> {
         let tensor = |name: &str| -> TractResult<Option<Tensor>> {
             node.get_attr_opt::<&TensorProto>(name)?
-                .map(|t| ctx.load_tensor(t))
+                .map(|proto| ctx.load_tensor(proto))
                 .transpose()
         };
         let floats = |name: &str| -> TractResult<Option<Vec<f32>>> {
-            let Some(t) = tensor(name)? else {
+            let Some(loaded) = tensor(name)? else {
                 return Ok(None);
             };
             ensure!(
-                t.datum_type() == f32::datum_type(),
+                loaded.datum_type() == f32::datum_type(),
                 "TreeEnsemble: {name} is {:?}; only float32 tree ensembles are supported (export with float32 \
                  inputs)",
-                t.datum_type()
+                loaded.datum_type()
             );
-            Ok(Some(t.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()))
+            Ok(Some(loaded.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()))
         };
         let splits = floats("nodes_splits")?.context("TreeEnsemble without nodes_splits")?;
         let leaf_weights = floats("leaf_weights")?.context("TreeEnsemble without leaf_weights")?;
@@ -76,20 +76,20 @@ impl Attrs {
             .try_as_plain_ram()?
             .as_slice::<i64>()?
             .iter()
-            .map(|m| {
-                u8::try_from(*m)
+            .map(|mode| {
+                u8::try_from(*mode)
                     .ok()
-                    .filter(|m| *m <= MEMBER)
-                    .ok_or_else(|| format_err!("TreeEnsemble: unknown node mode {m}"))
+                    .filter(|mode| *mode <= MEMBER)
+                    .ok_or_else(|| format_err!("TreeEnsemble: unknown node mode {mode}"))
             })
             .collect::<TractResult<Vec<u8>>>()?;
         let features = attr_i64s(node, "nodes_featureids")?;
-        let n = features.len();
+        let node_count = features.len();
         let nan_true = match node.get_attr_opt_slice::<i64>("nodes_missing_value_tracks_true")? {
-            Some(v) => v.to_vec(),
-            None => vec![0; n],
+            Some(tracks) => tracks.to_vec(),
+            None => vec![0; node_count],
         };
-        let a = Attrs {
+        let attrs = Attrs {
             splits,
             modes,
             true_ids: attr_i64s(node, "nodes_truenodeids")?,
@@ -104,30 +104,33 @@ impl Attrs {
             sets: vec![],
         };
         for (name, len) in [
-            ("nodes_splits", a.splits.len()),
-            ("nodes_modes", a.modes.len()),
-            ("nodes_truenodeids", a.true_ids.len()),
-            ("nodes_falsenodeids", a.false_ids.len()),
-            ("nodes_trueleafs", a.true_leaf.len()),
-            ("nodes_falseleafs", a.false_leaf.len()),
-            ("nodes_missing_value_tracks_true", a.nan_true.len()),
+            ("nodes_splits", attrs.splits.len()),
+            ("nodes_modes", attrs.modes.len()),
+            ("nodes_truenodeids", attrs.true_ids.len()),
+            ("nodes_falsenodeids", attrs.false_ids.len()),
+            ("nodes_trueleafs", attrs.true_leaf.len()),
+            ("nodes_falseleafs", attrs.false_leaf.len()),
+            ("nodes_missing_value_tracks_true", attrs.nan_true.len()),
         ] {
             ensure!(
-                len == n,
-                "TreeEnsemble: {name} has {len} entries, nodes_featureids has {n}"
+                len == node_count,
+                "TreeEnsemble: {name} has {len} entries, nodes_featureids has {node_count}"
             );
         }
         ensure!(
-            a.leaf_targets.len() == a.leaf_weights.len(),
+            attrs.leaf_targets.len() == attrs.leaf_weights.len(),
             "TreeEnsemble: leaf_targetids has {} entries, leaf_weights has {}",
-            a.leaf_targets.len(),
-            a.leaf_weights.len()
+            attrs.leaf_targets.len(),
+            attrs.leaf_weights.len()
         );
-        ensure!(!a.roots.is_empty() && n > 0, "TreeEnsemble without trees");
+        ensure!(
+            !attrs.roots.is_empty() && node_count > 0,
+            "TreeEnsemble without trees"
+        );
         let members = floats("membership_values")?.unwrap_or_default();
         Ok(Attrs {
-            sets: a.member_sets(&members)?,
-            ..a
+            sets: attrs.member_sets(&members)?,
+            ..attrs
         })
     }
 
@@ -170,18 +173,22 @@ type Slot = (usize, bool);
 impl Ensemble {
     /// Parse an opset 5 `TreeEnsemble` node.
     pub fn from_onnx_v5(ctx: &ParsingContext, node: &NodeProto) -> TractResult<Ensemble> {
-        let a = Attrs::read(ctx, node)?;
+        let attrs = Attrs::read(ctx, node)?;
         let n_targets = match node.get_attr_opt::<i64>("n_targets")? {
-            Some(t) => usize::try_from(t)
+            Some(target) => usize::try_from(target)
                 .ok()
-                .filter(|t| *t >= 1)
+                .filter(|target| *target >= 1)
                 .ok_or_else(|| format_err!("TreeEnsemble: n_targets must be at least 1"))?,
-            None => a.leaf_targets.iter().max().map_or(1, |t| *t as usize + 1),
+            None => attrs
+                .leaf_targets
+                .iter()
+                .max()
+                .map_or(1, |target| *target as usize + 1),
         };
-        for t in &a.leaf_targets {
+        for target in &attrs.leaf_targets {
             ensure!(
-                (0..n_targets as i64).contains(t),
-                "TreeEnsemble: a leaf for target {t}, but there are {n_targets}"
+                (0..n_targets as i64).contains(target),
+                "TreeEnsemble: a leaf for target {target}, but there are {n_targets}"
             );
         }
         let aggregate = match node.get_attr_opt::<i64>("aggregate_function")?.unwrap_or(1) {
@@ -204,16 +211,17 @@ impl Ensemble {
         // by two parents (a member chain's true side; a leaf both sides of a one-leaf tree) is laid out once
         // per naming, except a member chain's, which all its tests share; the limit stops a file whose
         // interior nodes are shared or cyclic from growing the array without end.
-        let member_nodes: usize = a.sets.iter().map(Vec::len).sum();
-        let limit = 2 * (a.modes.len() + a.leaf_weights.len() + member_nodes) + a.roots.len();
+        let member_nodes: usize = attrs.sets.iter().map(Vec::len).sum();
+        let limit =
+            2 * (attrs.modes.len() + attrs.leaf_weights.len() + member_nodes) + attrs.roots.len();
         let mut nodes: Vec<Node> = Vec::new();
         let mut weight_targets = Vec::new();
         let mut weight_values = Vec::new();
-        let mut roots = Vec::with_capacity(a.roots.len());
+        let mut roots = Vec::with_capacity(attrs.roots.len());
         let mut n_features = 0usize;
-        for &root in &a.roots {
+        for &root in &attrs.roots {
             roots.push(nodes.len() as u32);
-            let mut todo: Vec<(Child, Vec<Slot>)> = vec![(a.child(root, 0)?, vec![])];
+            let mut todo: Vec<(Child, Vec<Slot>)> = vec![(attrs.child(root, 0)?, vec![])];
             while let Some((child, slots)) = todo.pop() {
                 ensure!(
                     nodes.len() < limit,
@@ -221,32 +229,36 @@ impl Ensemble {
                 );
                 let at = nodes.len() as u32;
                 for &(parent, side) in &slots {
-                    let p = &mut nodes[parent];
-                    if side { p.a = at } else { p.b = at }
+                    let parent_node = &mut nodes[parent];
+                    if side {
+                        parent_node.a = at
+                    } else {
+                        parent_node.b = at
+                    }
                 }
-                let i = match child {
-                    Child::Leaf(j) => {
-                        let w = weight_values.len() as u32;
-                        weight_targets.push(a.leaf_targets[j] as u32);
-                        weight_values.push(a.leaf_weights[j]);
+                let interior = match child {
+                    Child::Leaf(leaf) => {
+                        let weight = weight_values.len() as u32;
+                        weight_targets.push(attrs.leaf_targets[leaf] as u32);
+                        weight_values.push(attrs.leaf_weights[leaf]);
                         nodes.push(Node {
                             feature: 0,
                             threshold: 0.0,
-                            a: w,
-                            b: w + 1,
+                            a: weight,
+                            b: weight + 1,
                             mode: Mode::Leaf,
                             nan_true: false,
                         });
                         continue;
                     }
-                    Child::Interior(i) => i,
+                    Child::Interior(interior) => interior,
                 };
                 ensure!(
-                    a.features[i] >= 0,
+                    attrs.features[interior] >= 0,
                     "TreeEnsemble: negative feature id {}",
-                    a.features[i]
+                    attrs.features[interior]
                 );
-                let feature = a.features[i] as usize;
+                let feature = attrs.features[interior] as usize;
                 n_features = n_features.max(feature + 1);
                 let test = |mode, threshold| Node {
                     feature: feature as u32,
@@ -254,17 +266,19 @@ impl Ensemble {
                     a: 0,
                     b: 0,
                     mode,
-                    nan_true: a.nan_true[i] != 0,
+                    nan_true: attrs.nan_true[interior] != 0,
                 };
-                let true_child = a.child(a.true_ids[i], a.true_leaf[i])?;
-                let false_child = a.child(a.false_ids[i], a.false_leaf[i])?;
-                if a.modes[i] == MEMBER {
+                let true_child =
+                    attrs.child(attrs.true_ids[interior], attrs.true_leaf[interior])?;
+                let false_child =
+                    attrs.child(attrs.false_ids[interior], attrs.false_leaf[interior])?;
+                if attrs.modes[interior] == MEMBER {
                     // One equality test per member, each false side the next test, the last's the false child.
                     let first = nodes.len();
-                    for (k, &m) in a.sets[i].iter().enumerate() {
-                        let mut t = test(Mode::Eq, m);
-                        t.b = (first + k + 1) as u32;
-                        nodes.push(t);
+                    for (position, &member) in attrs.sets[interior].iter().enumerate() {
+                        let mut member_test = test(Mode::Eq, member);
+                        member_test.b = (first + position + 1) as u32;
+                        nodes.push(member_test);
                     }
                     if nodes.len() == first {
                         // An empty set: nothing is a member, every row goes to the false side. A parent's
@@ -274,10 +288,16 @@ impl Ensemble {
                     }
                     let last = nodes.len() - 1;
                     todo.push((false_child, vec![(last, false)]));
-                    todo.push((true_child, (first..=last).map(|k| (k, true)).collect()));
+                    todo.push((
+                        true_child,
+                        (first..=last).map(|position| (position, true)).collect(),
+                    ));
                 } else {
                     let me = nodes.len();
-                    nodes.push(test(Mode::from_u8(a.modes[i] + 1)?, a.splits[i]));
+                    nodes.push(test(
+                        Mode::from_u8(attrs.modes[interior] + 1)?,
+                        attrs.splits[interior],
+                    ));
                     todo.push((false_child, vec![(me, false)]));
                     todo.push((true_child, vec![(me, true)]));
                 }
@@ -309,7 +329,7 @@ mod tests {
     /// The iris opset 5 fixture (tests/fixtures/make_tabular_models.py), its TreeEnsemble changed by `edit`;
     /// the error loading it, or `None` when it loads.
     fn load_edited(edit: impl FnOnce(&mut Vec<AttributeProto>)) -> Option<String> {
-        let framework = crate::ml::onnx();
+        let framework = crate::onnx();
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../tests/fixtures/iris_trees_v5.onnx");
         let mut proto: ModelProto = framework.proto_model_for_path(&path).unwrap();

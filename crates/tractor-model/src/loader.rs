@@ -1,14 +1,29 @@
-//! tract glue for the optimizer: load a source (telling unsupported ops from broken files), write the deterministic
-//! NNEF archive, read it back as the server will, run and time it.
+//! One loader for `tractor optimize` and `tractor serve`: an ONNX file or an NNEF archive into a decluttered typed
+//! model, telling unsupported ops from broken files, with declared inputs checked and fixed in.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use tract_nnef::internal::*;
 use tract_onnx::prelude::{Framework, InferenceFact, InferenceModel, InferenceModelExt};
+use tractor_api::report::FailureReason as Reason;
 
-use super::{OptError, Reason};
+use crate::{Error, Result};
+
+/// Why loading failed, before [`load_declared`] names the file: the optimize report's reason code and a message.
+struct Failure {
+    reason: Reason,
+    message: String,
+}
+
+impl Failure {
+    fn new(reason: Reason, message: impl Into<String>) -> Failure {
+        Failure {
+            reason,
+            message: message.into(),
+        }
+    }
+}
 
 /// The tract NNEF framework with every extension the artifact may need (core ops, ONNX-specific ops, tractor's
 /// ai.onnx.ml ops).
@@ -16,8 +31,8 @@ pub fn nnef() -> tract_nnef::framework::Nnef {
     use tract_onnx::WithOnnx;
     tract_nnef::nnef()
         .with_onnx()
-        .with_registry(crate::ml::nnef_registry())
-        .with_registry(super::dequant::nnef_registry())
+        .with_registry(tractor_onnx_ml::nnef_registry())
+        .with_registry(crate::dequant::nnef_registry())
 }
 
 /// The model property under which the loader leaves notes for people (e.g. a ZipMap it removed); it travels in
@@ -55,7 +70,7 @@ fn looks_like_nnef(path: &Path) -> bool {
 }
 
 /// Load a model file into a decluttered typed model; `UnsupportedOp` names the op tract lacks.
-pub fn load(path: &Path) -> Result<(TypedModel, tractor_api::ModelFormat), OptError> {
+pub fn load(path: &Path) -> Result<(TypedModel, tractor_api::ModelFormat)> {
     load_declared(path, None, &[])
 }
 
@@ -67,9 +82,22 @@ pub fn load_declared(
     path: &Path,
     format: Option<tractor_api::ModelFormat>,
     declared: &[tractor_api::InputOverride],
-) -> Result<(TypedModel, tractor_api::ModelFormat), OptError> {
+) -> Result<(TypedModel, tractor_api::ModelFormat)> {
+    read_declared(path, format, declared).map_err(|failure| Error::LoadModel {
+        path: path.to_owned(),
+        reason: failure.reason,
+        message: failure.message,
+    })
+}
+
+/// [`load_declared`] before the error names the file.
+fn read_declared(
+    path: &Path,
+    format: Option<tractor_api::ModelFormat>,
+    declared: &[tractor_api::InputOverride],
+) -> Result<(TypedModel, tractor_api::ModelFormat), Failure> {
     use tractor_api::ModelFormat;
-    let invalid = |m: String| OptError::new(Reason::InvalidModel, m);
+    let invalid = |message: String| Failure::new(Reason::InvalidModel, message);
     let nnef_bytes = looks_like_nnef(path);
     let format = match format {
         Some(ModelFormat::Nnef) if !nnef_bytes => {
@@ -86,22 +114,27 @@ pub fn load_declared(
                     .to_owned(),
             ));
         }
-        Some(f) => f,
+        Some(given) => given,
         None if nnef_bytes => ModelFormat::Nnef,
         None => ModelFormat::Onnx,
     };
     if format == ModelFormat::Nnef {
         let model = nnef()
             .model_for_path(path)
-            .and_then(|m| m.into_decluttered())
-            .map_err(|e| classify(&e))?;
-        super::declared::check(declared, &typed_inputs(&model))
-            .map_err(|m| OptError::new(Reason::InputMismatch, m))?;
+            .and_then(|loaded| loaded.into_decluttered())
+            .map_err(|error| classify(&error))?;
+        crate::declared::check(declared, &typed_inputs(&model))
+            .map_err(|message| Failure::new(Reason::InputMismatch, message))?;
         return Ok((model, ModelFormat::Nnef));
     }
-    let mut inference = crate::ml::onnx()
+    let mut inference = tractor_onnx_ml::onnx()
         .model_for_path(path)
-        .map_err(|e| invalid(format!("not a loadable ONNX or NNEF model: {}", flat(&e))))?;
+        .map_err(|error| {
+            invalid(format!(
+                "not a loadable ONNX or NNEF model: {}",
+                flat(&error)
+            ))
+        })?;
     declare_onnx_inputs(&mut inference, declared)?;
     // Exporters (skl2onnx, torch without dynamic_axes names) often leave the batch axis unnamed; tract needs a
     // symbol there to type the graph, and a symbolic batch is what lets the server merge requests.
@@ -109,29 +142,34 @@ pub fn load_declared(
     for ix in 0..inference.inputs.len() {
         let mut fact = inference
             .input_fact(ix)
-            .map_err(|e| invalid(flat(&e)))?
+            .map_err(|error| invalid(flat(&error)))?
             .clone();
-        if !fact.shape.is_open() && fact.shape.dim(0).is_some_and(|d| d == Default::default()) {
+        if !fact.shape.is_open()
+            && fact
+                .shape
+                .dim(0)
+                .is_some_and(|first_dim| first_dim == Default::default())
+        {
             fact.shape.set_dim(0, batch.to_dim());
             inference
                 .set_input_fact(ix, fact)
-                .map_err(|e| invalid(flat(&e)))?;
+                .map_err(|error| invalid(flat(&error)))?;
         }
     }
     // tract parses unknown ops into placeholders; name them instead of failing later with a shape error.
     let mut missing: Vec<String> = inference
         .nodes()
         .iter()
-        .filter_map(|n| {
-            let name = n.op.name();
+        .filter_map(|node| {
+            let name = node.op.name();
             name.strip_prefix("Unimplemented(")
-                .map(|s| s.trim_end_matches(')').to_owned())
+                .map(|op| op.trim_end_matches(')').to_owned())
         })
         .collect();
     missing.sort();
     missing.dedup();
     if !missing.is_empty() {
-        return Err(OptError::new(
+        return Err(Failure::new(
             Reason::UnsupportedOp,
             format!("tract cannot run op(s): {}", missing.join(", ")),
         ));
@@ -139,21 +177,25 @@ pub fn load_declared(
     let input_names: Vec<String> = inference
         .inputs
         .iter()
-        .map(|o| {
+        .map(|outlet_id| {
             inference
-                .outlet_label(*o)
-                .unwrap_or(&inference.node(o.node).name)
+                .outlet_label(*outlet_id)
+                .unwrap_or(&inference.node(outlet_id.node).name)
                 .to_owned()
         })
         .collect();
     let output_names: Vec<Option<String>> = inference
         .outputs
         .iter()
-        .map(|o| inference.outlet_label(*o).map(str::to_owned))
+        .map(|outlet_id| inference.outlet_label(*outlet_id).map(str::to_owned))
         .collect();
     let mut notes = Vec::new();
-    if inference.nodes().iter().any(|n| n.op.name() == "ZipMap") {
-        notes.push(crate::ml::ZIPMAP_NOTE.to_owned());
+    if inference
+        .nodes()
+        .iter()
+        .any(|node| node.op.name() == "ZipMap")
+    {
+        notes.push(tractor_onnx_ml::ZIPMAP_NOTE.to_owned());
     }
     let mut model = type_with_batch(inference, &batch, &mut notes)?;
     // Declutter may fold an input's first op (a Cast) into the source and rename it; clients know the ONNX name.
@@ -162,7 +204,7 @@ pub fn load_declared(
             model.node_mut(input.node).name = name.clone();
             model
                 .set_outlet_label(input, name)
-                .map_err(|e| OptError::new(Reason::Internal, flat(&e)))?;
+                .map_err(|error| Failure::new(Reason::Internal, flat(&error)))?;
         }
     }
     // An op that forwards its input (a removed ZipMap) leaves the producer's name on the output; clients know
@@ -171,7 +213,7 @@ pub fn load_declared(
         if let (Some(name), Some(outlet)) = (name, model.outputs.get(ix).copied()) {
             model
                 .set_outlet_label(outlet, name)
-                .map_err(|e| OptError::new(Reason::Internal, flat(&e)))?;
+                .map_err(|error| Failure::new(Reason::Internal, flat(&error)))?;
         }
     }
     if !notes.is_empty() {
@@ -183,13 +225,13 @@ pub fn load_declared(
 }
 
 /// What a typed (NNEF) model says of its inputs.
-fn typed_inputs(model: &TypedModel) -> Vec<super::declared::ModelInput> {
+fn typed_inputs(model: &TypedModel) -> Vec<crate::declared::ModelInput> {
     model
         .inputs
         .iter()
         .filter_map(|o| {
             let fact = model.outlet_fact(*o).ok()?;
-            Some(super::declared::ModelInput {
+            Some(crate::declared::ModelInput {
                 name: model
                     .outlet_label(*o)
                     .unwrap_or(&model.node(o.node).name)
@@ -207,12 +249,12 @@ fn typed_inputs(model: &TypedModel) -> Vec<super::declared::ModelInput> {
 fn declare_onnx_inputs(
     inference: &mut InferenceModel,
     declared: &[tractor_api::InputOverride],
-) -> Result<(), OptError> {
+) -> Result<(), Failure> {
     use tract_onnx::tract_hir::infer::{DimFact, Factoid, ShapeFactoid};
     if declared.is_empty() {
         return Ok(());
     }
-    let internal = |e: TractError| OptError::new(Reason::Internal, flat(&e));
+    let internal = |error: TractError| Failure::new(Reason::Internal, flat(&error));
     let mut facts = Vec::new();
     let mut model_inputs = Vec::new();
     for ix in 0..inference.inputs.len() {
@@ -225,10 +267,10 @@ fn declare_onnx_inputs(
         let dims = (!fact.shape.is_open()).then(|| {
             fact.shape
                 .dims()
-                .map(|d| d.concretize().and_then(|d| d.to_i64().ok()))
+                .map(|dim| dim.concretize().and_then(|dim| dim.to_i64().ok()))
                 .collect()
         });
-        model_inputs.push(super::declared::ModelInput {
+        model_inputs.push(crate::declared::ModelInput {
             name: name.clone(),
             datatype: fact
                 .datum_type
@@ -238,14 +280,14 @@ fn declare_onnx_inputs(
         });
         facts.push((name, fact));
     }
-    super::declared::check(declared, &model_inputs)
-        .map_err(|m| OptError::new(Reason::InputMismatch, m))?;
-    for d in declared {
-        let Some(ix) = facts.iter().position(|(name, _)| *name == d.name) else {
+    crate::declared::check(declared, &model_inputs)
+        .map_err(|message| Failure::new(Reason::InputMismatch, message))?;
+    for declaration in declared {
+        let Some(ix) = facts.iter().position(|(name, _)| *name == declaration.name) else {
             continue;
         };
         let old = &facts[ix].1;
-        let dims: TVec<DimFact> = d
+        let dims: TVec<DimFact> = declaration
             .shape
             .iter()
             .enumerate()
@@ -256,30 +298,35 @@ fn declare_onnx_inputs(
                 if axis == 0 {
                     return DimFact::from(inference.symbols.sym("N").to_dim());
                 }
-                match old.shape.dim(axis).and_then(|d| d.concretize()) {
-                    Some(d) if d.to_i64().is_err() => DimFact::from(d),
+                match old.shape.dim(axis).and_then(|dim| dim.concretize()) {
+                    Some(dim) if dim.to_i64().is_err() => DimFact::from(dim),
                     _ => DimFact::from(
                         inference
                             .symbols
-                            .sym(&format!("{}_{axis}", d.name))
+                            .sym(&format!("{}_{axis}", declaration.name))
                             .to_dim(),
                     ),
                 }
             })
             .collect();
-        let dt = super::declared::datatype(d)
+        let dt = crate::declared::datatype(declaration)
             .map(crate::datatype::DataType::datum)
-            .ok_or_else(|| OptError::new(Reason::InputMismatch, format!("input `{}`", d.name)))?;
+            .ok_or_else(|| {
+                Failure::new(
+                    Reason::InputMismatch,
+                    format!("input `{}`", declaration.name),
+                )
+            })?;
         let fact = InferenceFact::dt_shape(dt, ShapeFactoid::closed(dims));
         inference.set_input_fact(ix, fact).map_err(internal)?;
     }
     Ok(())
 }
 
-fn type_model(inference: InferenceModel) -> Result<TypedModel, OptError> {
+fn type_model(inference: InferenceModel) -> Result<TypedModel, Failure> {
     inference
         .into_typed()
-        .and_then(|m| m.into_decluttered())
+        .and_then(|loaded| loaded.into_decluttered())
         .map_err(|e| classify(&e))
 }
 
@@ -321,7 +368,7 @@ fn type_with_batch(
     inference: InferenceModel,
     batch: &Symbol,
     notes: &mut Vec<String>,
-) -> Result<TypedModel, OptError> {
+) -> Result<TypedModel, Failure> {
     use tract_nnef::tract_core::ops::konst::Const;
     let pinned = batch_one_reshapes(&inference);
     if pinned.is_empty() {
@@ -329,7 +376,7 @@ fn type_with_batch(
     }
     let names = pinned
         .iter()
-        .map(|(n, _)| inference.node(*n).name.clone())
+        .map(|(node_id, _)| inference.node(*node_id).name.clone())
         .collect::<Vec<_>>()
         .join(", ");
     let mut rewritten = inference.clone();
@@ -338,19 +385,25 @@ fn type_with_batch(
         let Some(mut shape) = rewritten
             .node(*konst)
             .op_as::<Const>()
-            .and_then(|k| k.val().cast_to::<i64>().ok().map(|t| t.into_owned()))
+            .and_then(|constant| {
+                constant
+                    .val()
+                    .cast_to::<i64>()
+                    .ok()
+                    .map(|cast| cast.into_owned())
+            })
         else {
             provable = false;
             break;
         };
         let Ok(dims) = shape
             .try_as_plain_ram_mut()
-            .and_then(|mut v| Ok(v.as_slice_mut::<i64>()?.to_vec()))
+            .and_then(|mut view| Ok(view.as_slice_mut::<i64>()?.to_vec()))
         else {
             provable = false;
             break;
         };
-        if dims[1..].iter().any(|d| *d <= 0) {
+        if dims[1..].iter().any(|dim| *dim <= 0) {
             provable = false;
             break;
         }
@@ -368,10 +421,10 @@ fn type_with_batch(
         node.outputs[0].fact = InferenceFact::from(shape);
     }
     if provable && let Ok(model) = type_model(rewritten) {
-        let batched = model.outputs.iter().all(|o| {
+        let batched = model.outputs.iter().all(|outlet| {
             model
-                .outlet_fact(*o)
-                .is_ok_and(|f| f.shape.iter().next() == Some(&batch.to_dim()))
+                .outlet_fact(*outlet)
+                .is_ok_and(|output_fact| output_fact.shape.iter().next() == Some(&batch.to_dim()))
         });
         if batched {
             notes.push(format!(
@@ -383,15 +436,19 @@ fn type_with_batch(
     use tract_onnx::tract_hir::infer::Factoid;
     let mut one = inference;
     for ix in 0..one.inputs.len() {
-        let mut fact = one.input_fact(ix).map_err(|e| classify(&e))?.clone();
+        let mut fact = one
+            .input_fact(ix)
+            .map_err(|error| classify(&error))?
+            .clone();
         if fact
             .shape
             .dim(0)
-            .and_then(|d| d.concretize())
-            .is_some_and(|d| d.to_i64().is_err())
+            .and_then(|dim| dim.concretize())
+            .is_some_and(|dim| dim.to_i64().is_err())
         {
             fact.shape.set_dim(0, 1.to_dim());
-            one.set_input_fact(ix, fact).map_err(|e| classify(&e))?;
+            one.set_input_fact(ix, fact)
+                .map_err(|error| classify(&error))?;
         }
     }
     notes.push(format!(
@@ -402,8 +459,8 @@ fn type_with_batch(
 
 /// tract types some integer outputs (class labels picked by ArgMax, shapes) as its symbolic `TDim`; clients and
 /// the NNEF archive need plain int64, so cast those, keeping the output's name.
-fn integer_outputs(mut model: TypedModel) -> Result<TypedModel, OptError> {
-    let internal = |e: TractError| OptError::new(Reason::Internal, flat(&e));
+fn integer_outputs(mut model: TypedModel) -> Result<TypedModel, Failure> {
+    let internal = |e: TractError| Failure::new(Reason::Internal, flat(&e));
     for ix in 0..model.outputs.len() {
         let outlet = model.outputs[ix];
         if model.outlet_fact(outlet).map_err(internal)?.datum_type != DatumType::TDim {
@@ -427,143 +484,16 @@ fn integer_outputs(mut model: TypedModel) -> Result<TypedModel, OptError> {
     model.into_compact().map_err(internal)
 }
 
-fn classify(e: &TractError) -> OptError {
+/// The report's reason for a tract error that stopped a load: an op tract lacks, or a broken file.
+pub(crate) fn reason(e: &TractError) -> Reason {
+    classify(e).reason
+}
+
+fn classify(e: &TractError) -> Failure {
     let message = flat(e);
     if message.contains("Unimplemented") || message.contains("not supported") {
-        OptError::new(Reason::UnsupportedOp, message)
+        Failure::new(Reason::UnsupportedOp, message)
     } else {
-        OptError::new(Reason::InvalidModel, message)
+        Failure::new(Reason::InvalidModel, message)
     }
-}
-
-/// The artifact bytes: tract's deterministic tar (fixed mtimes, sorted entries) gzipped with a fixed header.
-pub fn archive(model: &TypedModel) -> Result<Vec<u8>, OptError> {
-    let tar = nnef()
-        .write_to_tar_with_config(model, Vec::new(), false, true)
-        .map_err(|e| {
-            let m = flat(&e);
-            OptError::new(
-                Reason::UnsupportedOp,
-                format!("cannot write the model as NNEF: {m}"),
-            )
-        })?;
-    // mtime 0, no file name, fixed OS byte and level: the same tar always gives the same gzip bytes.
-    let mut gz = flate2::GzBuilder::new()
-        .mtime(0)
-        .operating_system(255)
-        .write(Vec::new(), flate2::Compression::best());
-    gz.write_all(&tar)
-        .and_then(|_| gz.finish())
-        .map_err(|e| OptError::new(Reason::Internal, format!("compressing the artifact: {e}")))
-}
-
-/// Read an artifact back exactly as the server does (NNEF, decluttered), so what is evaluated is what is served.
-pub fn reload(bytes: &[u8]) -> Result<TypedModel, OptError> {
-    nnef()
-        .model_for_read(&mut &*bytes)
-        .and_then(|m| m.into_decluttered())
-        .map_err(|e| {
-            OptError::new(
-                Reason::Internal,
-                format!("the written artifact does not load back: {}", flat(&e)),
-            )
-        })
-}
-
-/// A model optimized for running, with the batch symbol left free.
-pub struct Exec {
-    plan: Arc<TypedSimplePlan>,
-    input_types: Vec<DatumType>,
-}
-
-impl Exec {
-    /// Optimize `model` for running any batch size.
-    pub fn new(model: &TypedModel) -> Result<Exec, OptError> {
-        Exec::build(model.clone())
-    }
-
-    /// Optimize `model` with its batch fixed to `batch` (the fast path the server takes per bucket).
-    pub fn with_batch(model: &TypedModel, batch: usize) -> Result<Exec, OptError> {
-        let mut values = HashMap::new();
-        for input in &model.inputs {
-            let fact = model.outlet_fact(*input).map_err(|e| internal(&e))?;
-            if let Some(first) = fact.shape.iter().next() {
-                for s in first.symbols() {
-                    values.insert(s, TDim::Val(batch as i64));
-                }
-            }
-        }
-        let fixed = model.set_symbols(&values).map_err(|e| internal(&e))?;
-        Exec::build(fixed)
-    }
-
-    fn build(model: TypedModel) -> Result<Exec, OptError> {
-        let input_types = model
-            .inputs
-            .iter()
-            .map(|i| model.outlet_fact(*i).map(|f| f.datum_type))
-            .collect::<TractResult<Vec<_>>>()
-            .map_err(|e| internal(&e))?;
-        let plan = model
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| internal(&e))?;
-        Ok(Exec { plan, input_types })
-    }
-
-    /// Run on one batch; the input is cast to the model's input type.
-    pub fn run(&self, input: &Tensor) -> Result<Vec<Tensor>, OptError> {
-        let dt = self
-            .input_types
-            .first()
-            .copied()
-            .unwrap_or(f32::datum_type());
-        let input = input.cast_to_dt(dt).map_err(|e| internal(&e))?.into_owned();
-        let outputs = self.plan.run(tvec!(input.into_tvalue())).map_err(|e| {
-            OptError::new(
-                Reason::InvalidDataset,
-                format!("running the model: {}", flat(&e)),
-            )
-        })?;
-        Ok(outputs.into_iter().map(|t| t.into_tensor()).collect())
-    }
-
-    /// Median wall time of one run on `input`, over as many runs as fit in about `budget` (at least 5).
-    pub fn median_latency(&self, input: &Tensor, budget: Duration) -> Result<Duration, OptError> {
-        self.run(input)?; // warm-up: first run allocates scratch space
-        let started = Instant::now();
-        let mut times = Vec::new();
-        while times.len() < 5 || (started.elapsed() < budget && times.len() < 2000) {
-            let t = Instant::now();
-            self.run(input)?;
-            times.push(t.elapsed());
-        }
-        times.sort();
-        Ok(times[times.len() / 2])
-    }
-}
-
-fn internal(e: &TractError) -> OptError {
-    OptError::new(Reason::Internal, flat(e))
-}
-
-/// Number of features per row of the first input (its shape without the batch axis), when static.
-pub fn row_shape(model: &TypedModel) -> Result<Vec<usize>, OptError> {
-    let input = model
-        .inputs
-        .first()
-        .ok_or_else(|| OptError::new(Reason::InvalidModel, "the model has no input"))?;
-    let fact = model.outlet_fact(*input).map_err(|e| internal(&e))?;
-    fact.shape
-        .iter()
-        .skip(1)
-        .map(|d| {
-            d.to_usize().map_err(|_| {
-                OptError::new(
-                    Reason::InvalidModel,
-                    format!("input has a non-batch dimension that is not fixed: {d}"),
-                )
-            })
-        })
-        .collect()
 }

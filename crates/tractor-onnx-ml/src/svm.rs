@@ -6,15 +6,10 @@
 
 use tract_nnef::internal::*;
 use tract_onnx::pb::NodeProto;
-use tract_onnx::tract_hir::infer::InferenceOp;
-use tract_onnx::tract_hir::internal::{
-    Expansion, InferenceResult, Solver, TensorProxy, check_input_arity, check_output_arity, expand,
-};
 
+use super::register::{OnnxPredictor, Predictor};
 use super::tree::PostTransform;
 use super::{attr_f32s, attr_i64s, reject_double_attrs};
-
-const NNEF_ID: &str = "tractor_ml_svm";
 
 /// The kernel between an input row and a support vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +101,9 @@ impl Svm {
         let params = attr_f32s(node, "kernel_params")?;
         let (gamma, coef0, degree) = match params.as_slice() {
             [] => (0.0, 0.0, 0.0),
-            [g, c, d, ..] => (*g, *c, *d),
+            [gamma_param, coef0_param, degree_param, ..] => {
+                (*gamma_param, *coef0_param, *degree_param)
+            }
             _ => bail!("kernel_params needs gamma, coef0 and degree"),
         };
         let support_vectors = attr_f32s(node, "support_vectors")?;
@@ -143,10 +140,12 @@ impl Svm {
             );
             svm.vectors_per_class = attr_i64s(node, "vectors_per_class")?
                 .into_iter()
-                .map(|v| usize::try_from(v).map_err(|_| format_err!("negative vectors_per_class")))
+                .map(|count| {
+                    usize::try_from(count).map_err(|_| format_err!("negative vectors_per_class"))
+                })
                 .collect::<TractResult<_>>()?;
-            let v: usize = svm.vectors_per_class.iter().sum();
-            if let Some(features) = svm.support_vectors.len().checked_div(v) {
+            let count: usize = svm.vectors_per_class.iter().sum();
+            if let Some(features) = svm.support_vectors.len().checked_div(count) {
                 ensure!(
                     svm.vectors_per_class.len() == labels.len(),
                     "vectors_per_class and class labels differ"
@@ -159,12 +158,12 @@ impl Svm {
             }
             svm.labels = Some(labels);
         } else {
-            let v: i64 = node.get_attr_opt("n_supports")?.unwrap_or(0);
-            ensure!(v >= 0, "negative n_supports");
+            let count: i64 = node.get_attr_opt("n_supports")?.unwrap_or(0);
+            ensure!(count >= 0, "negative n_supports");
             svm.one_class = node.get_attr_opt::<i64>("one_class")?.unwrap_or(0) != 0;
-            if v > 0 {
-                svm.features = svm.support_vectors.len() / v as usize;
-                svm.vectors_per_class = vec![v as usize];
+            if count > 0 {
+                svm.features = svm.support_vectors.len() / count as usize;
+                svm.vectors_per_class = vec![count as usize];
             } else {
                 svm.support_vectors.clear();
                 svm.kernel = Kernel::Linear;
@@ -177,32 +176,33 @@ impl Svm {
 
     fn check(&self) -> TractResult<()> {
         ensure!(self.features > 0, "an SVM without features");
-        let v = self.vectors();
+        let vectors = self.vectors();
         if self.is_svc() {
             ensure!(
-                self.support_vectors.len() == v * self.features,
-                "support_vectors do not split into {v} vectors"
+                self.support_vectors.len() == vectors * self.features,
+                "support_vectors do not split into {vectors} vectors"
             );
-            let c = self.labels.as_ref().map_or(2, Vec::len);
+            let classes = self.labels.as_ref().map_or(2, Vec::len);
             ensure!(
-                self.coefficients.len() >= (c - 1) * v,
+                self.coefficients.len() >= (classes - 1) * vectors,
                 "coefficients are fewer than (classes - 1) x vectors"
             );
             if self.labels.is_some() {
                 ensure!(
-                    self.rho.len() >= c * (c - 1) / 2,
+                    self.rho.len() >= classes * (classes - 1) / 2,
                     "rho has fewer values than class pairs"
                 );
                 ensure!(
                     self.prob_a.len() == self.prob_b.len()
-                        && (self.prob_a.is_empty() || self.prob_a.len() >= c * (c - 1) / 2),
+                        && (self.prob_a.is_empty()
+                            || self.prob_a.len() >= classes * (classes - 1) / 2),
                     "prob_a and prob_b need one value per class pair"
                 );
             }
         } else {
-            let c = self.labels.as_ref().map_or(1, Vec::len);
+            let classes = self.labels.as_ref().map_or(1, Vec::len);
             ensure!(
-                self.coefficients.len() >= c * self.features,
+                self.coefficients.len() >= classes * self.features,
                 "coefficients are fewer than classes x features"
             );
         }
@@ -232,26 +232,27 @@ impl Svm {
     }
 
     /// Scores `[rows, scores()]` and labels (classifier only).
-    pub fn eval(&self, x: &[f32], width: usize) -> TractResult<(Vec<f32>, Vec<i64>)> {
+    pub fn eval(&self, input: &[f32], width: usize) -> TractResult<(Vec<f32>, Vec<i64>)> {
         ensure!(
             width == self.features,
             "the SVM takes {} features, rows have {width}",
             self.features
         );
-        let rows = x.len() / width.max(1);
-        let s = self.scores();
-        let mut out = vec![0f32; rows * s];
+        let rows = input.len() / width.max(1);
+        let columns = self.scores();
+        let mut out = vec![0f32; rows * columns];
         let mut labels = Vec::with_capacity(rows);
-        let mut k = Vec::new();
-        for (r, row) in x.chunks_exact(width).enumerate() {
-            let o = &mut out[r * s..(r + 1) * s];
+        let mut kernels = Vec::new();
+        for (row_index, row) in input.chunks_exact(width).enumerate() {
+            let out_row = &mut out[row_index * columns..(row_index + 1) * columns];
             match &self.labels {
                 None => {
-                    let y = if self.is_svc() {
-                        self.kernel_row(row, &self.support_vectors, 0.0, &mut k);
-                        k.iter()
+                    let prediction = if self.is_svc() {
+                        self.kernel_row(row, &self.support_vectors, 0.0, &mut kernels);
+                        kernels
+                            .iter()
                             .zip(&self.coefficients)
-                            .map(|(a, b)| a * b)
+                            .map(|(kernel, coefficient)| kernel * coefficient)
                             .sum::<f32>()
                             + self.rho[0]
                     } else {
@@ -259,85 +260,107 @@ impl Svm {
                             row,
                             &self.coefficients[..self.features],
                             self.rho[0],
-                            &mut k,
+                            &mut kernels,
                         );
-                        k[0]
+                        kernels[0]
                     };
-                    o[0] = if self.one_class {
-                        if y > 0.0 { 1.0 } else { -1.0 }
+                    out_row[0] = if self.one_class {
+                        if prediction > 0.0 { 1.0 } else { -1.0 }
                     } else {
-                        y
+                        prediction
                     };
                 }
-                Some(l) => labels.push(self.classify(l, row, &mut k, o)),
+                Some(class_labels) => {
+                    labels.push(self.classify(class_labels, row, &mut kernels, out_row))
+                }
             }
         }
         Ok((out, labels))
     }
 
-    fn classify(&self, labels: &[i64], row: &[f32], k: &mut Vec<f32>, o: &mut [f32]) -> i64 {
-        let c = labels.len();
-        let pairs = c * (c - 1) / 2;
+    fn classify(
+        &self,
+        labels: &[i64],
+        row: &[f32],
+        kernels: &mut Vec<f32>,
+        out_row: &mut [f32],
+    ) -> i64 {
+        let classes = labels.len();
+        let pairs = classes * (classes - 1) / 2;
         let proba = !self.prob_a.is_empty();
-        let mut scores = Vec::with_capacity(pairs.max(c));
-        let mut votes = vec![0usize; c];
+        let mut scores = Vec::with_capacity(pairs.max(classes));
+        let mut votes = vec![0usize; classes];
         if self.is_svc() {
-            self.kernel_row(row, &self.support_vectors, 0.0, k);
-            let v = self.vectors();
+            self.kernel_row(row, &self.support_vectors, 0.0, kernels);
+            let vectors = self.vectors();
             let start: Vec<usize> = self
                 .vectors_per_class
                 .iter()
-                .scan(0, |acc, n| {
-                    let s = *acc;
-                    *acc += n;
-                    Some(s)
+                .scan(0, |acc, count| {
+                    let begin = *acc;
+                    *acc += count;
+                    Some(begin)
                 })
                 .collect();
             let mut pair = 0;
-            for i in 0..c - 1 {
-                for j in i + 1..c {
-                    // Class i's vectors weighted by row j-1, class j's by row i: libsvm's one-vs-one layout.
+            for this_class in 0..classes - 1 {
+                for other_class in this_class + 1..classes {
+                    // this_class's vectors weighted by coefficient row other_class - 1, other_class's by row this_class:
+                    // libsvm's one-vs-one layout.
                     let mut sum = 0f64;
-                    for m in 0..self.vectors_per_class[i] {
-                        sum += (self.coefficients[(j - 1) * v + start[i] + m] * k[start[i] + m])
+                    for vector in 0..self.vectors_per_class[this_class] {
+                        sum += (self.coefficients
+                            [(other_class - 1) * vectors + start[this_class] + vector]
+                            * kernels[start[this_class] + vector])
                             as f64;
                     }
-                    for m in 0..self.vectors_per_class[j] {
-                        sum += (self.coefficients[i * v + start[j] + m] * k[start[j] + m]) as f64;
+                    for vector in 0..self.vectors_per_class[other_class] {
+                        sum += (self.coefficients
+                            [this_class * vectors + start[other_class] + vector]
+                            * kernels[start[other_class] + vector])
+                            as f64;
                     }
                     sum += self.rho[pair] as f64;
                     pair += 1;
                     scores.push(sum as f32);
-                    votes[if sum > 0.0 { i } else { j }] += 1;
+                    votes[if sum > 0.0 { this_class } else { other_class }] += 1;
                 }
             }
         } else {
-            self.kernel_row(row, &self.coefficients[..c * self.features], self.rho[0], k);
-            scores.extend_from_slice(k);
+            self.kernel_row(
+                row,
+                &self.coefficients[..classes * self.features],
+                self.rho[0],
+                kernels,
+            );
+            scores.extend_from_slice(kernels);
         }
         if self.is_svc() && proba {
-            scores = self.probabilities(&scores, c);
+            scores = self.probabilities(&scores, classes);
         }
         let (best, max_weight) = if self.is_svc() {
             // The first class with the most votes.
             let mut best = 0;
-            for (i, n) in votes.iter().enumerate() {
-                if *n > votes[best] {
-                    best = i;
+            for (this_class, count) in votes.iter().enumerate() {
+                if *count > votes[best] {
+                    best = this_class;
                 }
             }
             (best, 0.0)
         } else {
             let mut best = 0;
-            for (i, v) in scores.iter().enumerate() {
-                if *v > scores[best] {
-                    best = i;
+            for (this_class, score) in scores.iter().enumerate() {
+                if *score > scores[best] {
+                    best = this_class;
                 }
             }
             (best, scores[best])
         };
         let label = if pairs == 1 {
-            let all_positive = self.coefficients.iter().all(|c| *c >= 0.0);
+            let all_positive = self
+                .coefficients
+                .iter()
+                .all(|coefficient| *coefficient >= 0.0);
             if !proba
                 && ((all_positive && max_weight >= 0.5) || (!all_positive && max_weight > 0.0))
             {
@@ -348,98 +371,108 @@ impl Svm {
         } else {
             labels[best]
         };
-        self.finish_scores(&scores, c, proba, o);
+        self.finish_scores(&scores, classes, proba, out_row);
         label
     }
 
-    fn finish_scores(&self, scores: &[f32], c: usize, proba: bool, o: &mut [f32]) {
-        if self.is_svc() && !proba && c <= 2 {
+    fn finish_scores(&self, scores: &[f32], classes: usize, proba: bool, out: &mut [f32]) {
+        if self.is_svc() && !proba && classes <= 2 {
             // One decision value, written with its opposite as onnxruntime does.
-            let v = scores[0];
+            let value = scores[0];
             if self.post == PostTransform::Probit {
-                o[0] = probit(v);
+                out[0] = probit(value);
             } else if self.post == PostTransform::None {
-                o[0] = -v;
-                o[1] = v;
+                out[0] = -value;
+                out[1] = value;
             } else {
-                o[0] = 1.0 - v;
-                o[1] = v;
+                out[0] = 1.0 - value;
+                out[1] = value;
             }
             return;
         }
-        o.copy_from_slice(&scores[..o.len()]);
+        out.copy_from_slice(&scores[..out.len()]);
         match self.post {
             PostTransform::None => {}
-            PostTransform::Logistic => o.iter_mut().for_each(|v| *v = logistic(*v)),
-            PostTransform::Probit => o.iter_mut().for_each(|v| *v = probit(*v)),
+            PostTransform::Logistic => out.iter_mut().for_each(|value| *value = logistic(*value)),
+            PostTransform::Probit => out.iter_mut().for_each(|value| *value = probit(*value)),
             PostTransform::Softmax | PostTransform::SoftmaxZero => {
                 let zero = self.post == PostTransform::SoftmaxZero;
-                let max = o.iter().copied().fold(-f32::MAX, f32::max);
+                let max = out.iter().copied().fold(-f32::MAX, f32::max);
                 let scale0 = (-max).exp();
                 let mut sum = 0.0;
-                for v in o.iter_mut() {
-                    if !zero || *v > 1e-7 || *v < -1e-7 {
-                        *v = (*v - max).exp();
-                        sum += *v;
+                for value in out.iter_mut() {
+                    if !zero || *value > 1e-7 || *value < -1e-7 {
+                        *value = (*value - max).exp();
+                        sum += *value;
                     } else {
-                        *v *= scale0;
+                        *value *= scale0;
                     }
                 }
-                o.iter_mut().for_each(|v| *v /= sum);
+                out.iter_mut().for_each(|value| *value /= sum);
             }
         }
     }
 
     /// Platt-scaled pairwise probabilities coupled into one per class (Wu, Lin and Weng 2004, as libsvm does).
-    fn probabilities(&self, decisions: &[f32], c: usize) -> Vec<f32> {
-        let mut r = vec![0f32; c * c];
+    fn probabilities(&self, decisions: &[f32], classes: usize) -> Vec<f32> {
+        let mut pairwise = vec![0f32; classes * classes];
         let mut index = 0;
-        for i in 0..c - 1 {
-            for j in i + 1..c {
-                let p = 1.0 - logistic(decisions[index] * self.prob_a[index] + self.prob_b[index]);
-                let p = p.clamp(1e-7, 1.0 - 1e-7);
-                r[i * c + j] = p;
-                r[j * c + i] = 1.0 - p;
+        for row in 0..classes - 1 {
+            for column in row + 1..classes {
+                let pair_probability =
+                    1.0 - logistic(decisions[index] * self.prob_a[index] + self.prob_b[index]);
+                let pair_probability = pair_probability.clamp(1e-7, 1.0 - 1e-7);
+                pairwise[row * classes + column] = pair_probability;
+                pairwise[column * classes + row] = 1.0 - pair_probability;
                 index += 1;
             }
         }
-        let mut q = vec![0f32; c * c];
-        let mut p = vec![1.0 / c as f32; c];
-        for i in 0..c {
-            for j in 0..i {
-                q[i * c + i] += r[j * c + i] * r[j * c + i];
-                q[i * c + j] = q[j * c + i];
+        let mut q_matrix = vec![0f32; classes * classes];
+        let mut estimates = vec![1.0 / classes as f32; classes];
+        for row in 0..classes {
+            for column in 0..row {
+                q_matrix[row * classes + row] +=
+                    pairwise[column * classes + row] * pairwise[column * classes + row];
+                q_matrix[row * classes + column] = q_matrix[column * classes + row];
             }
-            for j in i + 1..c {
-                q[i * c + i] += r[j * c + i] * r[j * c + i];
-                q[i * c + j] = -r[j * c + i] * r[i * c + j];
+            for column in row + 1..classes {
+                q_matrix[row * classes + row] +=
+                    pairwise[column * classes + row] * pairwise[column * classes + row];
+                q_matrix[row * classes + column] =
+                    -pairwise[column * classes + row] * pairwise[row * classes + column];
             }
         }
-        let eps = 0.005 / c as f32;
-        let mut qp = vec![0f32; c];
+        let eps = 0.005 / classes as f32;
+        let mut qp = vec![0f32; classes];
         for _ in 0..100 {
             let mut pqp = 0.0;
-            for i in 0..c {
-                qp[i] = (0..c).map(|j| q[i * c + j] * p[j]).sum();
-                pqp += p[i] * qp[i];
+            for row in 0..classes {
+                qp[row] = (0..classes)
+                    .map(|column| q_matrix[row * classes + column] * estimates[column])
+                    .sum();
+                pqp += estimates[row] * qp[row];
             }
-            let max_error = qp.iter().map(|v| (v - pqp).abs()).fold(0.0, f32::max);
+            let max_error = qp
+                .iter()
+                .map(|value| (value - pqp).abs())
+                .fold(0.0, f32::max);
             if max_error < eps {
                 break;
             }
-            for i in 0..c {
-                let diff = (-qp[i] + pqp) / q[i * c + i];
-                p[i] += diff;
-                pqp = (pqp + diff * (diff * q[i * c + i] + 2.0 * qp[i]))
+            for row in 0..classes {
+                let diff = (-qp[row] + pqp) / q_matrix[row * classes + row];
+                estimates[row] += diff;
+                pqp = (pqp + diff * (diff * q_matrix[row * classes + row] + 2.0 * qp[row]))
                     / (1.0 + diff)
                     / (1.0 + diff);
-                for j in 0..c {
-                    qp[j] = (qp[j] + diff * q[i * c + j]) / (1.0 + diff);
-                    p[j] /= 1.0 + diff;
+                for column in 0..classes {
+                    qp[column] =
+                        (qp[column] + diff * q_matrix[row * classes + column]) / (1.0 + diff);
+                    estimates[column] /= 1.0 + diff;
                 }
             }
         }
-        p
+        estimates
     }
 
     fn to_tensors(&self) -> TractResult<Vec<(&'static str, Arc<Tensor>)>> {
@@ -468,11 +501,11 @@ impl Svm {
     }
 
     fn from_tensors(get: &dyn Fn(&str) -> TractResult<Arc<Tensor>>) -> TractResult<Svm> {
-        let f32s = |n: &str| -> TractResult<Vec<f32>> {
-            Ok(get(n)?.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
+        let f32s = |name: &str| -> TractResult<Vec<f32>> {
+            Ok(get(name)?.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
         };
-        let i64s = |n: &str| -> TractResult<Vec<i64>> {
-            Ok(get(n)?
+        let i64s = |name: &str| -> TractResult<Vec<i64>> {
+            Ok(get(name)?
                 .cast_to::<i64>()?
                 .try_as_plain_ram()?
                 .as_slice::<i64>()?
@@ -493,7 +526,7 @@ impl Svm {
             prob_b: f32s("prob_b")?,
             vectors_per_class: i64s("vectors_per_class")?
                 .into_iter()
-                .map(|v| v as usize)
+                .map(|value| value as usize)
                 .collect(),
             features: shape[0] as usize,
             post: PostTransform::None,
@@ -582,137 +615,65 @@ impl TypedOp for SvmOp {
     as_op!();
 }
 
-#[derive(Debug, Clone)]
-struct SvmOnnx(SvmOp);
-
-impl Expansion for SvmOnnx {
-    fn name(&self) -> StaticName {
-        self.0.name()
-    }
-
-    fn nboutputs(&self) -> TractResult<usize> {
-        Ok(if self.0.svm.labels.is_some() { 2 } else { 1 })
-    }
-
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
-        check_input_arity(inputs, 1)?;
-        let scores = if self.0.svm.labels.is_some() {
-            check_output_arity(outputs, 2)?;
-            s.equals(&outputs[0].datum_type, i64::datum_type())?;
-            s.equals(&outputs[0].rank, 1)?;
-            s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
-            &outputs[1]
-        } else {
-            check_output_arity(outputs, 1)?;
-            &outputs[0]
-        };
-        s.equals(&scores.datum_type, f32::datum_type())?;
-        s.equals(&scores.rank, 2)?;
-        s.equals(&scores.shape[0], &inputs[0].shape[0])?;
-        s.equals(&scores.shape[1], self.0.svm.scores().to_dim())?;
-        Ok(())
-    }
-
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        model.wire_node(prefix, self.0.clone(), inputs)
-    }
-}
-
-/// ONNX builder for `SVMClassifier`.
-pub fn classifier_onnx(
+/// Reads an ONNX `SVMClassifier` node.
+pub(crate) fn classifier_onnx(
     _ctx: &tract_onnx::model::ParsingContext,
     node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+) -> TractResult<OnnxPredictor<SvmOp>> {
     let svm = Arc::new(Svm::from_onnx(node, true)?);
-    Ok((expand(SvmOnnx(SvmOp { svm })), vec![]))
+    Ok(OnnxPredictor(SvmOp { svm }))
 }
 
-/// ONNX builder for `SVMRegressor`.
-pub fn regressor_onnx(
+/// Reads an ONNX `SVMRegressor` node.
+pub(crate) fn regressor_onnx(
     _ctx: &tract_onnx::model::ParsingContext,
     node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+) -> TractResult<OnnxPredictor<SvmOp>> {
     let svm = Arc::new(Svm::from_onnx(node, false)?);
-    Ok((expand(SvmOnnx(SvmOp { svm })), vec![]))
+    Ok(OnnxPredictor(SvmOp { svm }))
 }
 
-const TENSORS: [&str; 9] = [
-    "support_vectors",
-    "coefficients",
-    "rho",
-    "prob_a",
-    "prob_b",
-    "vectors_per_class",
-    "labels",
-    "params",
-    "shape",
-];
+impl Predictor for SvmOp {
+    const NNEF_ID: &'static str = "tractor_ml_svm";
+    const TENSORS: &'static [&'static str] = &[
+        "support_vectors",
+        "coefficients",
+        "rho",
+        "prob_a",
+        "prob_b",
+        "vectors_per_class",
+        "labels",
+        "params",
+        "shape",
+    ];
+    const STRINGS: [&'static str; 2] = ["kernel", "post_transform"];
 
-/// Declare the NNEF primitive and its dumper.
-pub fn register_nnef(registry: &mut Registry) {
-    let mut params = vec![TypeName::Scalar.tensor().named("input")];
-    for name in TENSORS {
-        params.push(TypeName::Scalar.tensor().named(name));
+    fn is_classifier(&self) -> bool {
+        self.svm.labels.is_some()
     }
-    params.push(TypeName::String.named("kernel"));
-    params.push(TypeName::String.named("post_transform"));
-    registry.register_primitive(
-        NNEF_ID,
-        &params,
-        &[
-            ("label", TypeName::Integer.tensor()),
-            ("scores", TypeName::Scalar.tensor()),
-        ],
-        nnef_load,
-    );
-    registry.register_dumper(nnef_dump);
-}
 
-fn nnef_dump(ast: &mut IntoAst, node: &TypedNode, op: &SvmOp) -> TractResult<Option<Arc<RValue>>> {
-    let mut args = vec![ast.mapping[&node.inputs[0]].clone()];
-    for (name, tensor) in op.svm.to_tensors()? {
-        args.push(ast.konst_variable(format!("{}_{name}", node.name), &tensor)?);
+    fn n_scores(&self) -> usize {
+        self.svm.scores()
     }
-    Ok(Some(invocation(
-        NNEF_ID,
-        &args,
-        &[
-            ("kernel", string(op.svm.kernel.as_str())),
-            ("post_transform", string(op.svm.post.as_str())),
-        ],
-    )))
-}
 
-fn nnef_load(builder: &mut ModelBuilder, invocation: &ResolvedInvocation) -> TractResult<Value> {
-    let input = invocation.named_arg_as(builder, "input")?;
-    let mut tensors = HashMap::new();
-    for name in TENSORS {
-        let t: Arc<Tensor> = invocation.named_arg_as(builder, name)?;
-        tensors.insert(name, t);
+    fn to_tensors(&self) -> TractResult<Vec<(&'static str, Arc<Tensor>)>> {
+        self.svm.to_tensors()
     }
-    let get = |name: &str| -> TractResult<Arc<Tensor>> {
-        tensors
-            .get(name)
-            .cloned()
-            .ok_or_else(|| format_err!("missing {name}"))
-    };
-    let mut svm = Svm::from_tensors(&get)?;
-    let kernel: String = invocation.named_arg_as(builder, "kernel")?;
-    let post: String = invocation.named_arg_as(builder, "post_transform")?;
-    svm.kernel = Kernel::parse(&kernel)?;
-    svm.post = PostTransform::parse(&post)?;
-    svm.check()?;
-    builder.wire(SvmOp { svm: Arc::new(svm) }, &[input])
+
+    fn strings(&self) -> [&'static str; 2] {
+        [self.svm.kernel.as_str(), self.svm.post.as_str()]
+    }
+
+    fn from_nnef(
+        tensor: &dyn Fn(&str) -> TractResult<Arc<Tensor>>,
+        [kernel, post]: [&str; 2],
+    ) -> TractResult<SvmOp> {
+        let mut svm = Svm::from_tensors(tensor)?;
+        svm.kernel = Kernel::parse(kernel)?;
+        svm.post = PostTransform::parse(post)?;
+        svm.check()?;
+        Ok(SvmOp { svm: Arc::new(svm) })
+    }
 }
 
 #[cfg(test)]

@@ -27,41 +27,44 @@ pub fn datatype(declared: &InputOverride) -> Option<DataType> {
 /// or another size for a dimension the model fixes. A free dimension may be fixed by a declaration; a fixed
 /// one may be freed only on the first axis when the model fixes it at 1, as exporters that trace at batch 1 do.
 pub fn check(declared: &[InputOverride], model: &[ModelInput]) -> Result<(), String> {
-    for d in declared {
-        let Some(m) = model.iter().find(|m| m.name == d.name) else {
-            let names: Vec<String> = model.iter().map(|m| format!("`{}`", m.name)).collect();
+    for declaration in declared {
+        let Some(input) = model.iter().find(|input| input.name == declaration.name) else {
+            let names: Vec<String> = model
+                .iter()
+                .map(|input| format!("`{}`", input.name))
+                .collect();
             return Err(format!(
                 "model.inputs names `{}`, but the model's inputs are {}",
-                d.name,
+                declaration.name,
                 names.join(", ")
             ));
         };
-        let Some(want) = datatype(d) else {
+        let Some(want) = datatype(declaration) else {
             return Err(format!(
                 "input `{}`: declared datatype {:?} is not a numeric tensor type",
-                d.name, d.datatype
+                declaration.name, declaration.datatype
             ));
         };
-        if let Some(have) = m.datatype
+        if let Some(have) = input.datatype
             && have != want
         {
             return Err(format!(
                 "input `{}`: declared datatype {want}, the model takes {have}",
-                d.name
+                declaration.name
             ));
         }
-        let Some(dims) = &m.dims else { continue };
-        if dims.len() != d.shape.len() {
+        let Some(dims) = &input.dims else { continue };
+        if dims.len() != declaration.shape.len() {
             return Err(format!(
                 "input `{}`: declared shape {:?} has rank {}, the model's has rank {} ({})",
-                d.name,
-                d.shape,
-                d.shape.len(),
+                declaration.name,
+                declaration.shape,
+                declaration.shape.len(),
                 dims.len(),
                 render(dims)
             ));
         }
-        for (axis, (&want, have)) in d.shape.iter().zip(dims).enumerate() {
+        for (axis, (&want, have)) in declaration.shape.iter().zip(dims).enumerate() {
             let Some(have) = *have else { continue };
             let freed_batch = axis == 0 && want == -1 && have == 1;
             if want != have && !freed_batch {
@@ -72,7 +75,7 @@ pub fn check(declared: &[InputOverride], model: &[ModelInput]) -> Result<(), Str
                 };
                 return Err(format!(
                     "input `{}` dimension {axis}: declared {want}, the model fixes it at {have} (shape {})",
-                    d.name,
+                    declaration.name,
                     render(dims)
                 ));
             }

@@ -11,10 +11,9 @@
 //! header; passes are pure functions of the weights. A fixed precision without a labelled set is built exactly as
 //! asked, with no gate: that is how serving pods re-derive the artifact the optimize Job already gated and recorded.
 
-mod declared;
-pub mod dequant;
 mod eval;
-pub(crate) mod graph;
+pub mod fetch;
+mod graph;
 mod inspect;
 mod passes;
 mod progress;
@@ -32,12 +31,11 @@ use tract_nnef::internal::*;
 use tractor_api::report::{Candidate, FailureReason, OptimizeReport};
 use tractor_api::{Datatype, EvalMetric, Precision, TensorSignature};
 
-use crate::fetch;
-
 /// The failure codes of the report, shared with the operator.
 pub type Reason = FailureReason;
 
-/// A failed step: the report's reason code and a message for humans.
+/// A failed step: the report's reason code and a message for humans. The one error type of this crate: the reason
+/// code is its category.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct OptError {
@@ -57,13 +55,16 @@ impl OptError {
     }
 }
 
-impl From<fetch::FetchError> for OptError {
-    fn from(e: fetch::FetchError) -> OptError {
-        let reason = match e {
-            fetch::FetchError::Denied { .. } => Reason::AccessDenied,
-            fetch::FetchError::Failed { .. } => Reason::FetchFailed,
-        };
-        OptError::new(reason, e.to_string())
+impl From<tractor_model::Error> for OptError {
+    /// A load that failed keeps the reason the loader gave it, and its message without the path (the report
+    /// names the source).
+    fn from(e: tractor_model::Error) -> OptError {
+        match e {
+            tractor_model::Error::LoadModel {
+                reason, message, ..
+            } => OptError::new(reason, message),
+            other => OptError::new(Reason::Internal, other.to_string()),
+        }
     }
 }
 
@@ -201,10 +202,10 @@ const TIMING_BUDGET: Duration = Duration::from_millis(400);
 pub fn run(args: OptimizeArgs) -> i32 {
     let started = Instant::now();
     let mut report = OptimizeReport::default();
-    if let Err(e) = pipeline(&args, &mut report) {
-        tracing::error!(reason = ?e.reason, "{}", e.message);
-        report.reason = Some(e.reason);
-        report.message = e.message;
+    if let Err(error) = pipeline(&args, &mut report) {
+        tracing::error!(reason = ?error.reason, "{}", error.message);
+        report.reason = Some(error.reason);
+        report.message = error.message;
         report.artifact_digest = None;
         report.size_bytes = None;
         report.precision = None;
@@ -214,18 +215,18 @@ pub fn run(args: OptimizeArgs) -> i32 {
     let json = report.to_compact_json();
     println!("{json}");
     if let Some(path) = &args.report
-        && let Err(e) = write_atomic(path, json.as_bytes())
+        && let Err(error) = write_atomic(path, json.as_bytes())
     {
-        tracing::error!("writing the report to {}: {e}", path.display());
+        tracing::error!("writing the report to {}: {error}", path.display());
         return 2;
     }
     // The kubelet reads this file into the container's termination message, where the operator finds the report.
-    if let Ok(mut f) = std::fs::OpenOptions::new()
+    if let Ok(mut file) = std::fs::OpenOptions::new()
         .write(true)
         .truncate(true)
         .open("/dev/termination-log")
     {
-        let _ = f.write_all(json.as_bytes());
+        let _ = file.write_all(json.as_bytes());
     }
     if report.succeeded() { 0 } else { 1 }
 }
@@ -250,25 +251,25 @@ fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptE
             format!("--prune-sparsity must be in [0, 0.95], got {sparsity}"),
         ));
     }
-    std::fs::create_dir_all(&args.out).map_err(|e| {
+    std::fs::create_dir_all(&args.out).map_err(|error| {
         OptError::new(
             Reason::Internal,
-            format!("creating {}: {e}", args.out.display()),
+            format!("creating {}: {error}", args.out.display()),
         )
     })?;
     let work = tempfile::tempdir()
-        .map_err(|e| OptError::new(Reason::Internal, format!("work folder: {e}")))?;
+        .map_err(|error| OptError::new(Reason::Internal, format!("work folder: {error}")))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| OptError::new(Reason::Internal, format!("runtime: {e}")))?;
+        .map_err(|error| OptError::new(Reason::Internal, format!("runtime: {error}")))?;
 
     // 1. Fetch and verify.
     let source = fetch::Source::parse(&args.source)?;
     let expected = args
         .sha256
         .as_deref()
-        .map(|s| s.trim().trim_start_matches("sha256:").to_lowercase());
+        .map(|digest| digest.trim().trim_start_matches("sha256:").to_lowercase());
     if source.is_plain_http() && expected.is_none() {
         return Err(OptError::new(
             Reason::FetchFailed,
@@ -297,8 +298,11 @@ fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptE
 
     // 2. Convert.
     progress("load", &path.display().to_string());
-    let declared = args.inputs.as_ref().map_or(&[][..], |d| &d.0[..]);
-    let (model, format) = graph::load_declared(&path, args.format, declared)?;
+    let declared = args
+        .inputs
+        .as_ref()
+        .map_or(&[][..], |labelled| &labelled.0[..]);
+    let (model, format) = tractor_model::loader::load_declared(&path, args.format, declared)?;
     report.format = Some(format);
     let (inputs, outputs) = signature(&model)?;
     report.inputs = inputs;
@@ -312,24 +316,23 @@ fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptE
             progress("dataset", uri);
             let dir = work.path().join("dataset");
             std::fs::create_dir_all(&dir)
-                .map_err(|e| OptError::new(Reason::Internal, e.to_string()))?;
-            let local = rt.block_on(fetch::fetch(uri, &dir)).map_err(|e| {
-                let e = OptError::from(e);
-                OptError::new(e.reason, format!("labelled set: {}", e.message))
+                .map_err(|error| OptError::new(Reason::Internal, error.to_string()))?;
+            let local = rt.block_on(fetch::fetch(uri, &dir)).map_err(|error| {
+                OptError::new(error.reason, format!("labelled set: {}", error.message))
             })?;
             Some(eval::load_npz(&local)?)
         }
         None => None,
     };
     let sample = match &dataset {
-        Some(d) => d.x.clone(),
+        Some(labelled) => labelled.x.clone(),
         None => eval::calibration_sample(&graph::row_shape(&model)?, CALIBRATION_ROWS)?,
     };
     let baseline = graph::Exec::new(&model)?;
     let reference = eval::predict(&baseline, &sample, regression && dataset.is_some())?;
     let regression_ref = regression && dataset.is_some();
-    if let Some(d) = &dataset {
-        let score = eval::score(metric, &reference, &d.y)?;
+    if let Some(labelled) = &dataset {
+        let score = eval::score(metric, &reference, &labelled.y)?;
         report.metric = Some(metric);
         report.baseline_score = Some(round6(score));
         if let Some(min) = args.min_score
@@ -374,12 +377,12 @@ fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptE
                 _ => Ok(base.clone()),
             };
             let candidate = match candidate {
-                Ok(c) => c,
-                Err(e) if precision != Precision::F32 => {
-                    tracing::warn!("{precision:?} candidate dropped: {}", e.message);
+                Ok(rewritten) => rewritten,
+                Err(error) if precision != Precision::F32 => {
+                    tracing::warn!("{precision:?} candidate dropped: {}", error.message);
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(error) => return Err(error),
             };
             let bytes = graph::archive(&candidate)?;
             let served = graph::reload(&bytes)?;
@@ -387,21 +390,21 @@ fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptE
             let pred = eval::predict(&runnable, &sample, regression_ref)?;
             let agreement = eval::agreement(&reference, &pred);
             let score = match &dataset {
-                Some(d) => Some(eval::score(metric, &pred, &d.y)?),
+                Some(labelled) => Some(eval::score(metric, &pred, &labelled.y)?),
                 None => None,
             };
             let passed = gate.passes(score, agreement);
             let mut latencies = Vec::new();
             if timed && passed {
-                for &b in &args.batch_sizes {
-                    let fixed = graph::Exec::with_batch(&served, b)?;
-                    let input = batch_of(&sample, b)?;
+                for &batch_size in &args.batch_sizes {
+                    let fixed = graph::Exec::with_batch(&served, batch_size)?;
+                    let input = batch_of(&sample, batch_size)?;
                     latencies.push(fixed.median_latency(&input, TIMING_BUDGET)?);
                 }
             }
             tracing::info!(
                 precision = ?precision, pruned, size = bytes.len(), agreement, score, passed,
-                latencies_micros = ?latencies.iter().map(|d| d.as_micros()).collect::<Vec<_>>(),
+                latencies_micros = ?latencies.iter().map(|labelled| labelled.as_micros()).collect::<Vec<_>>(),
                 "candidate measured"
             );
             let stop = !timed && passed;
@@ -431,18 +434,19 @@ fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptE
         measure(&model, false)?
     };
     let mut refused = None;
-    if sparsity > 0.0 && gated && !built.iter().any(|b| b.passed) {
+    if sparsity > 0.0 && gated && !built.iter().any(|measured| measured.passed) {
         let best = built
             .iter()
-            .map(|b| b.score.unwrap_or(b.agreement))
+            .map(|measured| measured.score.unwrap_or(measured.agreement))
             .fold(f64::NAN, f64::max);
         progress("prune", "refused: no pruned candidate passes the gate");
         refused = Some(format!(
             "pruning to {sparsity} refused: the best pruned candidate scored {best:.4} against {}, beyond the gate; \
              serving the unpruned weights",
-            report
-                .baseline_score
-                .map_or_else(|| "f32's answers".to_owned(), |b| format!("{b:.4}"))
+            report.baseline_score.map_or_else(
+                || "f32's answers".to_owned(),
+                |measured| format!("{measured:.4}")
+            )
         ));
         built.extend(measure(&model, false)?);
     }
@@ -451,41 +455,49 @@ fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptE
     let chosen = if timed {
         built
             .iter()
-            .filter(|b| b.passed)
-            .min_by_key(|b| b.latencies.first().copied().unwrap_or(Duration::MAX))
+            .filter(|measured| measured.passed)
+            .min_by_key(|measured| measured.latencies.first().copied().unwrap_or(Duration::MAX))
     } else {
-        built.iter().find(|b| b.passed)
+        built.iter().find(|measured| measured.passed)
     };
     let Some(chosen) = chosen else {
         let why = match &refused {
-            Some(r) => format!("{r}, but no unpruned candidate passes the accuracy gate either"),
+            Some(refusal) => {
+                format!("{refusal}, but no unpruned candidate passes the accuracy gate either")
+            }
             None => "no candidate passes the accuracy gate".to_owned(),
         };
         return Err(OptError::new(Reason::BelowMinScore, why));
     };
     report.candidates = built
         .iter()
-        .map(|b| Candidate {
-            precision: b.precision,
-            latency_micros: b.latencies.first().map(|d| round6(d.as_secs_f64() * 1e6)),
-            score: Some(round6(b.score.unwrap_or(b.agreement))),
-            passed: b.passed,
-            pruned: b.pruned,
+        .map(|measured| Candidate {
+            precision: measured.precision,
+            latency_micros: measured
+                .latencies
+                .first()
+                .map(|labelled| round6(labelled.as_secs_f64() * 1e6)),
+            score: Some(round6(measured.score.unwrap_or(measured.agreement))),
+            passed: measured.passed,
+            pruned: measured.pruned,
         })
         .collect();
-    let unpruned: Vec<&Built> = built.iter().filter(|b| b.pruned == chosen.pruned).collect();
+    let unpruned: Vec<&Built> = built
+        .iter()
+        .filter(|measured| measured.pruned == chosen.pruned)
+        .collect();
     report.message = explain(requested, chosen, &unpruned, dataset.is_some());
-    if let Some(r) = refused {
+    if let Some(refusal) = refused {
         report.pruning_refused = true;
-        report.message = format!("{r}; {}", report.message);
+        report.message = format!("{refusal}; {}", report.message);
     }
 
     // 6. Write, atomically.
     let artifact = args.out.join(tractor_api::names::ARTIFACT_FILE);
-    write_atomic(&artifact, &chosen.bytes).map_err(|e| {
+    write_atomic(&artifact, &chosen.bytes).map_err(|error| {
         OptError::new(
             Reason::Internal,
-            format!("writing {}: {e}", artifact.display()),
+            format!("writing {}: {error}", artifact.display()),
         )
     })?;
     report.artifact_digest = Some(format!(

@@ -5,9 +5,8 @@
 
 use tract_nnef::internal::*;
 use tract_onnx::pb::NodeProto;
-use tract_onnx::tract_hir::infer::InferenceOp;
 use tract_onnx::tract_hir::internal::{
-    Expansion, InferenceResult, Solver, TensorProxy, check_input_arity, check_output_arity, expand,
+    Expansion, InferenceResult, Solver, TensorProxy, check_input_arity, check_output_arity,
 };
 
 /// What a model that ended in ZipMap is told (no quotes or newlines: it is written into NNEF as a literal).
@@ -15,14 +14,14 @@ pub const ZIPMAP_NOTE: &str = "ZipMap removed: its output is served as the [N, c
 fed it, columns in class-label order; to export exactly this model, convert with the skl2onnx option zipmap=False";
 
 #[derive(Debug, Clone)]
-struct ZipMap;
+pub(crate) struct ZipMap;
 
-/// ONNX builder for `ZipMap`.
-pub fn zipmap(
+/// Reads an ONNX `ZipMap` node.
+pub(crate) fn zipmap(
     _ctx: &tract_onnx::model::ParsingContext,
     _node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    Ok((expand(ZipMap), vec![]))
+) -> TractResult<ZipMap> {
+    Ok(ZipMap)
 }
 
 impl Expansion for ZipMap {

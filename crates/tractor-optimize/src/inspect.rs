@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use serde::Serialize;
 use tract_nnef::internal::*;
 use tractor_api::{ModelFormat, TensorSignature};
+use tractor_model::loader;
 
-use super::{OptError, graph, signature};
+use super::{OptError, signature};
 
 /// `tractor inspect`.
 #[derive(clap::Args, Debug, Clone)]
@@ -56,18 +57,20 @@ pub struct SourceOp {
     /// Nodes of that type.
     pub count: usize,
     /// Who runs it.
-    pub support: crate::ml::Support,
+    pub support: tractor_onnx_ml::Support,
 }
 
 /// The operator types of an ONNX file and who runs each.
 pub fn source_ops(path: &std::path::Path) -> Result<Vec<SourceOp>, OptError> {
     use tract_onnx::prelude::Framework;
-    let proto = crate::ml::onnx().proto_model_for_path(path).map_err(|e| {
-        OptError::new(
-            super::Reason::InvalidModel,
-            format!("not a loadable ONNX model: {e:#}"),
-        )
-    })?;
+    let proto = tractor_onnx_ml::onnx()
+        .proto_model_for_path(path)
+        .map_err(|e| {
+            OptError::new(
+                super::Reason::InvalidModel,
+                format!("not a loadable ONNX model: {e:#}"),
+            )
+        })?;
     let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
     for node in proto.graph.iter().flat_map(|g| g.node.iter()) {
         *counts
@@ -77,7 +80,7 @@ pub fn source_ops(path: &std::path::Path) -> Result<Vec<SourceOp>, OptError> {
     Ok(counts
         .into_iter()
         .map(|((domain, op), count)| SourceOp {
-            support: crate::ml::support(&op),
+            support: tractor_onnx_ml::support(&op),
             op: if domain.is_empty() || domain == "ai.onnx" {
                 op
             } else {
@@ -98,14 +101,17 @@ impl Inspection {
 /// Inspect a model file.
 pub fn inspect(args: &InspectArgs) -> Result<Inspection, OptError> {
     let path = &args.model;
-    let (model, format) = graph::load(path)?;
+    let (model, format) = loader::load(path)?;
     let source_ops = match format {
         ModelFormat::Onnx => source_ops(path)?,
         _ => Vec::new(),
     };
-    let mut warnings = graph::notes(&model);
-    if warnings.iter().any(|w| w == crate::ml::ZIPMAP_NOTE) {
-        tracing::warn!("{}", crate::ml::ZIPMAP_NOTE);
+    let mut warnings = loader::notes(&model);
+    if warnings
+        .iter()
+        .any(|warning| warning == tractor_onnx_ml::ZIPMAP_NOTE)
+    {
+        tracing::warn!("{}", tractor_onnx_ml::ZIPMAP_NOTE);
     }
     warnings.sort();
     let (inputs, outputs) = signature(&model)?;
@@ -113,15 +119,17 @@ pub fn inspect(args: &InspectArgs) -> Result<Inspection, OptError> {
     let mut parameters = BTreeMap::new();
     for node in model.nodes() {
         *ops.entry(node.op.name().to_string()).or_insert(0) += 1;
-        if let Some(k) = node.op_as::<tract_nnef::tract_core::ops::konst::Const>() {
+        if let Some(constant) = node.op_as::<tract_nnef::tract_core::ops::konst::Const>() {
             *parameters
-                .entry(format!("{:?}", k.val().datum_type()).to_lowercase())
-                .or_insert(0) += k.val().len();
+                .entry(format!("{:?}", constant.val().datum_type()).to_lowercase())
+                .or_insert(0) += constant.val().len();
         }
     }
-    let size_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let size_bytes = std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0);
     let sha256 = if path.is_file() {
-        super::sha256_file(path).ok().map(|h| format!("sha256:{h}"))
+        super::sha256_file(path)
+            .ok()
+            .map(|hash| format!("sha256:{hash}"))
     } else {
         None
     };

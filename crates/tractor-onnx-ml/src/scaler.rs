@@ -5,24 +5,23 @@
 use tract_nnef::internal::*;
 use tract_nnef::tract_core::ops::{cast::cast, math};
 use tract_onnx::pb::NodeProto;
-use tract_onnx::tract_hir::infer::InferenceOp;
 use tract_onnx::tract_hir::internal::{
-    Expansion, InferenceResult, Solver, TensorProxy, check_input_arity, check_output_arity, expand,
+    Expansion, InferenceResult, Solver, TensorProxy, check_input_arity, check_output_arity,
 };
 
 use super::attr_f32s;
 
 #[derive(Debug, Clone)]
-struct Scaler {
+pub(crate) struct Scaler {
     offset: Vec<f32>,
     scale: Vec<f32>,
 }
 
-/// ONNX builder for `Scaler`.
-pub fn scaler(
+/// Reads an ONNX `Scaler` node.
+pub(crate) fn scaler(
     _ctx: &tract_onnx::model::ParsingContext,
     node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+) -> TractResult<Scaler> {
     let mut offset = attr_f32s(node, "offset")?;
     let mut scale = attr_f32s(node, "scale")?;
     // The spec gives no defaults; onnxruntime reads a missing one as identity.
@@ -32,7 +31,7 @@ pub fn scaler(
     if scale.is_empty() {
         scale.push(1.0);
     }
-    Ok((expand(Scaler { offset, scale }), vec![]))
+    Ok(Scaler { offset, scale })
 }
 
 /// A constant of one value or `[1, C]`, to broadcast over `[N, C]`.

@@ -52,13 +52,13 @@ fn read_array(
 ) -> Result<Tensor, OptError> {
     let npy = npz
         .by_name(name)
-        .map_err(|e| invalid(format!("reading array {name}: {e}")))?
+        .map_err(|error| invalid(format!("reading array {name}: {error}")))?
         .ok_or_else(|| invalid(format!("the .npz has no array named {name:?}")))?;
-    let shape: Vec<usize> = npy.shape().iter().map(|d| *d as usize).collect();
-    let bad = |e: std::io::Error| invalid(format!("array {name}: {e}"));
+    let shape: Vec<usize> = npy.shape().iter().map(|dim| *dim as usize).collect();
+    let bad = |error: std::io::Error| invalid(format!("array {name}: {error}"));
     let dtype = npy.dtype();
     let descr = match &dtype {
-        npyz::DType::Plain(t) => t.to_string(),
+        npyz::DType::Plain(plain) => plain.to_string(),
         _ => {
             return Err(invalid(format!(
                 "array {name}: structured dtypes are not supported"
@@ -87,7 +87,7 @@ fn read_array(
             )));
         }
     }
-    .map_err(|e| invalid(format!("array {name}: {e}")))?;
+    .map_err(|error| invalid(format!("array {name}: {error}")))?;
     Ok(tensor)
 }
 
@@ -109,47 +109,56 @@ pub enum Predictions {
 
 /// Pick the output that carries the prediction (see the module docs) and turn it into [`Predictions`].
 pub fn predictions(outputs: &[Tensor], regression: bool) -> Result<Predictions, OptError> {
-    let is_float = |t: &Tensor| t.datum_type().is_float();
+    let is_float = |output: &Tensor| output.datum_type().is_float();
     if regression {
-        let t = outputs
+        let output = outputs
             .iter()
-            .find(|t| is_float(t))
+            .find(|output| is_float(output))
             .ok_or_else(|| invalid("a regression metric needs a float output"))?;
-        let rows = t.shape().first().copied().unwrap_or(1);
-        let v = values::<f64>(t).map_err(|e| invalid(e.to_string()))?;
-        return Ok(Predictions::Values(v, rows));
+        let rows = output.shape().first().copied().unwrap_or(1);
+        let data = values::<f64>(output).map_err(|error| invalid(error.to_string()))?;
+        return Ok(Predictions::Values(data, rows));
     }
-    if let Some(t) = outputs
+    if let Some(output) = outputs
         .iter()
-        .find(|t| is_float(t) && t.rank() == 2 && t.shape()[1] > 1)
+        .find(|output| is_float(output) && output.rank() == 2 && output.shape()[1] > 1)
     {
-        let v = t.cast_to::<f32>().map_err(|e| invalid(e.to_string()))?;
-        let v = v
+        let data = output
+            .cast_to::<f32>()
+            .map_err(|error| invalid(error.to_string()))?;
+        let data = data
             .to_plain_array_view::<f32>()
-            .map_err(|e| invalid(e.to_string()))?;
-        let classes = v
+            .map_err(|error| invalid(error.to_string()))?;
+        let classes = data
             .outer_iter()
             .map(|row| {
                 row.iter()
                     .enumerate()
-                    .fold((0usize, f32::NEG_INFINITY), |best, (i, x)| {
-                        if *x > best.1 { (i, *x) } else { best }
+                    .fold((0usize, f32::NEG_INFINITY), |best, (class, score)| {
+                        if *score > best.1 {
+                            (class, *score)
+                        } else {
+                            best
+                        }
                     })
                     .0 as i64
             })
             .collect();
         return Ok(Predictions::Classes(classes));
     }
-    if let Some(t) = outputs.iter().find(|t| t.datum_type().is_integer()) {
-        let v = values::<i64>(t).map_err(|e| invalid(e.to_string()))?;
-        return Ok(Predictions::Classes(v));
+    if let Some(output) = outputs
+        .iter()
+        .find(|output| output.datum_type().is_integer())
+    {
+        let data = values::<i64>(output).map_err(|error| invalid(error.to_string()))?;
+        return Ok(Predictions::Classes(data));
     }
     // Neither class scores nor a label: a regressor (a tree ensemble or SVM regressor gives `[N, 1]`), compared on
     // its values even when the metric asked is a classification one (the calibration sample has no labels).
-    if let Some(t) = outputs.iter().find(|t| is_float(t)) {
-        let rows = t.shape().first().copied().unwrap_or(1);
-        let v = values::<f64>(t).map_err(|e| invalid(e.to_string()))?;
-        return Ok(Predictions::Values(v, rows));
+    if let Some(output) = outputs.iter().find(|output| is_float(output)) {
+        let rows = output.shape().first().copied().unwrap_or(1);
+        let data = values::<f64>(output).map_err(|error| invalid(error.to_string()))?;
+        return Ok(Predictions::Values(data, rows));
     }
     Err(invalid(
         "cannot tell the prediction from the outputs (no class scores, no integer label, no float value)",
@@ -192,33 +201,44 @@ pub fn is_regression(metric: EvalMetric) -> bool {
 }
 
 /// Score predictions against labels.
-pub fn score(metric: EvalMetric, pred: &Predictions, y: &[f64]) -> Result<f64, OptError> {
+pub fn score(metric: EvalMetric, pred: &Predictions, labels: &[f64]) -> Result<f64, OptError> {
     match (metric, pred) {
-        (EvalMetric::Mae | EvalMetric::Rmse, Predictions::Values(v, _)) => {
-            if v.len() != y.len() {
+        (EvalMetric::Mae | EvalMetric::Rmse, Predictions::Values(predicted, _)) => {
+            if predicted.len() != labels.len() {
                 return Err(invalid(format!(
                     "the model gives {} values, y has {}",
-                    v.len(),
-                    y.len()
+                    predicted.len(),
+                    labels.len()
                 )));
             }
-            let n = v.len().max(1) as f64;
+            let count = predicted.len().max(1) as f64;
             Ok(if metric == EvalMetric::Mae {
-                v.iter().zip(y).map(|(a, b)| (a - b).abs()).sum::<f64>() / n
+                predicted
+                    .iter()
+                    .zip(labels)
+                    .map(|(estimate, target)| (estimate - target).abs())
+                    .sum::<f64>()
+                    / count
             } else {
-                (v.iter().zip(y).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / n).sqrt()
+                (predicted
+                    .iter()
+                    .zip(labels)
+                    .map(|(estimate, target)| (estimate - target).powi(2))
+                    .sum::<f64>()
+                    / count)
+                    .sqrt()
             })
         }
-        (_, Predictions::Classes(c)) => {
-            if c.len() != y.len() {
+        (_, Predictions::Classes(predicted_classes)) => {
+            if predicted_classes.len() != labels.len() {
                 return Err(invalid(format!(
                     "the model gives {} labels, y has {}",
-                    c.len(),
-                    y.len()
+                    predicted_classes.len(),
+                    labels.len()
                 )));
             }
-            let truth: Vec<i64> = y.iter().map(|v| v.round() as i64).collect();
-            Ok(classification(metric, c, &truth))
+            let truth: Vec<i64> = labels.iter().map(|label| label.round() as i64).collect();
+            Ok(classification(metric, predicted_classes, &truth))
         }
         _ => Err(invalid("the metric does not fit the model's outputs")),
     }
@@ -226,29 +246,34 @@ pub fn score(metric: EvalMetric, pred: &Predictions, y: &[f64]) -> Result<f64, O
 
 /// Accuracy, or macro-averaged precision/recall/F1 over the classes seen in the labels or predictions.
 pub fn classification(metric: EvalMetric, pred: &[i64], truth: &[i64]) -> f64 {
-    let n = truth.len().max(1) as f64;
+    let count = truth.len().max(1) as f64;
     if metric == EvalMetric::Accuracy {
-        return pred.iter().zip(truth).filter(|(a, b)| a == b).count() as f64 / n;
+        return pred
+            .iter()
+            .zip(truth)
+            .filter(|(predicted, actual)| predicted == actual)
+            .count() as f64
+            / count;
     }
     let mut classes: Vec<i64> = pred.iter().chain(truth).copied().collect();
     classes.sort_unstable();
     classes.dedup();
     let mut sum = 0.0;
-    for c in &classes {
+    for class in &classes {
         let tp = pred
             .iter()
             .zip(truth)
-            .filter(|(p, t)| *p == c && *t == c)
+            .filter(|(predicted, actual)| *predicted == class && *actual == class)
             .count() as f64;
         let fp = pred
             .iter()
             .zip(truth)
-            .filter(|(p, t)| *p == c && *t != c)
+            .filter(|(predicted, actual)| *predicted == class && *actual != class)
             .count() as f64;
         let fne = pred
             .iter()
             .zip(truth)
-            .filter(|(p, t)| *p != c && *t == c)
+            .filter(|(predicted, actual)| *predicted != class && *actual == class)
             .count() as f64;
         let precision = if tp + fp > 0.0 { tp / (tp + fp) } else { 0.0 };
         let recall = if tp + fne > 0.0 { tp / (tp + fne) } else { 0.0 };

@@ -91,7 +91,7 @@ where
     results
         .into_iter()
         .enumerate()
-        .map(|(i, r)| r.unwrap_or_else(|| (shared.work)(i)))
+        .map(|(index, result)| result.unwrap_or_else(|| (shared.work)(index)))
         .collect()
 }
 
@@ -192,33 +192,33 @@ mod tests {
         let on_helper = || {
             std::thread::current()
                 .name()
-                .is_some_and(|n| n.starts_with("tractor-helper-"))
+                .is_some_and(|name| name.starts_with("tractor-helper-"))
         };
-        let parts = split(1, 64, move |i| {
+        let parts = split(1, 64, move |part| {
             if on_helper() {
                 HELPER_RAN.store(true, Ordering::Release);
-                panic!("part {i} on a helper");
+                panic!("part {part} on a helper");
             }
-            if i == 0 {
+            if part == 0 {
                 // Hold the caller at its first part until a helper has taken one, so the panic path runs.
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while !HELPER_RAN.load(Ordering::Acquire) && Instant::now() < deadline {
                     std::thread::yield_now();
                 }
             }
-            i * 10
+            part * 10
         });
         assert!(
             HELPER_RAN.load(Ordering::Acquire),
             "no helper took a part within 10 s"
         );
-        assert_eq!(parts, (0..64).map(|i| i * 10).collect::<Vec<_>>());
+        assert_eq!(parts, (0..64).map(|part| part * 10).collect::<Vec<_>>());
         assert_eq!(
-            split(0, 3, |i| i),
+            split(0, 3, |part| part),
             [0, 1, 2],
             "no helpers: the caller alone"
         );
-        assert!(split(2, 0, |i| i).is_empty());
+        assert!(split(2, 0, |part| part).is_empty());
     }
 
     #[test]

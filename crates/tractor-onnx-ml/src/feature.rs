@@ -6,20 +6,19 @@ use tract_nnef::internal::*;
 use tract_nnef::tract_core::ops::array::Gather;
 use tract_nnef::tract_core::ops::change_axes::AxisOp;
 use tract_onnx::pb::NodeProto;
-use tract_onnx::tract_hir::infer::InferenceOp;
 use tract_onnx::tract_hir::internal::{
-    Expansion, InferenceResult, Solver, TensorProxy, check_input_arity, check_output_arity, expand,
+    Expansion, InferenceResult, Solver, TensorProxy, check_input_arity, check_output_arity,
 };
 
 #[derive(Debug, Clone)]
-struct ArrayFeatureExtractor;
+pub(crate) struct ArrayFeatureExtractor;
 
-/// ONNX builder for `ArrayFeatureExtractor`.
-pub fn array_feature_extractor(
+/// Reads an ONNX `ArrayFeatureExtractor` node.
+pub(crate) fn array_feature_extractor(
     _ctx: &tract_onnx::model::ParsingContext,
     _node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    Ok((expand(ArrayFeatureExtractor), vec![]))
+) -> TractResult<ArrayFeatureExtractor> {
+    Ok(ArrayFeatureExtractor)
 }
 
 impl Expansion for ArrayFeatureExtractor {
@@ -54,14 +53,17 @@ impl Expansion for ArrayFeatureExtractor {
         model: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        let mut x = inputs[0];
-        if model.outlet_fact(x)?.rank() == 1 {
-            x = model.wire_node(format!("{prefix}.row"), AxisOp::Add(0), &[x])?[0];
+        let mut input = inputs[0];
+        if model.outlet_fact(input)?.rank() == 1 {
+            input = model.wire_node(format!("{prefix}.row"), AxisOp::Add(0), &[input])?[0];
         }
         let fact = model.outlet_fact(inputs[1])?.clone();
         let mut indices = inputs[1];
-        if let Some(k) = &fact.konst {
-            let flat = k.clone().into_tensor().into_shape(&[k.len()])?;
+        if let Some(constant) = &fact.konst {
+            let flat = constant
+                .clone()
+                .into_tensor()
+                .into_shape(&[constant.len()])?;
             indices = model.add_const(format!("{prefix}.indices"), flat)?;
         } else {
             match fact.rank() {
@@ -81,14 +83,14 @@ impl Expansion for ArrayFeatureExtractor {
                 }
             }
         }
-        let axis = model.outlet_fact(x)?.rank() - 1;
+        let axis = model.outlet_fact(input)?.rank() - 1;
         model.wire_node(
             prefix,
             Gather {
                 axis,
                 output_type: None,
             },
-            &[x, indices],
+            &[input, indices],
         )
     }
 }

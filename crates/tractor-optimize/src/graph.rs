@@ -1,0 +1,146 @@
+//! tract glue for the optimizer: write the deterministic NNEF archive, read it back as the server will, run and
+//! time it.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use tract_nnef::internal::*;
+use tractor_model::loader::nnef;
+
+use super::{OptError, Reason};
+
+fn flat(e: &TractError) -> String {
+    format!("{e:#}")
+}
+
+/// The artifact bytes: tract's deterministic tar (fixed mtimes, sorted entries) gzipped with a fixed header.
+pub fn archive(model: &TypedModel) -> Result<Vec<u8>, OptError> {
+    let tar = nnef()
+        .write_to_tar_with_config(model, Vec::new(), false, true)
+        .map_err(|e| {
+            let m = flat(&e);
+            OptError::new(
+                Reason::UnsupportedOp,
+                format!("cannot write the model as NNEF: {m}"),
+            )
+        })?;
+    // mtime 0, no file name, fixed OS byte and level: the same tar always gives the same gzip bytes.
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(Vec::new(), flate2::Compression::best());
+    gz.write_all(&tar)
+        .and_then(|_| gz.finish())
+        .map_err(|e| OptError::new(Reason::Internal, format!("compressing the artifact: {e}")))
+}
+
+/// Read an artifact back exactly as the server does (NNEF, decluttered), so what is evaluated is what is served.
+pub fn reload(bytes: &[u8]) -> Result<TypedModel, OptError> {
+    nnef()
+        .model_for_read(&mut &*bytes)
+        .and_then(|loaded| loaded.into_decluttered())
+        .map_err(|e| {
+            OptError::new(
+                Reason::Internal,
+                format!("the written artifact does not load back: {}", flat(&e)),
+            )
+        })
+}
+
+/// A model optimized for running, with the batch symbol left free.
+pub struct Exec {
+    plan: Arc<TypedSimplePlan>,
+    input_types: Vec<DatumType>,
+}
+
+impl Exec {
+    /// Optimize `model` for running any batch size.
+    pub fn new(model: &TypedModel) -> Result<Exec, OptError> {
+        Exec::build(model.clone())
+    }
+
+    /// Optimize `model` with its batch fixed to `batch` (the fast path the server takes per bucket).
+    pub fn with_batch(model: &TypedModel, batch: usize) -> Result<Exec, OptError> {
+        let mut values = HashMap::new();
+        for input in &model.inputs {
+            let fact = model.outlet_fact(*input).map_err(|e| internal(&e))?;
+            if let Some(first) = fact.shape.iter().next() {
+                for s in first.symbols() {
+                    values.insert(s, TDim::Val(batch as i64));
+                }
+            }
+        }
+        let fixed = model.set_symbols(&values).map_err(|e| internal(&e))?;
+        Exec::build(fixed)
+    }
+
+    fn build(model: TypedModel) -> Result<Exec, OptError> {
+        let input_types = model
+            .inputs
+            .iter()
+            .map(|i| model.outlet_fact(*i).map(|f| f.datum_type))
+            .collect::<TractResult<Vec<_>>>()
+            .map_err(|e| internal(&e))?;
+        let plan = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| internal(&e))?;
+        Ok(Exec { plan, input_types })
+    }
+
+    /// Run on one batch; the input is cast to the model's input type.
+    pub fn run(&self, input: &Tensor) -> Result<Vec<Tensor>, OptError> {
+        let dt = self
+            .input_types
+            .first()
+            .copied()
+            .unwrap_or(f32::datum_type());
+        let input = input.cast_to_dt(dt).map_err(|e| internal(&e))?.into_owned();
+        let outputs = self.plan.run(tvec!(input.into_tvalue())).map_err(|e| {
+            OptError::new(
+                Reason::InvalidDataset,
+                format!("running the model: {}", flat(&e)),
+            )
+        })?;
+        Ok(outputs.into_iter().map(|t| t.into_tensor()).collect())
+    }
+
+    /// Median wall time of one run on `input`, over as many runs as fit in about `budget` (at least 5).
+    pub fn median_latency(&self, input: &Tensor, budget: Duration) -> Result<Duration, OptError> {
+        self.run(input)?; // warm-up: first run allocates scratch space
+        let started = Instant::now();
+        let mut times = Vec::new();
+        while times.len() < 5 || (started.elapsed() < budget && times.len() < 2000) {
+            let t = Instant::now();
+            self.run(input)?;
+            times.push(t.elapsed());
+        }
+        times.sort();
+        Ok(times[times.len() / 2])
+    }
+}
+
+fn internal(e: &TractError) -> OptError {
+    OptError::new(Reason::Internal, flat(e))
+}
+
+/// Number of features per row of the first input (its shape without the batch axis), when static.
+pub fn row_shape(model: &TypedModel) -> Result<Vec<usize>, OptError> {
+    let input = model
+        .inputs
+        .first()
+        .ok_or_else(|| OptError::new(Reason::InvalidModel, "the model has no input"))?;
+    let fact = model.outlet_fact(*input).map_err(|e| internal(&e))?;
+    fact.shape
+        .iter()
+        .skip(1)
+        .map(|d| {
+            d.to_usize().map_err(|_| {
+                OptError::new(
+                    Reason::InvalidModel,
+                    format!("input has a non-batch dimension that is not fixed: {d}"),
+                )
+            })
+        })
+        .collect()
+}
