@@ -4,6 +4,8 @@
 //! `status`, is defined here; the CRD YAML in `crds/` is generated from these types by [`crd_yaml`].
 
 pub mod conditions;
+pub mod duration;
+pub mod metrics;
 pub mod names;
 pub mod report;
 pub mod revision;

@@ -1,5 +1,7 @@
 //! Defaults of the spec, shared by serde and the CRD schema so stored objects and typed reads agree.
 
+use crate::duration::Duration;
+
 pub(crate) fn default_true() -> bool {
     true
 }
@@ -30,7 +32,6 @@ pub(crate) fn default_min_replicas() -> i32 {
     1
 }
 
-/// The HPA's sync period.
 /// The HPA's default: CPU at 80 % utilization.
 pub(crate) fn default_metrics() -> Vec<crate::spec::MetricSpec> {
     vec![crate::spec::MetricSpec {
@@ -49,8 +50,9 @@ pub(crate) fn default_cpu_utilization() -> i32 {
     80
 }
 
-pub(crate) fn default_interval() -> String {
-    "15s".to_owned()
+/// The HPA's sync period.
+pub(crate) fn default_interval() -> Duration {
+    Duration::from_static("15s")
 }
 
 /// The HPA's `--horizontal-pod-autoscaler-tolerance`.
@@ -62,12 +64,12 @@ pub(crate) fn default_quantile() -> f64 {
     0.95
 }
 
-pub(crate) fn default_accuracy_window() -> String {
-    "10m".to_owned()
+pub(crate) fn default_accuracy_window() -> Duration {
+    Duration::from_static("10m")
 }
 
-pub(crate) fn default_pause() -> String {
-    "1m".to_owned()
+pub(crate) fn default_pause() -> Duration {
+    Duration::from_static("1m")
 }
 
 /// One failed check is tolerated: a single noisy scrape should not roll back a good canary.

@@ -10,6 +10,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::duration::Duration;
 use crate::schema;
 use crate::status::ModelDeploymentStatus;
 
@@ -518,8 +519,7 @@ pub struct Autoscaling {
     pub max_replicas: i32,
     /// How often the metrics are read and the replica count decided, as a duration (`15s`, `1m`).
     #[serde(default = "schema::default_interval")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
-    pub interval: String,
+    pub interval: Duration,
     /// Ratio around 1.0 within which no scaling happens, as in the HPA.
     #[serde(default = "schema::default_tolerance")]
     #[schemars(range(min = 0.0, max = 1.0))]
@@ -741,8 +741,7 @@ pub struct AccuracyMetric {
     pub min: f64,
     /// How long accuracy must stay below `min` before the resource is `Degraded`, as a duration.
     #[serde(default = "schema::default_accuracy_window")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
-    pub window: String,
+    pub window: Duration,
 }
 
 /// A user-defined PromQL signal.
@@ -821,8 +820,7 @@ pub struct CanaryStep {
     pub weight: i32,
     /// How long the step holds under analysis before the next, as a duration.
     #[serde(default = "schema::default_pause")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
-    pub pause: String,
+    pub pause: Duration,
 }
 
 /// Canary analysis limits, checked every step.

@@ -1,27 +1,21 @@
 //! A Prometheus HTTP API client (instant queries, a timeout on every call, an optional `Authorization`
-//! header) and the PromQL the autoscaler and canary analysis run, derived from the server's metrics contract.
+//! header) and the PromQL the autoscaler and canary analysis run, derived from the server's metrics contract
+//! ([`tractor_api::metrics`], whose names and label keys these queries spell).
 //!
 //! Every way a query can fail to give one finite number is an error, so callers can hold instead of acting
 //! on a guess: unreachable, timed out, an HTTP or API error, an empty result, or NaN.
+//!
+//! Ours, not `prometheus-http-query`: the operator runs instant queries only, and needs exactly this error
+//! taxonomy (unreachable apart from empty apart from NaN) to decide between holding and acting.
 
 use std::time::Duration;
 
 use serde_json::Value;
+use tractor_api::metrics::{
+    ACCURACY, CODE, CORRECT, FEEDBACK_WINDOW, MODEL, MODEL_INFO, PREDICTIONS_LABELLED, PROCESS_CPU,
+    REQUEST_DURATION, REQUESTS_TOTAL, RESULT, REVISION,
+};
 
-/// Name of the end-to-end latency histogram of `tractor serve` (its `_bucket` and `_count` series are read).
-pub const REQUEST_DURATION: &str = "tractor_inference_request_duration_seconds";
-/// Requests answered, by `code`.
-pub const REQUESTS_TOTAL: &str = "tractor_inference_requests_total";
-/// Rolling accuracy over the feedback window.
-pub const ACCURACY: &str = "tractor_model_accuracy";
-/// Labelled predictions in the feedback window.
-pub const FEEDBACK_WINDOW: &str = "tractor_model_feedback_window";
-/// CPU seconds of each server process (user and system), the `Cpu` scaling metric's counter.
-pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
-/// Labelled predictions by revision, true and predicted class and result (the servers' confusion counters).
-pub const PREDICTIONS_LABELLED: &str = "tractor_model_predictions_labelled_total";
-/// Always 1 per server: present from the first scrape, before any request has created the other series.
-pub const MODEL_INFO: &str = "tractor_model_info";
 /// Codes that count as failed requests: server errors and load shedding, over REST and gRPC. Client errors
 /// (400, 404, 413) are the caller's, not the model's.
 const ERROR_CODES: &str =
@@ -259,7 +253,7 @@ pub struct Selector {
 impl Selector {
     fn matchers(&self, extra: &str) -> String {
         let mut m = format!(
-            "namespace=\"{}\",model=\"{}\"",
+            "namespace=\"{}\",{MODEL}=\"{}\"",
             escape(&self.namespace),
             escape(&self.model)
         );
@@ -319,7 +313,7 @@ pub fn cpu_seconds_per_second(sel: &Selector, w: &str) -> String {
 /// Share of failed requests over `w`; 0 when no request came in.
 pub fn error_rate(sel: &Selector, w: &str) -> String {
     let all = sel.matchers("");
-    let failed = sel.matchers(&format!("code=~\"{ERROR_CODES}\""));
+    let failed = sel.matchers(&format!("{CODE}=~\"{ERROR_CODES}\""));
     format!(
         "((sum(rate({REQUESTS_TOTAL}{failed}[{w}])) or vector(0)) / sum(rate({REQUESTS_TOTAL}{all}[{w}]))) >= 0 \
          or sum(rate({REQUESTS_TOTAL}{all}[{w}])) == 0 or {}",
@@ -339,13 +333,13 @@ pub fn accuracy(sel: &Selector) -> String {
     match &sel.revision {
         Some(r) => {
             let by_revision = format!(
-                "namespace=\"{}\",model=\"{}\",revision=\"{}\"",
+                "namespace=\"{}\",{MODEL}=\"{}\",{REVISION}=\"{}\"",
                 escape(&sel.namespace),
                 escape(&sel.model),
                 escape(r)
             );
             format!(
-                "(sum({PREDICTIONS_LABELLED}{{{by_revision},result=\"correct\"}}) or sum({PREDICTIONS_LABELLED}{{{by_revision}}}) * 0) \
+                "(sum({PREDICTIONS_LABELLED}{{{by_revision},{RESULT}=\"{CORRECT}\"}}) or sum({PREDICTIONS_LABELLED}{{{by_revision}}}) * 0) \
                  / sum({PREDICTIONS_LABELLED}{{{by_revision}}}) or {windows}"
             )
         }

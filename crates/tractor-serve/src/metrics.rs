@@ -1,4 +1,5 @@
-//! Every metric the server exports, by the names of the architecture page; the only place they are spelled.
+//! Every metric the server exports, registered with its help text and buckets; their names and label keys
+//! are spelled once, in [`tractor_api::metrics`], which the operator's queries read too.
 //!
 //! Labels are bounded: `model` (one per process), `protocol` (`rest`|`grpc`), `code` (an HTTP status or
 //! a gRPC code name), `result` (three values). Never a request id or an error's text.
@@ -8,59 +9,15 @@ use prometheus::{
     IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
-/// `tractor_inference_requests_total{model,protocol,code}`.
-pub const REQUESTS_TOTAL: &str = "tractor_inference_requests_total";
-/// `tractor_inference_request_duration_seconds{model,protocol}`: end to end, parse to last byte built.
-pub const REQUEST_DURATION: &str = "tractor_inference_request_duration_seconds";
-/// `tractor_inference_queue_duration_seconds{model}`: time a request waited for a batch slot.
-pub const QUEUE_DURATION: &str = "tractor_inference_queue_duration_seconds";
-/// `tractor_inference_compute_duration_seconds{model}`: time tract ran one (merged) batch.
-pub const COMPUTE_DURATION: &str = "tractor_inference_compute_duration_seconds";
-/// `tractor_inference_batch_size{model}`: rows per merged batch.
-pub const BATCH_SIZE: &str = "tractor_inference_batch_size";
-/// `tractor_inference_in_flight{model}`: requests accepted and not yet answered.
-pub const IN_FLIGHT: &str = "tractor_inference_in_flight";
-/// `tractor_model_feedback_total{model,result}`: feedback pairs by outcome.
-pub const FEEDBACK_TOTAL: &str = "tractor_model_feedback_total";
-/// `tractor_model_predictions_labelled_total{model,revision,true_class,predicted_class,result}`: labelled rows,
-/// by the revision that predicted them: a confusion matrix Prometheus can add up across replicas and restarts.
-/// Classes above [`MAX_CLASS_LABEL`] share the value `other`; `result` (`correct`|`incorrect`) follows from
-/// the two classes, so it adds no series. Per revision R:
-/// accuracy `sum(P{revision="R",result="correct"}) / sum(P{revision="R"})`; macro precision
-/// `avg(sum by (predicted_class) (P{revision="R",result="correct"}) / sum by (predicted_class) (P{revision="R"}))`
-/// and recall the same by `true_class` (classes never predicted, or never true, are left out).
-pub const PREDICTIONS_LABELLED: &str = "tractor_model_predictions_labelled_total";
-/// `tractor_model_regression_labelled_total{model,revision}`: a regressor's labelled rows, by predicting revision.
-pub const REGRESSION_LABELLED: &str = "tractor_model_regression_labelled_total";
-/// `tractor_model_regression_abs_error_sum{model,revision}`: sum of |predicted - true| over those rows. Per
-/// revision R: MAE `sum(A{revision="R"}) / sum(N{revision="R"})`.
-pub const REGRESSION_ABS_ERROR: &str = "tractor_model_regression_abs_error_sum";
-/// `tractor_model_regression_squared_error_sum{model,revision}`: sum of (predicted - true)² over those rows.
-/// Per revision R: RMSE `sqrt(sum(S{revision="R"}) / sum(N{revision="R"}))`.
-pub const REGRESSION_SQUARED_ERROR: &str = "tractor_model_regression_squared_error_sum";
+// The names and label keys are the contract with the operator's queries; re-exported so that users of the
+// server's metrics find them here too.
+pub use tractor_api::metrics::*;
+
 /// Largest class with its own `true_class`/`predicted_class` value; the rest are `other`, bounding the series.
 pub const MAX_CLASS_LABEL: i64 = 99;
-/// `tractor_model_accuracy{model}`: accuracy over the feedback window.
-pub const ACCURACY: &str = "tractor_model_accuracy";
-/// `tractor_model_precision{model}`: macro-averaged precision over the feedback window.
-pub const PRECISION: &str = "tractor_model_precision";
-/// `tractor_model_recall{model}`: macro-averaged recall over the feedback window.
-pub const RECALL: &str = "tractor_model_recall";
-/// `tractor_model_f1{model}`: macro-averaged F1 over the feedback window.
-pub const F1: &str = "tractor_model_f1";
-/// `tractor_model_feedback_window{model}`: labelled predictions the scores are computed on.
-pub const FEEDBACK_WINDOW: &str = "tractor_model_feedback_window";
-/// `tractor_model_info{model,platform,sha256,revision}`: always 1; carries the model's identity. `revision` is
-/// the pod's model revision (`--revision`), empty when not told: one value per process, so bounded.
-pub const MODEL_INFO: &str = "tractor_model_info";
-
-/// `process_cpu_seconds_total{model}`: CPU time of the whole server process, user and system. The name every
-/// Prometheus client library gives it, with the model label so the operator's `Cpu` scaling metric selects it
-/// like the others.
-pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
 
 /// Values of the `result` label of [`FEEDBACK_TOTAL`].
-pub const RESULTS: [&str; 3] = ["correct", "incorrect", "unknown_id"];
+pub const RESULTS: [&str; 3] = [CORRECT, INCORRECT, UNKNOWN_ID];
 
 // Latency buckets from 50 µs to 10 s: tract answers small models in tens of microseconds.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -132,7 +89,7 @@ impl Metrics {
         revision: Option<&str>,
     ) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
-        let m = [("model", model)];
+        let m = [(MODEL, model)];
         let requests = fixed(
             &registry,
             IntCounterVec::new(
@@ -140,7 +97,7 @@ impl Metrics {
                     REQUESTS_TOTAL,
                     "Inference requests answered, by protocol and status code.",
                 ),
-                &["model", "protocol", "code"],
+                &[MODEL, PROTOCOL, CODE],
             )?,
         )?;
         let request_duration = fixed(
@@ -151,7 +108,7 @@ impl Metrics {
                     "End-to-end inference request duration in seconds.",
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
-                &["model", "protocol"],
+                &[MODEL, PROTOCOL],
             )?,
         )?;
         let hist =
@@ -195,7 +152,7 @@ impl Metrics {
             &registry,
             IntCounterVec::new(
                 Opts::new(FEEDBACK_TOTAL, "Ground-truth feedback pairs, by outcome."),
-                &["model", "result"],
+                &[MODEL, RESULT],
             )?,
         )?;
         let labelled = fixed(
@@ -205,13 +162,7 @@ impl Metrics {
                     PREDICTIONS_LABELLED,
                     "Labelled predictions, by the revision that made them, true and predicted class.",
                 ),
-                &[
-                    "model",
-                    "revision",
-                    "true_class",
-                    "predicted_class",
-                    "result",
-                ],
+                &[MODEL, REVISION, TRUE_CLASS, PREDICTED_CLASS, RESULT],
             )?,
         )?;
         let regression_rows = fixed(
@@ -221,7 +172,7 @@ impl Metrics {
                     REGRESSION_LABELLED,
                     "A regressor's labelled rows, by the revision that predicted them.",
                 ),
-                &["model", "revision"],
+                &[MODEL, REVISION],
             )?,
         )?;
         let regression_abs = fixed(
@@ -231,7 +182,7 @@ impl Metrics {
                     REGRESSION_ABS_ERROR,
                     "Sum of absolute errors of a regressor's labelled rows.",
                 ),
-                &["model", "revision"],
+                &[MODEL, REVISION],
             )?,
         )?;
         let regression_sq = fixed(
@@ -241,7 +192,7 @@ impl Metrics {
                     REGRESSION_SQUARED_ERROR,
                     "Sum of squared errors of a regressor's labelled rows.",
                 ),
-                &["model", "revision"],
+                &[MODEL, REVISION],
             )?,
         )?;
         let gauge = |name: &str, help: &str| {
@@ -284,7 +235,7 @@ impl Metrics {
             &registry,
             GaugeVec::new(
                 Opts::new(MODEL_INFO, "The served model; always 1."),
-                &["model", "platform", "sha256", "revision"],
+                &[MODEL, PLATFORM, SHA256, REVISION],
             )?,
         )?;
         // An empty label value is no label to Prometheus: a server not told its revision exports none.
@@ -343,9 +294,9 @@ impl Metrics {
             }
         };
         let result = if label == predicted {
-            "correct"
+            CORRECT
         } else {
-            "incorrect"
+            INCORRECT
         };
         self.labelled
             .with_label_values(&[

@@ -13,6 +13,7 @@ use crate::batcher::{Batcher, SubmitError};
 use crate::codec;
 use crate::feedback::{Feedback, FeedbackItem, FeedbackSummary, Labelled};
 use crate::metrics::Metrics;
+use crate::metrics::{CORRECT, INCORRECT, UNKNOWN_ID};
 use crate::receipt::{Predicted, Receipt};
 use crate::revision::Revision;
 
@@ -265,9 +266,9 @@ impl Server {
                 ),
             }
         }
-        self.metrics.feedback("correct", summary.correct);
-        self.metrics.feedback("incorrect", summary.incorrect);
-        self.metrics.feedback("unknown_id", summary.unknown_id);
+        self.metrics.feedback(CORRECT, summary.correct);
+        self.metrics.feedback(INCORRECT, summary.incorrect);
+        self.metrics.feedback(UNKNOWN_ID, summary.unknown_id);
         let s = &summary.scores;
         self.metrics.window.set(s.window as i64);
         if let (Some(a), Some(p), Some(r), Some(f)) = (s.accuracy, s.precision, s.recall, s.f1) {
