@@ -181,6 +181,52 @@ pub struct RevisionStatus {
     /// A revision that failed (optimize or canary analysis) and is not retried until the spec changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
+    /// Why the revision in `failed` failed; the Stalled and Ready conditions are written from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<RevisionFailure>,
+    /// What the last analysis of the canary in progress found; kept between analyses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_analysis: Option<CanaryAnalysisStatus>,
+}
+
+/// Why a revision failed.
+///
+/// Example: `{reason: AccuracyBelowGate, message: "accuracy 0.81 is below minAccuracy 0.9"}`
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionFailure {
+    /// A CamelCase reason: the optimize report's, `RolledBack` for a failed canary, `AccuracyRollback` for a
+    /// revision taken out of service for low online accuracy.
+    pub reason: String,
+    /// What happened, in words.
+    pub message: String,
+}
+
+/// One canary analysis' finding.
+///
+/// Example: `{verdict: Inconclusive, message: "no requests reached the canary in the last 20s", time: "2026-12-05T10:00:00Z"}`
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryAnalysisStatus {
+    /// Passed, Failed or Inconclusive (no data yet: neither passes nor fails).
+    pub verdict: AnalysisVerdict,
+    /// The figures and limits behind the verdict.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// When the analysis ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+}
+
+/// A canary analysis' verdict.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnalysisVerdict {
+    /// Every limit met.
+    Passed,
+    /// A limit broken.
+    Failed,
+    /// A limit could not be checked.
+    Inconclusive,
 }
 
 /// Last metric values read from Prometheus.

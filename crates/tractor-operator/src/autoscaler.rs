@@ -8,19 +8,18 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use k8s_openapi::api::core::v1::{ResourceRequirements, Secret};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::Api;
 use tractor_api::{
     Autoscaling, MetricSnapshot, MetricSpec, MetricType, ModelDeploymentStatus, PrometheusSource,
 };
 
-use crate::error::call;
 use crate::hpa::{self, Bounds, Hold, Limit};
 use crate::prom::{self, QueryError, Selector, Server};
-use crate::rbac;
 use crate::validate::Validated;
 
 /// Shortest rate window: Prometheus needs at least two samples in it, and scrapes every 5-30 s.
@@ -30,80 +29,37 @@ const RATE_WINDOW_INTERVALS: u32 = 4;
 /// Upper bound on one Prometheus query; the interval may be shorter, which shortens it further.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Parses the API's durations (`500ms`, `15s`, `1.5m`, `1h30m`).
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let mut total = 0.0_f64;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number: f64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let (unit, secs) = if rest.starts_with("ms") {
-            ("ms", 0.001)
-        } else if rest.starts_with('s') {
-            ("s", 1.0)
-        } else if rest.starts_with('m') {
-            ("m", 60.0)
-        } else if rest.starts_with('h') {
-            ("h", 3600.0)
-        } else {
-            return None;
-        };
-        rest = &rest[unit.len()..];
-        total += number * secs;
-    }
-    Duration::try_from_secs_f64(total).ok()
-}
-
-fn now_secs() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 /// The interval of a spec (a value the schema refused cannot reach here; 15 s otherwise).
 pub fn interval(a: &Autoscaling) -> Duration {
-    parse_duration(&a.interval)
+    Some(a.interval.as_std())
         .filter(|d| !d.is_zero())
         .unwrap_or(Duration::from_secs(15))
 }
 
 /// The rate window for an interval.
 pub fn rate_window(interval: Duration) -> Duration {
-    (interval * RATE_WINDOW_INTERVALS).max(MIN_RATE_WINDOW)
+    interval
+        .saturating_mul(RATE_WINDOW_INTERVALS)
+        .max(MIN_RATE_WINDOW)
 }
 
-/// Per-ModelDeployment memory.
-#[derive(Debug, Default)]
-struct Memory {
-    history: Option<hpa::History>,
-    last_eval: Option<f64>,
-    accuracy_low_since: Option<f64>,
+/// What the autoscaler remembers about one ModelDeployment between evaluations. [`crate::decide`] gets a copy
+/// and hands back the next one; nothing else writes it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Memory {
+    /// The HPA's recommendations and scale events.
+    pub history: Option<hpa::History>,
+    /// When the last evaluation ran (seconds on the operator's clock).
+    pub last_eval: Option<f64>,
+    /// Since when online accuracy has been under its floor.
+    pub accuracy_low_since: Option<f64>,
 }
 
-/// The autoscaler of one operator: a Prometheus client and what it remembers per ModelDeployment.
+/// The autoscaler's I/O side: a Prometheus client and the per-ModelDeployment [`Memory`].
 pub struct Autoscaler {
     prometheus: prom::Client,
     default_url: Option<String>,
     memory: Mutex<HashMap<String, Memory>>,
-}
-
-/// What one call to [`Autoscaler::evaluate`] found.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Evaluation {
-    /// The interval has not passed since the last evaluation.
-    NotDue {
-        /// Time until the next one.
-        next_in: Duration,
-    },
-    /// An evaluation ran.
-    Done(Box<Outcome>),
 }
 
 /// The result of one evaluation.
@@ -131,10 +87,25 @@ impl Outcome {
     pub fn scaled(&self) -> bool {
         self.replicas != self.previous
     }
+
+    /// The `tractor_operator_autoscaler_evaluations_total` result label.
+    pub fn result(&self) -> &'static str {
+        if self.scaled() {
+            "scaled"
+        } else if self.active.0 {
+            "unchanged"
+        } else {
+            "held"
+        }
+    }
 }
 
-fn key(v: &Validated) -> String {
-    format!("{}/{}", v.namespace, v.name)
+/// Time left until the next evaluation is due; `None` when one is due now.
+pub fn not_due(memory: &Memory, every: Duration, now: f64) -> Option<Duration> {
+    let since = now - memory.last_eval?;
+    // A little slack: a requeue that fires a few milliseconds early still evaluates.
+    (since + 0.05 < every.as_secs_f64())
+        .then(|| Duration::from_secs_f64(every.as_secs_f64() - since))
 }
 
 impl Autoscaler {
@@ -147,192 +118,55 @@ impl Autoscaler {
         })
     }
 
-    /// Forgets a ModelDeployment (deleted, or autoscaling turned off).
-    pub fn forget(&self, v: &Validated) {
+    /// A copy of what is remembered about `key` (`namespace/name`).
+    pub fn memory(&self, key: &str) -> Memory {
+        self.memory
+            .lock()
+            .ok()
+            .and_then(|m| m.get(key).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Replaces what is remembered about `key`; `None` forgets it (deleted, or autoscaling turned off).
+    pub fn remember(&self, key: &str, memory: Option<Memory>) {
         if let Ok(mut m) = self.memory.lock() {
-            m.remove(&key(v));
+            match memory {
+                Some(memory) => m.insert(key.to_owned(), memory),
+                None => m.remove(key),
+            };
         }
     }
 
-    /// Evaluates once if the interval has passed; `current` is the replica count in force.
-    pub async fn evaluate(
+    /// Reads every signal of `spec.metrics` from `server`, accuracy for the revision `revision`.
+    pub async fn read(
         &self,
+        server: &Server,
         v: &Validated,
         a: &Autoscaling,
-        current: i32,
-        client: &kube::Client,
-    ) -> Evaluation {
-        let every = interval(a);
-        let now = now_secs();
-        let k = key(v);
-        {
-            let Ok(mut memory) = self.memory.lock() else {
-                return Evaluation::NotDue { next_in: every };
-            };
-            let m = memory.entry(k.clone()).or_default();
-            if let Some(last) = m.last_eval {
-                let since = now - last;
-                // A little slack: a requeue that fires a few milliseconds early still evaluates.
-                if since + 0.05 < every.as_secs_f64() {
-                    return Evaluation::NotDue {
-                        next_in: Duration::from_secs_f64(every.as_secs_f64() - since),
-                    };
-                }
-            }
-            m.last_eval = Some(now);
-        }
-
-        let server = match self.server(v, a.prometheus.as_ref(), client).await {
-            Ok(s) => s,
-            Err(message) => return Evaluation::Done(Box::new(self.hold(current, message, every))),
-        };
-        let window = prom::window(rate_window(every));
+        revision: &str,
+    ) -> Reads {
+        let window = prom::window(rate_window(interval(a)));
         let sel = Selector {
             namespace: v.namespace.clone(),
             model: v.name.clone(),
             deployment: None,
             // Accuracy is the stable revision's: what most traffic gets, and what an accuracy rollback
             // judges (during a canary the canary's is the analysis's business).
-            revision: Some(serving_revision(v)),
+            revision: Some(revision.to_owned()),
         };
-        let reads = read_metrics(&self.prometheus, &server, &sel, &a.metrics, &window).await;
-        let cpu = cpu_cores(v.md.spec.serving.resources.as_ref());
-        let snapshot = reads.snapshot.clone();
-
-        let ratios: Vec<Option<f64>> = a
-            .metrics
-            .iter()
-            .zip(&reads.values)
-            .filter(|(m, _)| m.type_ != MetricType::Accuracy)
-            .map(|(m, r)| {
-                r.as_ref()
-                    .ok()
-                    .and_then(|value| ratio(m, *value, current, cpu))
-            })
-            .collect();
-        let failures: Vec<&QueryError> = a
-            .metrics
-            .iter()
-            .zip(&reads.values)
-            .filter_map(|(m, r)| r.as_ref().err().filter(|e| stops_scaling(m, e)))
-            .collect();
-
-        let mut memory = match self.memory.lock() {
-            Ok(m) => m,
-            Err(_) => return Evaluation::NotDue { next_in: every },
-        };
-        let m = memory.entry(k).or_default();
-        let degraded = accuracy_verdict(m, &a.metrics, &reads, now);
-
-        let combined = if ratios.is_empty() {
-            // Only an accuracy metric: nothing proposes a count; min/max still hold.
-            Ok((current, usize::MAX))
-        } else {
-            hpa::combine(current, &ratios, a.tolerance)
-        };
-        let first_failure = failures.first().map(|e| e.to_string()).unwrap_or_default();
-        let (desired, which) = match combined {
-            Ok(found) => found,
-            Err(hold) => {
-                let why = match hold {
-                    Hold::NoMetrics => format!("holding {current} replicas: {first_failure}"),
-                    Hold::PartialMetricsNoScaleUp => format!(
-                        "holding {current} replicas: some metrics are unavailable ({first_failure}) and the rest do not ask for more"
-                    ),
-                };
-                return Evaluation::Done(Box::new(Outcome {
-                    replicas: current,
-                    previous: current,
-                    active: (
-                        false,
-                        tractor_api::conditions::reason::METRICS_UNAVAILABLE,
-                        why.clone(),
-                    ),
-                    snapshot,
-                    degraded,
-                    why,
-                    next_in: every,
-                }));
-            }
-        };
-        let bounds = Bounds {
-            min: a.min_replicas,
-            max: a.max_replicas,
-            behavior: hpa::Behavior::from_spec(a.behavior.as_ref()),
-        };
-        let history = m
-            .history
-            .get_or_insert_with(|| hpa::History::seeded(now, current));
-        let decision = hpa::decide(history, now, current, desired, &bounds);
-        let signal = a
-            .metrics
-            .get(which)
-            .zip(reads.values.get(which))
-            .and_then(|(spec, r)| r.as_ref().ok().map(|v| describe(spec, *v, current, cpu)))
-            .unwrap_or_else(|| "no scaling metric".to_owned());
-        let limit = match decision.limit {
-            Limit::DesiredWithinRange => "",
-            Limit::ScaleUpLimit => " (limited by the scale-up policies)",
-            Limit::TooManyReplicas => " (capped at maxReplicas)",
-            Limit::ScaleDownLimit => " (limited by the scale-down policies)",
-            Limit::TooFewReplicas => " (floored at minReplicas)",
-        };
-        let stabilized = if decision.stabilized != desired {
-            format!(", stabilized to {} by the window", decision.stabilized)
-        } else {
-            String::new()
-        };
-        let why = format!(
-            "{signal}: metrics ask for {desired}{stabilized}, setting {}{limit}",
-            decision.replicas
-        );
-        let (active, reason, message) = if failures.is_empty() {
-            (true, tractor_api::conditions::reason::SCALING, why.clone())
-        } else {
-            (
-                false,
-                tractor_api::conditions::reason::METRICS_UNAVAILABLE,
-                format!("{why}; unavailable: {first_failure}"),
-            )
-        };
-        Evaluation::Done(Box::new(Outcome {
-            replicas: decision.replicas,
-            previous: current,
-            active: (active, reason, message),
-            snapshot,
-            degraded,
-            why,
-            next_in: every,
-        }))
+        read_metrics(&self.prometheus, server, &sel, &a.metrics, &window).await
     }
-
-    fn hold(&self, current: i32, message: String, every: Duration) -> Outcome {
-        Outcome {
-            replicas: current,
-            previous: current,
-            active: (
-                false,
-                tractor_api::conditions::reason::METRICS_UNAVAILABLE,
-                message.clone(),
-            ),
-            snapshot: MetricSnapshot::default(),
-            degraded: None,
-            why: message,
-            next_in: every,
-        }
-    }
-
     /// The Prometheus client, shared with canary analysis.
     pub fn prometheus(&self) -> &prom::Client {
         &self.prometheus
     }
 
-    /// The Prometheus to read: the spec's (with its Secret header) or the operator's flag.
-    pub async fn server(
+    /// The Prometheus to read: the spec's (with the header from `secret`, the Secret it names, as read) or the
+    /// operator's flag.
+    pub fn server(
         &self,
-        v: &Validated,
         source: Option<&PrometheusSource>,
-        client: &kube::Client,
+        secret: Option<&Secret>,
     ) -> Result<Server, String> {
         let Some(source) = source else {
             return self
@@ -346,14 +180,12 @@ impl Autoscaler {
                     "holding replicas: no Prometheus to read; set spec.autoscaling.prometheus.url or the operator's --prometheus-url".to_owned()
                 });
         };
-        let authorization = match &source.header_secret_ref {
-            None => None,
-            Some(r) => {
-                let secrets: Api<Secret> = Api::namespaced(client.clone(), &v.namespace);
-                let secret = call(rbac::GET_SECRET, &v.namespace, secrets.get_opt(&r.name))
-                    .await
-                    .map_err(|e| format!("holding replicas: cannot read Secret {}: {e}", r.name))?
-                    .ok_or_else(|| format!("holding replicas: Secret {} not found", r.name))?;
+        let authorization = match (&source.header_secret_ref, secret) {
+            (None, _) => None,
+            (Some(r), None) => {
+                return Err(format!("holding replicas: Secret {} not found", r.name));
+            }
+            (Some(r), Some(secret)) => {
                 let bytes = secret
                     .data
                     .as_ref()
@@ -384,12 +216,148 @@ impl Autoscaler {
     }
 }
 
+/// One evaluation, pure: the HPA's arithmetic over `reads` for `current` replicas, updating `memory`. `cpu` is
+/// the cores a replica's CPU utilization is measured against.
+pub fn evaluate(
+    a: &Autoscaling,
+    current: i32,
+    cpu: f64,
+    reads: &Result<Reads, String>,
+    memory: &mut Memory,
+    now: f64,
+) -> Outcome {
+    let every = interval(a);
+    memory.last_eval = Some(now);
+    let reads = match reads {
+        Ok(r) => r,
+        Err(message) => return hold(current, message.clone(), every),
+    };
+    let snapshot = reads.snapshot.clone();
+    let ratios: Vec<Option<f64>> = a
+        .metrics
+        .iter()
+        .zip(&reads.values)
+        .filter(|(m, _)| m.type_ != MetricType::Accuracy)
+        .map(|(m, r)| {
+            r.as_ref()
+                .ok()
+                .and_then(|value| ratio(m, *value, current, cpu))
+        })
+        .collect();
+    let failures: Vec<&QueryError> = a
+        .metrics
+        .iter()
+        .zip(&reads.values)
+        .filter_map(|(m, r)| r.as_ref().err().filter(|e| stops_scaling(m, e)))
+        .collect();
+    let degraded = accuracy_verdict(memory, &a.metrics, reads, now);
+
+    let combined = if ratios.is_empty() {
+        // Only an accuracy metric: nothing proposes a count; min/max still hold.
+        Ok((current, usize::MAX))
+    } else {
+        hpa::combine(current, &ratios, a.tolerance)
+    };
+    let first_failure = failures.first().map(|e| e.to_string()).unwrap_or_default();
+    let (desired, which) = match combined {
+        Ok(found) => found,
+        Err(hold) => {
+            let why = match hold {
+                Hold::NoMetrics => format!("holding {current} replicas: {first_failure}"),
+                Hold::PartialMetricsNoScaleUp => format!(
+                    "holding {current} replicas: some metrics are unavailable ({first_failure}) and the rest do not ask for more"
+                ),
+            };
+            return Outcome {
+                replicas: current,
+                previous: current,
+                active: (
+                    false,
+                    tractor_api::conditions::reason::METRICS_UNAVAILABLE,
+                    why.clone(),
+                ),
+                snapshot,
+                degraded,
+                why,
+                next_in: every,
+            };
+        }
+    };
+    let bounds = Bounds {
+        min: a.min_replicas,
+        max: a.max_replicas,
+        behavior: hpa::Behavior::from_spec(a.behavior.as_ref()),
+    };
+    let history = memory
+        .history
+        .get_or_insert_with(|| hpa::History::seeded(now, current));
+    let decision = hpa::decide(history, now, current, desired, &bounds);
+    let signal = a
+        .metrics
+        .get(which)
+        .zip(reads.values.get(which))
+        .and_then(|(spec, r)| r.as_ref().ok().map(|v| describe(spec, *v, current, cpu)))
+        .unwrap_or_else(|| "no scaling metric".to_owned());
+    let limit = match decision.limit {
+        Limit::DesiredWithinRange => "",
+        Limit::ScaleUpLimit => " (limited by the scale-up policies)",
+        Limit::TooManyReplicas => " (capped at maxReplicas)",
+        Limit::ScaleDownLimit => " (limited by the scale-down policies)",
+        Limit::TooFewReplicas => " (floored at minReplicas)",
+    };
+    let stabilized = if decision.stabilized != desired {
+        format!(", stabilized to {} by the window", decision.stabilized)
+    } else {
+        String::new()
+    };
+    let why = format!(
+        "{signal}: metrics ask for {desired}{stabilized}, setting {}{limit}",
+        decision.replicas
+    );
+    let (active, reason, message) = if failures.is_empty() {
+        (true, tractor_api::conditions::reason::SCALING, why.clone())
+    } else {
+        (
+            false,
+            tractor_api::conditions::reason::METRICS_UNAVAILABLE,
+            format!("{why}; unavailable: {first_failure}"),
+        )
+    };
+    Outcome {
+        replicas: decision.replicas,
+        previous: current,
+        active: (active, reason, message),
+        snapshot,
+        degraded,
+        why,
+        next_in: every,
+    }
+}
+
+fn hold(current: i32, message: String, every: Duration) -> Outcome {
+    Outcome {
+        replicas: current,
+        previous: current,
+        active: (
+            false,
+            tractor_api::conditions::reason::METRICS_UNAVAILABLE,
+            message.clone(),
+        ),
+        snapshot: MetricSnapshot::default(),
+        degraded: None,
+        why: message,
+        next_in: every,
+    }
+}
+
 /// Values read for one evaluation.
-struct Reads {
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reads {
     /// One per `spec.metrics` entry, in order: CPU in cores (total), latency in ms, throughput in rps (total),
     /// accuracy, custom.
-    values: Vec<Result<f64, QueryError>>,
-    snapshot: MetricSnapshot,
+    pub values: Vec<Result<f64, QueryError>>,
+    /// The status snapshot (p95, rps, error rate, accuracy).
+    pub snapshot: MetricSnapshot,
 }
 
 async fn read_metrics(
@@ -437,7 +405,7 @@ async fn read_metrics(
     let ok = |i: usize| snap.get(i).and_then(|r| r.as_ref().ok().copied());
     let snapshot = MetricSnapshot {
         time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::now(),
+            crate::clock::now(),
         )),
         latency_p95_millis: ok(0).map(|s| round(s * 1000.0)),
         requests_per_second: ok(1).map(round),
@@ -461,7 +429,7 @@ fn stops_scaling(m: &MetricSpec, e: &QueryError) -> bool {
 }
 
 /// The revision the stable Deployment serves, as last recorded in the status (the spec's before the first).
-fn serving_revision(v: &Validated) -> String {
+pub fn serving_revision(v: &Validated) -> String {
     v.md.status
         .as_ref()
         .and_then(|s| s.revision.as_ref())
@@ -472,7 +440,7 @@ fn serving_revision(v: &Validated) -> String {
 /// The server container's CPU, in cores, that `Cpu` utilization is a percentage of: its request, else its
 /// limit, else one core (with neither, the HPA cannot scale on CPU at all; one core keeps the default
 /// metric meaningful for a spec that sets no resources).
-fn cpu_cores(resources: Option<&ResourceRequirements>) -> f64 {
+pub fn cpu_cores(resources: Option<&ResourceRequirements>) -> f64 {
     let cpu = |m: Option<&std::collections::BTreeMap<String, Quantity>>| {
         m.and_then(|m| m.get("cpu")).and_then(cores)
     };
@@ -554,7 +522,7 @@ fn accuracy_verdict(
         // Unknown (no feedback yet, or Prometheus down): neither degraded nor healthy on no evidence.
         return None;
     };
-    let window = parse_duration(&spec.window).unwrap_or(Duration::from_secs(600));
+    let window = spec.window.as_std();
     if *value >= spec.min {
         memory.accuracy_low_since = None;
         return Some((
@@ -578,40 +546,17 @@ fn accuracy_verdict(
 }
 
 /// Writes an outcome into the status being built.
-pub fn record(status: &mut ModelDeploymentStatus, outcome: &Outcome) {
+pub fn record(status: &mut ModelDeploymentStatus, outcome: &Outcome, now: Time) {
     status.desired_replicas = Some(outcome.replicas);
     status.metrics = Some(outcome.snapshot.clone());
     if outcome.scaled() {
-        status.last_scale_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::now(),
-        ));
+        status.last_scale_time = Some(now);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        let cases = [
-            ("15s", Some(15.0)),
-            ("500ms", Some(0.5)),
-            ("1.5m", Some(90.0)),
-            ("1h30m", Some(5400.0)),
-            ("2m10s", Some(130.0)),
-            ("", None),
-            ("10", None),
-            ("5d", None),
-        ];
-        for (text, want) in cases {
-            assert_eq!(
-                parse_duration(text).map(|d| d.as_secs_f64()),
-                want,
-                "{text}"
-            );
-        }
-    }
 
     #[test]
     fn rate_windows_cover_several_intervals_and_two_scrapes() {

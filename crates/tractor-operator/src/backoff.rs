@@ -62,12 +62,7 @@ pub fn jitter(key: &str, failures: u32) -> f64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write(key.as_bytes());
     h.write_u32(failures);
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
+    h.write_i128(crate::clock::now().as_nanosecond());
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 

@@ -6,8 +6,6 @@
 //! granularity is one pod (with 4 replicas the shares are 25 % steps), and a canary always gets at least
 //! one pod while the stable keeps at least one.
 
-use std::time::Duration;
-
 use tractor_api::{Canary, CanaryAnalysis};
 
 /// Where a canary stands. Times are seconds on the caller's clock.
@@ -140,16 +138,12 @@ pub fn analyse(limits: Option<&CanaryAnalysis>, canary: &Signals, stable: &Signa
     }
 }
 
-/// The spec's pause of each step, parsed (1 minute where unparsable; the schema refuses those).
-pub fn pauses(canary: &Canary, parse: impl Fn(&str) -> Option<Duration>) -> Vec<f64> {
+/// The spec's pause of each step, in seconds.
+pub fn pauses(canary: &Canary) -> Vec<f64> {
     canary
         .steps
         .iter()
-        .map(|s| {
-            parse(&s.pause)
-                .unwrap_or(Duration::from_secs(60))
-                .as_secs_f64()
-        })
+        .map(|s| s.pause.as_std().as_secs_f64())
         .collect()
 }
 

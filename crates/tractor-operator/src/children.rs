@@ -1,4 +1,5 @@
-//! Pure builders: one function per child object, from a validated ModelDeployment to the object to apply.
+//! The children of a ModelDeployment, pure: one builder per object, from the validated spec to the object
+//! to apply.
 //!
 //! How a serving pod gets its artifact: with no artifact store configured, an init container re-derives it
 //! from the source with the recipe the optimize Job recorded (`tractor optimize` is deterministic for a fixed
@@ -431,7 +432,8 @@ fn http_probe(path: &str, tls: bool, period: i32, failures: i32) -> Probe {
     }
 }
 
-/// Replica count the Deployment should have now.
+/// The replica count in force: the spec's, or with autoscaling the last count the autoscaler recorded in the
+/// status, within the spec's bounds.
 pub fn desired_replicas(md: &ModelDeployment) -> i32 {
     match &md.spec.autoscaling {
         Some(a) => md
@@ -445,8 +447,13 @@ pub fn desired_replicas(md: &ModelDeployment) -> i32 {
 }
 
 /// The serving Deployment for the model in `model` (the current revision's, or the last good one's while a
-/// new revision is optimizing or has failed).
-pub fn deployment(v: &Validated, model: &ModelStatus, config: &BuildConfig) -> Deployment {
+/// new revision is optimizing or has failed), with `replicas` pods.
+pub fn deployment(
+    v: &Validated,
+    model: &ModelStatus,
+    config: &BuildConfig,
+    replicas: i32,
+) -> Deployment {
     let spec = &v.md.spec;
     let serving = &spec.serving;
     let revision = model.revision.clone().unwrap_or_else(|| v.revision.clone());
@@ -625,7 +632,7 @@ pub fn deployment(v: &Validated, model: &ModelStatus, config: &BuildConfig) -> D
     Deployment {
         metadata,
         spec: Some(DeploymentSpec {
-            replicas: Some(desired_replicas(&v.md)),
+            replicas: Some(replicas),
             selector: LabelSelector {
                 match_labels: Some(server_selector(&v.name)),
                 match_expressions: None,
@@ -667,6 +674,15 @@ pub fn deployment(v: &Validated, model: &ModelStatus, config: &BuildConfig) -> D
     }
 }
 
+/// Watches on children are narrowed to what the operator manages.
+pub fn managed_selector() -> String {
+    format!(
+        "{}={}",
+        names::LABEL_MANAGED_BY,
+        names::LABEL_MANAGED_BY_VALUE
+    )
+}
+
 /// The canary Deployment's name: `<model>-canary`.
 pub fn canary_name(md_name: &str) -> String {
     format!("{md_name}{}", names::CANARY_SUFFIX)
@@ -681,14 +697,13 @@ pub fn canary_deployment(
     config: &BuildConfig,
     replicas: i32,
 ) -> Deployment {
-    let mut d = deployment(v, model, config);
+    let mut d = deployment(v, model, config, replicas);
     d.metadata.name = Some(canary_name(&v.name));
     let track = (
         names::LABEL_TRACK.to_owned(),
         names::TRACK_CANARY.to_owned(),
     );
     if let Some(spec) = d.spec.as_mut() {
-        spec.replicas = Some(replicas);
         spec.selector
             .match_labels
             .get_or_insert_with(BTreeMap::new)
@@ -920,7 +935,7 @@ spec:
                 precision: Some(Precision::F32),
                 ..ModelStatus::default()
             };
-            let pod = deployment(&v, &model, &config())
+            let pod = deployment(&v, &model, &config(), desired_replicas(&v.md))
                 .spec
                 .expect("spec")
                 .template
@@ -984,7 +999,7 @@ spec:
                 pruning_refused: refused,
                 ..ModelStatus::default()
             };
-            let pod = deployment(&v, &model, &config())
+            let pod = deployment(&v, &model, &config(), desired_replicas(&v.md))
                 .spec
                 .expect("spec")
                 .template
@@ -1015,7 +1030,7 @@ spec:
             precision: Some(Precision::F16),
             ..ModelStatus::default()
         };
-        let d = deployment(&v, &model, &config());
+        let d = deployment(&v, &model, &config(), desired_replicas(&v.md));
         let spec = d.spec.as_ref().expect("spec");
         assert_eq!(spec.replicas, Some(2));
         let template = &spec.template;
@@ -1092,7 +1107,7 @@ spec:
             artifact_digest: Some(format!("sha256:{}", "ab".repeat(32))),
             ..ModelStatus::default()
         };
-        let d = deployment(&v, &status, &config());
+        let d = deployment(&v, &status, &config(), desired_replicas(&v.md));
         let delay: u64 = server_arg(&d, "--drain-delay-millis")
             .and_then(|s| s.parse().ok())
             .expect("a drain delay");
@@ -1124,17 +1139,27 @@ spec:
         let cases = [
             (
                 "stable",
-                deployment(&v, &model(Some("0123456789")), &config()),
+                deployment(
+                    &v,
+                    &model(Some("0123456789")),
+                    &config(),
+                    desired_replicas(&v.md),
+                ),
                 "0123456789",
             ),
             (
                 "canary",
-                canary_deployment(&v, &model(Some(&v.revision)), &config(), 1),
+                canary_deployment(
+                    &v,
+                    &model(Some(&v.revision)),
+                    &config(),
+                    desired_replicas(&v.md),
+                ),
                 v.revision.as_str(),
             ),
             (
                 "no revision in status",
-                deployment(&v, &model(None), &config()),
+                deployment(&v, &model(None), &config(), desired_replicas(&v.md)),
                 v.revision.as_str(),
             ),
         ];
@@ -1197,7 +1222,7 @@ spec:
             artifact_digest: Some(format!("sha256:{}", "ab".repeat(32))),
             ..ModelStatus::default()
         };
-        let d = deployment(&v, &model, &config());
+        let d = deployment(&v, &model, &config(), desired_replicas(&v.md));
         let pod = d.spec.and_then(|s| s.template.spec).expect("pod");
         let server = &pod.containers[0];
         let args = server.args.clone().expect("args").join(" ");

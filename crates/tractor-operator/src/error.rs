@@ -97,6 +97,11 @@ pub enum StartError {
         #[source]
         source: kube::Error,
     },
+    /// The start-up list got no answer in time.
+    #[error(
+        "the Kubernetes API server at {0} did not answer the start-up list of ModelDeployments within {1} s"
+    )]
+    StartupTimeout(String, u64),
     /// The API server does not serve ModelDeployments (404): the CRD is not installed.
     #[error(
         "cannot list ModelDeployments ({0}); is the CRD installed? `tractor crd | kubectl apply --server-side -f -`"

@@ -5,6 +5,7 @@
 //! kube-runtime's `Recorder` folds every event with the same type, reason and action into the first one's
 //! series and keeps the first one's note, so `kubectl describe` said "replicas 1 -> 2" (count 3) where the
 //! model went 1 → 2 → 4 → 1, and a second promotion showed the first one's revision.
+#![allow(clippy::disallowed_methods)] // the recorder writes Events, best effort, outside any plan
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,13 +16,29 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event, EventType};
+pub use kube::runtime::events::EventType;
 
 use crate::error::{Error, call, is_not_found};
 use crate::rbac;
 
 /// How long a message's Event keeps collecting repeats; a repeat after that starts a new Event.
 const FOLD_WINDOW: SignedDuration = SignedDuration::from_mins(6);
+
+/// One Event to publish, as decided (kube-runtime's own type is neither `Clone` nor comparable, which a
+/// table-tested plan needs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// Normal or Warning.
+    pub type_: EventType,
+    /// A CamelCase reason.
+    pub reason: String,
+    /// The message.
+    pub note: Option<String>,
+    /// What the operator did, e.g. `Rollout`.
+    pub action: String,
+    /// Another object the event is about.
+    pub secondary: Option<ObjectReference>,
+}
 
 /// Publishes Events, folding repeats of one message about one object.
 pub struct Recorder {
@@ -72,7 +89,7 @@ impl Recorder {
     /// # Errors
     /// The API server's refusal of the create or patch, or its timeout.
     pub async fn publish(&self, ev: &Event, regarding: &ObjectReference) -> Result<(), Error> {
-        let now = Timestamp::now();
+        let now = crate::clock::now();
         let key = Key {
             regarding: (
                 regarding.namespace.clone(),

@@ -3,6 +3,10 @@
 //! The leader renews every [`RENEW`]; a follower takes over once a lease has gone unrenewed for its whole
 //! duration. A leader that cannot renew within the duration stops acting (the process exits, and its pod
 //! restarts as a follower), so two leaders never act for long.
+//!
+//! Ours, not a crate: the maintained Lease crates trail kube's major versions (kube-lease-manager 0.12 needs
+//! kube 4 and k8s-openapi 0.28, and k8s-openapi may appear only once in a build), and this is 150 lines.
+#![allow(clippy::disallowed_methods)] // the leader Lease is read and renewed outside any reconcile
 
 use std::time::Duration;
 
@@ -75,7 +79,7 @@ impl Elector {
     /// One attempt: create, renew or take over an expired lease. Optimistic concurrency on
     /// `resourceVersion` makes simultaneous takeovers safe: one replace wins, the other gets 409.
     async fn try_acquire(&self) -> Result<bool, Error> {
-        let now = Timestamp::now();
+        let now = crate::clock::now();
         let Some(mut lease) = call(
             rbac::GET_LEASE,
             &self.namespace,

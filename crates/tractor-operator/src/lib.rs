@@ -2,21 +2,27 @@
 //! Deployment, a Service, a PodDisruptionBudget and a NetworkPolicy, with a truthful status.
 
 pub mod admin;
+pub mod apply;
 pub mod autoscaler;
 pub mod backoff;
-pub mod build;
 pub mod canary;
+pub mod children;
+pub mod clock;
+pub mod context;
+pub mod decide;
 pub mod error;
 pub mod events;
-pub mod fresh;
 pub mod hpa;
+pub mod latest;
 pub mod leader;
 pub mod metrics;
 pub mod monitor;
+pub mod observe;
 pub mod prom;
 pub mod rbac;
 pub mod reconcile;
 pub mod rollout;
+pub mod status;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -35,9 +41,12 @@ use kube::{Api, Client, Config, ResourceExt};
 use tracing::{error, info};
 use tractor_api::ModelDeployment;
 
-use crate::build::BuildConfig;
-use crate::reconcile::{Context, error_policy, managed_selector, reconcile};
+use crate::children::{BuildConfig, managed_selector};
+use crate::context::Context;
+use crate::reconcile::{error_policy, reconcile};
 
+/// How long the start-up list may take before the operator says the API server does not answer.
+const STARTUP_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Reconciles running at once.
 const RECONCILE_CONCURRENCY: u16 = 16;
 
@@ -106,7 +115,16 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
     };
     // Start-up check: an unreachable API server, a missing CRD or a missing permission is a clear error, not
     // an endless watch retry.
-    if let Err(e) = mds.list(&ListParams::default().limit(1)).await {
+    #[allow(clippy::disallowed_methods)] // before any reconcile: the one read outside `observe`
+    let first = tokio::time::timeout(
+        STARTUP_CHECK_TIMEOUT,
+        mds.list(&ListParams::default().limit(1)),
+    )
+    .await
+    .map_err(|_| {
+        error::StartError::StartupTimeout(api_url.clone(), STARTUP_CHECK_TIMEOUT.as_secs())
+    })?;
+    if let Err(e) = first {
         rbac::LIST_MODELDEPLOYMENTS.log_if_forbidden(namespace.as_deref(), &e);
         return Err(error::StartError::from_list(e, &api_url));
     }
@@ -240,6 +258,15 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
     }
     info!("operator stopped");
     Ok(())
+}
+
+/// `namespace/name`, the key of what the operator keeps per object.
+pub fn object_key(md: &ModelDeployment) -> String {
+    format!(
+        "{}/{}",
+        md.metadata.namespace.as_deref().unwrap_or_default(),
+        md.metadata.name.as_deref().unwrap_or_default()
+    )
 }
 
 /// Logs a watch's 403 as [`rbac::FORBIDDEN_LOG`]: `list` for its initial list, `watch` for the rest.

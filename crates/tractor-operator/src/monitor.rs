@@ -5,15 +5,12 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use kube::Api;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::Resource;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::discovery::pinned_kind;
-use kube::{Resource, ResourceExt};
 
 use tractor_api::names;
 
-use crate::error::{Error, call};
-use crate::rbac;
 use crate::validate::Validated;
 
 /// The ServiceMonitor kind the Prometheus Operator serves.
@@ -75,7 +72,7 @@ pub fn service_monitor(v: &Validated, ar: &ApiResource) -> DynamicObject {
         names::LABEL_COMPONENT.to_owned(),
         names::COMPONENT_SERVER.to_owned(),
     );
-    let selector = crate::build::server_selector(&v.name);
+    let selector = crate::children::server_selector(&v.name);
     let tls = v.md.spec.serving.tls.as_ref();
     let mut endpoint = serde_json::json!({
         "port": "http",
@@ -101,36 +98,4 @@ pub fn service_monitor(v: &Validated, ar: &ApiResource) -> DynamicObject {
         }
     });
     object
-}
-
-/// Server-side applies the ServiceMonitor when the kind is served; a no-op otherwise. Skips the write when the
-/// live object carries the same content hash.
-pub async fn apply(
-    client: &kube::Client,
-    discovery: &Discovery,
-    v: &Validated,
-    field_manager: &str,
-) -> Result<bool, Error> {
-    let Some(ar) = discovery.service_monitor(client).await else {
-        return Ok(false);
-    };
-    let desired = crate::build::with_spec_hash(service_monitor(v, &ar));
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &v.namespace, &ar);
-    if let Some(live) = call(rbac::GET_SERVICEMONITOR, &v.namespace, api.get_opt(&v.name)).await?
-        && crate::build::spec_hash(&live).is_some()
-        && crate::build::spec_hash(&live) == crate::build::spec_hash(&desired)
-    {
-        return Ok(true);
-    }
-    call(
-        rbac::APPLY_SERVICEMONITOR,
-        &v.namespace,
-        api.patch(
-            &desired.name_any(),
-            &PatchParams::apply(field_manager).force(),
-            &Patch::Apply(&desired),
-        ),
-    )
-    .await?;
-    Ok(true)
 }

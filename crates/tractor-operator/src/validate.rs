@@ -25,7 +25,7 @@ pub enum Location {
 }
 
 /// A ModelDeployment checked and enriched for the builders.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Validated {
     /// The resource as read.
     pub md: ModelDeployment,
@@ -44,7 +44,7 @@ pub struct Validated {
 }
 
 /// Why a spec cannot be served; reported as `Stalled=True` with reason `InvalidSpec`.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Invalid {
     /// The object lacks a name or namespace (never true for objects read from the API server).
     #[error("the object has no name or namespace")]

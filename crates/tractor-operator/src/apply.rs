@@ -1,0 +1,330 @@
+//! Apply, the last stage of a reconcile: carries out a [`Plan`] through one applier (server-side apply,
+//! deletes with preconditions, scale as a patch), every call timed out; publishes its Events; writes the
+//! status only when it changed.
+#![allow(clippy::disallowed_methods)] // writes through `kube::Api` belong here (and reads in `observe`)
+
+use std::time::Duration;
+
+use crate::events::Event;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{
+    DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, Preconditions,
+};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+use tractor_api::ModelDeployment;
+use tractor_api::names::{self, FIELD_MANAGER};
+
+use crate::context::Context;
+use crate::decide::{Child, Plan, Remember, Write};
+use crate::error::{Error, call, is_not_found};
+use crate::rbac::{self, Request};
+use crate::{children, object_key};
+
+/// How soon to look again after a create found the Job already there (a reconcile racing its own write).
+const JOB_EXISTS_REQUEUE: Duration = Duration::from_secs(2);
+/// Upper bound on publishing one Event: they are best effort and must not hold a reconcile up.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Carries out `plan` for `md`; returns when to reconcile again.
+pub async fn apply(md: &ModelDeployment, plan: Plan, ctx: &Context) -> Result<Action, Error> {
+    let namespace = md.namespace().unwrap_or_default();
+    let name = md.name_any();
+    let key = object_key(md);
+    match plan.autoscaler {
+        Remember::Keep => {}
+        Remember::Store(memory) => ctx.autoscaler.remember(&key, Some(memory)),
+        Remember::Forget => ctx.autoscaler.remember(&key, None),
+    }
+    if let Some(o) = &plan.evaluation {
+        let result = o.result();
+        ctx.metrics
+            .autoscaler_evaluations
+            .with_label_values(&[result])
+            .inc();
+        info!(%name, %namespace, result, why = %o.why, "autoscaler");
+    }
+    let mut requeue = plan.requeue;
+    for write in plan.writes {
+        match write {
+            Write::CreateJob(job) => {
+                if !create_job(ctx, &namespace, *job).await? {
+                    requeue =
+                        Some(requeue.map_or(JOB_EXISTS_REQUEUE, |r| r.min(JOB_EXISTS_REQUEUE)));
+                }
+            }
+            Write::Apply(child) => match *child {
+                Child::Service(o) => {
+                    server_side_apply(ctx, &namespace, o, rbac::APPLY_SERVICE).await?
+                }
+                Child::PodDisruptionBudget(o) => {
+                    server_side_apply(ctx, &namespace, o, rbac::APPLY_PODDISRUPTIONBUDGET).await?
+                }
+                Child::NetworkPolicy(o) => {
+                    server_side_apply(ctx, &namespace, o, rbac::APPLY_NETWORKPOLICY).await?
+                }
+                Child::Deployment(o) => {
+                    server_side_apply(ctx, &namespace, o, rbac::APPLY_DEPLOYMENT).await?
+                }
+            },
+            Write::ServiceMonitor(monitor) => {
+                // Optional: failing to write it (RBAC not granted for it, say) must not hold up serving.
+                if let Err(e) = service_monitor(ctx, &namespace, *monitor).await {
+                    warn!(error = %e, "ServiceMonitor not applied");
+                }
+            }
+            Write::Scale {
+                deployment,
+                replicas,
+            } => {
+                let patch = serde_json::json!({"spec": {"replicas": replicas}});
+                patch_deployment(ctx, &namespace, &deployment, &patch, rbac::SCALE_DEPLOYMENT)
+                    .await?;
+            }
+            Write::RollBack(previous) => {
+                info!(%name, %namespace, previous = %previous.revision, "accuracy rollback");
+                let patch = serde_json::json!({
+                    "metadata": {"annotations": {
+                        names::ANNOTATION_MODEL: previous.model,
+                        // Whatever is applied next must be written, not matched against this hash.
+                        names::ANNOTATION_SPEC_HASH: null,
+                    }},
+                    "spec": {"template": previous.template},
+                });
+                patch_deployment(ctx, &namespace, &name, &patch, rbac::ROLL_BACK_DEPLOYMENT)
+                    .await?;
+            }
+            Write::DeleteCanary { uid } => delete_canary(ctx, &namespace, &name, uid).await?,
+            Write::PruneJobs { keep } => prune_jobs(ctx, &namespace, &name, &keep).await?,
+        }
+    }
+    for event in &plan.events {
+        publish(ctx, md, event).await;
+    }
+    if let Some(status) = plan.status {
+        write_status(ctx, &namespace, &name, status).await?;
+    }
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Creates the optimize Job; false when it already exists.
+async fn create_job(ctx: &Context, namespace: &str, job: Job) -> Result<bool, Error> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..Default::default()
+    };
+    match call(rbac::CREATE_JOB, namespace, jobs.create(&params, &job)).await {
+        Ok(created) => {
+            ctx.metrics.child_applies.with_label_values(&["Job"]).inc();
+            info!(job = %created.name_any(), "started optimize Job");
+            Ok(true)
+        }
+        Err(Error::Api {
+            source: kube::Error::Api(s),
+            ..
+        }) if s.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Server-side applies one child with the operator's field manager, taking over conflicting fields.
+async fn server_side_apply<K>(
+    ctx: &Context,
+    namespace: &str,
+    desired: K,
+    request: Request,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    call(
+        request,
+        namespace,
+        api.patch(&desired.name_any(), &params, &Patch::Apply(&desired)),
+    )
+    .await?;
+    ctx.metrics
+        .child_applies
+        .with_label_values(&[&K::kind(&())])
+        .inc();
+    Ok(())
+}
+
+async fn service_monitor(
+    ctx: &Context,
+    namespace: &str,
+    desired: DynamicObject,
+) -> Result<(), Error> {
+    let Some(resource) = crate::monitor::shared().service_monitor(&ctx.client).await else {
+        return Ok(());
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
+    call(
+        rbac::APPLY_SERVICEMONITOR,
+        namespace,
+        api.patch(
+            &desired.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        ),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A merge patch of a serving Deployment (its count, or a rollback's template): fields the apply does not own.
+async fn patch_deployment(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    patch: &serde_json::Value,
+    request: Request,
+) -> Result<(), Error> {
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    call(
+        request,
+        namespace,
+        api.patch(name, &params, &Patch::Merge(patch)),
+    )
+    .await?;
+    ctx.metrics
+        .child_applies
+        .with_label_values(&["Deployment"])
+        .inc();
+    Ok(())
+}
+
+/// Deletes the canary Deployment, exactly the one observed (not a namesake created since).
+async fn delete_canary(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    uid: String,
+) -> Result<(), Error> {
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut params = DeleteParams::background();
+    params.preconditions = Some(Preconditions {
+        uid: Some(uid),
+        resource_version: None,
+    });
+    let canary = children::canary_name(name);
+    match call(
+        rbac::DELETE_DEPLOYMENT,
+        namespace,
+        api.delete(&canary, &params),
+    )
+    .await
+    {
+        Ok(_) => Ok(()),
+        // Gone already, or replaced by a namesake (409: the precondition failed).
+        Err(Error::Api {
+            source: kube::Error::Api(s),
+            ..
+        }) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes the optimize Jobs of revisions not in `keep`.
+async fn prune_jobs(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    keep: &[String],
+) -> Result<(), Error> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!(
+        "{}={name},{}={}",
+        names::LABEL_MODEL,
+        names::LABEL_COMPONENT,
+        names::COMPONENT_OPTIMIZE
+    );
+    let list = call(
+        rbac::LIST_JOBS,
+        namespace,
+        jobs.list(&ListParams::default().labels(&selector)),
+    )
+    .await?;
+    for job in list.items {
+        let revision = job
+            .labels()
+            .get(names::LABEL_REVISION)
+            .cloned()
+            .unwrap_or_default();
+        if keep.contains(&revision) {
+            continue;
+        }
+        let params = DeleteParams::background();
+        match call(
+            rbac::DELETE_JOB,
+            namespace,
+            jobs.delete(&job.name_any(), &params),
+        )
+        .await
+        {
+            Ok(_) => {}
+            Err(Error::Api { source, .. }) if is_not_found(&source) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Publishes an event about the ModelDeployment. Events are best effort: losing one must not fail the
+/// reconcile.
+async fn publish(ctx: &Context, md: &ModelDeployment, event: &Event) {
+    let reference = md.object_ref(&());
+    match tokio::time::timeout(EVENT_TIMEOUT, ctx.recorder.publish(event, &reference)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "could not publish event"),
+        Err(_) => warn!(
+            secs = EVENT_TIMEOUT.as_secs(),
+            "publishing an event timed out"
+        ),
+    }
+}
+
+/// Writes the status subresource with server-side apply.
+async fn write_status(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    status: tractor_api::ModelDeploymentStatus,
+) -> Result<(), Error> {
+    let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = serde_json::json!({
+        "apiVersion": format!("{}/{}", names::GROUP, names::VERSION),
+        "kind": "ModelDeployment",
+        "status": status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    match call(
+        rbac::PATCH_STATUS,
+        namespace,
+        api.patch_status(name, &params, &Patch::Apply(&patch)),
+    )
+    .await
+    {
+        Ok(written) => ctx.written.remember(written),
+        // Deleted while we reconciled: nothing left to report on.
+        Err(Error::Api { source, .. }) if is_not_found(&source) => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    ctx.metrics.status_writes.inc();
+    Ok(())
+}

@@ -1,0 +1,2264 @@
+//! Table tests of [`super::decide`]: one situation per test, an `Observed` built by hand, the whole `Plan`
+//! compared.
+
+use super::*;
+
+use k8s_openapi::api::apps::v1::DeploymentStatus;
+use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{ApiResource, GroupVersionKind};
+use tractor_api::conditions::{
+    AVAILABLE, DEGRADED, MODEL_READY, READY, RECONCILING, SCALING_ACTIVE, STALLED,
+};
+use tractor_api::{
+    AnalysisVerdict, CanaryAnalysisStatus, MetricSnapshot, ModelDeployment, ModelFormat,
+    ModelStatus, Phase, Precision, RevisionStatus,
+};
+
+use crate::autoscaler::Reads;
+use crate::canary::Signals;
+use crate::observe::{AnalysisSeen, AutoscalingSeen, Front, MonitorSeen};
+use crate::validate::validate;
+
+/// `assert_eq!` of two plans, part by part first, so that a failure shows which part differs.
+macro_rules! assert_plan {
+    ($got:expr, $want:expr $(,)?) => {
+        assert_plan!($got, $want, "")
+    };
+    ($got:expr, $want:expr, $($case:tt)+) => {{
+        let got: &Plan = &$got;
+        let want: &Plan = &$want;
+        let case = format!($($case)+);
+        assert_eq!(got.writes, want.writes, "writes {case}");
+        assert_eq!(got.events, want.events, "events {case}");
+        if let (Some(g), Some(w)) = (&got.status, &want.status) {
+            assert_eq!(g.conditions, w.conditions, "status.conditions {case}");
+            assert_eq!(g.revision, w.revision, "status.revision {case}");
+        }
+        assert_eq!(got.status, want.status, "status {case}");
+        assert_eq!(got.autoscaler, want.autoscaler, "autoscaler {case}");
+        assert_eq!(got.evaluation, want.evaluation, "evaluation {case}");
+        assert_eq!(got.requeue, want.requeue, "requeue {case}");
+        assert_eq!(got, want, "{case}");
+    }};
+}
+
+/// The observed clock, in seconds.
+const NOW: i64 = 1_800_000_000;
+/// `metadata.generation` of every spec here.
+const GEN: i64 = 3;
+/// How long before [`NOW`] the conditions of an observed status were written.
+const BEFORE: i64 = 600;
+
+const PLAIN: &str = "serving: {replicas: 2}";
+const CANARY: &str = "serving: {replicas: 4}
+rollout:
+  strategy: Canary
+  canary:
+    steps: [{weight: 25, pause: 30s}, {weight: 50, pause: 60s}]
+    analysis: {maxErrorRate: 0.05, failureLimit: 1}";
+const AUTOSCALED: &str = "autoscaling:
+  maxReplicas: 10
+  interval: 15s
+  metrics: [{type: Latency, latency: {targetMillis: 50}}]";
+const ACCURACY_GUARD: &str = "autoscaling:
+  maxReplicas: 10
+  metrics: [{type: Accuracy, accuracy: {min: 0.9, window: 1m}}]
+rollout: {rollbackOnAccuracyDrop: true}";
+
+fn now() -> Timestamp {
+    Timestamp::from_second(NOW).expect("a valid time")
+}
+
+fn ago(secs: i64) -> Time {
+    Time(Timestamp::from_second(NOW - secs).expect("a valid time"))
+}
+
+fn secs(s: u64) -> Option<Duration> {
+    Some(Duration::from_secs(s))
+}
+
+fn config() -> BuildConfig {
+    BuildConfig {
+        image: "tractor:dev".into(),
+    }
+}
+
+fn model_deployment(uri: &str, rest: &str) -> ModelDeployment {
+    let rest: String = rest.lines().map(|l| format!("  {l}\n")).collect();
+    let yaml = format!(
+        "apiVersion: serving.tractor.dev/v1alpha1
+kind: ModelDeployment
+metadata: {{name: digits, namespace: ns, uid: uid-1, generation: {GEN}}}
+spec:
+  model: {{uri: \"{uri}\"}}
+{rest}"
+    );
+    serde_yaml::from_str(&yaml).expect("a ModelDeployment")
+}
+
+/// `digits` serving `digits-<version>.onnx`; `rest` is the rest of its spec, as YAML.
+fn spec(version: &str, rest: &str) -> Validated {
+    let uri = format!("https://models.example.com/digits-{version}.onnx");
+    validate(&model_deployment(&uri, rest)).expect("a servable spec")
+}
+
+fn digest(v: &Validated) -> String {
+    format!("sha256:{:0<64}", v.revision)
+}
+
+/// What the optimize Job of `v`'s revision reports on success.
+fn report(v: &Validated) -> OptimizeReport {
+    OptimizeReport {
+        source_digest: Some(format!("sha256:{}", "1".repeat(64))),
+        artifact_digest: Some(digest(v)),
+        size_bytes: Some(81_234),
+        format: Some(ModelFormat::Onnx),
+        precision: Some(Precision::F16),
+        ..OptimizeReport::default()
+    }
+}
+
+/// `status.model` for `v`'s revision, as [`report`] describes it.
+fn model(v: &Validated) -> ModelStatus {
+    ModelStatus {
+        revision: Some(v.revision.clone()),
+        source_digest: Some(format!("sha256:{}", "1".repeat(64))),
+        artifact_digest: Some(digest(v)),
+        format: Some(ModelFormat::Onnx),
+        precision: Some(Precision::F16),
+        size_bytes: Some(81_234),
+        ..ModelStatus::default()
+    }
+}
+
+/// `v`'s optimize Job; `finished` is a condition type that became true that many seconds ago.
+fn job(v: &Validated, finished: Option<(&str, i64)>) -> Job {
+    let mut job = children::optimize_job(v, &config());
+    job.status = Some(JobStatus {
+        active: finished.is_none().then_some(1),
+        conditions: finished.map(|(type_, ago_secs)| {
+            vec![JobCondition {
+                type_: type_.into(),
+                status: "True".into(),
+                last_transition_time: Some(ago(ago_secs)),
+                reason: (type_ == "Failed").then(|| "BackoffLimitExceeded".into()),
+                message: (type_ == "Failed")
+                    .then(|| "Job has reached the specified backoff limit".into()),
+                ..JobCondition::default()
+            }]
+        }),
+        ..JobStatus::default()
+    });
+    job
+}
+
+fn job_seen(job: Option<Job>, report: Option<OptimizeReport>) -> Option<JobSeen> {
+    Some(JobSeen { job, report })
+}
+
+/// `object` as applied: carrying its content hash.
+fn hash_of<K: serde::Serialize + kube::Resource>(object: K) -> Option<String> {
+    children::spec_hash(&children::with_spec_hash(object)).map(str::to_owned)
+}
+
+/// The live front children of `v`, as last applied.
+fn steady_front(v: &Validated) -> Front {
+    Front {
+        service: hash_of(children::service(v)),
+        pod_disruption_budget: hash_of(children::pod_disruption_budget(v)),
+        network_policy: hash_of(children::network_policy(v)),
+    }
+}
+
+/// The applies of `v`'s front children.
+fn front_writes(v: &Validated) -> Vec<Write> {
+    vec![
+        Write::Apply(Box::new(Child::Service(children::with_spec_hash(
+            children::service(v),
+        )))),
+        Write::Apply(Box::new(Child::PodDisruptionBudget(
+            children::with_spec_hash(children::pod_disruption_budget(v)),
+        ))),
+        Write::Apply(Box::new(Child::NetworkPolicy(children::with_spec_hash(
+            children::network_policy(v),
+        )))),
+    ]
+}
+
+fn apply_deployment(d: Deployment) -> Write {
+    Write::Apply(Box::new(Child::Deployment(children::with_spec_hash(d))))
+}
+
+/// `d` as the API server returns it once applied: hashed, generation 1 observed, `ready` of its pods on its
+/// template and available.
+fn live(d: Deployment, uid: &str, ready: i32) -> Deployment {
+    let mut d = children::with_spec_hash(d);
+    d.metadata.uid = Some(uid.into());
+    d.metadata.generation = Some(1);
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    d.status = Some(DeploymentStatus {
+        observed_generation: Some(1),
+        replicas: Some(want),
+        updated_replicas: Some(want),
+        ready_replicas: Some(ready),
+        available_replicas: Some(ready),
+        ..DeploymentStatus::default()
+    });
+    d
+}
+
+/// The stable Deployment `digits`, built from `v` for `v`'s model, rolled out with `replicas` pods.
+fn stable_on(v: &Validated, replicas: i32) -> Deployment {
+    live(
+        children::deployment(v, &model(v), &config(), replicas),
+        "stable-uid",
+        replicas,
+    )
+}
+
+/// The canary Deployment `digits-canary` of `v` with `replicas` pods, `ready` of them available.
+fn canary_on(v: &Validated, replicas: i32, ready: i32) -> Deployment {
+    live(
+        children::canary_deployment(v, &model(v), &config(), replicas),
+        "canary-uid",
+        ready,
+    )
+}
+
+/// What one reconcile of `v` sees: `status`, steady front children, nothing else.
+fn observed(v: &Validated, status: &ModelDeploymentStatus) -> Observed {
+    // observe reads the spec and the status from the same (newest) copy of the object.
+    let mut v = v.clone();
+    v.md.status = Some(status.clone());
+    Observed {
+        front: steady_front(&v),
+        spec: Ok(v),
+        generation: Some(GEN),
+        status: status.clone(),
+        job: None,
+        stable: None,
+        canary: None,
+        monitor: None,
+        autoscaling: None,
+        analysis: None,
+        previous: None,
+        now: now(),
+    }
+}
+
+fn event(type_: EventType, why: &str, note: impl Into<String>, action: &str) -> Event {
+    Event {
+        type_,
+        reason: why.into(),
+        note: Some(note.into()),
+        action: action.into(),
+        secondary: None,
+    }
+}
+
+/// Sets a condition stamped `at` (its earlier transition time kept where its status did not change).
+fn cond(
+    s: &mut ModelDeploymentStatus,
+    at: &Time,
+    t: &str,
+    ok: bool,
+    why: &str,
+    message: impl Into<String>,
+) {
+    conditions::set(
+        &mut s.conditions,
+        conditions::new(t, ok, why, message, Some(GEN), at.clone()),
+    );
+}
+
+/// Sets a condition as this reconcile does.
+fn set(s: &mut ModelDeploymentStatus, t: &str, ok: bool, why: &str, message: impl Into<String>) {
+    cond(s, &Time(now()), t, ok, why, message);
+}
+
+fn base(v: &Validated) -> ModelDeploymentStatus {
+    ModelDeploymentStatus {
+        observed_generation: Some(GEN),
+        selector: Some(
+            "serving.tractor.dev/component=server,serving.tractor.dev/model=digits".into(),
+        ),
+        url: Some("http://digits.ns.svc:8080/v2/models/digits".into()),
+        revision: Some(RevisionStatus {
+            current: Some(v.revision.clone()),
+            ..RevisionStatus::default()
+        }),
+        ..ModelDeploymentStatus::default()
+    }
+}
+
+fn revision(s: &mut ModelDeploymentStatus) -> &mut RevisionStatus {
+    s.revision.get_or_insert_with(RevisionStatus::default)
+}
+
+fn optimized(v: &Validated) -> String {
+    format!("revision {} optimized: f16", v.revision)
+}
+
+fn not_configured(s: &mut ModelDeploymentStatus, at: &Time) {
+    cond(
+        s,
+        at,
+        SCALING_ACTIVE,
+        false,
+        reason::NOT_CONFIGURED,
+        "spec.autoscaling is not set",
+    );
+    cond(s, at, DEGRADED, false, reason::HEALTHY, "");
+}
+
+/// The first revision of `v` optimizing, nothing serving.
+fn first_optimizing(v: &Validated, at: &Time) -> ModelDeploymentStatus {
+    let mut s = base(v);
+    s.phase = Some(Phase::Optimizing);
+    s.replicas = Some(0);
+    s.ready_replicas = Some(0);
+    let words = format!("optimizing revision {}", v.revision);
+    cond(&mut s, at, READY, false, reason::OPTIMIZING, words.clone());
+    cond(&mut s, at, RECONCILING, true, reason::OPTIMIZING, words);
+    cond(
+        &mut s,
+        at,
+        MODEL_READY,
+        false,
+        reason::OPTIMIZING,
+        format!("optimize Job digits-{} is running", v.revision),
+    );
+    cond(
+        &mut s,
+        at,
+        AVAILABLE,
+        false,
+        reason::OPTIMIZING,
+        "no model has been optimized yet",
+    );
+    not_configured(&mut s, at);
+    s
+}
+
+/// `v`'s revision served and rolled out on `n` pods.
+fn ready_on(v: &Validated, n: i32) -> ModelDeploymentStatus {
+    let at = &ago(BEFORE);
+    let mut s = base(v);
+    s.phase = Some(Phase::Ready);
+    s.model = Some(model(v));
+    s.replicas = Some(n);
+    s.ready_replicas = Some(n);
+    revision(&mut s).stable = Some(v.revision.clone());
+    let ready = format!("{n}/{n} replicas ready");
+    cond(&mut s, at, READY, true, reason::AVAILABLE, ready.clone());
+    cond(&mut s, at, RECONCILING, false, reason::RECONCILED, "");
+    cond(
+        &mut s,
+        at,
+        MODEL_READY,
+        true,
+        reason::OPTIMIZED,
+        optimized(v),
+    );
+    cond(&mut s, at, AVAILABLE, true, reason::AVAILABLE, ready);
+    not_configured(&mut s, at);
+    s
+}
+
+/// [`ready_on`] with the autoscaler at `n` replicas for a while.
+fn autoscaled(mut s: ModelDeploymentStatus, n: i32, why: &str) -> ModelDeploymentStatus {
+    s.desired_replicas = Some(n);
+    s.metrics = Some(snapshot(40.0, ago(15)));
+    cond(
+        &mut s,
+        &ago(BEFORE),
+        SCALING_ACTIVE,
+        true,
+        reason::SCALING,
+        why,
+    );
+    s
+}
+
+/// `new`'s revision optimizing while `old`'s serves on `n` pods.
+fn optimizing_over(new: &Validated, old: &Validated, n: i32) -> ModelDeploymentStatus {
+    let at = &ago(BEFORE);
+    let mut s = base(new);
+    s.phase = Some(Phase::Optimizing);
+    s.model = Some(model(old));
+    s.replicas = Some(n);
+    s.ready_replicas = Some(n);
+    revision(&mut s).stable = Some(old.revision.clone());
+    let words = format!("optimizing revision {}", new.revision);
+    cond(&mut s, at, READY, false, reason::OPTIMIZING, words.clone());
+    cond(&mut s, at, RECONCILING, true, reason::OPTIMIZING, words);
+    cond(
+        &mut s,
+        at,
+        MODEL_READY,
+        false,
+        reason::OPTIMIZING,
+        format!("optimize Job digits-{} is running", new.revision),
+    );
+    cond(
+        &mut s,
+        at,
+        AVAILABLE,
+        true,
+        reason::AVAILABLE,
+        format!("{n}/{n} replicas ready"),
+    );
+    not_configured(&mut s, at);
+    s
+}
+
+/// `v`'s revision optimized and its Deployment written; `ready` of `desired` pods ready; `stable` rolled out
+/// last.
+fn rolling_out(
+    v: &Validated,
+    stable: Option<&str>,
+    ready: i32,
+    desired: i32,
+) -> ModelDeploymentStatus {
+    let at = &ago(BEFORE);
+    let mut s = base(v);
+    s.phase = Some(Phase::RollingOut);
+    s.model = Some(model(v));
+    s.replicas = Some(ready);
+    s.ready_replicas = Some(ready);
+    revision(&mut s).stable = stable.map(str::to_owned);
+    let words = format!(
+        "rolling out revision {}: {ready}/{desired} replicas ready",
+        v.revision
+    );
+    cond(&mut s, at, READY, false, reason::ROLLING_OUT, words.clone());
+    cond(&mut s, at, RECONCILING, true, reason::ROLLING_OUT, words);
+    cond(
+        &mut s,
+        at,
+        MODEL_READY,
+        true,
+        reason::OPTIMIZED,
+        optimized(v),
+    );
+    let pods = format!("{ready}/{desired} replicas ready");
+    if ready > 0 {
+        cond(&mut s, at, AVAILABLE, true, reason::AVAILABLE, pods);
+    } else {
+        cond(
+            &mut s,
+            at,
+            AVAILABLE,
+            false,
+            reason::REPLICAS_UNAVAILABLE,
+            pods,
+        );
+    }
+    not_configured(&mut s, at);
+    s
+}
+
+/// The Reconciling/Ready message of a canary of `v` at `step` (0-based).
+fn canary_words(v: &Validated, step: usize, failures: i32, words: &str) -> String {
+    let weight = [25, 50][step];
+    format!(
+        "canary revision {} at step {}/2, weight {weight}%, {failures} failed analyses; {words}",
+        v.revision,
+        step + 1
+    )
+}
+
+/// A canary of `b` beside the stable `a` (of 4 pods) at `step`, begun `started` seconds ago; `pods` are the
+/// stable's ready pods, the canary's pods and its ready ones.
+fn canary_status(
+    b: &Validated,
+    a: &Validated,
+    step: usize,
+    started: i64,
+    words: &str,
+    (stable_ready, canary_pods, canary_ready): (i32, i32, i32),
+) -> ModelDeploymentStatus {
+    let at = &ago(BEFORE);
+    let mut s = base(b);
+    s.phase = Some(Phase::RollingOut);
+    s.model = Some(model(b));
+    s.replicas = Some(stable_ready + canary_pods);
+    s.ready_replicas = Some(stable_ready + canary_ready);
+    *revision(&mut s) = RevisionStatus {
+        current: Some(b.revision.clone()),
+        stable: Some(a.revision.clone()),
+        canary: Some(b.revision.clone()),
+        canary_weight: Some([25, 50][step]),
+        canary_step: Some(step as i32),
+        canary_step_started: Some(ago(started)),
+        canary_step_passed: Some(false),
+        canary_failures: Some(0),
+        ..RevisionStatus::default()
+    };
+    let words = canary_words(b, step, 0, words);
+    cond(
+        &mut s,
+        at,
+        READY,
+        false,
+        reason::CANARY_ANALYSIS,
+        words.clone(),
+    );
+    cond(
+        &mut s,
+        at,
+        RECONCILING,
+        true,
+        reason::CANARY_ANALYSIS,
+        words,
+    );
+    cond(
+        &mut s,
+        at,
+        MODEL_READY,
+        true,
+        reason::OPTIMIZED,
+        optimized(b),
+    );
+    cond(
+        &mut s,
+        at,
+        AVAILABLE,
+        true,
+        reason::AVAILABLE,
+        format!("{stable_ready}/4 replicas ready"),
+    );
+    not_configured(&mut s, at);
+    s
+}
+
+/// The failure of `v`'s revision written into `s` at `at`, as the status renders it. `serving`: a Deployment
+/// exists, so the previous revision keeps serving.
+fn fail(
+    s: &mut ModelDeploymentStatus,
+    v: &Validated,
+    failure: &RevisionFailure,
+    serving: bool,
+    at: &Time,
+) {
+    let r = revision(s);
+    r.failed = Some(v.revision.clone());
+    r.failure = Some(failure.clone());
+    s.phase = Some(Phase::Failed);
+    let why = failure.reason.as_str();
+    let rolled_back = why == reason::ROLLED_BACK || why == reason::ACCURACY_ROLLBACK;
+    let prefix = if rolled_back {
+        format!("revision {} rolled back: ", v.revision)
+    } else {
+        // A rolled-back revision's model was optimized well: ModelReady keeps saying so.
+        cond(s, at, MODEL_READY, false, why, failure.message.clone());
+        format!("optimize failed for revision {}: ", v.revision)
+    };
+    cond(
+        s,
+        at,
+        STALLED,
+        true,
+        why,
+        format!("{prefix}{}", failure.message),
+    );
+    let reconciling = if rolled_back {
+        why
+    } else {
+        reason::OPTIMIZE_FAILED
+    };
+    cond(s, at, RECONCILING, false, reconciling, "");
+    let suffix = if serving {
+        "; the previous revision keeps serving"
+    } else {
+        ""
+    };
+    cond(
+        s,
+        at,
+        READY,
+        false,
+        why,
+        format!("{prefix}{}{suffix}", failure.message),
+    );
+}
+
+fn snapshot(p95: f64, at: Time) -> MetricSnapshot {
+    MetricSnapshot {
+        time: Some(at),
+        latency_p95_millis: Some(p95),
+        requests_per_second: Some(40.0),
+        error_rate: Some(0.0),
+        accuracy: None,
+    }
+}
+
+fn memory(last_eval_ago: i64) -> Memory {
+    Memory {
+        history: None,
+        last_eval: Some((NOW - last_eval_ago) as f64),
+        accuracy_low_since: None,
+    }
+}
+
+/// What the autoscaler of `v` remembers after evaluating `reads` at [`NOW`] from `before` with `current`
+/// replicas (its own arithmetic is [`crate::autoscaler`]'s and [`crate::hpa`]'s to test).
+fn remembered(
+    v: &Validated,
+    before: &Memory,
+    current: i32,
+    reads: &Result<Reads, String>,
+) -> Memory {
+    let a = v.md.spec.autoscaling.as_ref().expect("autoscaling");
+    let mut memory = before.clone();
+    autoscaler::evaluate(a, current, 1.0, reads, &mut memory, NOW as f64);
+    memory
+}
+
+fn analysis(reads: Result<(f64, Signals, Signals), String>) -> Option<AnalysisSeen> {
+    Some(AnalysisSeen {
+        window: "40s".into(),
+        reads,
+    })
+}
+
+fn signals(error_rate: f64) -> Signals {
+    Signals {
+        latency_p95_millis: Some(12.0),
+        error_rate: Some(error_rate),
+        accuracy: None,
+    }
+}
+
+// --- 1-4: the optimize Job ---------------------------------------------------------------------------------
+
+#[test]
+fn first_reconcile_creates_the_job_and_the_front_children() {
+    let v = spec("v1", PLAIN);
+    let mut seen = observed(&v, &ModelDeploymentStatus::default());
+    seen.front = Front::default();
+    seen.job = job_seen(None, None);
+    let mut writes = vec![Write::CreateJob(Box::new(children::optimize_job(
+        &v,
+        &config(),
+    )))];
+    writes.extend(front_writes(&v));
+    assert_plan!(
+        decide(&seen, &config()),
+        Plan {
+            writes,
+            events: vec![],
+            status: Some(first_optimizing(&v, &Time(now()))),
+            autoscaler: Remember::Forget,
+            evaluation: None,
+            requeue: secs(30),
+        }
+    );
+}
+
+#[test]
+fn a_running_job_with_steady_front_children_writes_nothing() {
+    let v = spec("v1", PLAIN);
+    let old = first_optimizing(&v, &ago(BEFORE));
+    let mut seen = observed(&v, &old);
+    seen.job = job_seen(Some(job(&v, None)), None);
+    assert_plan!(
+        decide(&seen, &config()),
+        Plan {
+            writes: vec![],
+            events: vec![],
+            status: None,
+            autoscaler: Remember::Forget,
+            evaluation: None,
+            requeue: secs(30),
+        }
+    );
+}
+
+/// The first revision rolls out directly, canary strategy or not: there is nothing to compare it with.
+#[test]
+fn a_completed_job_with_a_report_makes_the_model_ready_and_applies_the_deployment() {
+    for (rest, replicas) in [(PLAIN, 2), (CANARY, 4)] {
+        let v = spec("v1", rest);
+        let old = first_optimizing(&v, &ago(BEFORE));
+        let mut seen = observed(&v, &old);
+        seen.job = job_seen(Some(job(&v, Some(("Complete", 5)))), Some(report(&v)));
+
+        let mut want = old.clone();
+        want.model = Some(model(&v));
+        want.phase = Some(Phase::RollingOut);
+        let words = format!(
+            "rolling out revision {}: 0/{replicas} replicas ready",
+            v.revision
+        );
+        set(&mut want, READY, false, reason::ROLLING_OUT, words.clone());
+        set(&mut want, RECONCILING, true, reason::ROLLING_OUT, words);
+        set(
+            &mut want,
+            MODEL_READY,
+            true,
+            reason::OPTIMIZED,
+            optimized(&v),
+        );
+        set(
+            &mut want,
+            AVAILABLE,
+            false,
+            reason::REPLICAS_UNAVAILABLE,
+            format!("0/{replicas} replicas ready"),
+        );
+        assert_plan!(
+            decide(&seen, &config()),
+            Plan {
+                writes: vec![apply_deployment(children::deployment(
+                    &v,
+                    &model(&v),
+                    &config(),
+                    replicas
+                ))],
+                events: vec![event(
+                    EventType::Normal,
+                    reason::OPTIMIZED,
+                    optimized(&v),
+                    "Optimize"
+                )],
+                status: Some(want),
+                autoscaler: Remember::Forget,
+                evaluation: None,
+                requeue: secs(60),
+            },
+            "{rest}"
+        );
+    }
+}
+
+#[test]
+fn a_completed_job_without_its_report_is_awaited_for_the_grace_then_fails() {
+    let v = spec("v1", PLAIN);
+    let old = first_optimizing(&v, &ago(BEFORE));
+
+    // Within the grace: still optimizing, looked at again soon.
+    let mut seen = observed(&v, &old);
+    seen.job = job_seen(Some(job(&v, Some(("Complete", 10)))), None);
+    assert_plan!(
+        decide(&seen, &config()),
+        Plan {
+            writes: vec![],
+            events: vec![],
+            status: None,
+            autoscaler: Remember::Forget,
+            evaluation: None,
+            requeue: secs(3),
+        }
+    );
+
+    // After it: failed, Internal.
+    seen.job = job_seen(Some(job(&v, Some(("Complete", 61)))), None);
+    let failure = RevisionFailure {
+        reason: "Internal".into(),
+        message: "the optimize Job completed without writing a report to its termination message"
+            .into(),
+    };
+    let mut want = old.clone();
+    fail(&mut want, &v, &failure, false, &Time(now()));
+    let stalled = format!(
+        "optimize failed for revision {}: {}",
+        v.revision, failure.message
+    );
+    assert_plan!(
+        decide(&seen, &config()),
+        Plan {
+            writes: vec![],
+            events: vec![event(EventType::Warning, "Internal", stalled, "Optimize")],
+            status: Some(want),
+            autoscaler: Remember::Forget,
+            evaluation: None,
+            requeue: secs(60),
+        }
+    );
+}
+
+// --- 5-6: failed revisions ---------------------------------------------------------------------------------
+
+/// However the Job fails, the revision's failure is typed in the status and said once.
+#[test]
+fn job_failures_become_the_typed_failure() {
+    let v = spec("v1", PLAIN);
+    let old = first_optimizing(&v, &ago(BEFORE));
+    let unsupported = OptimizeReport::failure(
+        FailureReason::UnsupportedOp,
+        "operator Foo is not supported by tract",
+    );
+    let cases = [
+        (
+            "Failed with a report: the report's reason",
+            "Failed",
+            Some(unsupported.clone()),
+            ("UnsupportedOp", "operator Foo is not supported by tract"),
+        ),
+        (
+            "Complete with a failed report: the report's reason",
+            "Complete",
+            Some(OptimizeReport::failure(
+                FailureReason::BelowMinScore,
+                "accuracy 0.81 is below minScore 0.9",
+            )),
+            ("BelowMinScore", "accuracy 0.81 is below minScore 0.9"),
+        ),
+        (
+            "Failed without a report: the Job's condition",
+            "Failed",
+            None,
+            (
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit",
+            ),
+        ),
+        (
+            "Failed with a report without a reason: the Job's condition",
+            "Failed",
+            Some(OptimizeReport::default()),
+            (
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit",
+            ),
+        ),
+    ];
+    for (case, finished, report, (why, message)) in cases {
+        let mut seen = observed(&v, &old);
+        seen.job = job_seen(Some(job(&v, Some((finished, 30)))), report);
+        let failure = RevisionFailure {
+            reason: why.into(),
+            message: message.into(),
+        };
+        let mut want = old.clone();
+        fail(&mut want, &v, &failure, false, &Time(now()));
+        assert_plan!(
+            decide(&seen, &config()),
+            Plan {
+                writes: vec![],
+                events: vec![event(
+                    EventType::Warning,
+                    why,
+                    format!("optimize failed for revision {}: {message}", v.revision),
+                    "Optimize"
+                )],
+                status: Some(want),
+                autoscaler: Remember::Forget,
+                evaluation: None,
+                requeue: secs(60),
+            },
+            "{case}"
+        );
+    }
+}
+
+fn unsupported() -> RevisionFailure {
+    RevisionFailure {
+        reason: "UnsupportedOp".into(),
+        message: "operator Foo is not supported by tract".into(),
+    }
+}
+
+#[test]
+fn a_failed_job_keeps_the_previous_revision_serving_and_only_scales_it() {
+    let a = spec("v1", PLAIN);
+    // The new spec also asks for a third pod.
+    let b = spec("v2", "serving: {replicas: 3}");
+    let old = optimizing_over(&b, &a, 2);
+    let mut seen = observed(&b, &old);
+    seen.stable = Some(stable_on(&a, 2));
+    seen.job = job_seen(
+        Some(job(&b, Some(("Failed", 30)))),
+        Some(OptimizeReport::failure(
+            FailureReason::UnsupportedOp,
+            "operator Foo is not supported by tract",
+        )),
+    );
+
+    let mut want = old.clone();
+    fail(&mut want, &b, &unsupported(), true, &Time(now()));
+    set(
+        &mut want,
+        AVAILABLE,
+        true,
+        reason::AVAILABLE,
+        "2/3 replicas ready",
+    );
+    let plan = decide(&seen, &config());
+    assert_plan!(
+        plan,
+        Plan {
+            // The template stays a's: only the count follows the new spec.
+            writes: vec![Write::Scale {
+                deployment: "digits".into(),
+                replicas: 3,
+            }],
+            // Ready falls for the reason Stalled gives: one Warning, not two.
+            events: vec![event(
+                EventType::Warning,
+                "UnsupportedOp",
+                format!(
+                    "optimize failed for revision {}: operator Foo is not supported by tract",
+                    b.revision
+                ),
+                "Optimize"
+            )],
+            status: Some(want),
+            autoscaler: Remember::Forget,
+            evaluation: None,
+            requeue: secs(60),
+        }
+    );
+    let status = plan.status.expect("a status");
+    assert_eq!(status.model, Some(model(&a)), "a still serves");
+    assert_eq!(
+        status.revision.and_then(|r| r.stable),
+        Some(a.revision.clone())
+    );
+}
+
+#[test]
+fn an_already_failed_revision_stays_failed_with_its_message_prefixed_once() {
+    let a = spec("v1", PLAIN);
+    let b = spec("v2", "serving: {replicas: 3}");
+    let mut old = optimizing_over(&b, &a, 3);
+    fail(&mut old, &b, &unsupported(), true, &ago(BEFORE));
+    let mut seen = observed(&b, &old);
+    seen.stable = Some(live(
+        children::deployment(&a, &model(&a), &config(), 3),
+        "stable-uid",
+        3,
+    ));
+    // observe reads no Job for a failed revision.
+    let steady = Plan {
+        writes: vec![],
+        events: vec![],
+        status: None,
+        autoscaler: Remember::Forget,
+        evaluation: None,
+        requeue: secs(60),
+    };
+    assert_plan!(decide(&seen, &config()), steady);
+
+    // Conditions an older operator wrote with the prefix twice are rendered again from the typed failure.
+    let once = format!(
+        "optimize failed for revision {}: operator Foo is not supported by tract",
+        b.revision
+    );
+    let twice = format!("optimize failed for revision {}: {once}", b.revision);
+    let mut garbled = old.clone();
+    cond(
+        &mut garbled,
+        &ago(BEFORE),
+        STALLED,
+        true,
+        "UnsupportedOp",
+        twice.clone(),
+    );
+    cond(
+        &mut garbled,
+        &ago(BEFORE),
+        READY,
+        false,
+        "UnsupportedOp",
+        format!("{twice}; the previous revision keeps serving"),
+    );
+    seen.status = garbled.clone();
+    if let Ok(v) = seen.spec.as_mut() {
+        v.md.status = Some(garbled);
+    }
+    let plan = decide(&seen, &config());
+    assert_plan!(
+        plan,
+        Plan {
+            status: Some(old.clone()),
+            ..steady
+        }
+    );
+    let status = plan.status.expect("a status");
+    assert_eq!(
+        conditions::find(&status.conditions, STALLED).map(|c| c.message.as_str()),
+        Some(once.as_str())
+    );
+}
+
+/// A failure recorded before `status.revision.failure` existed keeps its reason from the Stalled condition.
+#[test]
+fn a_failure_recorded_without_the_typed_field_keeps_the_stalled_reason() {
+    let v = spec("v1", PLAIN);
+    let mut old = first_optimizing(&v, &ago(BEFORE));
+    fail(&mut old, &v, &unsupported(), false, &ago(BEFORE));
+    revision(&mut old).failure = None;
+    let seen = observed(&v, &old);
+
+    let mut want = old.clone();
+    fail(
+        &mut want,
+        &v,
+        &RevisionFailure {
+            reason: "UnsupportedOp".into(),
+            message: "the failure was recorded before status.revision.failure existed".into(),
+        },
+        false,
+        &Time(now()),
+    );
+    assert_plan!(
+        decide(&seen, &config()),
+        Plan {
+            writes: vec![],
+            events: vec![],
+            status: Some(want),
+            autoscaler: Remember::Forget,
+            evaluation: None,
+            requeue: secs(60),
+        }
+    );
+}
+
+// --- 7-8, 25: rolling out and ready ------------------------------------------------------------------------
+
+#[test]
+fn ready_and_rolled_out_writes_nothing_not_even_the_status() {
+    let v = spec("v1", PLAIN);
+    let old = ready_on(&v, 2);
+    let mut seen = observed(&v, &old);
+    seen.stable = Some(stable_on(&v, 2));
+    assert_plan!(
+        decide(&seen, &config()),
+        Plan {
+            writes: vec![],
+            events: vec![],
+            status: None,
+            autoscaler: Remember::Forget,
+            evaluation: None,
+            requeue: secs(300),
+        }
+    );
+}
+
+#[test]
+fn becoming_ready_prunes_other_jobs_and_says_so() {
+    let v = spec("v1", PLAIN);
+    let old = rolling_out(&v, None, 0, 2);
+    let mut seen = observed(&v, &old);
+    seen.stable = Some(stable_on(&v, 2));
+
+    let mut want = old.clone();
+    want.phase = Some(Phase::Ready);
+    want.replicas = Some(2);
+    want.ready_replicas = Some(2);
+    revision(&mut want).stable = Some(v.revision.clone());
+    set(
+        &mut want,
+        READY,
+        true,
+        reason::AVAILABLE,
+        "2/2 replicas ready",
+    );
+    set(&mut want, RECONCILING, false, reason::RECONCILED, "");
+    set(
+        &mut want,
+        AVAILABLE,
+        true,
+        reason::AVAILABLE,
+        "2/2 replicas ready",
+    );
+    assert_plan!(
+        decide(&seen, &config()),
+        Plan {
+            // current and stable, the same revision here.
+            writes: vec![Write::PruneJobs {
+                keep: vec![v.revision.clone(), v.revision.clone()],
+            }],
+            events: vec![event(
+                EventType::Normal,
+                reason::AVAILABLE,
+                "2/2 replicas ready",
+                "Rollout"
+            )],
+            status: Some(want),
+            autoscaler: Remember::Forget,
+            evaluation: None,
+            requeue: secs(300),
+        }
+    );
+}
+
+#[test]
+fn a_spec_change_starts_its_job_while_the_previous_revision_keeps_serving() {
+    let a = spec("v1", PLAIN);
+    let b = spec("v2", PLAIN);
+    let old = ready_on(&a, 2);
+    let mut seen = observed(&b, &old);
+    seen.front = steady_front(&a);
+    seen.stable = Some(stable_on(&a, 2));
+    seen.job = job_seen(None, None);
+
+    let mut writes = vec![Write::CreateJob(Box::new(children::optimize_job(
+        &b,
+        &config(),
+    )))];
+    // The front children carry the revision label.
+    writes.extend(front_writes(&b));
+    let mut want = old.clone();
+    want.phase = Some(Phase::Optimizing);
+    revision(&mut want).current = Some(b.revision.clone());
+    let words = format!("optimizing revision {}", b.revision);
+    set(&mut want, READY, false, reason::OPTIMIZING, words.clone());
+    set(
+        &mut want,
+        RECONCILING,
+        true,
+        reason::OPTIMIZING,
+        words.clone(),
+    );
+    set(
+        &mut want,
+        MODEL_READY,
+        false,
+        reason::OPTIMIZING,
+        format!("optimize Job digits-{} is running", b.revision),
+    );
+    assert_plan!(
+        decide(&seen, &config()),
+        Plan {
+            writes,
+            // status::transitions types Ready falling as a Warning for every reason but CanaryAnalysis,
+            // a new revision being optimized included.
+            events: vec![event(
+                EventType::Warning,
+                reason::OPTIMIZING,
+                words,
+                "Rollout"
+            )],
+            status: Some(want),
+            autoscaler: Remember::Forget,
+            evaluation: None,
+            requeue: secs(30),
+        }
+    );
+}
+
+#[test]
+fn a_new_revision_without_canary_applies_the_deployment_and_is_not_ready_yet() {
+    let a = spec("v1", PLAIN);
+    let b = spec("v2", PLAIN);
+    let old = optimizing_over(&b, &a, 2);
+    let mut seen = observed(&b, &old);
+    // Fully rolled out, but on a's template.
+    seen.stable = Some(stable_on(&a, 2));
+    seen.job = job_seen(Some(job(&b, Some(("Complete", 5)))), Some(report(&b)));
+
+    let mut want = old.clone();
+    want.phase = Some(Phase::RollingOut);
+    want.model = Some(model(&b));
+    let words = format!("rolling out revision {}: 2/2 replicas ready", b.revision);
+    set(&mut want, READY, false, reason::ROLLING_OUT, words.clone());
+    set(&mut want, RECONCILING, true, reason::ROLLING_OUT, words);
+    set(
+        &mut want,
+        MODEL_READY,
+        true,
+        reason::OPTIMIZED,
+        optimized(&b),
+    );
+    let plan = decide(&seen, &config());
+    assert_plan!(
+        plan,
+        Plan {
+            writes: vec![apply_deployment(children::deployment(
+                &b,
+                &model(&b),
+                &config(),
+                2
+            ))],
+            events: vec![event(
+                EventType::Normal,
+                reason::OPTIMIZED,
+                optimized(&b),
+                "Optimize"
+            )],
+            status: Some(want),
+            autoscaler: Remember::Forget,
+            evaluation: None,
+            requeue: secs(60),
+        }
+    );
+    let status = plan.status.expect("a status");
+    assert!(
+        !conditions::is_true(&status.conditions, READY),
+        "a Deployment write is pending"
+    );
+    assert_eq!(
+        status.revision.and_then(|r| r.stable),
+        Some(a.revision.clone())
+    );
+}
+
+// --- 9-15: canary ------------------------------------------------------------------------------------------
+
+#[test]
+fn a_canary_starts_beside_the_stable_revision() {
+    let a = spec("v1", CANARY);
+    let b = spec("v2", CANARY);
+    let old = optimizing_over(&b, &a, 4);
+    let mut seen = observed(&b, &old);
+    seen.stable = Some(stable_on(&a, 4));
+    seen.job = job_seen(Some(job(&b, Some(("Complete", 5)))), Some(report(&b)));
+
+    let mut want = old.clone();
+    want.phase = Some(Phase::RollingOut);
+    want.model = Some(model(&b));
+    *revision(&mut want) = RevisionStatus {
+        current: Some(b.revision.clone()),
+        stable: Some(a.revision.clone()),
+        canary: Some(b.revision.clone()),
+        canary_weight: Some(25),
+        canary_step: Some(0),
+        canary_step_started: Some(Time(now())),
+        canary_step_passed: Some(false),
+        canary_failures: Some(0),
+        ..RevisionStatus::default()
+    };
+    let words = canary_words(&b, 0, 0, "waiting for the canary's pods");
+    set(
+        &mut want,
+        READY,
+        false,
+        reason::CANARY_ANALYSIS,
+        words.clone(),
+    );
+    set(&mut want, RECONCILING, true, reason::CANARY_ANALYSIS, words);
+    set(
+        &mut want,
+        MODEL_READY,
+        true,
+        reason::OPTIMIZED,
+        optimized(&b),
+    );
+    assert_plan!(
+        decide(&seen, &config()),
+        Plan {
+            // A quarter of 4 pods; the stable keeps its 4 until the canary's pod is ready.
+            writes: vec![apply_deployment(children::canary_deployment(
+                &b,
+                &model(&b),
+                &config(),
+                1
+            ))],
+            events: vec![event(
+                EventType::Normal,
+                reason::OPTIMIZED,
+                optimized(&b),
+                "Optimize"
+            )],
+            status: Some(want),
+            autoscaler: Remember::Forget,
+            evaluation: None,
+            // A third of the shortest pause.
+            requeue: secs(10),
+        }
+    );
+}
+
+#[test]
+fn a_canary_waiting_for_its_pods_changes_nothing() {
+    let a = spec("v1", CANARY);
+    let b = spec("v2", CANARY);
+    let old = canary_status(&b, &a, 0, 5, "waiting for the canary's pods", (4, 1, 0));
+    let mut seen = observed(&b, &old);
+    seen.stable = Some(stable_on(&a, 4));
+    seen.canary = Some(canary_on(&b, 1, 0));
+    assert_plan!(
+        decide(&seen, &config()),
+        Plan {
+            writes: vec![],
+            events: vec![],
+            status: None,
+            autoscaler: Remember::Forget,
+            evaluation: None,
+            requeue: secs(10),
+        }
+    );
+}
+
+#[test]
+fn a_passed_analysis_after_the_pause_moves_to_the_next_step() {
+    let a = spec("v1", CANARY);
+    let b = spec("v2", CANARY);
+    let old = canary_status(&b, &a, 0, 40, "waiting for the first analysis", (3, 1, 1));
+    let mut seen = observed(&b, &old);
+    seen.stable = Some(stable_on(&a, 3));
+    seen.canary = Some(canary_on(&b, 1, 1));
+    seen.analysis = analysis(Ok((5.0, signals(0.001), signals(0.001))));
+
+    let mut want = old.clone();
+    let r = revision(&mut want);
+    r.canary_step = Some(1);
+    r.canary_weight = Some(50);
+    r.canary_step_started = Some(Time(now()));
+    r.canary_analysis = Some(CanaryAnalysisStatus {
+        verdict: AnalysisVerdict::Passed,
+        message: String::new(),
+        time: Some(Time(now())),
+    });
+    let words = canary_words(&b, 1, 0, "the last analysis passed");
+    set(
+        &mut want,
+        READY,
+        false,
+        reason::CANARY_ANALYSIS,
+        words.clone(),
+    );
+    set(&mut want, RECONCILING, true, reason::CANARY_ANALYSIS, words);
+    assert_plan!(
+        decide(&seen, &config()),
+        Plan {
+            // Half of 4 pods; the stable gives up its third pod only once the second canary pod is ready.
+            writes: vec![apply_deployment(children::canary_deployment(
+                &b,
+                &model(&b),
+                &config(),
+                2
+            ))],
+            events: vec![],
+            status: Some(want),
+            autoscaler: Remember::Forget,
+            evaluation: None,
+            requeue: secs(10),
+        }
+    );
+}
+
+#[test]
+fn analysis_failing_beyond_the_failure_limit_rolls_back() {
+    let a = spec("v1", CANARY);
+    let b = spec("v2", CANARY);
+    let mut old = canary_status(&b, &a, 1, 20, "the last analysis passed", (2, 2, 2));
+    let r = revision(&mut old);
+    r.canary_failures = Some(1);
+    r.canary_step_passed = Some(true);
+    r.canary_analysis = Some(CanaryAnalysisStatus {
+        verdict: AnalysisVerdict::Passed,
+        message: String::new(),
+        time: Some(ago(10)),
+    });
+    let mut seen = observed(&b, &old);
+    seen.stable = Some(stable_on(&a, 2));
+    seen.canary = Some(canary_on(&b, 2, 2));
+    seen.analysis = analysis(Ok((5.0, signals(0.2), signals(0.0))));
+
+    let why = "analysis failed 2 time(s), over failureLimit 1: error rate 0.2000 above the limit 0.05 \
+               (canary p95 12.0 ms, error rate 0.2000, accuracy none)";
+    let mut want = old.clone();
+    want.model = Some(model(&a));
+    *revision(&mut want) = RevisionStatus {
+        current: Some(b.revision.clone()),
+        stable: Some(a.revision.clone()),
+        ..RevisionStatus::default()
+    };
+    want.replicas = Some(2);
+    want.ready_replicas = Some(2);
+    let failure = RevisionFailure {
+        reason: reason::ROLLED_BACK.into(),
+        message: why.into(),
+    };
+    fail(&mut want, &b, &failure, true, &Time(now()));
+    assert_plan!(
+        decide(&seen, &config()),
+        Plan {
+            writes: vec![
+                Write::Scale {
+                    deployment: "digits".into(),
+                    replicas: 4,
+                },
+                Write::DeleteCanary {
+                    uid: "canary-uid".into(),
+                },
+            ],
+            events: vec![event(
+                EventType::Warning,
+                reason::ROLLED_BACK,
+                format!("revision {} rolled back: {why}", b.revision),
+                "Rollout"
+            )],
+            status: Some(want),
+            autoscaler: Remember::Forget,
+            evaluation: None,
+            requeue: secs(10),
+        }
+    );
+}
+
+#[test]
+fn an_inconclusive_analysis_holds_the_step_and_says_why() {
+    let a = spec("v1", CANARY);
+    let b = spec("v2", CANARY);
+    let old = canary_status(&b, &a, 0, 20, "waiting for the first analysis", (3, 1, 1));
+    let cases = [
+        (
+            Ok((0.0, Signals::default(), Signals::default())),
+            "no requests reached the canary in the last 40s",
+        ),
+        (
+            Err("Prometheus: connection refused".to_owned()),
+            "Prometheus: connection refused",
+        ),
+    ];
+    for (reads, message) in cases {
+        let mut seen = observed(&b, &old);
+        seen.stable = Some(stable_on(&a, 3));
+        seen.canary = Some(canary_on(&b, 1, 1));
+        seen.analysis = analysis(reads);
+
+        let mut want = old.clone();
+        revision(&mut want).canary_analysis = Some(CanaryAnalysisStatus {
+            verdict: AnalysisVerdict::Inconclusive,
+            message: message.into(),
+            time: Some(Time(now())),
+        });
+        let words = canary_words(
+            &b,
+            0,
+            0,
+            &format!("the last analysis was inconclusive: {message}"),
+        );
+        set(
+            &mut want,
+            READY,
+            false,
+            reason::CANARY_ANALYSIS,
+            words.clone(),
+        );
+        set(&mut want, RECONCILING, true, reason::CANARY_ANALYSIS, words);
+        assert_plan!(
+            decide(&seen, &config()),
+            Plan {
+                writes: vec![],
+                events: vec![],
+                status: Some(want),
+                autoscaler: Remember::Forget,
+                evaluation: None,
+                // The step's pause ends in 10 s, with the next analysis.
+                requeue: secs(10),
+            },
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn between_analyses_the_typed_finding_stands() {
+    let a = spec("v1", CANARY);
+    let b = spec("v2", CANARY);
+    let finding = CanaryAnalysisStatus {
+        verdict: AnalysisVerdict::Inconclusive,
+        message: "no requests reached the canary in the last 40s".into(),
+        time: Some(ago(5)),
+    };
+    // The conditions say something else (an older operator's words): the typed finding wins.
+    let mut old = canary_status(&b, &a, 0, 20, "words of an older operator", (3, 1, 1));
+    revision(&mut old).canary_analysis = Some(finding.clone());
+    let mut seen = observed(&b, &old);
+    seen.stable = Some(stable_on(&a, 3));
+    seen.canary = Some(canary_on(&b, 1, 1));
+
+    let mut want = old.clone();
+    let words = canary_words(
+        &b,
+        0,
+        0,
+        "the last analysis was inconclusive: no requests reached the canary in the last 40s",
+    );
+    set(
+        &mut want,
+        READY,
+        false,
+        reason::CANARY_ANALYSIS,
+        words.clone(),
+    );
+    set(&mut want, RECONCILING, true, reason::CANARY_ANALYSIS, words);
+    let plan = decide(&seen, &config());
+    assert_plan!(
+        plan,
+        Plan {
+            writes: vec![],
+            events: vec![],
+            status: Some(want),
+            autoscaler: Remember::Forget,
+            evaluation: None,
+            requeue: secs(10),
+        }
+    );
+    assert_eq!(
+        plan.status
+            .and_then(|s| s.revision)
+            .and_then(|r| r.canary_analysis),
+        Some(finding)
+    );
+}
+
+#[test]
+fn the_last_step_passed_promotes() {
+    let a = spec("v1", CANARY);
+    let b = spec("v2", CANARY);
+    let mut old = canary_status(&b, &a, 1, 70, "the last analysis passed", (2, 2, 2));
+    revision(&mut old).canary_step_passed = Some(true);
+    revision(&mut old).canary_analysis = Some(CanaryAnalysisStatus {
+        verdict: AnalysisVerdict::Passed,
+        message: String::new(),
+        time: Some(ago(10)),
+    });
+    let mut seen = observed(&b, &old);
+    seen.stable = Some(stable_on(&a, 2));
+    seen.canary = Some(canary_on(&b, 2, 2));
+    seen.analysis = analysis(Ok((5.0, signals(0.0), signals(0.0))));
+
+    let mut want = old.clone();
+    *revision(&mut want) = RevisionStatus {
+        current: Some(b.revision.clone()),
+        stable: Some(a.revision.clone()),
+        ..RevisionStatus::default()
+    };
+    want.replicas = Some(2);
+    want.ready_replicas = Some(2);
+    let words = format!("rolling out revision {}: 2/4 replicas ready", b.revision);
+    set(&mut want, READY, false, reason::ROLLING_OUT, words.clone());
+    set(&mut want, RECONCILING, true, reason::ROLLING_OUT, words);
+    assert_plan!(
+        decide(&seen, &config()),
+        Plan {
+            // The stable Deployment takes the new revision with every pod; the canary stays until it has.
+            writes: vec![apply_deployment(children::deployment(
+                &b,
+                &model(&b),
+                &config(),
+                4
+            ))],
+            events: vec![event(
+                EventType::Normal,
+                reason::PROMOTED,
+                format!(
+                    "canary revision {} passed every step and replaces {}",
+                    b.revision, a.revision
+                ),
+                "Rollout"
+            )],
+            status: Some(want),
+            autoscaler: Remember::Forget,
+            evaluation: None,
+            requeue: secs(10),
+        }
+    );
+}
+
+fn owned_by_another(mut d: Deployment) -> Deployment {
+    d.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "serving.tractor.dev/v1alpha1".into(),
+        kind: "ModelDeployment".into(),
+        name: "digits-canary".into(),
+        uid: "uid-other".into(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }]);
+    d
+}
+
+const OWNED_ELSEWHERE: &str = "the canary needs the Deployment name digits-canary, which another object \
+                               owns; rename one of them";
+
+#[test]
+fn a_canary_name_owned_by_another_object_rolls_back_and_deletes_nothing() {
+    let a = spec("v1", CANARY);
+    let b = spec("v2", CANARY);
+    let old = canary_status(&b, &a, 0, 20, "waiting for the first analysis", (3, 1, 1));
+    let mut seen = observed(&b, &old);
+    seen.stable = Some(stable_on(&a, 3));
+    seen.canary = Some(owned_by_another(canary_on(&b, 1, 1)));
+    seen.analysis = analysis(Ok((5.0, signals(0.0), signals(0.0))));
+
+    let mut want = old.clone();
+    want.model = Some(model(&a));
+    *revision(&mut want) = RevisionStatus {
+        current: Some(b.revision.clone()),
+        stable: Some(a.revision.clone()),
+        ..RevisionStatus::default()
+    };
+    want.replicas = Some(3);
+    want.ready_replicas = Some(3);
+    let failure = RevisionFailure {
+        reason: reason::ROLLED_BACK.into(),
+        message: OWNED_ELSEWHERE.into(),
+    };
+    fail(&mut want, &b, &failure, true, &Time(now()));
+    assert_plan!(
+        decide(&seen, &config()),
+        Plan {
+            // The stable gets its pods back; the other object's Deployment is left alone.
+            writes: vec![Write::Scale {
+                deployment: "digits".into(),
+                replicas: 4,
+            }],
+            events: vec![event(
+                EventType::Warning,
+                reason::ROLLED_BACK,
+                format!("revision {} rolled back: {OWNED_ELSEWHERE}", b.revision),
+                "Rollout"
+            )],
+            status: Some(want),
+            autoscaler: Remember::Forget,
+            evaluation: None,
+            requeue: secs(15),
+        }
+    );
+}
+
+#[test]
+fn a_canary_refused_as_its_job_completes_still_says_the_model_is_optimized() {
+    let a = spec("v1", CANARY);
+    let b = spec("v2", CANARY);
+    let old = optimizing_over(&b, &a, 4);
+    let mut seen = observed(&b, &old);
+    seen.stable = Some(stable_on(&a, 4));
+    seen.canary = Some(owned_by_another(canary_on(&b, 1, 1)));
+    seen.job = job_seen(Some(job(&b, Some(("Complete", 5)))), Some(report(&b)));
+
+    let plan = decide(&seen, &config());
+    assert_eq!(plan.writes, vec![], "nothing to scale, nothing to delete");
+    let status = plan.status.expect("a status");
+    let model_ready = conditions::find(&status.conditions, MODEL_READY).expect("ModelReady");
+    assert_eq!(
+        (model_ready.status.as_str(), model_ready.reason.as_str()),
+        ("True", reason::OPTIMIZED),
+        "{model_ready:?}"
+    );
+}
+
+// --- 16-21: the autoscaler ---------------------------------------------------------------------------------
+
+#[test]
+fn prometheus_dark_holds_the_count_and_says_why_once() {
+    let v = spec("v1", AUTOSCALED);
+    let old = autoscaled(
+        ready_on(&v, 2),
+        2,
+        "p95 latency 40.0 ms against 50 ms: metrics ask for 2, setting 2",
+    );
+    let dark =
+        "holding replicas: Prometheus at http://prometheus:9090 is unreachable: connection refused";
+    let mut seen = observed(&v, &old);
+    seen.stable = Some(stable_on(&v, 2));
+    seen.autoscaling = Some(AutoscalingSeen {
+        memory: memory(15),
+        reads: Some(Err(dark.into())),
+    });
+
+    let mut want = old.clone();
+    // Nothing was read: the snapshot is replaced by an empty one, not kept with its older time.
+    want.metrics = Some(MetricSnapshot::default());
+    set(
+        &mut want,
+        SCALING_ACTIVE,
+        false,
+        reason::METRICS_UNAVAILABLE,
+        dark,
+    );
+    assert_plan!(
+        decide(&seen, &config()),
+        Plan {
+            writes: vec![],
+            events: vec![event(
+                EventType::Warning,
+                reason::METRICS_UNAVAILABLE,
+                dark,
+                "Autoscale"
+            )],
+            status: Some(want),
+            autoscaler: Remember::Store(Memory {
+                last_eval: Some(NOW as f64),
+                ..memory(15)
+            }),
+            evaluation: Some(Outcome {
+                replicas: 2,
+                previous: 2,
+                active: (false, reason::METRICS_UNAVAILABLE, dark.into()),
+                snapshot: MetricSnapshot::default(),
+                degraded: None,
+                why: dark.into(),
+                next_in: Duration::from_secs(15),
+            }),
+            requeue: secs(15),
+        }
+    );
+}
+
+#[test]
+fn an_autoscaler_not_due_keeps_its_memory_and_comes_back_when_due() {
+    let v = spec("v1", AUTOSCALED);
+    let old = autoscaled(
+        ready_on(&v, 2),
+        2,
+        "p95 latency 40.0 ms against 50 ms: metrics ask for 2, setting 2",
+    );
+    let mut seen = observed(&v, &old);
+    seen.stable = Some(stable_on(&v, 2));
+    seen.autoscaling = Some(AutoscalingSeen {
+        memory: memory(5),
+        reads: None,
+    });
+    assert_plan!(
+        decide(&seen, &config()),
+        Plan {
+            writes: vec![],
+            events: vec![],
+            status: None,
+            autoscaler: Remember::Keep,
+            evaluation: None,
+            requeue: secs(10),
+        }
+    );
+}
+
+#[test]
+fn latency_well_above_target_scales_up_within_the_policy() {
+    let v = spec("v1", AUTOSCALED);
+    let old = autoscaled(
+        ready_on(&v, 2),
+        2,
+        "p95 latency 40.0 ms against 50 ms: metrics ask for 2, setting 2",
+    );
+    let reads = Ok(Reads {
+        values: vec![Ok(200.0)],
+        snapshot: snapshot(200.0, Time(now())),
+    });
+    let mut seen = observed(&v, &old);
+    seen.stable = Some(stable_on(&v, 2));
+    seen.autoscaling = Some(AutoscalingSeen {
+        memory: memory(15),
+        reads: Some(reads.clone()),
+    });
+
+    // 4 times the target asks for 8; the default policy adds at most 4 pods per 15 s.
+    let why = "p95 latency 200.0 ms against 50 ms: metrics ask for 8, setting 6 (limited by the scale-up policies)";
+    let mut want = old.clone();
+    want.phase = Some(Phase::RollingOut);
+    want.desired_replicas = Some(6);
+    want.metrics = Some(snapshot(200.0, Time(now())));
+    want.last_scale_time = Some(Time(now()));
+    let words = format!("rolling out revision {}: 2/6 replicas ready", v.revision);
+    set(&mut want, READY, false, reason::ROLLING_OUT, words.clone());
+    set(
+        &mut want,
+        RECONCILING,
+        true,
+        reason::ROLLING_OUT,
+        words.clone(),
+    );
+    set(
+        &mut want,
+        AVAILABLE,
+        true,
+        reason::AVAILABLE,
+        "2/6 replicas ready",
+    );
+    set(&mut want, SCALING_ACTIVE, true, reason::SCALING, why);
+    assert_plan!(
+        decide(&seen, &config()),
+        Plan {
+            writes: vec![apply_deployment(children::deployment(
+                &v,
+                &model(&v),
+                &config(),
+                6
+            ))],
+            events: vec![
+                event(
+                    EventType::Normal,
+                    reason::SCALING,
+                    format!("replicas 2 -> 6: {why}"),
+                    "Autoscale"
+                ),
+                // Ready falls (a Warning) while the new pods start.
+                event(EventType::Warning, reason::ROLLING_OUT, words, "Rollout"),
+            ],
+            status: Some(want),
+            autoscaler: Remember::Store(remembered(&v, &memory(15), 2, &reads)),
+            evaluation: Some(Outcome {
+                replicas: 6,
+                previous: 2,
+                active: (true, reason::SCALING, why.into()),
+                snapshot: snapshot(200.0, Time(now())),
+                degraded: None,
+                why: why.into(),
+                next_in: Duration::from_secs(15),
+            }),
+            requeue: secs(15),
+        }
+    );
+}
+
+#[test]
+fn a_scale_down_within_the_stabilization_window_is_held() {
+    let v = spec("v1", AUTOSCALED);
+    let old = autoscaled(
+        ready_on(&v, 6),
+        6,
+        "p95 latency 40.0 ms against 50 ms: metrics ask for 6, setting 6",
+    );
+    let reads = Ok(Reads {
+        values: vec![Ok(10.0)],
+        snapshot: snapshot(10.0, Time(now())),
+    });
+    // Six pods recommended 100 s ago, inside the default 300 s scale-down window.
+    let before = Memory {
+        history: Some(crate::hpa::History::seeded((NOW - 100) as f64, 6)),
+        ..memory(15)
+    };
+    let mut seen = observed(&v, &old);
+    seen.stable = Some(stable_on(&v, 6));
+    seen.autoscaling = Some(AutoscalingSeen {
+        memory: before.clone(),
+        reads: Some(reads.clone()),
+    });
+
+    let why = "p95 latency 10.0 ms against 50 ms: metrics ask for 2, stabilized to 6 by the window, setting 6";
+    let mut want = old.clone();
+    want.metrics = Some(snapshot(10.0, Time(now())));
+    set(&mut want, SCALING_ACTIVE, true, reason::SCALING, why);
+    assert_plan!(
+        decide(&seen, &config()),
+        Plan {
+            writes: vec![],
+            events: vec![],
+            status: Some(want),
+            autoscaler: Remember::Store(remembered(&v, &before, 6, &reads)),
+            evaluation: Some(Outcome {
+                replicas: 6,
+                previous: 6,
+                active: (true, reason::SCALING, why.into()),
+                snapshot: snapshot(10.0, Time(now())),
+                degraded: None,
+                why: why.into(),
+                next_in: Duration::from_secs(15),
+            }),
+            requeue: secs(15),
+        }
+    );
+}
+
+#[test]
+fn autoscaling_turned_off_forgets_the_memory_and_returns_to_the_spec_count() {
+    let autoscaled_spec = spec("v1", AUTOSCALED);
+    let v = spec("v1", PLAIN);
+    assert_eq!(
+        v.revision, autoscaled_spec.revision,
+        "autoscaling is no part of the revision"
+    );
+    let old = autoscaled(
+        ready_on(&v, 3),
+        3,
+        "p95 latency 40.0 ms against 50 ms: metrics ask for 3, setting 3",
+    );
+    let mut seen = observed(&v, &old);
+    seen.stable = Some(stable_on(&autoscaled_spec, 3));
+
+    let mut want = old.clone();
+    want.phase = Some(Phase::RollingOut);
+    let words = format!("rolling out revision {}: 3/2 replicas ready", v.revision);
+    set(&mut want, READY, false, reason::ROLLING_OUT, words.clone());
+    set(
+        &mut want,
+        RECONCILING,
+        true,
+        reason::ROLLING_OUT,
+        words.clone(),
+    );
+    set(
+        &mut want,
+        AVAILABLE,
+        true,
+        reason::AVAILABLE,
+        "3/2 replicas ready",
+    );
+    set(
+        &mut want,
+        SCALING_ACTIVE,
+        false,
+        reason::NOT_CONFIGURED,
+        "spec.autoscaling is not set",
+    );
+    assert_plan!(
+        decide(&seen, &config()),
+        Plan {
+            writes: vec![apply_deployment(children::deployment(
+                &v,
+                &model(&v),
+                &config(),
+                2
+            ))],
+            events: vec![event(
+                EventType::Warning,
+                reason::ROLLING_OUT,
+                words,
+                "Rollout"
+            )],
+            status: Some(want),
+            autoscaler: Remember::Forget,
+            evaluation: None,
+            requeue: secs(60),
+        }
+    );
+}
+
+#[test]
+fn accuracy_below_the_floor_for_the_window_rolls_back_to_the_previous_revision() {
+    let a = spec("v1", ACCURACY_GUARD);
+    let b = spec("v2", ACCURACY_GUARD);
+    let scaling = "no scaling metric: metrics ask for 2, setting 2";
+    let old = autoscaled(ready_on(&b, 2), 2, scaling);
+    let reads = Ok(Reads {
+        values: vec![Ok(0.5)],
+        snapshot: MetricSnapshot {
+            time: Some(Time(now())),
+            accuracy: Some(0.5),
+            ..MetricSnapshot::default()
+        },
+    });
+    // Below the floor for 120 s, twice the window.
+    let before = Memory {
+        accuracy_low_since: Some((NOW - 120) as f64),
+        ..memory(15)
+    };
+    let previous = Previous {
+        revision: a.revision.clone(),
+        template: children::deployment(&a, &model(&a), &config(), 2)
+            .spec
+            .expect("a spec")
+            .template,
+        model: Some(serde_json::to_string(&model(&a)).expect("json")),
+    };
+    let mut seen = observed(&b, &old);
+    seen.stable = Some(stable_on(&b, 2));
+    seen.autoscaling = Some(AutoscalingSeen {
+        memory: before.clone(),
+        reads: Some(reads.clone()),
+    });
+    seen.previous = Some(previous.clone());
+
+    let low = "online accuracy 0.500 has been below the floor 0.9 for 120 s (window 1m)";
+    let failure = RevisionFailure {
+        reason: reason::ACCURACY_ROLLBACK.into(),
+        message: format!("{low}; returned to revision {}", a.revision),
+    };
+    let mut want = old.clone();
+    want.model = Some(model(&a));
+    want.metrics = reads.as_ref().ok().map(|r| r.snapshot.clone());
+    // Where the rollback returns: a's revision rolled out before.
+    revision(&mut want).stable = Some(a.revision.clone());
+    fail(&mut want, &b, &failure, true, &Time(now()));
+    set(&mut want, DEGRADED, true, reason::ACCURACY_BELOW_FLOOR, low);
+    let plan = decide(&seen, &config());
+    assert_plan!(
+        plan,
+        Plan {
+            writes: vec![Write::RollBack(Box::new(previous))],
+            events: vec![
+                // Ready falls for the same reason: no second event for it.
+                event(
+                    EventType::Warning,
+                    reason::ACCURACY_ROLLBACK,
+                    format!("revision {} rolled back: {}", b.revision, failure.message),
+                    "Rollout"
+                ),
+                event(
+                    EventType::Warning,
+                    reason::ACCURACY_BELOW_FLOOR,
+                    low,
+                    "Analyze"
+                ),
+            ],
+            status: Some(want),
+            autoscaler: Remember::Store(remembered(&b, &before, 2, &reads)),
+            evaluation: Some(Outcome {
+                replicas: 2,
+                previous: 2,
+                active: (true, reason::SCALING, scaling.into()),
+                snapshot: reads.as_ref().map(|r| r.snapshot.clone()).expect("reads"),
+                degraded: Some((true, low.into())),
+                why: scaling.into(),
+                next_in: Duration::from_secs(15),
+            }),
+            requeue: secs(15),
+        }
+    );
+    let status = plan.status.expect("a status");
+    assert_eq!(status.phase, Some(Phase::Failed));
+    assert_eq!(status.model, Some(model(&a)));
+}
+
+/// Accuracy below the floor with nothing to return to, or no rollback asked for: Degraded, and only that.
+#[test]
+fn accuracy_below_the_floor_without_a_rollback_only_degrades() {
+    let no_rollback = "autoscaling:
+  maxReplicas: 10
+  metrics: [{type: Accuracy, accuracy: {min: 0.9, window: 1m}}]";
+    let a = spec("v1", ACCURACY_GUARD);
+    let previous = Previous {
+        revision: a.revision.clone(),
+        template: children::deployment(&a, &model(&a), &config(), 2)
+            .spec
+            .expect("a spec")
+            .template,
+        model: Some(serde_json::to_string(&model(&a)).expect("json")),
+    };
+    let cases = [
+        ("no earlier revision", ACCURACY_GUARD, None),
+        ("rollbackOnAccuracyDrop off", no_rollback, Some(previous)),
+    ];
+    for (case, rest, previous) in cases {
+        let b = spec("v2", rest);
+        let scaling = "no scaling metric: metrics ask for 2, setting 2";
+        let old = autoscaled(ready_on(&b, 2), 2, scaling);
+        let reads = Ok(Reads {
+            values: vec![Ok(0.5)],
+            snapshot: MetricSnapshot {
+                time: Some(Time(now())),
+                accuracy: Some(0.5),
+                ..MetricSnapshot::default()
+            },
+        });
+        let before = Memory {
+            accuracy_low_since: Some((NOW - 120) as f64),
+            ..memory(15)
+        };
+        let mut seen = observed(&b, &old);
+        seen.stable = Some(stable_on(&b, 2));
+        seen.autoscaling = Some(AutoscalingSeen {
+            memory: before.clone(),
+            reads: Some(reads.clone()),
+        });
+        seen.previous = previous;
+
+        let low = "online accuracy 0.500 has been below the floor 0.9 for 120 s (window 1m)";
+        let snapshot = reads.as_ref().map(|r| r.snapshot.clone()).expect("reads");
+        let mut want = old.clone();
+        want.phase = Some(Phase::Degraded);
+        want.metrics = Some(snapshot.clone());
+        set(&mut want, DEGRADED, true, reason::ACCURACY_BELOW_FLOOR, low);
+        assert_plan!(
+            decide(&seen, &config()),
+            Plan {
+                writes: vec![],
+                events: vec![event(
+                    EventType::Warning,
+                    reason::ACCURACY_BELOW_FLOOR,
+                    low,
+                    "Analyze"
+                )],
+                status: Some(want),
+                autoscaler: Remember::Store(remembered(&b, &before, 2, &reads)),
+                evaluation: Some(Outcome {
+                    replicas: 2,
+                    previous: 2,
+                    active: (true, reason::SCALING, scaling.into()),
+                    snapshot,
+                    degraded: Some((true, low.into())),
+                    why: scaling.into(),
+                    next_in: Duration::from_secs(15),
+                }),
+                requeue: secs(15),
+            },
+            "{case}"
+        );
+    }
+}
+
+// --- 22: invalid spec ---------------------------------------------------------------------------------------
+
+#[test]
+fn an_invalid_spec_writes_only_its_status_and_waits_for_a_change() {
+    let md = model_deployment("https://models.example.com/model.bin", PLAIN);
+    let invalid = validate(&md).expect_err("no format to derive");
+    let message = "cannot tell the model format from \"https://models.example.com/model.bin\": set \
+                   spec.model.format (onnx or nnef)";
+    assert_eq!(invalid.to_string(), message);
+    let mut seen = Observed {
+        spec: Err(invalid),
+        generation: Some(GEN),
+        status: ModelDeploymentStatus::default(),
+        job: None,
+        stable: None,
+        canary: None,
+        front: Front::default(),
+        monitor: None,
+        autoscaling: None,
+        analysis: None,
+        previous: None,
+        now: now(),
+    };
+    let mut want = ModelDeploymentStatus {
+        observed_generation: Some(GEN),
+        phase: Some(Phase::Failed),
+        ..ModelDeploymentStatus::default()
+    };
+    set(&mut want, STALLED, true, reason::INVALID_SPEC, message);
+    set(&mut want, READY, false, reason::INVALID_SPEC, message);
+    set(&mut want, RECONCILING, false, reason::INVALID_SPEC, "");
+    assert_plan!(
+        decide(&seen, &config()),
+        Plan {
+            writes: vec![],
+            events: vec![event(
+                EventType::Warning,
+                reason::INVALID_SPEC,
+                message,
+                "Optimize"
+            )],
+            status: Some(want.clone()),
+            autoscaler: Remember::Keep,
+            evaluation: None,
+            requeue: None,
+        }
+    );
+
+    // Once said, nothing more.
+    seen.status = want;
+    assert_plan!(
+        decide(&seen, &config()),
+        Plan {
+            writes: vec![],
+            events: vec![],
+            status: None,
+            autoscaler: Remember::Keep,
+            evaluation: None,
+            requeue: None,
+        }
+    );
+}
+
+// --- 23: leftover canary ------------------------------------------------------------------------------------
+
+#[test]
+fn a_leftover_canary_goes_once_the_promoted_stable_has_rolled_out() {
+    let a = spec("v1", CANARY);
+    let b = spec("v2", CANARY);
+    // Right after the promotion: the stable Deployment was re-templated, the canary still runs.
+    let old = rolling_out(&b, Some(&a.revision), 2, 4);
+    let mut seen = observed(&b, &old);
+    seen.stable = Some(stable_on(&b, 4));
+    seen.canary = Some(canary_on(&b, 2, 2));
+
+    let mut want = old.clone();
+    want.phase = Some(Phase::Ready);
+    want.replicas = Some(4);
+    want.ready_replicas = Some(4);
+    revision(&mut want).stable = Some(b.revision.clone());
+    set(
+        &mut want,
+        READY,
+        true,
+        reason::AVAILABLE,
+        "4/4 replicas ready",
+    );
+    set(&mut want, RECONCILING, false, reason::RECONCILED, "");
+    set(
+        &mut want,
+        AVAILABLE,
+        true,
+        reason::AVAILABLE,
+        "4/4 replicas ready",
+    );
+    assert_plan!(
+        decide(&seen, &config()),
+        Plan {
+            writes: vec![
+                Write::DeleteCanary {
+                    uid: "canary-uid".into(),
+                },
+                Write::PruneJobs {
+                    keep: vec![b.revision.clone(), b.revision.clone()],
+                },
+            ],
+            events: vec![event(
+                EventType::Normal,
+                reason::AVAILABLE,
+                "4/4 replicas ready",
+                "Rollout"
+            )],
+            status: Some(want),
+            autoscaler: Remember::Forget,
+            evaluation: None,
+            requeue: secs(300),
+        }
+    );
+}
+
+#[test]
+fn an_abandoned_canary_stays_until_the_stable_deployment_has_its_pods_back() {
+    let a = spec("v1", CANARY);
+    let b = spec("v2", CANARY);
+    // Mid-canary, the spec moves on to a third revision, which starts optimizing.
+    let c = spec("v3", CANARY);
+    let old = canary_status(&b, &a, 1, 20, "the last analysis passed", (2, 2, 2));
+    let mut seen = observed(&c, &old);
+    seen.front = steady_front(&c);
+    seen.stable = Some(stable_on(&a, 2));
+    seen.canary = Some(canary_on(&b, 2, 2));
+    seen.job = job_seen(Some(job(&c, None)), None);
+
+    let plan = decide(&seen, &config());
+    assert_eq!(
+        plan.writes,
+        vec![Write::Scale {
+            deployment: "digits".into(),
+            replicas: 4,
+        }],
+        "the canary's 2 pods serve until the stable has 4 again"
+    );
+}
+
+// --- 24: ServiceMonitor -------------------------------------------------------------------------------------
+
+#[test]
+fn a_service_monitor_is_applied_when_absent_or_changed_only() {
+    let v = spec("v1", PLAIN);
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "monitoring.coreos.com",
+        "v1",
+        "ServiceMonitor",
+    ));
+    let desired = children::with_spec_hash(crate::monitor::service_monitor(&v, &resource));
+    let current = children::spec_hash(&desired).map(str::to_owned);
+    let cases = [
+        ("absent", None, true),
+        ("changed", Some("0123456789abcdef".to_owned()), true),
+        ("as applied", current, false),
+    ];
+    for (case, hash, written) in cases {
+        let mut seen = observed(&v, &ready_on(&v, 2));
+        seen.stable = Some(stable_on(&v, 2));
+        seen.monitor = Some(MonitorSeen {
+            resource: resource.clone(),
+            hash,
+        });
+        let writes = if written {
+            vec![Write::ServiceMonitor(Box::new(desired.clone()))]
+        } else {
+            vec![]
+        };
+        assert_plan!(
+            decide(&seen, &config()),
+            Plan {
+                writes,
+                events: vec![],
+                status: None,
+                autoscaler: Remember::Forget,
+                evaluation: None,
+                requeue: secs(300),
+            },
+            "{case}"
+        );
+    }
+}

@@ -1,0 +1,404 @@
+//! Observe, the first stage of a reconcile: everything read for one ModelDeployment (its children, the optimize
+//! Job and its report, Prometheus signals) gathered into one [`Observed`] value. Every read has a timeout.
+//!
+//! What is read depends only on the spec and the recorded status, never on a decision: [`crate::decide`]
+//! gets the whole picture and reads nothing itself.
+#![allow(clippy::disallowed_methods)] // reads through `kube::Api` belong here (and in `apply`)
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ApiResource, DynamicObject, ListParams};
+use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
+use tractor_api::names;
+use tractor_api::report::OptimizeReport;
+use tractor_api::{ModelDeployment, ModelDeploymentStatus, PrometheusSource};
+
+use crate::autoscaler::{self, Memory, Reads};
+use crate::canary::{self, Signals};
+use crate::children;
+use crate::context::Context;
+use crate::error::{Error, call};
+use crate::object_key;
+use crate::prom::{self, Selector, Server};
+use crate::rbac::{self, Request};
+use crate::rollout::{self, AnalysisReads, Previous};
+use crate::validate::{Invalid, Validated, validate};
+
+/// What one reconcile saw.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    /// The spec checked, or why it cannot be served.
+    pub spec: Result<Validated, Invalid>,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// The status as last written (the newer of the watch's copy and this operator's last write).
+    pub status: ModelDeploymentStatus,
+    /// The current revision's optimize Job, when the status does not already settle the model.
+    pub job: Option<JobSeen>,
+    /// The serving Deployment `<name>`.
+    pub stable: Option<Deployment>,
+    /// The canary Deployment `<name>-canary`.
+    pub canary: Option<Deployment>,
+    /// Content hashes of the live Service, PodDisruptionBudget and NetworkPolicy (absent or unhashed: `None`).
+    pub front: Front,
+    /// The ServiceMonitor kind and its live hash, where the cluster serves the kind.
+    pub monitor: Option<MonitorSeen>,
+    /// The autoscaler's memory and, when an evaluation is due, what Prometheus gave.
+    pub autoscaling: Option<AutoscalingSeen>,
+    /// A canary analysis' reads, when one is due.
+    pub analysis: Option<AnalysisSeen>,
+    /// The revision an accuracy rollback returns to, looked up when an evaluation that could ask for one runs.
+    pub previous: Option<Previous>,
+    /// When this was observed.
+    pub now: Timestamp,
+}
+
+/// The optimize Job of the current revision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobSeen {
+    /// The Job (`None`: not created yet).
+    pub job: Option<Job>,
+    /// The report its newest finished container wrote, once the Job has finished.
+    pub report: Option<OptimizeReport>,
+}
+
+/// Spec hashes of the objects in front of the pods.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Front {
+    /// The Service's.
+    pub service: Option<String>,
+    /// The PodDisruptionBudget's.
+    pub pod_disruption_budget: Option<String>,
+    /// The NetworkPolicy's.
+    pub network_policy: Option<String>,
+}
+
+/// The ServiceMonitor kind as discovered and the live object's hash.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MonitorSeen {
+    /// The kind's resource.
+    pub resource: ApiResource,
+    /// The live object's spec hash; `None` when absent, unhashed or unreadable (it is then applied).
+    pub hash: Option<String>,
+}
+
+/// The autoscaler's input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AutoscalingSeen {
+    /// What it remembers.
+    pub memory: Memory,
+    /// The signals, read only when an evaluation is due; `Err` says why none could be read.
+    pub reads: Option<Result<Reads, String>>,
+}
+
+/// One canary analysis' reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnalysisSeen {
+    /// The rate window, as PromQL spells it.
+    pub window: String,
+    /// Canary requests per second, its signals and the stable revision's; `Err` when Prometheus cannot be read.
+    pub reads: AnalysisReads,
+}
+
+/// Reads everything one reconcile of `md` needs.
+pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Error> {
+    let now = crate::clock::now();
+    let status = md.status.clone().unwrap_or_default();
+    let spec = validate(md);
+    let mut observed = Observed {
+        spec: spec.clone(),
+        generation: md.metadata.generation,
+        status,
+        job: None,
+        stable: None,
+        canary: None,
+        front: Front::default(),
+        monitor: None,
+        autoscaling: None,
+        analysis: None,
+        previous: None,
+        now,
+    };
+    let Ok(v) = spec else {
+        return Ok(observed);
+    };
+    let status = &observed.status;
+    observed.job = job(&v, status, ctx).await?;
+    observed.stable = get::<Deployment>(ctx, &v, &v.name, rbac::GET_DEPLOYMENT).await?;
+    // Always: a canary abandoned mid-way (the spec moved on, or off canaries) stays until the stable Deployment
+    // has its pods back, by which time nothing in the status says there was one.
+    let name = children::canary_name(&v.name);
+    observed.canary = get::<Deployment>(ctx, &v, &name, rbac::GET_DEPLOYMENT).await?;
+    observed.front = Front {
+        service: hash_of::<Service>(ctx, &v, rbac::GET_SERVICE).await?,
+        pod_disruption_budget: hash_of::<PodDisruptionBudget>(
+            ctx,
+            &v,
+            rbac::GET_PODDISRUPTIONBUDGET,
+        )
+        .await?,
+        network_policy: hash_of::<NetworkPolicy>(ctx, &v, rbac::GET_NETWORKPOLICY).await?,
+    };
+    observed.monitor = monitor(ctx, &v).await;
+    let secs = now.as_second() as f64;
+    observed.autoscaling = autoscaling(ctx, &v, observed.stable.is_some(), secs).await;
+    observed.analysis = analysis(ctx, &v, &observed, secs).await;
+    let evaluating = observed
+        .autoscaling
+        .as_ref()
+        .is_some_and(|a| a.reads.is_some());
+    if evaluating
+        && v.md.spec.rollout.rollback_on_accuracy_drop
+        && let Some(stable) = &observed.stable
+        && children::served_revision(stable).as_deref() == Some(v.revision.as_str())
+    {
+        observed.previous = previous(ctx, &v, stable).await?;
+    }
+    Ok(observed)
+}
+
+async fn get<K>(
+    ctx: &Context,
+    v: &Validated,
+    name: &str,
+    request: Request,
+) -> Result<Option<K>, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    call(request, &v.namespace, api.get_opt(name)).await
+}
+
+/// The spec hash of the live child named like the ModelDeployment.
+async fn hash_of<K>(ctx: &Context, v: &Validated, request: Request) -> Result<Option<String>, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    Ok(get::<K>(ctx, v, &v.name, request)
+        .await?
+        .and_then(|live| children::spec_hash(&live).map(str::to_owned)))
+}
+
+/// The Job of the current revision and its report, unless the status already says the revision is optimized
+/// or failed.
+async fn job(
+    v: &Validated,
+    status: &ModelDeploymentStatus,
+    ctx: &Context,
+) -> Result<Option<JobSeen>, Error> {
+    let revisions = status.revision.clone().unwrap_or_default();
+    let optimized = status
+        .model
+        .as_ref()
+        .is_some_and(|m| m.revision.as_deref() == Some(v.revision.as_str()));
+    if revisions.failed.as_deref() == Some(v.revision.as_str()) || optimized {
+        return Ok(None);
+    }
+    let name = children::job_name(&v.name, &v.revision);
+    let job = get::<Job>(ctx, v, &name, rbac::GET_JOB).await?;
+    let finished = job.as_ref().is_some_and(|j| {
+        j.status
+            .iter()
+            .flat_map(|s| s.conditions.iter().flatten())
+            .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+    });
+    let report = if finished {
+        read_report(v, &name, ctx).await?
+    } else {
+        None
+    };
+    Ok(Some(JobSeen { job, report }))
+}
+
+/// The report of the Job's newest terminated optimize container, from its termination message.
+async fn read_report(
+    v: &Validated,
+    job: &str,
+    ctx: &Context,
+) -> Result<Option<OptimizeReport>, Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let list = call(
+        rbac::LIST_JOB_PODS,
+        &v.namespace,
+        pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"))),
+    )
+    .await?;
+    let mut found: Vec<(Option<Timestamp>, OptimizeReport)> = list
+        .items
+        .iter()
+        .flat_map(|pod| {
+            pod.status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+        })
+        .filter(|c| c.name == names::COMPONENT_OPTIMIZE)
+        .filter_map(|c| c.state.as_ref()?.terminated.clone())
+        .filter_map(|t| {
+            let report =
+                serde_json::from_str::<OptimizeReport>(t.message.as_deref()?.trim()).ok()?;
+            Some((t.finished_at.map(|f| f.0), report))
+        })
+        .collect();
+    found.sort_by_key(|(at, _)| *at);
+    Ok(found.pop().map(|(_, r)| r))
+}
+
+/// The ServiceMonitor kind and the live object's hash. Optional: a failed read leaves it to be applied, and a
+/// failure there is logged, never fatal.
+async fn monitor(ctx: &Context, v: &Validated) -> Option<MonitorSeen> {
+    let resource = crate::monitor::shared()
+        .service_monitor(&ctx.client)
+        .await?;
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &v.namespace, &resource);
+    let hash = call(rbac::GET_SERVICEMONITOR, &v.namespace, api.get_opt(&v.name))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|live| children::spec_hash(&live).map(str::to_owned));
+    Some(MonitorSeen { resource, hash })
+}
+
+/// The autoscaler's memory, and its reads when an evaluation is due and something serves.
+async fn autoscaling(
+    ctx: &Context,
+    v: &Validated,
+    serving: bool,
+    now: f64,
+) -> Option<AutoscalingSeen> {
+    let a = v.md.spec.autoscaling.as_ref()?;
+    let memory = ctx.autoscaler.memory(&object_key(&v.md));
+    let due = autoscaler::not_due(&memory, autoscaler::interval(a), now).is_none();
+    let reads = if due && serving {
+        let revision = autoscaler::serving_revision(v);
+        Some(match prometheus(ctx, v, a.prometheus.as_ref()).await {
+            Ok(server) => Ok(ctx.autoscaler.read(&server, v, a, &revision).await),
+            Err(why) => Err(why),
+        })
+    } else {
+        None
+    };
+    Some(AutoscalingSeen { memory, reads })
+}
+
+/// A canary analysis' reads, when a canary is in progress, its pods are ready and its analysis is due.
+async fn analysis(
+    ctx: &Context,
+    v: &Validated,
+    observed: &Observed,
+    now: f64,
+) -> Option<AnalysisSeen> {
+    let spec = rollout::canary_spec(v)?;
+    let stable_revision = children::served_revision(observed.stable.as_ref()?)?;
+    let progressing = matches!(
+        rollout::restore(&observed.status, &v.revision),
+        canary::State::Progressing { .. }
+    );
+    let ready = observed
+        .canary
+        .as_ref()
+        .is_some_and(|d| rollout::rolled_out(d, &v.revision));
+    let every = rollout::analysis_interval(spec);
+    if !(progressing && ready && ctx.rollouts.due(&object_key(&v.md), now, every)) {
+        return None;
+    }
+    let window = prom::window(autoscaler::rate_window(every));
+    if spec.analysis.is_none() {
+        // Nothing to read: every analysis passes.
+        return Some(AnalysisSeen {
+            window,
+            reads: Ok((0.0, Signals::default(), Signals::default())),
+        });
+    }
+    let source =
+        v.md.spec
+            .autoscaling
+            .as_ref()
+            .and_then(|a| a.prometheus.as_ref());
+    let server = match prometheus(ctx, v, source).await {
+        Ok(s) => s,
+        Err(why) => {
+            return Some(AnalysisSeen {
+                window,
+                reads: Err(format!("Prometheus: {why}")),
+            });
+        }
+    };
+    let client = ctx.autoscaler.prometheus();
+    let read = |deployment: String, revision: String| {
+        let sel = Selector {
+            namespace: v.namespace.clone(),
+            model: v.name.clone(),
+            deployment: Some(deployment),
+            revision: Some(revision),
+        };
+        let (server, window) = (server.clone(), window.clone());
+        async move {
+            let value = |q: String| {
+                let server = server.clone();
+                async move { client.value(&server, &q).await }
+            };
+            let rps = value(prom::requests_per_second(&sel, &window)).await;
+            let signals = Signals {
+                latency_p95_millis: value(prom::latency(&sel, 0.95, &window))
+                    .await
+                    .ok()
+                    .map(|s| s * 1000.0),
+                error_rate: value(prom::error_rate(&sel, &window)).await.ok(),
+                accuracy: value(prom::accuracy(&sel)).await.ok(),
+            };
+            (rps, signals)
+        }
+    };
+    let (canary_rps, canary) = read(children::canary_name(&v.name), v.revision.clone()).await;
+    let reads = match canary_rps {
+        Err(e) => Err(format!("Prometheus: {e}")),
+        Ok(rps) => {
+            let (_, stable) = read(v.name.clone(), stable_revision).await;
+            Ok((rps, canary, stable))
+        }
+    };
+    Some(AnalysisSeen { window, reads })
+}
+
+/// The Prometheus a spec reads, with the Secret its header comes from.
+async fn prometheus(
+    ctx: &Context,
+    v: &Validated,
+    source: Option<&PrometheusSource>,
+) -> Result<Server, String> {
+    let secret = match source.and_then(|s| s.header_secret_ref.as_ref()) {
+        None => None,
+        Some(r) => get::<Secret>(ctx, v, &r.name, rbac::GET_SECRET)
+            .await
+            .map_err(|e| format!("holding replicas: cannot read Secret {}: {e}", r.name))?,
+    };
+    ctx.autoscaler.server(source, secret.as_ref())
+}
+
+/// The newest earlier revision the serving Deployment's ReplicaSets remember.
+async fn previous(
+    ctx: &Context,
+    v: &Validated,
+    stable: &Deployment,
+) -> Result<Option<Previous>, Error> {
+    let sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let list = call(
+        rbac::LIST_REPLICASETS,
+        &v.namespace,
+        sets.list(&ListParams::default().labels(&children::server_selector_string(&v.name))),
+    )
+    .await?;
+    Ok(rollout::previous(stable, &list.items, &v.revision))
+}
