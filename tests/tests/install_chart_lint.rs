@@ -137,7 +137,7 @@ fn quoted_metric_names(path: &str) -> Result<BTreeSet<String>> {
 #[test]
 fn dashboard_uses_only_exported_metrics() -> Result<()> {
     let c = cluster()?;
-    let mut exported = quoted_metric_names("crates/tractor-serve/src/metrics.rs")?;
+    let mut exported = quoted_metric_names("crates/tractor-api/src/metrics.rs")?;
     exported.extend(quoted_metric_names(
         "crates/tractor-operator/src/metrics.rs",
     )?);

@@ -40,41 +40,43 @@ pub async fn apply(md: &ModelDeployment, plan: Plan, ctx: &Context) -> Result<Ac
         Remember::Store(memory) => ctx.autoscaler.remember(&key, Some(memory)),
         Remember::Forget => ctx.autoscaler.remember(&key, None),
     }
-    if let Some(o) = &plan.evaluation {
-        let result = o.result();
+    if let Some(outcome) = &plan.evaluation {
+        let result = outcome.result();
         ctx.metrics
             .autoscaler_evaluations
             .with_label_values(&[result])
             .inc();
-        info!(%name, %namespace, result, why = %o.why, "autoscaler");
+        info!(%name, %namespace, result, why = %outcome.why, "autoscaler");
     }
     let mut requeue = plan.requeue;
     for write in plan.writes {
         match write {
             Write::CreateJob(job) => {
                 if !create_job(ctx, &namespace, *job).await? {
-                    requeue =
-                        Some(requeue.map_or(JOB_EXISTS_REQUEUE, |r| r.min(JOB_EXISTS_REQUEUE)));
+                    requeue = Some(
+                        requeue.map_or(JOB_EXISTS_REQUEUE, |sooner| sooner.min(JOB_EXISTS_REQUEUE)),
+                    );
                 }
             }
             Write::Apply(child) => match *child {
-                Child::Service(o) => {
-                    server_side_apply(ctx, &namespace, o, rbac::APPLY_SERVICE).await?
+                Child::Service(object) => {
+                    server_side_apply(ctx, &namespace, object, rbac::APPLY_SERVICE).await?
                 }
-                Child::PodDisruptionBudget(o) => {
-                    server_side_apply(ctx, &namespace, o, rbac::APPLY_PODDISRUPTIONBUDGET).await?
+                Child::PodDisruptionBudget(object) => {
+                    server_side_apply(ctx, &namespace, object, rbac::APPLY_PODDISRUPTIONBUDGET)
+                        .await?
                 }
-                Child::NetworkPolicy(o) => {
-                    server_side_apply(ctx, &namespace, o, rbac::APPLY_NETWORKPOLICY).await?
+                Child::NetworkPolicy(object) => {
+                    server_side_apply(ctx, &namespace, object, rbac::APPLY_NETWORKPOLICY).await?
                 }
-                Child::Deployment(o) => {
-                    server_side_apply(ctx, &namespace, o, rbac::APPLY_DEPLOYMENT).await?
+                Child::Deployment(object) => {
+                    server_side_apply(ctx, &namespace, object, rbac::APPLY_DEPLOYMENT).await?
                 }
             },
             Write::ServiceMonitor(monitor) => {
                 // Optional: failing to write it (RBAC not granted for it, say) must not hold up serving.
-                if let Err(e) = service_monitor(ctx, &namespace, *monitor).await {
-                    warn!(error = %e, "ServiceMonitor not applied");
+                if let Err(error) = service_monitor(ctx, &namespace, *monitor).await {
+                    warn!(%error, "ServiceMonitor not applied");
                 }
             }
             Write::Scale {
@@ -128,7 +130,7 @@ async fn create_job(ctx: &Context, namespace: &str, job: Job) -> Result<bool, Er
             source: kube::Error::Api(s),
             ..
         }) if s.code == 409 => Ok(false),
-        Err(e) => Err(e),
+        Err(error) => Err(error),
     }
 }
 
@@ -236,7 +238,7 @@ async fn delete_canary(
             source: kube::Error::Api(s),
             ..
         }) if s.code == 404 || s.code == 409 => Ok(()),
-        Err(e) => Err(e),
+        Err(error) => Err(error),
     }
 }
 
@@ -279,7 +281,7 @@ async fn prune_jobs(
         {
             Ok(_) => {}
             Err(Error::Api { source, .. }) if is_not_found(&source) => {}
-            Err(e) => return Err(e),
+            Err(error) => return Err(error),
         }
     }
     Ok(())
@@ -291,7 +293,7 @@ async fn publish(ctx: &Context, md: &ModelDeployment, event: &Event) {
     let reference = md.object_ref(&());
     match tokio::time::timeout(EVENT_TIMEOUT, ctx.recorder.publish(event, &reference)).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %e, "could not publish event"),
+        Ok(Err(error)) => warn!(%error, "could not publish event"),
         Err(_) => warn!(
             secs = EVENT_TIMEOUT.as_secs(),
             "publishing an event timed out"
@@ -323,7 +325,7 @@ async fn write_status(
         Ok(written) => ctx.written.remember(written),
         // Deleted while we reconciled: nothing left to report on.
         Err(Error::Api { source, .. }) if is_not_found(&source) => return Ok(()),
-        Err(e) => return Err(e),
+        Err(error) => return Err(error),
     }
     ctx.metrics.status_writes.inc();
     Ok(())

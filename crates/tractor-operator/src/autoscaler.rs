@@ -141,14 +141,14 @@ impl Autoscaler {
     pub async fn read(
         &self,
         server: &Server,
-        v: &Validated,
+        validated: &Validated,
         a: &Autoscaling,
         revision: &str,
     ) -> Reads {
         let window = prom::window(rate_window(interval(a)));
         let sel = Selector {
-            namespace: v.namespace.clone(),
-            model: v.name.clone(),
+            namespace: validated.namespace.clone(),
+            model: validated.name.clone(),
             deployment: None,
             // Accuracy is the stable revision's: what most traffic gets, and what an accuracy rollback
             // judges (during a canary the canary's is the analysis's business).
@@ -219,46 +219,53 @@ impl Autoscaler {
 /// One evaluation, pure: the HPA's arithmetic over `reads` for `current` replicas, updating `memory`. `cpu` is
 /// the cores a replica's CPU utilization is measured against.
 pub fn evaluate(
-    a: &Autoscaling,
+    spec: &Autoscaling,
     current: i32,
     cpu: f64,
     reads: &Result<Reads, String>,
     memory: &mut Memory,
     now: f64,
 ) -> Outcome {
-    let every = interval(a);
+    let every = interval(spec);
     memory.last_eval = Some(now);
     let reads = match reads {
-        Ok(r) => r,
+        Ok(found) => found,
         Err(message) => return hold(current, message.clone(), every),
     };
     let snapshot = reads.snapshot.clone();
-    let ratios: Vec<Option<f64>> = a
+    let ratios: Vec<Option<f64>> = spec
         .metrics
         .iter()
         .zip(&reads.values)
-        .filter(|(m, _)| m.type_ != MetricType::Accuracy)
-        .map(|(m, r)| {
-            r.as_ref()
+        .filter(|(metric, _)| metric.type_ != MetricType::Accuracy)
+        .map(|(metric, read)| {
+            read.as_ref()
                 .ok()
-                .and_then(|value| ratio(m, *value, current, cpu))
+                .and_then(|value| ratio(metric, *value, current, cpu))
         })
         .collect();
-    let failures: Vec<&QueryError> = a
+    let failures: Vec<&QueryError> = spec
         .metrics
         .iter()
         .zip(&reads.values)
-        .filter_map(|(m, r)| r.as_ref().err().filter(|e| stops_scaling(m, e)))
+        .filter_map(|(metric, read)| {
+            read.as_ref()
+                .err()
+                .filter(|error| stops_scaling(metric, error))
+        })
         .collect();
-    let degraded = accuracy_verdict(memory, &a.metrics, reads, now);
+    let degraded = accuracy_verdict(memory, &spec.metrics, reads, now);
 
     let combined = if ratios.is_empty() {
         // Only an accuracy metric: nothing proposes a count; min/max still hold.
         Ok((current, usize::MAX))
     } else {
-        hpa::combine(current, &ratios, a.tolerance)
+        hpa::combine(current, &ratios, spec.tolerance)
     };
-    let first_failure = failures.first().map(|e| e.to_string()).unwrap_or_default();
+    let first_failure = failures
+        .first()
+        .map(|error| error.to_string())
+        .unwrap_or_default();
     let (desired, which) = match combined {
         Ok(found) => found,
         Err(hold) => {
@@ -284,19 +291,23 @@ pub fn evaluate(
         }
     };
     let bounds = Bounds {
-        min: a.min_replicas,
-        max: a.max_replicas,
-        behavior: hpa::Behavior::from_spec(a.behavior.as_ref()),
+        min: spec.min_replicas,
+        max: spec.max_replicas,
+        behavior: hpa::Behavior::from_spec(spec.behavior.as_ref()),
     };
     let history = memory
         .history
         .get_or_insert_with(|| hpa::History::seeded(now, current));
     let decision = hpa::decide(history, now, current, desired, &bounds);
-    let signal = a
+    let signal = spec
         .metrics
         .get(which)
         .zip(reads.values.get(which))
-        .and_then(|(spec, r)| r.as_ref().ok().map(|v| describe(spec, *v, current, cpu)))
+        .and_then(|(metric, read)| {
+            read.as_ref()
+                .ok()
+                .map(|value| describe(metric, *value, current, cpu))
+        })
         .unwrap_or_else(|| "no scaling metric".to_owned());
     let limit = match decision.limit {
         Limit::DesiredWithinRange => "",
@@ -429,12 +440,14 @@ fn stops_scaling(m: &MetricSpec, e: &QueryError) -> bool {
 }
 
 /// The revision the stable Deployment serves, as last recorded in the status (the spec's before the first).
-pub fn serving_revision(v: &Validated) -> String {
-    v.md.status
+pub fn serving_revision(validated: &Validated) -> String {
+    validated
+        .md
+        .status
         .as_ref()
         .and_then(|s| s.revision.as_ref())
         .and_then(|r| r.stable.clone().or_else(|| r.current.clone()))
-        .unwrap_or_else(|| v.revision.clone())
+        .unwrap_or_else(|| validated.revision.clone())
 }
 
 /// The server container's CPU, in cores, that `Cpu` utilization is a percentage of: its request, else its

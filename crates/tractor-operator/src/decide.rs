@@ -115,8 +115,8 @@ pub fn decide(observed: &Observed, config: &BuildConfig) -> Plan {
     let now = observed.now;
     let time = Time(now);
     let old = &observed.status;
-    let v = match &observed.spec {
-        Ok(v) => v,
+    let validated = match &observed.spec {
+        Ok(validated) => validated,
         Err(invalid) => {
             let new = status::invalid(observed.generation, old, invalid, &time);
             return Plan {
@@ -132,46 +132,50 @@ pub fn decide(observed: &Observed, config: &BuildConfig) -> Plan {
     let mut writes = vec![];
     let mut events = vec![];
 
-    let (mut state, job_requeue) = model_state(v, old, observed.job.as_ref(), now);
+    let (mut state, job_requeue) = model_state(validated, old, observed.job.as_ref(), now);
     if let (ModelState::Optimizing, Some(JobSeen { job: None, .. })) = (&state, &observed.job) {
         writes.push(Write::CreateJob(Box::new(children::optimize_job(
-            v, config,
+            validated, config,
         ))));
     }
     let mut serving_model = match &state {
-        ModelState::Ready(m) => Some(m.clone()),
+        ModelState::Ready(model) => Some(model.clone()),
         _ => old.model.clone(),
     };
 
     // The autoscaler decides before the Deployment is built, so the count it picks is the one applied.
-    let recorded = children::desired_replicas(&v.md);
+    let recorded = children::desired_replicas(&validated.md);
     let (remember, evaluation, next_evaluation) =
-        autoscale(v, observed, serving_model.is_some(), recorded);
-    let replicas = evaluation.as_ref().map_or(recorded, |o| o.replicas);
+        autoscale(validated, observed, serving_model.is_some(), recorded);
+    let replicas = evaluation
+        .as_ref()
+        .map_or(recorded, |outcome| outcome.replicas);
 
     // Front objects exist from the start, so the URL resolves as soon as a pod is ready.
     let front = &observed.front;
     push_changed(
         &mut writes,
         front.service.as_deref(),
-        children::service(v),
+        children::service(validated),
         Child::Service,
     );
     push_changed(
         &mut writes,
         front.pod_disruption_budget.as_deref(),
-        children::pod_disruption_budget(v),
+        children::pod_disruption_budget(validated),
         Child::PodDisruptionBudget,
     );
     push_changed(
         &mut writes,
         front.network_policy.as_deref(),
-        children::network_policy(v),
+        children::network_policy(validated),
         Child::NetworkPolicy,
     );
     if let Some(monitor) = &observed.monitor {
-        let desired =
-            children::with_spec_hash(crate::monitor::service_monitor(v, &monitor.resource));
+        let desired = children::with_spec_hash(crate::monitor::service_monitor(
+            validated,
+            &monitor.resource,
+        ));
         if monitor.hash.is_none() || monitor.hash.as_deref() != children::spec_hash(&desired) {
             writes.push(Write::ServiceMonitor(Box::new(desired)));
         }
@@ -180,7 +184,7 @@ pub fn decide(observed: &Observed, config: &BuildConfig) -> Plan {
     // rollbackOnAccuracyDrop: the current revision serves, and its accuracy stayed below the floor for the
     // window. It is marked failed like a rolled-back canary, so it is not tried again until the spec changes.
     if let (ModelState::Ready(_), Some(outcome)) = (&state, &evaluation)
-        && v.md.spec.rollout.rollback_on_accuracy_drop
+        && validated.md.spec.rollout.rollback_on_accuracy_drop
         && let Some((true, why)) = &outcome.degraded
         && let Some(previous) = &observed.previous
     {
@@ -192,7 +196,7 @@ pub fn decide(observed: &Observed, config: &BuildConfig) -> Plan {
         serving_model = previous
             .model
             .as_deref()
-            .and_then(|m| serde_json::from_str(m).ok())
+            .and_then(|json| serde_json::from_str(json).ok())
             .or(serving_model);
         writes.push(Write::RollBack(Box::new(previous.clone())));
     }
@@ -207,9 +211,9 @@ pub fn decide(observed: &Observed, config: &BuildConfig) -> Plan {
             let analysis = observed
                 .analysis
                 .as_ref()
-                .map(|a| (a.window.as_str(), &a.reads));
+                .map(|seen| (seen.window.as_str(), &seen.reads));
             match rollout::step(
-                v,
+                validated,
                 model,
                 old,
                 stable,
@@ -220,14 +224,21 @@ pub fn decide(observed: &Observed, config: &BuildConfig) -> Plan {
                 now,
             ) {
                 Some(step) => {
-                    for d in &step.apply {
-                        pending |= d.metadata.name.as_deref() == Some(v.name.as_str());
-                        push_deployment(&mut writes, v, d.clone(), stable, live_canary);
+                    for deployment in &step.apply {
+                        pending |=
+                            deployment.metadata.name.as_deref() == Some(validated.name.as_str());
+                        push_deployment(
+                            &mut writes,
+                            validated,
+                            deployment.clone(),
+                            stable,
+                            live_canary,
+                        );
                     }
                     if let Some(count) = step.scale_stable {
                         pending = true;
                         writes.push(Write::Scale {
-                            deployment: v.name.clone(),
+                            deployment: validated.name.clone(),
                             replicas: count,
                         });
                     }
@@ -238,10 +249,18 @@ pub fn decide(observed: &Observed, config: &BuildConfig) -> Plan {
                     canary = Some(step);
                 }
                 None => {
-                    let desired = children::deployment(v, model, config, replicas);
-                    pending = push_deployment(&mut writes, v, desired.clone(), stable, live_canary);
+                    let desired = children::deployment(validated, model, config, replicas);
+                    pending = push_deployment(
+                        &mut writes,
+                        validated,
+                        desired.clone(),
+                        stable,
+                        live_canary,
+                    );
                     planned_deployment = Some(desired);
-                    if let Some(uid) = rollout::leftover(v, stable, live_canary, false, pending) {
+                    if let Some(uid) =
+                        rollout::leftover(validated, stable, live_canary, false, pending)
+                    {
                         writes.push(Write::DeleteCanary { uid });
                     }
                 }
@@ -251,29 +270,31 @@ pub fn decide(observed: &Observed, config: &BuildConfig) -> Plan {
         // rendered from the previous spec's source and must keep it. Only the replica count follows.
         failed_or_optimizing => {
             if let Some(live) = stable
-                && live.spec.as_ref().and_then(|s| s.replicas) != Some(replicas)
+                && live.spec.as_ref().and_then(|spec| spec.replicas) != Some(replicas)
             {
                 pending = true;
                 writes.push(Write::Scale {
-                    deployment: v.name.clone(),
+                    deployment: validated.name.clone(),
                     replicas,
                 });
             }
             let failed = matches!(failed_or_optimizing, ModelState::Failed(_));
-            if let Some(uid) = rollout::leftover(v, stable, live_canary, failed, pending) {
+            if let Some(uid) = rollout::leftover(validated, stable, live_canary, failed, pending) {
                 writes.push(Write::DeleteCanary { uid });
             }
         }
     }
     if let Some(crate::canary::State::RolledBack { reason: why, .. }) =
-        canary.as_ref().map(|s| &s.state)
+        canary.as_ref().map(|step| &step.state)
     {
         state = ModelState::Failed(RevisionFailure {
             reason: reason::ROLLED_BACK.to_owned(),
             message: why.clone(),
         });
     }
-    let rolled_back_by_accuracy = writes.iter().any(|w| matches!(w, Write::RollBack(_)));
+    let rolled_back_by_accuracy = writes
+        .iter()
+        .any(|write| matches!(write, Write::RollBack(_)));
     if matches!(state, ModelState::Failed(_))
         && !rolled_back_by_accuracy
         && let Some(model) = stable.and_then(children::served_model)
@@ -287,10 +308,18 @@ pub fn decide(observed: &Observed, config: &BuildConfig) -> Plan {
         deployment: stable.or(planned_deployment.as_ref()),
         pending,
     };
-    let mut new = status::compute(v, old, &state, serving_model, served, replicas, &time);
+    let mut new = status::compute(
+        validated,
+        old,
+        &state,
+        serving_model,
+        served,
+        replicas,
+        &time,
+    );
     match &canary {
         Some(step) => {
-            rollout::record(&mut new, v, step, stable, live_canary, now);
+            rollout::record(&mut new, validated, step, stable, live_canary, now);
             // compute judged Ready on the stable Deployment alone and record overrode it: a condition that
             // ends as it began did not transition (else each canary reconcile rewrote the status).
             keep_transition_times(old, &mut new);
@@ -298,7 +327,7 @@ pub fn decide(observed: &Observed, config: &BuildConfig) -> Plan {
         None => rollout::clear(&mut new),
     }
     if let Some(outcome) = &evaluation {
-        status::record_scaling(v, &mut new, outcome, &time);
+        status::record_scaling(validated, &mut new, outcome, &time);
         if outcome.scaled() {
             events.push(Event {
                 type_: EventType::Normal,
@@ -319,7 +348,7 @@ pub fn decide(observed: &Observed, config: &BuildConfig) -> Plan {
         let keep: Vec<String> = new
             .revision
             .iter()
-            .flat_map(|r| [r.current.clone(), r.stable.clone()])
+            .flat_map(|revisions| [revisions.current.clone(), revisions.stable.clone()])
             .flatten()
             .collect();
         writes.push(Write::PruneJobs { keep });
@@ -338,7 +367,7 @@ pub fn decide(observed: &Observed, config: &BuildConfig) -> Plan {
     let soonest = [
         Some(after),
         next_evaluation,
-        canary.as_ref().map(|s| s.requeue),
+        canary.as_ref().map(|step| step.requeue),
     ]
     .into_iter()
     .flatten()
@@ -386,13 +415,13 @@ where
 /// true when one was added.
 fn push_deployment(
     writes: &mut Vec<Write>,
-    v: &Validated,
+    validated: &Validated,
     desired: Deployment,
     stable: Option<&Deployment>,
     live_canary: Option<&Deployment>,
 ) -> bool {
     let desired = children::with_spec_hash(desired);
-    let live = if desired.metadata.name.as_deref() == Some(v.name.as_str()) {
+    let live = if desired.metadata.name.as_deref() == Some(validated.name.as_str()) {
         stable
     } else {
         live_canary
@@ -408,24 +437,24 @@ fn push_deployment(
 /// The autoscaler's part: what it remembers next, this reconcile's evaluation if one ran, and the time to
 /// the next one.
 fn autoscale(
-    v: &Validated,
+    validated: &Validated,
     observed: &Observed,
     serving: bool,
     current: i32,
 ) -> (Remember, Option<Outcome>, Option<Duration>) {
-    let Some(a) = &v.md.spec.autoscaling else {
+    let Some(spec) = &validated.md.spec.autoscaling else {
         return (Remember::Forget, None, None);
     };
     let Some(seen) = &observed.autoscaling else {
         return (Remember::Keep, None, None);
     };
     let secs = observed.now.as_second() as f64;
-    let every = autoscaler::interval(a);
+    let every = autoscaler::interval(spec);
     match &seen.reads {
         Some(reads) if serving => {
             let mut memory = seen.memory.clone();
-            let cpu = autoscaler::cpu_cores(v.md.spec.serving.resources.as_ref());
-            let outcome = autoscaler::evaluate(a, current, cpu, reads, &mut memory, secs);
+            let cpu = autoscaler::cpu_cores(validated.md.spec.serving.resources.as_ref());
+            let outcome = autoscaler::evaluate(spec, current, cpu, reads, &mut memory, secs);
             let next = outcome.next_in;
             (Remember::Store(memory), Some(outcome), Some(next))
         }
@@ -439,18 +468,18 @@ fn autoscale(
 
 /// Where the optimize step stands for the current revision, and how soon to look again if sooner than usual.
 fn model_state(
-    v: &Validated,
+    validated: &Validated,
     old: &ModelDeploymentStatus,
     job: Option<&JobSeen>,
     now: Timestamp,
 ) -> (ModelState, Option<Duration>) {
     // Failed first: a rolled-back canary's model was optimized, and must not serve again.
     let revisions = old.revision.clone().unwrap_or_default();
-    if revisions.failed.as_deref() == Some(v.revision.as_str()) {
+    if revisions.failed.as_deref() == Some(validated.revision.as_str()) {
         let failure = revisions.failure.unwrap_or_else(|| RevisionFailure {
             // Recorded by an operator that kept the reason only in the Stalled condition.
             reason: conditions::find(&old.conditions, conditions::STALLED)
-                .map(|c| c.reason.clone())
+                .map(|stalled| stalled.reason.clone())
                 .unwrap_or_else(|| reason::OPTIMIZE_FAILED.to_owned()),
             message: "the failure was recorded before status.revision.failure existed".to_owned(),
         });
@@ -459,29 +488,30 @@ fn model_state(
     if let Some(model) = old
         .model
         .as_ref()
-        .filter(|m| m.revision.as_deref() == Some(v.revision.as_str()))
+        .filter(|model| model.revision.as_deref() == Some(validated.revision.as_str()))
     {
         return (ModelState::Ready(model.clone()), None);
     }
-    let Some((job, report)) = job.and_then(|j| Some((j.job.as_ref()?, j.report.as_ref()))) else {
+    let Some((job, report)) = job.and_then(|seen| Some((seen.job.as_ref()?, seen.report.as_ref())))
+    else {
         return (ModelState::Optimizing, None);
     };
-    let condition = |t: &str| {
+    let condition = |kind: &str| {
         job.status
             .iter()
-            .flat_map(|s| s.conditions.iter().flatten())
-            .find(|c| c.type_ == t && c.status == "True")
+            .flat_map(|status| status.conditions.iter().flatten())
+            .find(|found| found.type_ == kind && found.status == "True")
             .cloned()
     };
     let (complete, failed) = (condition("Complete"), condition("Failed"));
     if let Some(done) = complete {
         return match report {
-            Some(r) if r.succeeded() => {
-                let mut model = r.model_status();
-                model.revision = Some(v.revision.clone());
+            Some(written) if written.succeeded() => {
+                let mut model = written.model_status();
+                model.revision = Some(validated.revision.clone());
                 (ModelState::Ready(model), None)
             }
-            Some(r) => (ModelState::Failed(failure_of(r)), None),
+            Some(written) => (ModelState::Failed(failure_of(written)), None),
             None => {
                 let waited = done
                     .last_transition_time
@@ -502,7 +532,7 @@ fn model_state(
         return (ModelState::Optimizing, None);
     };
     let failure = match report {
-        Some(r) if r.reason.is_some() => failure_of(r),
+        Some(written) if written.reason.is_some() => failure_of(written),
         _ => RevisionFailure {
             reason: failed
                 .reason

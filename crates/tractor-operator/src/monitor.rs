@@ -66,14 +66,14 @@ impl Discovery {
 }
 
 /// The ServiceMonitor for `v`: scrapes `/metrics` on the Service's `http` port of the serving pods. Pure.
-pub fn service_monitor(v: &Validated, ar: &ApiResource) -> DynamicObject {
-    let mut labels = names::common_labels(&v.name, &v.revision);
+pub fn service_monitor(validated: &Validated, ar: &ApiResource) -> DynamicObject {
+    let mut labels = names::common_labels(&validated.name, &validated.revision);
     labels.insert(
         names::LABEL_COMPONENT.to_owned(),
         names::COMPONENT_SERVER.to_owned(),
     );
-    let selector = crate::children::server_selector(&v.name);
-    let tls = v.md.spec.serving.tls.as_ref();
+    let selector = crate::children::server_selector(&validated.name);
+    let tls = validated.md.spec.serving.tls.as_ref();
     let mut endpoint = serde_json::json!({
         "port": "http",
         "path": "/metrics",
@@ -84,13 +84,13 @@ pub fn service_monitor(v: &Validated, ar: &ApiResource) -> DynamicObject {
         // The serving certificate is issued for the Service's DNS name; its CA travels in the same Secret
         // (`ca.crt`, as cert-manager writes it).
         endpoint["tlsConfig"] = serde_json::json!({
-            "serverName": format!("{}.{}.svc", v.name, v.namespace),
+            "serverName": format!("{}.{}.svc", validated.name, validated.namespace),
             "ca": {"secret": {"name": tls.secret_ref.name, "key": "ca.crt"}},
         });
     }
-    let mut object = DynamicObject::new(&v.name, ar).within(&v.namespace);
+    let mut object = DynamicObject::new(&validated.name, ar).within(&validated.namespace);
     object.metadata.labels = Some(labels);
-    object.metadata.owner_references = v.md.controller_owner_ref(&()).map(|o| vec![o]);
+    object.metadata.owner_references = validated.md.controller_owner_ref(&()).map(|o| vec![o]);
     object.data = serde_json::json!({
         "spec": {
             "selector": {"matchLabels": selector},

@@ -124,47 +124,48 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
         previous: None,
         now,
     };
-    let Ok(v) = spec else {
+    let Ok(validated) = spec else {
         return Ok(observed);
     };
     let status = &observed.status;
-    observed.job = job(&v, status, ctx).await?;
-    observed.stable = get::<Deployment>(ctx, &v, &v.name, rbac::GET_DEPLOYMENT).await?;
+    observed.job = job(&validated, status, ctx).await?;
+    observed.stable =
+        get::<Deployment>(ctx, &validated, &validated.name, rbac::GET_DEPLOYMENT).await?;
     // Always: a canary abandoned mid-way (the spec moved on, or off canaries) stays until the stable Deployment
     // has its pods back, by which time nothing in the status says there was one.
-    let name = children::canary_name(&v.name);
-    observed.canary = get::<Deployment>(ctx, &v, &name, rbac::GET_DEPLOYMENT).await?;
+    let name = children::canary_name(&validated.name);
+    observed.canary = get::<Deployment>(ctx, &validated, &name, rbac::GET_DEPLOYMENT).await?;
     observed.front = Front {
-        service: hash_of::<Service>(ctx, &v, rbac::GET_SERVICE).await?,
+        service: hash_of::<Service>(ctx, &validated, rbac::GET_SERVICE).await?,
         pod_disruption_budget: hash_of::<PodDisruptionBudget>(
             ctx,
-            &v,
+            &validated,
             rbac::GET_PODDISRUPTIONBUDGET,
         )
         .await?,
-        network_policy: hash_of::<NetworkPolicy>(ctx, &v, rbac::GET_NETWORKPOLICY).await?,
+        network_policy: hash_of::<NetworkPolicy>(ctx, &validated, rbac::GET_NETWORKPOLICY).await?,
     };
-    observed.monitor = monitor(ctx, &v).await;
+    observed.monitor = monitor(ctx, &validated).await;
     let secs = now.as_second() as f64;
-    observed.autoscaling = autoscaling(ctx, &v, observed.stable.is_some(), secs).await;
-    observed.analysis = analysis(ctx, &v, &observed, secs).await;
+    observed.autoscaling = autoscaling(ctx, &validated, observed.stable.is_some(), secs).await;
+    observed.analysis = analysis(ctx, &validated, &observed, secs).await;
     let evaluating = observed
         .autoscaling
         .as_ref()
-        .is_some_and(|a| a.reads.is_some());
+        .is_some_and(|seen| seen.reads.is_some());
     if evaluating
-        && v.md.spec.rollout.rollback_on_accuracy_drop
+        && validated.md.spec.rollout.rollback_on_accuracy_drop
         && let Some(stable) = &observed.stable
-        && children::served_revision(stable).as_deref() == Some(v.revision.as_str())
+        && children::served_revision(stable).as_deref() == Some(validated.revision.as_str())
     {
-        observed.previous = previous(ctx, &v, stable).await?;
+        observed.previous = previous(ctx, &validated, stable).await?;
     }
     Ok(observed)
 }
 
 async fn get<K>(
     ctx: &Context,
-    v: &Validated,
+    validated: &Validated,
     name: &str,
     request: Request,
 ) -> Result<Option<K>, Error>
@@ -174,19 +175,23 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &v.namespace);
-    call(request, &v.namespace, api.get_opt(name)).await
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &validated.namespace);
+    call(request, &validated.namespace, api.get_opt(name)).await
 }
 
 /// The spec hash of the live child named like the ModelDeployment.
-async fn hash_of<K>(ctx: &Context, v: &Validated, request: Request) -> Result<Option<String>, Error>
+async fn hash_of<K>(
+    ctx: &Context,
+    validated: &Validated,
+    request: Request,
+) -> Result<Option<String>, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    Ok(get::<K>(ctx, v, &v.name, request)
+    Ok(get::<K>(ctx, validated, &validated.name, request)
         .await?
         .and_then(|live| children::spec_hash(&live).map(str::to_owned)))
 }
@@ -194,7 +199,7 @@ where
 /// The Job of the current revision and its report, unless the status already says the revision is optimized
 /// or failed.
 async fn job(
-    v: &Validated,
+    validated: &Validated,
     status: &ModelDeploymentStatus,
     ctx: &Context,
 ) -> Result<Option<JobSeen>, Error> {
@@ -202,12 +207,12 @@ async fn job(
     let optimized = status
         .model
         .as_ref()
-        .is_some_and(|m| m.revision.as_deref() == Some(v.revision.as_str()));
-    if revisions.failed.as_deref() == Some(v.revision.as_str()) || optimized {
+        .is_some_and(|m| m.revision.as_deref() == Some(validated.revision.as_str()));
+    if revisions.failed.as_deref() == Some(validated.revision.as_str()) || optimized {
         return Ok(None);
     }
-    let name = children::job_name(&v.name, &v.revision);
-    let job = get::<Job>(ctx, v, &name, rbac::GET_JOB).await?;
+    let name = children::job_name(&validated.name, &validated.revision);
+    let job = get::<Job>(ctx, validated, &name, rbac::GET_JOB).await?;
     let finished = job.as_ref().is_some_and(|j| {
         j.status
             .iter()
@@ -215,7 +220,7 @@ async fn job(
             .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
     });
     let report = if finished {
-        read_report(v, &name, ctx).await?
+        read_report(validated, &name, ctx).await?
     } else {
         None
     };
@@ -224,14 +229,14 @@ async fn job(
 
 /// The report of the Job's newest terminated optimize container, from its termination message.
 async fn read_report(
-    v: &Validated,
+    validated: &Validated,
     job: &str,
     ctx: &Context,
 ) -> Result<Option<OptimizeReport>, Error> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &validated.namespace);
     let list = call(
         rbac::LIST_JOB_PODS,
-        &v.namespace,
+        &validated.namespace,
         pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"))),
     )
     .await?;
@@ -241,51 +246,62 @@ async fn read_report(
         .flat_map(|pod| {
             pod.status
                 .iter()
-                .flat_map(|s| s.container_statuses.iter().flatten())
+                .flat_map(|status| status.container_statuses.iter().flatten())
         })
-        .filter(|c| c.name == names::COMPONENT_OPTIMIZE)
-        .filter_map(|c| c.state.as_ref()?.terminated.clone())
-        .filter_map(|t| {
+        .filter(|container| container.name == names::COMPONENT_OPTIMIZE)
+        .filter_map(|container| container.state.as_ref()?.terminated.clone())
+        .filter_map(|terminated| {
             let report =
-                serde_json::from_str::<OptimizeReport>(t.message.as_deref()?.trim()).ok()?;
-            Some((t.finished_at.map(|f| f.0), report))
+                serde_json::from_str::<OptimizeReport>(terminated.message.as_deref()?.trim())
+                    .ok()?;
+            Some((terminated.finished_at.map(|at| at.0), report))
         })
         .collect();
     found.sort_by_key(|(at, _)| *at);
-    Ok(found.pop().map(|(_, r)| r))
+    Ok(found.pop().map(|(_, report)| report))
 }
 
 /// The ServiceMonitor kind and the live object's hash. Optional: a failed read leaves it to be applied, and a
 /// failure there is logged, never fatal.
-async fn monitor(ctx: &Context, v: &Validated) -> Option<MonitorSeen> {
+async fn monitor(ctx: &Context, validated: &Validated) -> Option<MonitorSeen> {
     let resource = crate::monitor::shared()
         .service_monitor(&ctx.client)
         .await?;
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &v.namespace, &resource);
-    let hash = call(rbac::GET_SERVICEMONITOR, &v.namespace, api.get_opt(&v.name))
-        .await
-        .ok()
-        .flatten()
-        .and_then(|live| children::spec_hash(&live).map(str::to_owned));
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &validated.namespace, &resource);
+    let hash = call(
+        rbac::GET_SERVICEMONITOR,
+        &validated.namespace,
+        api.get_opt(&validated.name),
+    )
+    .await
+    .ok()
+    .flatten()
+    .and_then(|live| children::spec_hash(&live).map(str::to_owned));
     Some(MonitorSeen { resource, hash })
 }
 
 /// The autoscaler's memory, and its reads when an evaluation is due and something serves.
 async fn autoscaling(
     ctx: &Context,
-    v: &Validated,
+    validated: &Validated,
     serving: bool,
     now: f64,
 ) -> Option<AutoscalingSeen> {
-    let a = v.md.spec.autoscaling.as_ref()?;
-    let memory = ctx.autoscaler.memory(&object_key(&v.md));
-    let due = autoscaler::not_due(&memory, autoscaler::interval(a), now).is_none();
+    let spec = validated.md.spec.autoscaling.as_ref()?;
+    let memory = ctx.autoscaler.memory(&object_key(&validated.md));
+    let due = autoscaler::not_due(&memory, autoscaler::interval(spec), now).is_none();
     let reads = if due && serving {
-        let revision = autoscaler::serving_revision(v);
-        Some(match prometheus(ctx, v, a.prometheus.as_ref()).await {
-            Ok(server) => Ok(ctx.autoscaler.read(&server, v, a, &revision).await),
-            Err(why) => Err(why),
-        })
+        let revision = autoscaler::serving_revision(validated);
+        Some(
+            match prometheus(ctx, validated, spec.prometheus.as_ref()).await {
+                Ok(server) => Ok(ctx
+                    .autoscaler
+                    .read(&server, validated, spec, &revision)
+                    .await),
+                Err(why) => Err(why),
+            },
+        )
     } else {
         None
     };
@@ -295,22 +311,22 @@ async fn autoscaling(
 /// A canary analysis' reads, when a canary is in progress, its pods are ready and its analysis is due.
 async fn analysis(
     ctx: &Context,
-    v: &Validated,
+    validated: &Validated,
     observed: &Observed,
     now: f64,
 ) -> Option<AnalysisSeen> {
-    let spec = rollout::canary_spec(v)?;
+    let spec = rollout::canary_spec(validated)?;
     let stable_revision = children::served_revision(observed.stable.as_ref()?)?;
     let progressing = matches!(
-        rollout::restore(&observed.status, &v.revision),
+        rollout::restore(&observed.status, &validated.revision),
         canary::State::Progressing { .. }
     );
     let ready = observed
         .canary
         .as_ref()
-        .is_some_and(|d| rollout::rolled_out(d, &v.revision));
+        .is_some_and(|canary| rollout::rolled_out(canary, &validated.revision));
     let every = rollout::analysis_interval(spec);
-    if !(progressing && ready && ctx.rollouts.due(&object_key(&v.md), now, every)) {
+    if !(progressing && ready && ctx.rollouts.due(&object_key(&validated.md), now, every)) {
         return None;
     }
     let window = prom::window(autoscaler::rate_window(every));
@@ -321,13 +337,14 @@ async fn analysis(
             reads: Ok((0.0, Signals::default(), Signals::default())),
         });
     }
-    let source =
-        v.md.spec
-            .autoscaling
-            .as_ref()
-            .and_then(|a| a.prometheus.as_ref());
-    let server = match prometheus(ctx, v, source).await {
-        Ok(s) => s,
+    let source = validated
+        .md
+        .spec
+        .autoscaling
+        .as_ref()
+        .and_then(|autoscaling| autoscaling.prometheus.as_ref());
+    let server = match prometheus(ctx, validated, source).await {
+        Ok(server) => server,
         Err(why) => {
             return Some(AnalysisSeen {
                 window,
@@ -338,34 +355,38 @@ async fn analysis(
     let client = ctx.autoscaler.prometheus();
     let read = |deployment: String, revision: String| {
         let sel = Selector {
-            namespace: v.namespace.clone(),
-            model: v.name.clone(),
+            namespace: validated.namespace.clone(),
+            model: validated.name.clone(),
             deployment: Some(deployment),
             revision: Some(revision),
         };
         let (server, window) = (server.clone(), window.clone());
         async move {
-            let value = |q: String| {
+            let value = |query: String| {
                 let server = server.clone();
-                async move { client.value(&server, &q).await }
+                async move { client.value(&server, &query).await }
             };
             let rps = value(prom::requests_per_second(&sel, &window)).await;
             let signals = Signals {
                 latency_p95_millis: value(prom::latency(&sel, 0.95, &window))
                     .await
                     .ok()
-                    .map(|s| s * 1000.0),
+                    .map(|seconds| seconds * 1000.0),
                 error_rate: value(prom::error_rate(&sel, &window)).await.ok(),
                 accuracy: value(prom::accuracy(&sel)).await.ok(),
             };
             (rps, signals)
         }
     };
-    let (canary_rps, canary) = read(children::canary_name(&v.name), v.revision.clone()).await;
+    let (canary_rps, canary) = read(
+        children::canary_name(&validated.name),
+        validated.revision.clone(),
+    )
+    .await;
     let reads = match canary_rps {
-        Err(e) => Err(format!("Prometheus: {e}")),
+        Err(error) => Err(format!("Prometheus: {error}")),
         Ok(rps) => {
-            let (_, stable) = read(v.name.clone(), stable_revision).await;
+            let (_, stable) = read(validated.name.clone(), stable_revision).await;
             Ok((rps, canary, stable))
         }
     };
@@ -375,12 +396,12 @@ async fn analysis(
 /// The Prometheus a spec reads, with the Secret its header comes from.
 async fn prometheus(
     ctx: &Context,
-    v: &Validated,
+    validated: &Validated,
     source: Option<&PrometheusSource>,
 ) -> Result<Server, String> {
     let secret = match source.and_then(|s| s.header_secret_ref.as_ref()) {
         None => None,
-        Some(r) => get::<Secret>(ctx, v, &r.name, rbac::GET_SECRET)
+        Some(r) => get::<Secret>(ctx, validated, &r.name, rbac::GET_SECRET)
             .await
             .map_err(|e| format!("holding replicas: cannot read Secret {}: {e}", r.name))?,
     };
@@ -390,15 +411,17 @@ async fn prometheus(
 /// The newest earlier revision the serving Deployment's ReplicaSets remember.
 async fn previous(
     ctx: &Context,
-    v: &Validated,
+    validated: &Validated,
     stable: &Deployment,
 ) -> Result<Option<Previous>, Error> {
-    let sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &validated.namespace);
     let list = call(
         rbac::LIST_REPLICASETS,
-        &v.namespace,
-        sets.list(&ListParams::default().labels(&children::server_selector_string(&v.name))),
+        &validated.namespace,
+        sets.list(
+            &ListParams::default().labels(&children::server_selector_string(&validated.name)),
+        ),
     )
     .await?;
-    Ok(rollout::previous(stable, &list.items, &v.revision))
+    Ok(rollout::previous(stable, &list.items, &validated.revision))
 }

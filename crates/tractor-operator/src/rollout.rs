@@ -40,8 +40,8 @@ const ANALYSIS_MIN: Duration = Duration::from_secs(2);
 const ANALYSIS_MAX: Duration = Duration::from_secs(15);
 
 /// The canary part of the spec, when the rollout strategy is `Canary`.
-pub fn canary_spec(v: &Validated) -> Option<&Canary> {
-    let rollout = &v.md.spec.rollout;
+pub fn canary_spec(validated: &Validated) -> Option<&Canary> {
+    let rollout = &validated.md.spec.rollout;
     (rollout.strategy == RolloutStrategy::Canary)
         .then_some(rollout.canary.as_ref())
         .flatten()
@@ -140,16 +140,7 @@ pub fn previous(stable: &Deployment, sets: &[ReplicaSet], revision: &str) -> Opt
 }
 
 fn template_revision(rs: &ReplicaSet) -> Option<String> {
-    rs.spec
-        .as_ref()?
-        .template
-        .as_ref()?
-        .metadata
-        .as_ref()?
-        .labels
-        .as_ref()?
-        .get(names::LABEL_REVISION)
-        .cloned()
+    children::template_revision(rs.spec.as_ref()?.template.as_ref()?)
 }
 
 /// One analysis' reads: canary requests per second, the canary's signals and the stable revision's; `Err`
@@ -184,7 +175,7 @@ pub struct Step {
 /// the replica count in force.
 #[allow(clippy::too_many_arguments)]
 pub fn step(
-    v: &Validated,
+    validated: &Validated,
     model: &ModelStatus,
     status: &ModelDeploymentStatus,
     stable: Option<&Deployment>,
@@ -194,29 +185,32 @@ pub fn step(
     total: i32,
     now: Timestamp,
 ) -> Option<Step> {
-    let spec = canary_spec(v)?;
+    let spec = canary_spec(validated)?;
     let stable = stable?;
     let stable_revision = children::served_revision(stable)?;
-    if stable_revision == v.revision {
+    if stable_revision == validated.revision {
         return None;
     }
     let secs = now.as_second() as f64;
-    let failed = status.revision.as_ref().and_then(|r| r.failed.clone());
-    let state = restore(status, &v.revision);
+    let failed = status
+        .revision
+        .as_ref()
+        .and_then(|revisions| revisions.failed.clone());
+    let state = restore(status, &validated.revision);
     let pauses = canary::pauses(spec);
     let every = analysis_interval(spec);
-    let stable_replicas = stable.spec.as_ref().and_then(|s| s.replicas);
+    let stable_replicas = stable.spec.as_ref().and_then(|spec| spec.replicas);
     // `<name>-canary` may be another ModelDeployment's own Deployment: never take it over.
     if let Some(other) = live_canary
-        && !owned(v.md.metadata.uid.as_ref(), other)
+        && !owned(validated.md.metadata.uid.as_ref(), other)
     {
         let why = format!(
             "the canary needs the Deployment name {}, which another object owns; rename one of them",
-            children::canary_name(&v.name)
+            children::canary_name(&validated.name)
         );
         return Some(Step {
             state: State::RolledBack {
-                revision: v.revision.clone(),
+                revision: validated.revision.clone(),
                 reason: why.clone(),
             },
             stable_revision,
@@ -232,7 +226,7 @@ pub fn step(
     let verdict = analysis.map(|(window, reads)| verdict(spec, window, reads));
     let next = canary::next(
         &state,
-        &v.revision,
+        &validated.revision,
         Some(&stable_revision),
         failed.as_deref(),
         spec,
@@ -240,14 +234,14 @@ pub fn step(
         verdict.as_ref(),
         secs,
     );
-    let canary_ready = live_canary.is_some_and(|d| rolled_out(d, &v.revision));
+    let canary_ready = live_canary.is_some_and(|canary| rolled_out(canary, &validated.revision));
     let analysis = match &verdict {
         Some(found) => Some(record_verdict(found, now)),
         // Between analyses the previous finding stands, unless the pods it was about are gone.
         None if canary_ready => status
             .revision
             .as_ref()
-            .and_then(|r| r.canary_analysis.clone()),
+            .and_then(|revisions| revisions.canary_analysis.clone()),
         None => None,
     };
     let weight = canary::weight(&next, spec);
@@ -268,8 +262,12 @@ pub fn step(
             step: at, since, ..
         } => {
             let (stable_share, canary_share) = canary::split(total, weight);
-            step.apply
-                .push(children::canary_deployment(v, model, config, canary_share));
+            step.apply.push(children::canary_deployment(
+                validated,
+                model,
+                config,
+                canary_share,
+            ));
             // The stable side gives up a pod only once a canary pod took its place.
             let ready = live_canary.map_or(0, available).min(canary_share);
             step.scale_stable = scale(stable_share.max(total - ready));
@@ -278,20 +276,20 @@ pub fn step(
         }
         State::Promoted { .. } => {
             step.apply
-                .push(children::deployment(v, model, config, total));
+                .push(children::deployment(validated, model, config, total));
             step.events.push(Event {
                 type_: EventType::Normal,
                 reason: reason::PROMOTED.into(),
                 note: Some(format!(
                     "canary revision {} passed every step and replaces {stable_revision}",
-                    v.revision
+                    validated.revision
                 )),
                 action: "Rollout".into(),
                 secondary: None,
             });
         }
         State::RolledBack { .. } => {
-            step.delete_canary = live_canary.and_then(|d| d.metadata.uid.clone());
+            step.delete_canary = live_canary.and_then(|canary| canary.metadata.uid.clone());
             step.scale_stable = scale(total);
         }
         State::Stable => return None,
@@ -304,13 +302,13 @@ pub fn step(
 /// `pending` says a write to the stable Deployment is planned: it has not got its pods back yet. Returns the
 /// uid to delete.
 pub fn leftover(
-    v: &Validated,
+    validated: &Validated,
     stable: Option<&Deployment>,
     live_canary: Option<&Deployment>,
     failed: bool,
     pending: bool,
 ) -> Option<String> {
-    let canary = live_canary.filter(|d| owned(v.md.metadata.uid.as_ref(), d))?;
+    let canary = live_canary.filter(|d| owned(validated.md.metadata.uid.as_ref(), d))?;
     let settled = !pending
         && stable.is_some_and(|d| children::served_revision(d).is_some_and(|r| rolled_out(d, &r)));
     (failed || settled)
@@ -397,16 +395,16 @@ pub fn clear(status: &mut ModelDeploymentStatus) {
 /// Deployments, and the conditions that say a canary is under analysis.
 pub fn record(
     status: &mut ModelDeploymentStatus,
-    v: &Validated,
+    validated: &Validated,
     step: &Step,
     stable: Option<&Deployment>,
     live_canary: Option<&Deployment>,
     now: Timestamp,
 ) {
-    let generation = v.md.metadata.generation;
+    let generation = validated.md.metadata.generation;
     clear(status);
-    let mut r = status.revision.clone().unwrap_or_default();
-    r.stable = Some(step.stable_revision.clone());
+    let mut revisions = status.revision.clone().unwrap_or_default();
+    revisions.stable = Some(step.stable_revision.clone());
     let State::Progressing {
         revision,
         step: at,
@@ -415,45 +413,53 @@ pub fn record(
         passed,
     } = &step.state
     else {
-        status.revision = Some(r);
+        status.revision = Some(revisions);
         return;
     };
-    r.canary = Some(revision.clone());
-    r.canary_weight = Some(step.weight);
-    r.canary_step = i32::try_from(*at).ok();
-    r.canary_step_started = Timestamp::from_second(*since as i64).ok().map(Time);
-    r.canary_step_passed = Some(*passed);
-    r.canary_failures = Some(*failures);
-    r.canary_analysis = step.analysis.clone();
-    status.revision = Some(r);
+    revisions.canary = Some(revision.clone());
+    revisions.canary_weight = Some(step.weight);
+    revisions.canary_step = i32::try_from(*at).ok();
+    revisions.canary_step_started = Timestamp::from_second(*since as i64).ok().map(Time);
+    revisions.canary_step_passed = Some(*passed);
+    revisions.canary_failures = Some(*failures);
+    revisions.canary_analysis = step.analysis.clone();
+    status.revision = Some(revisions);
 
     let count =
-        |d: Option<&Deployment>,
-         f: fn(&k8s_openapi::api::apps::v1::DeploymentStatus) -> Option<i32>| {
-            d.and_then(|d| d.status.as_ref()).and_then(f).unwrap_or(0)
+        |deployment: Option<&Deployment>,
+         field: fn(&k8s_openapi::api::apps::v1::DeploymentStatus) -> Option<i32>| {
+            deployment
+                .and_then(|live| live.status.as_ref())
+                .and_then(field)
+                .unwrap_or(0)
         };
-    status.replicas = Some(count(stable, |s| s.replicas) + count(live_canary, |s| s.replicas));
-    status.ready_replicas =
-        Some(count(stable, |s| s.ready_replicas) + count(live_canary, |s| s.ready_replicas));
-    let steps =
-        v.md.spec
-            .rollout
-            .canary
-            .as_ref()
-            .map_or(0, |c| c.steps.len());
-    let canary_ready = live_canary.is_some_and(|d| rolled_out(d, revision));
+    status.replicas = Some(
+        count(stable, |counts| counts.replicas) + count(live_canary, |counts| counts.replicas),
+    );
+    status.ready_replicas = Some(
+        count(stable, |counts| counts.ready_replicas)
+            + count(live_canary, |counts| counts.ready_replicas),
+    );
+    let steps = validated
+        .md
+        .spec
+        .rollout
+        .canary
+        .as_ref()
+        .map_or(0, |canary| canary.steps.len());
+    let canary_ready = live_canary.is_some_and(|canary| rolled_out(canary, revision));
     let message = format!(
         "canary revision {revision} at step {}/{steps}, weight {}%, {failures} failed analyses; {}",
         at + 1,
         step.weight,
         analysis_words(step.analysis.as_ref(), canary_ready)
     );
-    for t in [conditions::RECONCILING, conditions::READY] {
+    for kind in [conditions::RECONCILING, conditions::READY] {
         conditions::set(
             &mut status.conditions,
             conditions::new(
-                t,
-                t == conditions::RECONCILING,
+                kind,
+                kind == conditions::RECONCILING,
                 reason::CANARY_ANALYSIS,
                 message.clone(),
                 generation,

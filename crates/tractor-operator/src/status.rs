@@ -57,22 +57,27 @@ pub fn invalid(
 }
 
 /// Writes one autoscaler outcome into the status: count, snapshot, `ScalingActive`, `Degraded`.
-pub fn record_scaling(v: &Validated, status: &mut ModelDeploymentStatus, o: &Outcome, now: &Time) {
-    let g = v.md.metadata.generation;
-    autoscaler::record(status, o, now.clone());
-    let (active, r, message) = &o.active;
+pub fn record_scaling(
+    validated: &Validated,
+    status: &mut ModelDeploymentStatus,
+    outcome: &Outcome,
+    now: &Time,
+) {
+    let generation = validated.md.metadata.generation;
+    autoscaler::record(status, outcome, now.clone());
+    let (active, why, message) = &outcome.active;
     conditions::set(
         &mut status.conditions,
         conditions::new(
             conditions::SCALING_ACTIVE,
             *active,
-            r,
+            why,
             message.clone(),
-            g,
+            generation,
             now.clone(),
         ),
     );
-    match &o.degraded {
+    match &outcome.degraded {
         Some((true, message)) => {
             conditions::set(
                 &mut status.conditions,
@@ -81,7 +86,7 @@ pub fn record_scaling(v: &Validated, status: &mut ModelDeploymentStatus, o: &Out
                     true,
                     reason::ACCURACY_BELOW_FLOOR,
                     message.clone(),
-                    g,
+                    generation,
                     now.clone(),
                 ),
             );
@@ -94,7 +99,7 @@ pub fn record_scaling(v: &Validated, status: &mut ModelDeploymentStatus, o: &Out
                     false,
                     reason::HEALTHY,
                     message.clone(),
-                    g,
+                    generation,
                     now.clone(),
                 ),
             );
@@ -124,7 +129,7 @@ pub fn rolled_back(why: &str) -> bool {
 
 /// The truthful status for what was just observed. Pure.
 pub fn compute(
-    v: &Validated,
+    validated: &Validated,
     old: &ModelDeploymentStatus,
     state: &ModelState,
     serving_model: Option<ModelStatus>,
@@ -132,31 +137,33 @@ pub fn compute(
     replicas: i32,
     now: &Time,
 ) -> ModelDeploymentStatus {
-    let g = v.md.metadata.generation;
+    let generation = validated.md.metadata.generation;
     let Served {
         deployment,
         pending,
     } = deployment;
     let exists = deployment.is_some() || pending;
     let mut status = old.clone();
-    status.observed_generation = g;
-    status.selector = Some(children::server_selector_string(&v.name));
+    status.observed_generation = generation;
+    status.selector = Some(children::server_selector_string(&validated.name));
     status.url = Some(format!(
         "http://{name}.{ns}.svc:{port}/v2/models/{name}",
-        name = v.name,
-        ns = v.namespace,
+        name = validated.name,
+        ns = validated.namespace,
         port = names::HTTP_PORT
     ));
     status.model = serving_model.clone();
 
     let desired = replicas;
     let d_status = deployment
-        .and_then(|d| d.status.clone())
+        .and_then(|live| live.status.clone())
         .unwrap_or_default();
-    let d_generation = deployment.and_then(|d| d.metadata.generation);
+    let d_generation = deployment.and_then(|live| live.metadata.generation);
     status.replicas = Some(d_status.replicas.unwrap_or(0));
     status.ready_replicas = Some(d_status.ready_replicas.unwrap_or(0));
-    let serving_revision = serving_model.as_ref().and_then(|m| m.revision.clone());
+    let serving_revision = serving_model
+        .as_ref()
+        .and_then(|model| model.revision.clone());
     let rolled_out = deployment.is_some()
         && !pending
         && d_status.observed_generation >= d_generation
@@ -168,7 +175,7 @@ pub fn compute(
             || (desired == 0 && exists);
 
     let mut revision = old.revision.clone().unwrap_or_default();
-    revision.current = Some(v.revision.clone());
+    revision.current = Some(validated.revision.clone());
     let (model_ready, stalled) = match state {
         ModelState::Ready(_) => {
             revision.failed = None;
@@ -177,7 +184,7 @@ pub fn compute(
         }
         ModelState::Optimizing => (false, None),
         ModelState::Failed(failure) => {
-            revision.failed = Some(v.revision.clone());
+            revision.failed = Some(validated.revision.clone());
             revision.failure = Some(failure.clone());
             (
                 false,
@@ -190,24 +197,26 @@ pub fn compute(
     }
     status.revision = Some(RevisionStatus { ..revision });
 
-    let set = |status: &mut ModelDeploymentStatus, t: &str, ok: bool, r: &str, m: String| {
-        conditions::set(
-            &mut status.conditions,
-            conditions::new(t, ok, r, m, g, now.clone()),
-        );
-    };
+    let set =
+        |status: &mut ModelDeploymentStatus, kind: &str, ok: bool, why: &str, text: String| {
+            conditions::set(
+                &mut status.conditions,
+                conditions::new(kind, ok, why, text, generation, now.clone()),
+            );
+        };
     match state {
-        ModelState::Ready(m) => set(
+        ModelState::Ready(model) => set(
             &mut status,
             conditions::MODEL_READY,
             true,
             reason::OPTIMIZED,
             format!(
                 "revision {} optimized: {}",
-                v.revision,
-                m.precision
-                    .and_then(|p| serde_json::to_value(p).ok())
-                    .and_then(|p| p.as_str().map(str::to_owned))
+                validated.revision,
+                model
+                    .precision
+                    .and_then(|precision| serde_json::to_value(precision).ok())
+                    .and_then(|precision| precision.as_str().map(str::to_owned))
                     .unwrap_or_else(|| "f32".into())
             ),
         ),
@@ -218,11 +227,11 @@ pub fn compute(
             reason::OPTIMIZING,
             format!(
                 "optimize Job {} is running",
-                children::job_name(&v.name, &v.revision)
+                children::job_name(&validated.name, &validated.revision)
             ),
         ),
         // A rolled-back revision's model was optimized well; ModelReady keeps saying so.
-        ModelState::Failed(f) if rolled_back(&f.reason) => {
+        ModelState::Failed(failure) if rolled_back(&failure.reason) => {
             // Refused in the reconcile its Job completed in, it never said so yet.
             if !conditions::is_true(&status.conditions, conditions::MODEL_READY) {
                 set(
@@ -230,16 +239,16 @@ pub fn compute(
                     conditions::MODEL_READY,
                     true,
                     reason::OPTIMIZED,
-                    format!("revision {} optimized", v.revision),
+                    format!("revision {} optimized", validated.revision),
                 );
             }
         }
-        ModelState::Failed(f) => set(
+        ModelState::Failed(failure) => set(
             &mut status,
             conditions::MODEL_READY,
             false,
-            &f.reason,
-            f.message.clone(),
+            &failure.reason,
+            failure.message.clone(),
         ),
     }
     let ready_count = d_status.ready_replicas.unwrap_or(0);
@@ -264,23 +273,24 @@ pub fn compute(
             "no model has been optimized yet".to_owned(),
         );
     }
-    let ready =
-        model_ready && rolled_out && serving_revision.as_deref() == Some(v.revision.as_str());
+    let ready = model_ready
+        && rolled_out
+        && serving_revision.as_deref() == Some(validated.revision.as_str());
     match &stalled {
-        Some((r, m)) => {
+        Some((why, text)) => {
             set(
                 &mut status,
                 conditions::STALLED,
                 true,
-                r,
-                format!("{}{m}", stall_prefix(&v.revision, r)),
+                why,
+                format!("{}{text}", stall_prefix(&validated.revision, why)),
             );
             set(
                 &mut status,
                 conditions::RECONCILING,
                 false,
-                if rolled_back(r) {
-                    r
+                if rolled_back(why) {
+                    why
                 } else {
                     reason::OPTIMIZE_FAILED
                 },
@@ -295,38 +305,44 @@ pub fn compute(
                 &mut status,
                 conditions::READY,
                 false,
-                r,
-                format!("{}{m}{serving}", stall_prefix(&v.revision, r)),
+                why,
+                format!("{}{text}{serving}", stall_prefix(&validated.revision, why)),
             );
         }
         None => {
             conditions::remove(&mut status.conditions, conditions::STALLED);
-            let (r, m) = if ready {
+            let (why, text) = if ready {
                 (reason::RECONCILED, String::new())
             } else if !model_ready {
                 (
                     reason::OPTIMIZING,
-                    format!("optimizing revision {}", v.revision),
+                    format!("optimizing revision {}", validated.revision),
                 )
             } else {
                 (
                     reason::ROLLING_OUT,
                     format!(
                         "rolling out revision {}: {ready_count}/{desired} replicas ready",
-                        v.revision
+                        validated.revision
                     ),
                 )
             };
-            set(&mut status, conditions::RECONCILING, !ready, r, m.clone());
+            set(
+                &mut status,
+                conditions::RECONCILING,
+                !ready,
+                why,
+                text.clone(),
+            );
             set(
                 &mut status,
                 conditions::READY,
                 ready,
-                if ready { reason::AVAILABLE } else { r },
+                if ready { reason::AVAILABLE } else { why },
                 if ready {
                     format!("{ready_count}/{desired} replicas ready")
                 } else {
-                    m
+                    text
                 },
             );
         }
@@ -340,7 +356,7 @@ pub fn compute(
             String::new(),
         );
     }
-    if v.md.spec.autoscaling.is_none() {
+    if validated.md.spec.autoscaling.is_none() {
         set(
             &mut status,
             conditions::SCALING_ACTIVE,
@@ -363,84 +379,90 @@ pub fn compute(
 
 /// Events for condition flips: one per transition, never per reconcile.
 pub fn transitions(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> Vec<Event> {
-    let flipped = |t: &str| {
-        let was = conditions::is_true(&old.conditions, t);
-        let is = conditions::is_true(&new.conditions, t);
+    let flipped = |kind: &str| {
+        let was = conditions::is_true(&old.conditions, kind);
+        let is = conditions::is_true(&new.conditions, kind);
         (was != is)
-            .then(|| conditions::find(&new.conditions, t).cloned())
+            .then(|| conditions::find(&new.conditions, kind).cloned())
             .flatten()
     };
     let mut events = vec![];
-    if let Some(c) = flipped(conditions::STALLED).filter(|c| c.status == conditions::status::TRUE) {
-        let action = if rolled_back(&c.reason) {
+    if let Some(condition) = flipped(conditions::STALLED)
+        .filter(|condition| condition.status == conditions::status::TRUE)
+    {
+        let action = if rolled_back(&condition.reason) {
             "Rollout"
         } else {
             "Optimize"
         };
         events.push(Event {
             type_: EventType::Warning,
-            reason: c.reason,
-            note: Some(c.message),
+            reason: condition.reason,
+            note: Some(condition.message),
             action: action.into(),
             secondary: None,
         });
     }
-    if let Some(c) =
-        flipped(conditions::MODEL_READY).filter(|c| c.status == conditions::status::TRUE)
+    if let Some(condition) = flipped(conditions::MODEL_READY)
+        .filter(|condition| condition.status == conditions::status::TRUE)
     {
         events.push(Event {
             type_: EventType::Normal,
-            reason: c.reason,
-            note: Some(c.message),
+            reason: condition.reason,
+            note: Some(condition.message),
             action: "Optimize".into(),
             secondary: None,
         });
     }
     // Ready falling for the reason Stalled just gave (a rollback, a failed optimize) is the same occurrence:
     // one Event, the Stalled one, not two with near-identical messages.
-    if let Some(c) =
-        flipped(conditions::READY).filter(|c| !events.iter().any(|e| e.reason == c.reason))
+    if let Some(condition) = flipped(conditions::READY)
+        .filter(|condition| !events.iter().any(|event| event.reason == condition.reason))
     {
         // A canary starting is the rollout working, not a warning.
-        let type_ = if c.status == conditions::status::TRUE || c.reason == reason::CANARY_ANALYSIS {
+        let type_ = if condition.status == conditions::status::TRUE
+            || condition.reason == reason::CANARY_ANALYSIS
+        {
             EventType::Normal
         } else {
             EventType::Warning
         };
         events.push(Event {
             type_,
-            reason: c.reason,
-            note: Some(c.message),
+            reason: condition.reason,
+            note: Some(condition.message),
             action: "Rollout".into(),
             secondary: None,
         });
     }
     // ScalingActive: one event when metrics become unreadable, one when they come back.
     let old_scaling = conditions::find(&old.conditions, conditions::SCALING_ACTIVE);
-    if let Some(c) = conditions::find(&new.conditions, conditions::SCALING_ACTIVE) {
-        let changed = old_scaling.map(|o| (&o.status, &o.reason)) != Some((&c.status, &c.reason));
-        let about_metrics = c.reason == reason::METRICS_UNAVAILABLE
-            || old_scaling.is_some_and(|o| o.reason == reason::METRICS_UNAVAILABLE);
+    if let Some(condition) = conditions::find(&new.conditions, conditions::SCALING_ACTIVE) {
+        let changed = old_scaling.map(|before| (&before.status, &before.reason))
+            != Some((&condition.status, &condition.reason));
+        let about_metrics = condition.reason == reason::METRICS_UNAVAILABLE
+            || old_scaling.is_some_and(|before| before.reason == reason::METRICS_UNAVAILABLE);
         if changed && about_metrics {
             events.push(Event {
-                type_: if c.status == conditions::status::TRUE {
+                type_: if condition.status == conditions::status::TRUE {
                     EventType::Normal
                 } else {
                     EventType::Warning
                 },
-                reason: c.reason.clone(),
-                note: Some(c.message.clone()),
+                reason: condition.reason.clone(),
+                note: Some(condition.message.clone()),
                 action: "Autoscale".into(),
                 secondary: None,
             });
         }
     }
-    if let Some(c) = flipped(conditions::DEGRADED).filter(|c| c.status == conditions::status::TRUE)
+    if let Some(condition) = flipped(conditions::DEGRADED)
+        .filter(|condition| condition.status == conditions::status::TRUE)
     {
         events.push(Event {
             type_: EventType::Warning,
-            reason: c.reason,
-            note: Some(c.message),
+            reason: condition.reason,
+            note: Some(condition.message),
             action: "Analyze".into(),
             secondary: None,
         });
