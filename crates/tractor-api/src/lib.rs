@@ -10,9 +10,11 @@ pub mod names;
 pub mod report;
 pub mod revision;
 mod schema;
+pub mod source;
 pub mod spec;
 pub mod status;
 
+pub use source::{ModelUri, UriError, format_from_name};
 pub use spec::*;
 pub use status::*;
 

@@ -208,7 +208,7 @@ pub struct InputOverride {
 }
 
 /// Tensor element types, named as in the Open Inference Protocol.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Datatype {
     /// Boolean.
     #[serde(rename = "BOOL")]
@@ -249,6 +249,72 @@ pub enum Datatype {
     /// Byte strings.
     #[serde(rename = "BYTES")]
     Bytes,
+}
+
+impl Datatype {
+    /// Every datatype, for tables and tests.
+    pub const ALL: [Datatype; 13] = [
+        Datatype::Bool,
+        Datatype::Uint8,
+        Datatype::Uint16,
+        Datatype::Uint32,
+        Datatype::Uint64,
+        Datatype::Int8,
+        Datatype::Int16,
+        Datatype::Int32,
+        Datatype::Int64,
+        Datatype::Fp16,
+        Datatype::Fp32,
+        Datatype::Fp64,
+        Datatype::Bytes,
+    ];
+
+    /// The protocol's spelling (`"FP32"`), as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Datatype::Bool => "BOOL",
+            Datatype::Uint8 => "UINT8",
+            Datatype::Uint16 => "UINT16",
+            Datatype::Uint32 => "UINT32",
+            Datatype::Uint64 => "UINT64",
+            Datatype::Int8 => "INT8",
+            Datatype::Int16 => "INT16",
+            Datatype::Int32 => "INT32",
+            Datatype::Int64 => "INT64",
+            Datatype::Fp16 => "FP16",
+            Datatype::Fp32 => "FP32",
+            Datatype::Fp64 => "FP64",
+            Datatype::Bytes => "BYTES",
+        }
+    }
+
+    /// Parses the protocol's spelling, case-sensitively (`"FP32"`, not `"fp32"`); `None` for unknown names.
+    pub fn parse(s: &str) -> Option<Datatype> {
+        Datatype::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// Bytes per element in the binary tensor extension (little-endian, BOOL as one byte); `None` for `BYTES`,
+    /// whose elements are length-prefixed.
+    pub fn size(self) -> Option<usize> {
+        match self {
+            Datatype::Bool | Datatype::Uint8 | Datatype::Int8 => Some(1),
+            Datatype::Uint16 | Datatype::Int16 | Datatype::Fp16 => Some(2),
+            Datatype::Uint32 | Datatype::Int32 | Datatype::Fp32 => Some(4),
+            Datatype::Uint64 | Datatype::Int64 | Datatype::Fp64 => Some(8),
+            Datatype::Bytes => None,
+        }
+    }
+
+    /// Whether values are floating point (JSON numbers with fractions allowed).
+    pub fn is_float(self) -> bool {
+        matches!(self, Datatype::Fp16 | Datatype::Fp32 | Datatype::Fp64)
+    }
+}
+
+impl std::fmt::Display for Datatype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The optimize step: convert, reduce precision, prune and evaluate, gated on accuracy.
@@ -312,6 +378,32 @@ pub enum Precision {
     F16,
     /// 8-bit integer weights.
     Int8,
+}
+
+impl Precision {
+    /// Every precision, for tables, the command line and tests.
+    pub const ALL: [Precision; 4] = [
+        Precision::Auto,
+        Precision::F32,
+        Precision::F16,
+        Precision::Int8,
+    ];
+
+    /// The spelling in the spec, the report and on the command line (`auto`, `f32`, `f16`, `int8`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Auto => "auto",
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Magnitude pruning.
@@ -845,4 +937,22 @@ pub struct CanaryAnalysis {
     #[serde(default = "schema::default_failure_limit")]
     #[schemars(range(min = 0, max = 100))]
     pub failure_limit: i32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `as_str` is what the CLI, the report and the V2 protocol print; it must be serde's spelling.
+    #[test]
+    fn names_are_the_serde_names() {
+        for d in Datatype::ALL {
+            assert_eq!(serde_json::to_value(d).expect("serializes"), d.as_str());
+            assert_eq!(Datatype::parse(d.as_str()), Some(d));
+        }
+        assert_eq!(Datatype::parse("fp32"), None);
+        for p in Precision::ALL {
+            assert_eq!(serde_json::to_value(p).expect("serializes"), p.as_str());
+        }
+    }
 }

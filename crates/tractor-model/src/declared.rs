@@ -3,7 +3,7 @@
 
 use tractor_api::InputOverride;
 
-use crate::datatype::DataType;
+use crate::datatype::{Datatype, DatatypeExt};
 
 /// What a model says of one input before any declaration applies; `None` where it says nothing.
 #[derive(Debug, Clone, PartialEq)]
@@ -11,16 +11,14 @@ pub struct ModelInput {
     /// The input's name as clients send it.
     pub name: String,
     /// Element type, when the model fixes one.
-    pub datatype: Option<DataType>,
+    pub datatype: Option<Datatype>,
     /// Dimensions when the rank is known: `Some(n)` for a fixed size, `None` for a free (symbolic) one.
     pub dims: Option<Vec<Option<i64>>>,
 }
 
 /// The declared datatype in tract's terms; `None` for one no tract model takes (`BYTES`).
-pub fn datatype(declared: &InputOverride) -> Option<DataType> {
-    serde_json::to_value(declared.datatype)
-        .ok()
-        .and_then(|v| v.as_str().and_then(DataType::parse))
+pub fn datatype(declared: &InputOverride) -> Option<Datatype> {
+    Some(declared.datatype).filter(|d| d.is_numeric())
 }
 
 /// `Err` names the first declaration the model contradicts: an unknown input, another datatype, another rank,
@@ -97,7 +95,7 @@ mod tests {
     use super::*;
     use tractor_api::Datatype;
 
-    fn input(name: &str, dt: Option<DataType>, dims: Option<&[Option<i64>]>) -> ModelInput {
+    fn input(name: &str, dt: Option<Datatype>, dims: Option<&[Option<i64>]>) -> ModelInput {
         ModelInput {
             name: name.to_owned(),
             datatype: dt,
@@ -120,13 +118,13 @@ mod tests {
             (
                 "agrees",
                 declare("x", Datatype::Fp32, &[-1, 64]),
-                input("x", Some(DataType::Fp32), Some(&free_batch)),
+                input("x", Some(Datatype::Fp32), Some(&free_batch)),
                 None,
             ),
             (
                 "fixes a free dimension",
                 declare("x", Datatype::Fp32, &[-1, 64]),
-                input("x", Some(DataType::Fp32), Some(&[None, None])),
+                input("x", Some(Datatype::Fp32), Some(&[None, None])),
                 None,
             ),
             (
@@ -138,25 +136,25 @@ mod tests {
             (
                 "frees a batch traced at 1",
                 declare("x", Datatype::Fp32, &[-1, 64]),
-                input("x", Some(DataType::Fp32), Some(&[Some(1), Some(64)])),
+                input("x", Some(Datatype::Fp32), Some(&[Some(1), Some(64)])),
                 None,
             ),
             (
                 "unknown name",
                 declare("y", Datatype::Fp32, &[-1, 64]),
-                input("x", Some(DataType::Fp32), Some(&free_batch)),
+                input("x", Some(Datatype::Fp32), Some(&free_batch)),
                 Some("model.inputs names `y`, but the model's inputs are `x`"),
             ),
             (
                 "other datatype",
                 declare("x", Datatype::Fp16, &[-1, 64]),
-                input("x", Some(DataType::Fp32), Some(&free_batch)),
+                input("x", Some(Datatype::Fp32), Some(&free_batch)),
                 Some("input `x`: declared datatype FP16, the model takes FP32"),
             ),
             (
                 "other rank",
                 declare("x", Datatype::Fp32, &[-1, 8, 8]),
-                input("x", Some(DataType::Fp32), Some(&free_batch)),
+                input("x", Some(Datatype::Fp32), Some(&free_batch)),
                 Some(
                     "input `x`: declared shape [-1, 8, 8] has rank 3, the model's has rank 2 ([?, 64])",
                 ),
@@ -164,7 +162,7 @@ mod tests {
             (
                 "other size",
                 declare("x", Datatype::Fp32, &[-1, 32]),
-                input("x", Some(DataType::Fp32), Some(&free_batch)),
+                input("x", Some(Datatype::Fp32), Some(&free_batch)),
                 Some(
                     "input `x` dimension 1: declared 32, the model fixes it at 64 (shape [?, 64])",
                 ),
@@ -172,7 +170,7 @@ mod tests {
             (
                 "frees a fixed feature axis",
                 declare("x", Datatype::Fp32, &[-1, -1]),
-                input("x", Some(DataType::Fp32), Some(&free_batch)),
+                input("x", Some(Datatype::Fp32), Some(&free_batch)),
                 Some(
                     "input `x` dimension 1: declared free (-1), the model fixes it at 64 (shape [?, 64])",
                 ),

@@ -7,16 +7,18 @@
 //! [`Signature`]; [`Model::runner`] optimizes it once per batch-size bucket into a shared [`Runner`];
 //! each worker thread opens a [`Session`] that keeps one reusable run state per bucket.
 
-mod datatype;
+pub mod datatype;
 mod declared;
 pub mod dequant;
 pub mod loader;
 mod runner;
 
-pub use datatype::DataType;
+pub use datatype::DatatypeExt;
 pub use runner::{Runner, Session};
 /// tract's tensor type, re-exported so callers need no direct tract dependency.
 pub use tract_onnx::prelude::{Datum, DatumType, Tensor, f16};
+/// The API's tensor datatype and model format, re-exported: one definition each, in `tractor-api`.
+pub use tractor_api::{Datatype, ModelFormat};
 /// The inference thread budget lives with the ops that split a batch across threads.
 pub use tractor_onnx_ml::threads::{set_threads, threads};
 
@@ -100,42 +102,32 @@ fn flat(e: &TractError) -> String {
     format!("{e:#}")
 }
 
-/// The file formats tract can load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// ONNX protobuf (`.onnx`).
-    Onnx,
-    /// NNEF, as a directory or a `.nnef.tar`/`.nnef.tgz` archive.
-    Nnef,
-}
-
-impl Format {
-    /// Guess the format from the path: `.onnx` is ONNX, directories and `.nnef*`/`.tgz`/`.tar` are NNEF.
-    pub fn from_path(path: &Path) -> Format {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_lowercase())
-            .unwrap_or_default();
-        if name.ends_with(".onnx") {
-            Format::Onnx
-        } else if path.is_dir()
+/// The format a local model path implies: the name's suffix as for a uri ([`ModelFormat::from_file_name`]),
+/// else a folder or any `.nnef`, `.tgz` or `.tar` name is NNEF, and anything else ONNX. Lenient where the spec is
+/// strict, because `tractor serve` is handed artifacts and fixtures, not user uris.
+pub fn format_of_path(path: &Path) -> ModelFormat {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    ModelFormat::from_file_name(&name).unwrap_or_else(|| {
+        if path.is_dir()
             || name.contains(".nnef")
             || name.ends_with(".tgz")
             || name.ends_with(".tar")
         {
-            Format::Nnef
+            ModelFormat::Nnef
         } else {
-            Format::Onnx
+            ModelFormat::Onnx
         }
-    }
+    })
+}
 
-    /// The platform string of V2 model metadata.
-    pub fn platform(self) -> &'static str {
-        match self {
-            Format::Onnx => "tract_onnx",
-            Format::Nnef => "tract_nnef",
-        }
+/// The platform string of V2 model metadata.
+pub fn platform(format: ModelFormat) -> &'static str {
+    match format {
+        ModelFormat::Onnx => "tract_onnx",
+        ModelFormat::Nnef => "tract_nnef",
     }
 }
 
@@ -145,7 +137,7 @@ pub struct TensorSpec {
     /// The tensor's name in the model.
     pub name: String,
     /// Its V2 datatype.
-    pub datatype: DataType,
+    pub datatype: Datatype,
     /// Its shape; `-1` for a dimension that varies (the batch).
     pub shape: Vec<i64>,
 }
@@ -168,7 +160,7 @@ pub struct Model {
     typed: TypedModel,
     batch: Option<Symbol>,
     signature: Signature,
-    format: Format,
+    format: ModelFormat,
     sha256: String,
 }
 
@@ -193,7 +185,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 
 /// Load a model file, checking its sha256 first when one is pinned.
 pub fn load(path: &Path, expected_sha256: Option<&str>) -> Result<Model> {
-    let format = Format::from_path(path);
+    let format = format_of_path(path);
     let sha256 = if path.is_file() {
         sha256_file(path)?
     } else {
@@ -217,8 +209,8 @@ pub fn load(path: &Path, expected_sha256: Option<&str>) -> Result<Model> {
     let typed = match format {
         // One ONNX loader for optimize and serve: it names the unnamed batch axis skl2onnx leaves (tract
         // cannot type the graph without it) and casts TDim outputs to int64.
-        Format::Onnx => loader::load(path).map(|(model, _)| model)?,
-        Format::Nnef => loader::nnef()
+        ModelFormat::Onnx => loader::load(path).map(|(model, _)| model)?,
+        ModelFormat::Nnef => loader::nnef()
             .model_for_path(path)
             .and_then(|loaded| loaded.into_decluttered())
             .map_err(load_err)?,
@@ -227,14 +219,14 @@ pub fn load(path: &Path, expected_sha256: Option<&str>) -> Result<Model> {
 }
 
 impl Model {
-    fn from_typed(typed: TypedModel, format: Format, sha256: String) -> Result<Model> {
+    fn from_typed(typed: TypedModel, format: ModelFormat, sha256: String) -> Result<Model> {
         let mut batch = None;
         let mut spec = |outlet: OutletId| -> Result<TensorSpec> {
             let node = typed.node(outlet.node);
             let fact = typed
                 .outlet_fact(outlet)
                 .map_err(|error| Error::Signature(flat(&error)))?;
-            let datatype = DataType::from_datum(fact.datum_type).ok_or_else(|| {
+            let datatype = datatype::from_datum(fact.datum_type).ok_or_else(|| {
                 Error::Signature(format!(
                     "{}: datatype {:?} is not supported",
                     node.name, fact.datum_type
@@ -303,7 +295,7 @@ impl Model {
     }
 
     /// The format it was loaded from.
-    pub fn format(&self) -> Format {
+    pub fn format(&self) -> ModelFormat {
         self.format
     }
 
@@ -356,4 +348,26 @@ pub fn reexec_without_backtraces() -> std::io::Result<()> {
         cmd.env_remove(k);
     }
     Err(cmd.exec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_of_paths() {
+        let cases = [
+            ("/m/model.ONNX", ModelFormat::Onnx),
+            ("/m/model.nnef.tgz", ModelFormat::Nnef),
+            ("/m/model.nnef.tar.gz", ModelFormat::Nnef),
+            ("/m/model.tgz", ModelFormat::Nnef),
+            ("/m/model.tar", ModelFormat::Nnef),
+            ("/m/model.nnef.bak", ModelFormat::Nnef),
+            ("/m/model.bin", ModelFormat::Onnx),
+        ];
+        for (path, want) in cases {
+            assert_eq!(format_of_path(Path::new(path)), want, "{path}");
+        }
+        assert_eq!(format_of_path(&std::env::temp_dir()), ModelFormat::Nnef);
+    }
 }

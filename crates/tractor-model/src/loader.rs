@@ -236,7 +236,7 @@ fn typed_inputs(model: &TypedModel) -> Vec<crate::declared::ModelInput> {
                     .outlet_label(*o)
                     .unwrap_or(&model.node(o.node).name)
                     .to_owned(),
-                datatype: crate::datatype::DataType::from_datum(fact.datum_type),
+                datatype: crate::datatype::from_datum(fact.datum_type),
                 dims: Some(fact.shape.iter().map(|d| d.to_i64().ok()).collect()),
             })
         })
@@ -275,7 +275,7 @@ fn declare_onnx_inputs(
             datatype: fact
                 .datum_type
                 .concretize()
-                .and_then(crate::datatype::DataType::from_datum),
+                .and_then(crate::datatype::from_datum),
             dims,
         });
         facts.push((name, fact));
@@ -310,7 +310,7 @@ fn declare_onnx_inputs(
             })
             .collect();
         let dt = crate::declared::datatype(declaration)
-            .map(crate::datatype::DataType::datum)
+            .map(crate::datatype::DatatypeExt::datum)
             .ok_or_else(|| {
                 Failure::new(
                     Reason::InputMismatch,

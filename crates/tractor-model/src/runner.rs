@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 
-use crate::{Error, Result, Signature, flat};
+use crate::{DatatypeExt, Error, Result, Signature, flat};
 
 /// The model optimized for each batch-size bucket; cheap to clone and share between threads.
 #[derive(Clone, Debug)]

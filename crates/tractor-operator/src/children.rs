@@ -248,7 +248,7 @@ fn optimize_command(
     }
     // Absent when unset, so the Job and pods of specs without them stay exactly as before.
     if let Some(format) = spec.model.format {
-        args.extend(["--format".to_owned(), format_arg(format)]);
+        args.extend(["--format".to_owned(), format.to_string()]);
     }
     if !spec.model.inputs.is_empty() {
         args.extend([
@@ -260,7 +260,7 @@ fn optimize_command(
         "--out".to_owned(),
         ARTIFACT_DIR.to_owned(),
         "--precision".to_owned(),
-        precision_arg(precision),
+        precision.to_string(),
     ]);
     if let (true, Some(p)) = (prune, &spec.optimize.pruning) {
         args.extend(["--prune-sparsity".to_owned(), p.sparsity.to_string()]);
@@ -306,20 +306,6 @@ fn optimize_command(
         }
     }
     (args, access)
-}
-
-fn format_arg(f: tractor_api::ModelFormat) -> String {
-    serde_json::to_value(f)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "onnx".to_owned())
-}
-
-fn precision_arg(p: Precision) -> String {
-    serde_json::to_value(p)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "f32".to_owned())
 }
 
 fn metric_arg(m: tractor_api::EvalMetric) -> String {
@@ -730,9 +716,12 @@ pub fn served_model(d: &Deployment) -> Option<ModelStatus> {
 
 /// The revision a serving Deployment's pods run, from its pod template.
 pub fn served_revision(d: &Deployment) -> Option<String> {
-    d.spec
-        .as_ref()?
-        .template
+    template_revision(&d.spec.as_ref()?.template)
+}
+
+/// The revision label of a pod template (a Deployment's, or the one a ReplicaSet remembers).
+pub fn template_revision(template: &PodTemplateSpec) -> Option<String> {
+    template
         .metadata
         .as_ref()?
         .labels

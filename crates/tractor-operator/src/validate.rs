@@ -1,7 +1,9 @@
 //! The pure first step of a reconcile: everything the builders need, derived once, or a reason the spec
 //! cannot be served. The API server already enforced the schema and CEL rules; this checks what they cannot.
 
-use tractor_api::{ModelDeployment, ModelFormat, revision::revision};
+use tractor_api::{
+    ModelDeployment, ModelFormat, ModelUri, UriError, format_from_name, revision::revision,
+};
 
 /// Where a `tractor optimize` run reads a file from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,48 +59,18 @@ pub enum Invalid {
     BadUri(String),
 }
 
-/// Parses a model or dataset uri.
+/// Parses a model or dataset uri into where the optimize run reads it from.
 pub fn locate(uri: &str) -> Result<Location, Invalid> {
-    let split = |rest: &str, scheme: &str| -> Result<(String, String), Invalid> {
-        match rest.split_once('/') {
-            Some((a, b))
-                if !a.is_empty() && !b.is_empty() && !b.split('/').any(|seg| seg == "..") =>
-            {
-                Ok((a.to_owned(), b.to_owned()))
-            }
-            _ => Err(Invalid::BadUri(format!(
-                "{scheme}:// uri {uri:?} needs the form {scheme}://NAME/PATH without '..'"
-            ))),
+    match ModelUri::parse(uri) {
+        Ok(ModelUri::ConfigMap { name, key }) => Ok(Location::ConfigMap { name, key }),
+        Ok(ModelUri::Pvc { claim, path }) => Ok(Location::Pvc { claim, path }),
+        Err(error @ UriError::MountForm { .. }) => Err(Invalid::BadUri(error.to_string())),
+        // A malformed `s3://` (the dataset pattern lets `s3://bucket` through) is the command's to report: it
+        // fails the Job with `FetchFailed`, as it always has.
+        Ok(ModelUri::Http(_) | ModelUri::S3 { .. })
+        | Err(UriError::UnknownScheme(_) | UriError::S3Form(_)) => {
+            Ok(Location::Remote(uri.to_owned()))
         }
-    };
-    if let Some(rest) = uri.strip_prefix("configmap://") {
-        let (name, key) = split(rest, "configmap")?;
-        Ok(Location::ConfigMap { name, key })
-    } else if let Some(rest) = uri.strip_prefix("pvc://") {
-        let (claim, path) = split(rest, "pvc")?;
-        Ok(Location::Pvc { claim, path })
-    } else {
-        Ok(Location::Remote(uri.to_owned()))
-    }
-}
-
-/// The format a file name implies.
-pub fn format_from_name(uri: &str) -> Option<ModelFormat> {
-    let path = uri
-        .split(['?', '#'])
-        .next()
-        .unwrap_or(uri)
-        .to_ascii_lowercase();
-    if path.ends_with(".onnx") {
-        Some(ModelFormat::Onnx)
-    } else if path.ends_with(".nnef")
-        || path.ends_with(".nnef.tar")
-        || path.ends_with(".nnef.tgz")
-        || path.ends_with(".nnef.tar.gz")
-    {
-        Some(ModelFormat::Nnef)
-    } else {
-        None
     }
 }
 
@@ -159,20 +131,18 @@ mod tests {
         for (uri, want) in cases {
             assert_eq!(locate(uri), want, "{uri}");
         }
-        assert!(locate("pvc://claim/../etc/passwd").is_err());
+        // The command, not the operator, refuses a malformed s3:// uri (a `FetchFailed` Job).
+        assert_eq!(
+            locate("s3://bucket"),
+            Ok(Location::Remote("s3://bucket".into()))
+        );
+        assert_eq!(
+            locate("pvc://claim/../etc/passwd"),
+            Err(Invalid::BadUri(
+                r#"pvc:// uri "pvc://claim/../etc/passwd" needs the form pvc://NAME/PATH without '..'"#
+                    .into()
+            ))
+        );
         assert!(locate("configmap://cm").is_err());
-    }
-
-    #[test]
-    fn formats_from_names() {
-        assert_eq!(
-            format_from_name("s3://b/k/model.ONNX"),
-            Some(ModelFormat::Onnx)
-        );
-        assert_eq!(
-            format_from_name("https://h/m.nnef.tgz?sig=1"),
-            Some(ModelFormat::Nnef)
-        );
-        assert_eq!(format_from_name("https://h/model.bin"), None);
     }
 }

@@ -9,8 +9,14 @@ use std::time::Duration;
 
 use object_store::ObjectStore;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
+use tractor_api::{ModelUri, UriError};
 
 use crate::{OptError, Reason};
+
+/// Why a uri with a scheme this command does not fetch (`pvc://` and `configmap://` are mounted by the operator
+/// and arrive here as local paths) is refused.
+const UNSUPPORTED_SCHEME: &str =
+    "unsupported scheme (use https://, http://, s3:// or a local path)";
 
 /// A fetch that failed: network error, 404, timeout, unreadable local file.
 fn failed(uri: &str, message: impl std::fmt::Display) -> OptError {
@@ -31,54 +37,43 @@ fn denied(uri: &str, message: impl std::fmt::Display) -> OptError {
 pub enum Source {
     /// A file on this machine (what `pvc://` and `configmap://` sources become inside a pod).
     Local(PathBuf),
-    /// `http://` or `https://`.
-    Http(String),
-    /// `s3://bucket/key`.
-    S3 {
-        /// The bucket.
-        bucket: String,
-        /// The object key.
-        key: String,
-    },
+    /// `http://`, `https://` or `s3://bucket/key`, fetched by this command.
+    Remote(ModelUri),
 }
 
 impl Source {
     /// Parse a URI or a local path.
     pub fn parse(uri: &str) -> Result<Source, OptError> {
-        if uri.starts_with("http://") || uri.starts_with("https://") {
-            Ok(Source::Http(uri.to_owned()))
-        } else if let Some(rest) = uri.strip_prefix("s3://") {
-            let (bucket, key) = rest
-                .split_once('/')
-                .filter(|(b, k)| !b.is_empty() && !k.is_empty())
-                .ok_or_else(|| failed(uri, "expected s3://bucket/key"))?;
-            Ok(Source::S3 {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-            })
-        } else if let Some(path) = uri.strip_prefix("file://") {
-            Ok(Source::Local(PathBuf::from(path)))
-        } else if uri.contains("://") {
-            Err(failed(
-                uri,
-                "unsupported scheme (use https://, http://, s3:// or a local path)",
-            ))
-        } else {
-            Ok(Source::Local(PathBuf::from(uri)))
+        if let Some(path) = uri.strip_prefix("file://") {
+            return Ok(Source::Local(PathBuf::from(path)));
+        }
+        if !uri.contains("://") {
+            return Ok(Source::Local(PathBuf::from(uri)));
+        }
+        match ModelUri::parse(uri) {
+            Ok(remote @ (ModelUri::Http(_) | ModelUri::S3 { .. })) => Ok(Source::Remote(remote)),
+            Err(error @ UriError::S3Form(_)) => Err(failed(uri, error)),
+            Ok(ModelUri::Pvc { .. } | ModelUri::ConfigMap { .. })
+            | Err(UriError::UnknownScheme(_) | UriError::MountForm { .. }) => {
+                Err(failed(uri, UNSUPPORTED_SCHEME))
+            }
         }
     }
 
     /// Whether the source is reached over plain HTTP, where a digest is the only integrity check.
     pub fn is_plain_http(&self) -> bool {
-        matches!(self, Source::Http(u) if u.starts_with("http://"))
+        matches!(self, Source::Remote(remote) if remote.is_plain_http())
     }
 
     /// The last path segment, kept so a fetched file has a telling name.
     fn file_name(&self) -> String {
         let raw = match self {
             Source::Local(p) => p.to_string_lossy().into_owned(),
-            Source::Http(u) => u.split(['?', '#']).next().unwrap_or_default().to_owned(),
-            Source::S3 { key, .. } => key.clone(),
+            Source::Remote(ModelUri::Http(u)) => {
+                u.split(['?', '#']).next().unwrap_or_default().to_owned()
+            }
+            Source::Remote(ModelUri::S3 { key, .. }) => key.clone(),
+            Source::Remote(other) => other.to_string(),
         };
         raw.rsplit('/')
             .find(|s| !s.is_empty())
@@ -100,7 +95,7 @@ pub async fn fetch(uri: &str, work: &Path) -> Result<PathBuf, OptError> {
                 Err(failed(uri, "not a file or folder"))
             }
         }
-        Source::Http(url) => {
+        Source::Remote(ModelUri::Http(url)) => {
             let bytes = http_get(url).await.map_err(|(denied, message)| {
                 if denied {
                     self::denied(uri, message)
@@ -111,7 +106,7 @@ pub async fn fetch(uri: &str, work: &Path) -> Result<PathBuf, OptError> {
             std::fs::write(&dest, bytes).map_err(|error| failed(uri, error))?;
             Ok(dest)
         }
-        Source::S3 { bucket, key } => {
+        Source::Remote(ModelUri::S3 { bucket, key }) => {
             let store = s3_store(bucket).map_err(|error| failed(uri, error))?;
             let got = store
                 .get(&object_store::path::Path::from(key.as_str()))
@@ -121,12 +116,16 @@ pub async fn fetch(uri: &str, work: &Path) -> Result<PathBuf, OptError> {
             std::fs::write(&dest, bytes).map_err(|error| failed(uri, error))?;
             Ok(dest)
         }
+        // `parse` never gives these; refused as it would refuse them.
+        Source::Remote(ModelUri::Pvc { .. } | ModelUri::ConfigMap { .. }) => {
+            Err(failed(uri, UNSUPPORTED_SCHEME))
+        }
     }
 }
 
 /// Upload a finished artifact to `s3://bucket/key` (the only upload target: HTTP has no standard write).
 pub async fn upload(uri: &str, file: &Path) -> Result<(), OptError> {
-    let Source::S3 { bucket, key } = Source::parse(uri)? else {
+    let Source::Remote(ModelUri::S3 { bucket, key }) = Source::parse(uri)? else {
         return Err(failed(uri, "uploads go to s3://bucket/key only"));
     };
     let bytes = std::fs::read(file).map_err(|e| failed(uri, e))?;
@@ -218,13 +217,33 @@ mod tests {
     fn parses_sources() {
         assert_eq!(
             Source::parse("s3://models/digits/v1.onnx").expect("ok"),
-            Source::S3 {
+            Source::Remote(ModelUri::S3 {
                 bucket: "models".into(),
                 key: "digits/v1.onnx".into()
-            }
+            })
         );
-        assert!(Source::parse("s3://models").is_err());
-        assert!(Source::parse("ftp://x/y").is_err());
+        let message = |uri: &str| Source::parse(uri).expect_err(uri).message;
+        assert_eq!(
+            message("s3://models"),
+            "fetching s3://models: expected s3://bucket/key"
+        );
+        for uri in [
+            "ftp://x/y",
+            "pvc://claim/m.onnx",
+            "configmap://cm",
+            "HTTPS://h/m.onnx",
+        ] {
+            assert_eq!(
+                message(uri),
+                format!(
+                    "fetching {uri}: unsupported scheme (use https://, http://, s3:// or a local path)"
+                )
+            );
+        }
+        assert_eq!(
+            Source::parse("file:///var/run/m.onnx").expect("ok"),
+            Source::Local("/var/run/m.onnx".into())
+        );
         assert!(
             Source::parse("http://h/m.onnx")
                 .expect("ok")

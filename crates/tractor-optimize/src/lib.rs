@@ -68,30 +68,6 @@ impl From<tractor_model::Error> for OptError {
     }
 }
 
-/// Precision on the command line.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PrecisionArg {
-    /// Time every candidate and keep the fastest that passes the gate.
-    Auto,
-    /// 32-bit floats, as trained.
-    F32,
-    /// 16-bit floats.
-    F16,
-    /// int8 weights (per output channel), dequantized at load.
-    Int8,
-}
-
-impl From<PrecisionArg> for Precision {
-    fn from(p: PrecisionArg) -> Precision {
-        match p {
-            PrecisionArg::Auto => Precision::Auto,
-            PrecisionArg::F32 => Precision::F32,
-            PrecisionArg::F16 => Precision::F16,
-            PrecisionArg::Int8 => Precision::Int8,
-        }
-    }
-}
-
 /// Metric on the command line.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricArg {
@@ -142,8 +118,8 @@ pub struct OptimizeArgs {
     #[arg(long, env = "TRACTOR_OUT")]
     pub out: PathBuf,
     /// Numeric precision of the artifact.
-    #[arg(long, env = "TRACTOR_PRECISION", value_enum, default_value_t = PrecisionArg::Auto)]
-    pub precision: PrecisionArg,
+    #[arg(long, env = "TRACTOR_PRECISION", value_parser = precision_parser(), default_value_t = Precision::Auto)]
+    pub precision: Precision,
     /// Fraction of each weight tensor to zero, smallest magnitudes first, in [0, 0.95].
     #[arg(long, env = "TRACTOR_PRUNE_SPARSITY")]
     pub prune_sparsity: Option<f64>,
@@ -187,8 +163,33 @@ fn parse_inputs(s: &str) -> Result<DeclaredInputs, String> {
 }
 
 fn parse_format(s: &str) -> Result<tractor_api::ModelFormat, String> {
-    serde_json::from_value(serde_json::Value::String(s.to_owned()))
-        .map_err(|_| format!("unknown format `{s}`: expected onnx or nnef"))
+    tractor_api::ModelFormat::ALL
+        .into_iter()
+        .find(|format| format.as_str() == s)
+        .ok_or_else(|| format!("unknown format `{s}`: expected onnx or nnef"))
+}
+
+/// `--precision`: the spec's spellings, each with the help `tractor optimize --help` lists (the CLI's own words: what
+/// the command does, where the CRD's docs say what the served model gets).
+fn precision_parser() -> impl clap::builder::TypedValueParser<Value = Precision> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    let help = |precision: Precision| match precision {
+        Precision::Auto => "Time every candidate and keep the fastest that passes the gate",
+        Precision::F32 => "32-bit floats, as trained",
+        Precision::F16 => "16-bit floats",
+        Precision::Int8 => "int8 weights (per output channel), dequantized at load",
+    };
+    PossibleValuesParser::new(
+        Precision::ALL
+            .map(|precision| PossibleValue::new(precision.as_str()).help(help(precision))),
+    )
+    // The possible values are exactly the spellings, so the lookup always finds one.
+    .map(|s| {
+        Precision::ALL
+            .into_iter()
+            .find(|precision| precision.as_str() == s)
+            .unwrap_or_default()
+    })
 }
 
 /// Lowest argmax agreement (or `1 - relative error` for regressions) with the f32 model on the calibration sample.
@@ -349,7 +350,7 @@ fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptE
 
     // 4. Candidates: from the pruned weights when pruning is asked for; when none of those passes the gate,
     // pruning is refused and the candidates are built again from the unpruned weights.
-    let requested: Precision = args.precision.into();
+    let requested = args.precision;
     let order = match requested {
         Precision::Auto => vec![Precision::F32, Precision::F16, Precision::Int8],
         Precision::Int8 => vec![Precision::Int8, Precision::F16, Precision::F32],
@@ -671,22 +672,49 @@ fn signature(model: &TypedModel) -> Result<(Vec<TensorSignature>, Vec<TensorSign
     ))
 }
 
-/// V2 datatype of a tract datum type.
+/// V2 datatype of a tract datum type, for the report: tract's strings are `BYTES`, which the report shows and the
+/// server then refuses.
 pub fn datatype(dt: DatumType) -> Option<Datatype> {
-    Some(match dt {
-        DatumType::Bool => Datatype::Bool,
-        DatumType::U8 => Datatype::Uint8,
-        DatumType::U16 => Datatype::Uint16,
-        DatumType::U32 => Datatype::Uint32,
-        DatumType::U64 => Datatype::Uint64,
-        DatumType::I8 => Datatype::Int8,
-        DatumType::I16 => Datatype::Int16,
-        DatumType::I32 => Datatype::Int32,
-        DatumType::I64 => Datatype::Int64,
-        DatumType::F16 => Datatype::Fp16,
-        DatumType::F32 => Datatype::Fp32,
-        DatumType::F64 => Datatype::Fp64,
-        DatumType::String => Datatype::Bytes,
-        _ => return None,
-    })
+    use tractor_model::DatatypeExt;
+    Datatype::ALL.into_iter().find(|d| d.datum() == dt)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use tractor_api::ModelFormat;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: OptimizeArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<OptimizeArgs, clap::Error> {
+        let base = ["optimize", "--source", "m.onnx", "--out", "out"];
+        Cli::try_parse_from(base.iter().chain(extra)).map(|cli| cli.args)
+    }
+
+    /// `--precision` and `--format` take exactly the spec's spellings, as the Job's command line writes them.
+    #[test]
+    fn flags_take_the_spec_spellings() {
+        assert_eq!(parse(&[]).expect("defaults").precision, Precision::Auto);
+        for precision in Precision::ALL {
+            let args = parse(&["--precision", precision.as_str()]).expect("precision");
+            assert_eq!(args.precision, precision);
+        }
+        for format in ModelFormat::ALL {
+            let args = parse(&["--format", format.as_str()]).expect("format");
+            assert_eq!(args.format, Some(format));
+        }
+        for refused in [
+            ["--precision", "AUTO"],
+            ["--precision", "fp16"],
+            ["--format", "ONNX"],
+        ] {
+            assert!(parse(&refused).is_err(), "{refused:?}");
+        }
+    }
 }

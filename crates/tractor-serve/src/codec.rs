@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tractor_model::{DataType, Signature, Tensor, TensorSpec, f16};
+use tractor_model::{Datatype, Signature, Tensor, TensorSpec, f16};
 
 /// A rejected request: the message goes into `{"error": ...}` with status 400 (gRPC INVALID_ARGUMENT).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,8 +142,8 @@ pub fn check_input(
     spec: &TensorSpec,
     datatype: &str,
     shape: &[i64],
-) -> Result<(DataType, Vec<usize>, usize), BadRequest> {
-    let dt = DataType::parse(datatype).ok_or_else(|| {
+) -> Result<(Datatype, Vec<usize>, usize), BadRequest> {
+    let dt = tractor_model::datatype::parse_numeric(datatype).ok_or_else(|| {
         bad(format!(
             "input '{}': unsupported datatype '{datatype}'",
             spec.name
@@ -170,54 +170,60 @@ pub fn check_input(
     Ok((dt, dims, n))
 }
 
+/// What a codec function says of `BYTES`: [`check_input`] refuses it and no model signature has it, so it only
+/// comes from a caller that skipped both.
+const BYTES_UNSUPPORTED: &str = "BYTES tensors are not supported";
+
+/// Runs `$body` with `$T` the element type of `$dt`; `BYTES`, which has none, gives `Err($bytes)`.
 macro_rules! dispatch {
-    ($dt:expr, $T:ident => $body:expr) => {
+    ($dt:expr, $T:ident => $body:expr, BYTES => $bytes:expr) => {
         match $dt {
-            DataType::Bool => {
+            Datatype::Bytes => Err($bytes),
+            Datatype::Bool => {
                 type $T = bool;
                 $body
             }
-            DataType::Uint8 => {
+            Datatype::Uint8 => {
                 type $T = u8;
                 $body
             }
-            DataType::Uint16 => {
+            Datatype::Uint16 => {
                 type $T = u16;
                 $body
             }
-            DataType::Uint32 => {
+            Datatype::Uint32 => {
                 type $T = u32;
                 $body
             }
-            DataType::Uint64 => {
+            Datatype::Uint64 => {
                 type $T = u64;
                 $body
             }
-            DataType::Int8 => {
+            Datatype::Int8 => {
                 type $T = i8;
                 $body
             }
-            DataType::Int16 => {
+            Datatype::Int16 => {
                 type $T = i16;
                 $body
             }
-            DataType::Int32 => {
+            Datatype::Int32 => {
                 type $T = i32;
                 $body
             }
-            DataType::Int64 => {
+            Datatype::Int64 => {
                 type $T = i64;
                 $body
             }
-            DataType::Fp16 => {
+            Datatype::Fp16 => {
                 type $T = f16;
                 $body
             }
-            DataType::Fp32 => {
+            Datatype::Fp32 => {
                 type $T = f32;
                 $body
             }
-            DataType::Fp64 => {
+            Datatype::Fp64 => {
                 type $T = f64;
                 $body
             }
@@ -335,7 +341,7 @@ fn flatten<T: Element>(
     out: &mut Vec<T>,
     limit: usize,
     name: &str,
-    dt: DataType,
+    dt: Datatype,
 ) -> Result<(), BadRequest> {
     match v {
         Value::Array(items) => {
@@ -363,7 +369,7 @@ fn from_json_typed<T: Element>(
     dims: &[usize],
     n: usize,
     name: &str,
-    dt: DataType,
+    dt: Datatype,
 ) -> Result<Tensor, BadRequest> {
     // Capacity from the data actually sent (bounded by the claim), never from the claim alone.
     let sent = match data {
@@ -383,13 +389,13 @@ fn from_json_typed<T: Element>(
 
 /// Decode JSON data (flat or nested) into a tensor of `dims`.
 pub fn tensor_from_json(
-    dt: DataType,
+    dt: Datatype,
     dims: &[usize],
     n: usize,
     data: &Value,
     name: &str,
 ) -> Result<Tensor, BadRequest> {
-    dispatch!(dt, T => from_json_typed::<T>(data, dims, n, name, dt))
+    dispatch!(dt, T => from_json_typed::<T>(data, dims, n, name, dt), BYTES => bad(BYTES_UNSUPPORTED))
 }
 
 fn from_le_typed<T: Element>(
@@ -403,14 +409,17 @@ fn from_le_typed<T: Element>(
 
 /// Decode little-endian raw bytes (binary extension, gRPC raw contents); the length must match exactly.
 pub fn tensor_from_le(
-    dt: DataType,
+    dt: Datatype,
     dims: &[usize],
     n: usize,
     bytes: &[u8],
     name: &str,
 ) -> Result<Tensor, BadRequest> {
+    let size = dt
+        .size()
+        .ok_or_else(|| bad(format!("input '{name}': {BYTES_UNSUPPORTED}")))?;
     let want = n
-        .checked_mul(dt.size())
+        .checked_mul(size)
         .ok_or_else(|| bad(format!("input '{name}': shape too large")))?;
     if bytes.len() != want {
         return Err(bad(format!(
@@ -418,7 +427,7 @@ pub fn tensor_from_le(
             bytes.len()
         )));
     }
-    dispatch!(dt, T => from_le_typed::<T>(bytes, dims, dt.size()))
+    dispatch!(dt, T => from_le_typed::<T>(bytes, dims, size), BYTES => bad(BYTES_UNSUPPORTED))
 }
 
 /// Build a tensor from already-typed values (gRPC typed contents), checking the count.
@@ -444,22 +453,26 @@ fn slice_of<T: Element>(t: &Tensor) -> Result<&[T], String> {
 }
 
 /// The tensor's values as JSON numbers (or booleans), flat.
-pub fn tensor_to_json(dt: DataType, t: &Tensor) -> Result<Vec<Value>, String> {
-    dispatch!(dt, T => Ok(slice_of::<T>(t)?.iter().map(|x| x.to_json()).collect()))
+pub fn tensor_to_json(dt: Datatype, t: &Tensor) -> Result<Vec<Value>, String> {
+    dispatch!(
+        dt,
+        T => Ok(slice_of::<T>(t)?.iter().map(|x| x.to_json()).collect()),
+        BYTES => BYTES_UNSUPPORTED.to_owned()
+    )
 }
 
 /// The tensor's values as little-endian bytes.
-pub fn tensor_to_le(dt: DataType, t: &Tensor) -> Result<Vec<u8>, String> {
+pub fn tensor_to_le(dt: Datatype, t: &Tensor) -> Result<Vec<u8>, String> {
     dispatch!(dt, T => {
         let s = slice_of::<T>(t)?;
-        let mut out = Vec::with_capacity(s.len() * dt.size());
+        let mut out = Vec::with_capacity(std::mem::size_of_val(s));
         for x in s { x.put_le(&mut out); }
         Ok(out)
-    })
+    }, BYTES => BYTES_UNSUPPORTED.to_owned())
 }
 
 /// The tensor's values converted to f64 (for feedback and explain).
-pub fn tensor_to_f64(dt: DataType, t: &Tensor) -> Result<Vec<f64>, String> {
+pub fn tensor_to_f64(dt: Datatype, t: &Tensor) -> Result<Vec<f64>, String> {
     Ok(tensor_to_json(dt, t)?
         .iter()
         .map(|v| {
@@ -682,18 +695,18 @@ mod tests {
         Signature {
             inputs: vec![TensorSpec {
                 name: "x".into(),
-                datatype: DataType::Fp32,
+                datatype: Datatype::Fp32,
                 shape: vec![-1, 2],
             }],
             outputs: vec![
                 TensorSpec {
                     name: "label".into(),
-                    datatype: DataType::Int64,
+                    datatype: Datatype::Int64,
                     shape: vec![-1],
                 },
                 TensorSpec {
                     name: "probabilities".into(),
-                    datatype: DataType::Fp32,
+                    datatype: Datatype::Fp32,
                     shape: vec![-1, 2],
                 },
             ],

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tonic::{Code, Request, Response, Status};
-use tractor_model::{DataType, Tensor};
+use tractor_model::{Datatype, Tensor};
 
 use crate::codec::{self, BadRequest, OutputSelection};
 use crate::server::{InferError, Server};
@@ -183,28 +183,34 @@ fn decode_inputs(s: &Server, req: &ModelInferRequest) -> Result<Vec<Tensor>, Bad
                 .as_ref()
                 .ok_or_else(|| BadRequest(format!("input '{name}' has no contents")))?;
             match dt {
-                DataType::Fp32 => typed::<f32, f32>(&c.fp32_contents, &dims, n, name, Some)?,
-                DataType::Fp64 => typed::<f64, f64>(&c.fp64_contents, &dims, n, name, Some)?,
-                DataType::Bool => typed::<bool, bool>(&c.bool_contents, &dims, n, name, Some)?,
-                DataType::Int64 => typed::<i64, i64>(&c.int64_contents, &dims, n, name, Some)?,
-                DataType::Int32 => typed::<i32, i32>(&c.int_contents, &dims, n, name, Some)?,
-                DataType::Int16 => {
+                Datatype::Fp32 => typed::<f32, f32>(&c.fp32_contents, &dims, n, name, Some)?,
+                Datatype::Fp64 => typed::<f64, f64>(&c.fp64_contents, &dims, n, name, Some)?,
+                Datatype::Bool => typed::<bool, bool>(&c.bool_contents, &dims, n, name, Some)?,
+                Datatype::Int64 => typed::<i64, i64>(&c.int64_contents, &dims, n, name, Some)?,
+                Datatype::Int32 => typed::<i32, i32>(&c.int_contents, &dims, n, name, Some)?,
+                Datatype::Int16 => {
                     typed::<i16, i32>(&c.int_contents, &dims, n, name, |x| i16::try_from(x).ok())?
                 }
-                DataType::Int8 => {
+                Datatype::Int8 => {
                     typed::<i8, i32>(&c.int_contents, &dims, n, name, |x| i8::try_from(x).ok())?
                 }
-                DataType::Uint64 => typed::<u64, u64>(&c.uint64_contents, &dims, n, name, Some)?,
-                DataType::Uint32 => typed::<u32, u32>(&c.uint_contents, &dims, n, name, Some)?,
-                DataType::Uint16 => {
+                Datatype::Uint64 => typed::<u64, u64>(&c.uint64_contents, &dims, n, name, Some)?,
+                Datatype::Uint32 => typed::<u32, u32>(&c.uint_contents, &dims, n, name, Some)?,
+                Datatype::Uint16 => {
                     typed::<u16, u32>(&c.uint_contents, &dims, n, name, |x| u16::try_from(x).ok())?
                 }
-                DataType::Uint8 => {
+                Datatype::Uint8 => {
                     typed::<u8, u32>(&c.uint_contents, &dims, n, name, |x| u8::try_from(x).ok())?
                 }
-                DataType::Fp16 => {
+                Datatype::Fp16 => {
                     return Err(BadRequest(format!(
                         "input '{name}': FP16 has no typed contents; send raw_input_contents"
+                    )));
+                }
+                // `check_input` refuses BYTES before this.
+                Datatype::Bytes => {
+                    return Err(BadRequest(format!(
+                        "input '{name}': unsupported datatype 'BYTES'"
                     )));
                 }
             }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tractor_api::names::{GRPC_PORT, HTTP_PORT};
+use tractor_model::DatatypeExt;
 
 /// Command-line flags of `tractor serve`; every flag has an environment fallback.
 #[derive(clap::Args, Debug, Clone)]
@@ -195,7 +196,7 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, Error> {
 
     let metrics = metrics::Metrics::new(
         name,
-        loaded.format().platform(),
+        tractor_model::platform(loaded.format()),
         loaded.sha256(),
         revision.as_ref().map(revision::Revision::as_str),
     )
@@ -214,7 +215,7 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, Error> {
     let server = Arc::new(
         server::Server::new(
             name.clone(),
-            loaded.format().platform(),
+            tractor_model::platform(loaded.format()),
             loaded.sha256().to_owned(),
             signature,
             metrics,

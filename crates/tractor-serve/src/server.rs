@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tractor_model::{DataType, Signature, Tensor};
+use tractor_model::{Datatype, Signature, Tensor};
 
 use crate::batcher::{Batcher, SubmitError};
 use crate::codec;
@@ -95,7 +95,7 @@ impl Server {
         batcher: Batcher,
         feedback: Feedback,
     ) -> Server {
-        let is_int = |d: DataType| matches!(d, DataType::Int64 | DataType::Int32);
+        let is_int = |d: Datatype| matches!(d, Datatype::Int64 | Datatype::Int32);
         let label = signature
             .outputs
             .iter()
@@ -290,7 +290,7 @@ impl Server {
         parameters: &Map<String, Value>,
     ) -> Result<Explanation, InferError> {
         let spec = match self.signature.inputs.as_slice() {
-            [s] if s.datatype == DataType::Fp32 && s.shape.len() == 2 && s.shape[0] == -1 => s,
+            [s] if s.datatype == Datatype::Fp32 && s.shape.len() == 2 && s.shape[0] == -1 => s,
             _ => {
                 return Err(InferError::BadRequest(
                     "explain supports models with one FP32 input of shape [-1, features]".into(),
@@ -300,7 +300,7 @@ impl Server {
         let score_ix = self.score_output.ok_or_else(|| {
             InferError::BadRequest("explain needs a float output of shape [-1, classes]".into())
         })?;
-        let x = codec::tensor_to_f64(DataType::Fp32, &inputs[0]).map_err(InferError::Internal)?;
+        let x = codec::tensor_to_f64(Datatype::Fp32, &inputs[0]).map_err(InferError::Internal)?;
         let features = inputs[0].shape().get(1).copied().unwrap_or(0);
         if features == 0 || rows == 0 {
             return Err(InferError::BadRequest(format!(
