@@ -9,7 +9,8 @@ use crate::events::Event;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{
-    DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, Preconditions,
+    ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+    Preconditions,
 };
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
@@ -73,9 +74,9 @@ pub async fn apply(md: &ModelDeployment, plan: Plan, ctx: &Context) -> Result<Ac
                     server_side_apply(ctx, &namespace, object, rbac::APPLY_DEPLOYMENT).await?
                 }
             },
-            Write::ServiceMonitor(monitor) => {
+            Write::ServiceMonitor { object, resource } => {
                 // Optional: failing to write it (RBAC not granted for it, say) must not hold up serving.
-                if let Err(error) = service_monitor(ctx, &namespace, *monitor).await {
+                if let Err(error) = service_monitor(ctx, &namespace, *object, &resource).await {
                     warn!(%error, "ServiceMonitor not applied");
                 }
             }
@@ -167,11 +168,9 @@ async fn service_monitor(
     ctx: &Context,
     namespace: &str,
     desired: DynamicObject,
+    resource: &ApiResource,
 ) -> Result<(), Error> {
-    let Some(resource) = crate::monitor::shared().service_monitor(&ctx.client).await else {
-        return Ok(());
-    };
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, resource);
     call(
         rbac::APPLY_SERVICEMONITOR,
         namespace,

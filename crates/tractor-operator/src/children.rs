@@ -315,6 +315,25 @@ fn metric_arg(m: tractor_api::EvalMetric) -> String {
         .unwrap_or_else(|| "accuracy".to_owned())
 }
 
+/// A Secret as a read-only volume named `name`, mounted at `dir`.
+fn secret_volume(name: &str, secret: &str, dir: &str) -> (Volume, VolumeMount) {
+    let volume = Volume {
+        name: name.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_owned()),
+            ..Default::default()
+        }),
+        ..Volume::default()
+    };
+    let mount = VolumeMount {
+        name: name.to_owned(),
+        mount_path: dir.to_owned(),
+        read_only: Some(true),
+        ..Default::default()
+    };
+    (volume, mount)
+}
+
 fn artifact_volume() -> (Volume, VolumeMount) {
     (
         Volume {
@@ -514,20 +533,9 @@ pub fn deployment(
         tmp_mount.clone(),
     ];
     if let Some(tls) = &serving.tls {
-        access.volumes.push(Volume {
-            name: "tls".to_owned(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(tls.secret_ref.name.clone()),
-                ..Default::default()
-            }),
-            ..Volume::default()
-        });
-        server_mounts.push(VolumeMount {
-            name: "tls".to_owned(),
-            mount_path: TLS_DIR.to_owned(),
-            read_only: Some(true),
-            ..Default::default()
-        });
+        let (volume, mount) = secret_volume("tls", &tls.secret_ref.name, TLS_DIR);
+        access.volumes.push(volume);
+        server_mounts.push(mount);
         server_args.extend([
             "--tls-cert".to_owned(),
             format!("{TLS_DIR}/tls.crt"),
@@ -536,20 +544,9 @@ pub fn deployment(
         ]);
     }
     if let Some(auth) = &serving.auth {
-        access.volumes.push(Volume {
-            name: "auth".to_owned(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(auth.secret_ref.name.clone()),
-                ..Default::default()
-            }),
-            ..Volume::default()
-        });
-        server_mounts.push(VolumeMount {
-            name: "auth".to_owned(),
-            mount_path: AUTH_DIR.to_owned(),
-            read_only: Some(true),
-            ..Default::default()
-        });
+        let (volume, mount) = secret_volume("auth", &auth.secret_ref.name, AUTH_DIR);
+        access.volumes.push(volume);
+        server_mounts.push(mount);
         server_args.extend([
             "--auth-token-file".to_owned(),
             format!("{AUTH_DIR}/{}", auth.key),

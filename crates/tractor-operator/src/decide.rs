@@ -13,7 +13,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::DynamicObject;
+use kube::api::{ApiResource, DynamicObject};
 use tractor_api::conditions::{self, reason};
 use tractor_api::report::{FailureReason, OptimizeReport};
 use tractor_api::{ModelDeploymentStatus, RevisionFailure};
@@ -74,7 +74,12 @@ pub enum Write {
     /// Server-side apply a child (already carrying its content hash).
     Apply(Box<Child>),
     /// Server-side apply the ServiceMonitor; best effort (the kind is optional).
-    ServiceMonitor(Box<DynamicObject>),
+    ServiceMonitor {
+        /// The object.
+        object: Box<DynamicObject>,
+        /// Its kind as observe discovered it.
+        resource: ApiResource,
+    },
     /// Set a Deployment's replica count, leaving its template alone.
     Scale {
         /// The Deployment.
@@ -177,7 +182,10 @@ pub fn decide(observed: &Observed, config: &BuildConfig) -> Plan {
             &monitor.resource,
         ));
         if monitor.hash.is_none() || monitor.hash.as_deref() != children::spec_hash(&desired) {
-            writes.push(Write::ServiceMonitor(Box::new(desired)));
+            writes.push(Write::ServiceMonitor {
+                object: Box::new(desired),
+                resource: monitor.resource.clone(),
+            });
         }
     }
 

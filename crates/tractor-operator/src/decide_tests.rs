@@ -2244,7 +2244,10 @@ fn a_service_monitor_is_applied_when_absent_or_changed_only() {
             hash,
         });
         let writes = if written {
-            vec![Write::ServiceMonitor(Box::new(desired.clone()))]
+            vec![Write::ServiceMonitor {
+                object: Box::new(desired.clone()),
+                resource: resource.clone(),
+            }]
         } else {
             vec![]
         };

@@ -385,6 +385,8 @@ async fn analysis(
     .await;
     let reads = match canary_rps {
         Err(error) => Err(format!("Prometheus: {error}")),
+        // Nothing to compare: the verdict is inconclusive without the stable revision's figures.
+        Ok(rps) if rps <= 0.0 => Ok((rps, canary, Signals::default())),
         Ok(rps) => {
             let (_, stable) = read(validated.name.clone(), stable_revision).await;
             Ok((rps, canary, stable))
