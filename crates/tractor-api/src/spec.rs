@@ -929,7 +929,11 @@ pub struct CanaryAnalysis {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub max_error_rate: Option<f64>,
-    /// Lowest acceptable online accuracy from feedback, in [0, 1].
+    /// Lowest acceptable online accuracy from feedback, in [0, 1]. Judged on the canary's labelled
+    /// predictions counted so far, at 3σ (Wilson interval): the analysis fails when even the top of the
+    /// interval is below this, passes when its bottom reaches it, and waits for more labels in between.
+    /// Set, it also fails a canary whose accuracy is more than 0.05 below the stable revision's at the same
+    /// confidence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub min_accuracy: Option<f64>,

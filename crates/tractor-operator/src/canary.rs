@@ -47,8 +47,50 @@ pub struct Signals {
     pub latency_p95_millis: Option<f64>,
     /// Share of failed requests.
     pub error_rate: Option<f64>,
-    /// Online accuracy.
-    pub accuracy: Option<f64>,
+    /// Online accuracy, with the labelled predictions it stands on.
+    pub accuracy: Option<Accuracy>,
+}
+
+/// How many standard errors wide an accuracy bound is. Analyses repeat every evaluation over counters that
+/// only grow, so the same canary is judged many times: a bound missed once in ~740 looks (one-sided) keeps a
+/// good canary from being rolled back on a few unlucky early labels (seen on real pods: 0.94 over a handful of
+/// labels against stable's 0.99, the same model).
+const BOUND_Z: f64 = 3.0;
+
+/// Online accuracy as counted from feedback: the share of labelled predictions that were right, and how
+/// many there were.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Accuracy {
+    /// Share of labelled predictions that were right, in [0, 1].
+    pub share: f64,
+    /// Labelled predictions counted (Prometheus sums, so not always whole).
+    pub labelled: f64,
+}
+
+impl Accuracy {
+    /// The Wilson score interval of the share at [`BOUND_Z`]: (0, 1) with nothing labelled, narrowing as
+    /// labels come in. Wilson rather than share ± z·se because it stays inside [0, 1] and is honest near
+    /// 0 and 1, where a good model's accuracy sits.
+    pub fn bounds(&self) -> (f64, f64) {
+        let n = self.labelled;
+        if n <= 0.0 || !n.is_finite() {
+            return (0.0, 1.0);
+        }
+        let p = self.share.clamp(0.0, 1.0);
+        let z2 = BOUND_Z * BOUND_Z;
+        let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+        let half = BOUND_Z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / (1.0 + z2 / n);
+        // The interval always holds the share; the clamps only mend rounding at 0 and 1.
+        ((centre - half).clamp(0.0, p), (centre + half).clamp(p, 1.0))
+    }
+
+    /// The share and its count, for messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{:.4} over {:.0} labelled prediction(s)",
+            self.share, self.labelled
+        )
+    }
 }
 
 /// One analysis' verdict.
@@ -58,32 +100,30 @@ pub enum Verdict {
     Pass,
     /// A limit broken: which and by how much.
     Fail(String),
-    /// A limit could not be checked (no data yet): neither pass nor failure.
+    /// A limit could not be checked (no data yet, or too few labels to tell accuracy from its limit):
+    /// neither pass nor failure.
     Inconclusive(String),
 }
 
 /// Checks the canary's signals against the limits. With the stable revision's figures at hand, an error
 /// rate or latency limit is also broken when the canary is clearly worse than stable (twice the error
-/// rate above 1 %, or 1.5 times the p95 and slower by a tenth of the latency limit); accuracy below
-/// stable's by more than 0.05 fails too.
+/// rate above 1 %, or 1.5 times the p95 and slower by a tenth of the latency limit). Accuracy is a count of
+/// labels, so it is judged on its bounds ([`Accuracy::bounds`]): below `minAccuracy` fails only when even
+/// the upper bound is, passes only when the lower bound reaches it, and is inconclusive in between; and
+/// the canary fails against stable only when its upper bound is more than 0.05 below stable's lower bound.
 pub fn analyse(limits: Option<&CanaryAnalysis>, canary: &Signals, stable: &Signals) -> Verdict {
     let Some(l) = limits else {
         return Verdict::Pass;
     };
-    let mut missing = vec![];
-    let mut check = |name: &str, value: Option<f64>, limit: Option<f64>, higher_is_worse: bool| {
+    let mut unsure = vec![];
+    let mut check = |name: &str, value: Option<f64>, limit: Option<f64>| {
         let limit = limit?;
         match value {
             None => {
-                missing.push(name.to_owned());
+                unsure.push(format!("no data yet for {name}"));
                 None
             }
-            Some(v) if higher_is_worse && v > limit => {
-                Some(format!("{name} {v:.4} above the limit {limit}"))
-            }
-            Some(v) if !higher_is_worse && v < limit => {
-                Some(format!("{name} {v:.4} below the limit {limit}"))
-            }
+            Some(v) if v > limit => Some(format!("{name} {v:.4} above the limit {limit}")),
             Some(_) => None,
         }
     };
@@ -92,13 +132,31 @@ pub fn analyse(limits: Option<&CanaryAnalysis>, canary: &Signals, stable: &Signa
             "p95 latency (ms)",
             canary.latency_p95_millis,
             l.max_latency_millis,
-            true,
         ),
-        check("error rate", canary.error_rate, l.max_error_rate, true),
-        check("accuracy", canary.accuracy, l.min_accuracy, false),
+        check("error rate", canary.error_rate, l.max_error_rate),
     ];
     if let Some(why) = broken.into_iter().flatten().next() {
         return Verdict::Fail(why);
+    }
+    if let Some(limit) = l.min_accuracy {
+        match canary.accuracy {
+            None => unsure.push("no data yet for accuracy".to_owned()),
+            Some(a) => {
+                let (lower, upper) = a.bounds();
+                if upper < limit {
+                    return Verdict::Fail(format!(
+                        "accuracy {} below the limit {limit} (at most {upper:.4} at {BOUND_Z}σ)",
+                        a.describe()
+                    ));
+                }
+                if lower < limit {
+                    unsure.push(format!(
+                        "accuracy {} too few to tell from the limit {limit} (at least {lower:.4} at {BOUND_Z}σ)",
+                        a.describe()
+                    ));
+                }
+            }
+        }
     }
     // Relative checks only where a limit of that kind is set, so a user opts in per signal.
     if l.max_error_rate.is_some()
@@ -125,16 +183,18 @@ pub fn analyse(limits: Option<&CanaryAnalysis>, canary: &Signals, stable: &Signa
     }
     if l.min_accuracy.is_some()
         && let (Some(c), Some(s)) = (canary.accuracy, stable.accuracy)
-        && c + 0.05 < s
+        && c.bounds().1 + 0.05 < s.bounds().0
     {
         return Verdict::Fail(format!(
-            "accuracy {c:.4} more than 0.05 below the stable revision's {s:.4}"
+            "accuracy {} more than 0.05 below the stable revision's {} (at {BOUND_Z}σ)",
+            c.describe(),
+            s.describe()
         ));
     }
-    if missing.is_empty() {
+    if unsure.is_empty() {
         Verdict::Pass
     } else {
-        Verdict::Inconclusive(format!("no data yet for {}", missing.join(", ")))
+        Verdict::Inconclusive(unsure.join("; "))
     }
 }
 
@@ -517,8 +577,12 @@ mod tests {
         let good = Signals {
             latency_p95_millis: Some(10.0),
             error_rate: Some(0.0),
-            accuracy: Some(0.95),
+            accuracy: Some(Accuracy {
+                share: 0.95,
+                labelled: 1000.0,
+            }),
         };
+        let accuracy = |share: f64, labelled: f64| Some(Accuracy { share, labelled });
         let cases = [
             ("all within", good.clone(), Signals::default(), "pass"),
             (
@@ -533,11 +597,38 @@ mod tests {
             (
                 "inaccurate",
                 Signals {
-                    accuracy: Some(0.2),
+                    accuracy: accuracy(0.2, 1000.0),
                     ..good.clone()
                 },
                 Signals::default(),
                 "fail",
+            ),
+            (
+                "inaccurate on few labels, but clearly so",
+                Signals {
+                    accuracy: accuracy(0.1, 10.0),
+                    ..good.clone()
+                },
+                Signals::default(),
+                "fail",
+            ),
+            (
+                "above the limit on too few labels to tell",
+                Signals {
+                    accuracy: accuracy(0.95, 20.0),
+                    ..good.clone()
+                },
+                Signals::default(),
+                "inconclusive",
+            ),
+            (
+                "below the limit on too few labels to tell",
+                Signals {
+                    accuracy: accuracy(0.85, 20.0),
+                    ..good.clone()
+                },
+                Signals::default(),
+                "inconclusive",
             ),
             (
                 "erroring",
@@ -584,14 +675,38 @@ mod tests {
             (
                 "within limits but less accurate than stable",
                 Signals {
-                    accuracy: Some(0.91),
+                    accuracy: accuracy(0.91, 5000.0),
                     ..good.clone()
                 },
                 Signals {
-                    accuracy: Some(0.99),
+                    accuracy: accuracy(0.99, 5000.0),
                     ..good.clone()
                 },
                 "fail",
+            ),
+            (
+                "the same model, a few unlucky early labels: not yet worse than stable",
+                Signals {
+                    accuracy: accuracy(0.9386, 30.0),
+                    ..good.clone()
+                },
+                Signals {
+                    accuracy: accuracy(0.9926, 600.0),
+                    ..good.clone()
+                },
+                "inconclusive",
+            ),
+            (
+                "the same model, enough labels: passes",
+                Signals {
+                    accuracy: accuracy(0.97, 400.0),
+                    ..good.clone()
+                },
+                Signals {
+                    accuracy: accuracy(0.99, 2000.0),
+                    ..good.clone()
+                },
+                "pass",
             ),
         ];
         for (name, canary, stable, want) in cases {
@@ -606,6 +721,36 @@ mod tests {
             analyse(None, &Signals::default(), &Signals::default()),
             Verdict::Pass
         );
+    }
+
+    /// The bounds hold the share, stay in [0, 1], span everything with no labels, and narrow as labels
+    /// come in.
+    #[test]
+    fn accuracy_bounds_narrow_with_labels() {
+        let none = Accuracy {
+            share: 0.0,
+            labelled: 0.0,
+        };
+        assert_eq!(none.bounds(), (0.0, 1.0));
+        let mut last_width = 1.0;
+        for labelled in [10.0, 100.0, 1000.0, 10000.0] {
+            for share in [0.0, 0.5, 0.97, 1.0] {
+                let (lower, upper) = Accuracy { share, labelled }.bounds();
+                assert!(
+                    (0.0..=share).contains(&lower) && (share..=1.0).contains(&upper),
+                    "{share} over {labelled}: ({lower}, {upper})"
+                );
+            }
+            let (lower, upper) = Accuracy {
+                share: 0.97,
+                labelled,
+            }
+            .bounds();
+            assert!(upper - lower < last_width, "{labelled}");
+            last_width = upper - lower;
+        }
+        // 0.97 over 10 000 labels: a band about a percentage point wide.
+        assert!(last_width < 0.011, "{last_width}");
     }
 
     #[test]

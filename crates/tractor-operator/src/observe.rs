@@ -19,7 +19,7 @@ use tractor_api::report::OptimizeReport;
 use tractor_api::{ModelDeployment, ModelDeploymentStatus, PrometheusSource};
 
 use crate::autoscaler::{self, Memory, Reads};
-use crate::canary::{self, Signals};
+use crate::canary::{self, Accuracy, Signals};
 use crate::children;
 use crate::context::Context;
 use crate::error::{Error, call};
@@ -373,7 +373,13 @@ async fn analysis(
                     .ok()
                     .map(|seconds| seconds * 1000.0),
                 error_rate: value(prom::error_rate(&sel, &window)).await.ok(),
-                accuracy: value(prom::accuracy(&sel)).await.ok(),
+                accuracy: match (
+                    value(prom::accuracy(&sel)).await,
+                    value(prom::labelled(&sel)).await,
+                ) {
+                    (Ok(share), Ok(labelled)) => Some(Accuracy { share, labelled }),
+                    _ => None,
+                },
             };
             (rps, signals)
         }

@@ -327,24 +327,41 @@ pub fn error_rate(sel: &Selector, w: &str) -> String {
 /// exports those counters yet (servers not told their revision), the selected pods' rolling-window gauges,
 /// each weighted by the labelled predictions it has seen.
 pub fn accuracy(sel: &Selector) -> String {
-    let all = sel.matchers("");
-    let windows =
-        format!("sum({ACCURACY}{all} * {FEEDBACK_WINDOW}{all}) / sum({FEEDBACK_WINDOW}{all})");
-    match &sel.revision {
-        Some(r) => {
-            let by_revision = format!(
-                "namespace=\"{}\",{MODEL}=\"{}\",{REVISION}=\"{}\"",
-                escape(&sel.namespace),
-                escape(&sel.model),
-                escape(r)
-            );
-            format!(
-                "(sum({PREDICTIONS_LABELLED}{{{by_revision},{RESULT}=\"{CORRECT}\"}}) or sum({PREDICTIONS_LABELLED}{{{by_revision}}}) * 0) \
-                 / sum({PREDICTIONS_LABELLED}{{{by_revision}}}) or {windows}"
-            )
-        }
-        None => windows,
+    let (by_revision, windows) = feedback_sources(sel);
+    match by_revision {
+        Some(r) => format!(
+            "(sum({PREDICTIONS_LABELLED}{{{r},{RESULT}=\"{CORRECT}\"}}) or sum({PREDICTIONS_LABELLED}{{{r}}}) * 0) \
+             / sum({PREDICTIONS_LABELLED}{{{r}}}) or sum({ACCURACY}{windows} * {FEEDBACK_WINDOW}{windows}) \
+             / sum({FEEDBACK_WINDOW}{windows})"
+        ),
+        None => format!(
+            "sum({ACCURACY}{windows} * {FEEDBACK_WINDOW}{windows}) / sum({FEEDBACK_WINDOW}{windows})"
+        ),
     }
+}
+
+/// The labelled predictions [`accuracy`] stands on, from the same sources in the same order: the revision's
+/// counters, else the pods' window sizes.
+pub fn labelled(sel: &Selector) -> String {
+    let (by_revision, windows) = feedback_sources(sel);
+    match by_revision {
+        Some(r) => format!("sum({PREDICTIONS_LABELLED}{{{r}}}) or sum({FEEDBACK_WINDOW}{windows})"),
+        None => format!("sum({FEEDBACK_WINDOW}{windows})"),
+    }
+}
+
+/// The matchers of a revision's labelled-prediction counters (without braces), if a revision is selected,
+/// and the selected pods' matchers for their window gauges.
+fn feedback_sources(sel: &Selector) -> (Option<String>, String) {
+    let by_revision = sel.revision.as_ref().map(|r| {
+        format!(
+            "namespace=\"{}\",{MODEL}=\"{}\",{REVISION}=\"{}\"",
+            escape(&sel.namespace),
+            escape(&sel.model),
+            escape(r)
+        )
+    });
+    (by_revision, sel.matchers(""))
 }
 
 #[cfg(test)]
@@ -438,7 +455,7 @@ mod tests {
         assert_eq!(accuracy(&pods), windows);
         let revision = Selector {
             revision: Some("3f9a1c0b7e".into()),
-            ..pods
+            ..pods.clone()
         };
         let r = r#"namespace="ns",model="digits",revision="3f9a1c0b7e""#;
         assert_eq!(
@@ -447,5 +464,11 @@ mod tests {
                 "(sum(tractor_model_predictions_labelled_total{{{r},result=\"correct\"}}) or sum(tractor_model_predictions_labelled_total{{{r}}}) * 0) / sum(tractor_model_predictions_labelled_total{{{r}}}) or {windows}"
             )
         );
+        let window_sizes = r#"sum(tractor_model_feedback_window{namespace="ns",model="digits",pod=~"digits-canary-[a-z0-9]+-[a-z0-9]+"})"#;
+        assert_eq!(
+            labelled(&revision),
+            format!("sum(tractor_model_predictions_labelled_total{{{r}}}) or {window_sizes}")
+        );
+        assert_eq!(labelled(&pods), window_sizes);
     }
 }

@@ -359,7 +359,8 @@ fn describe(s: &Signals) -> String {
         "canary p95 {} ms, error rate {}, accuracy {}",
         f(s.latency_p95_millis, 1),
         f(s.error_rate, 4),
-        f(s.accuracy, 4)
+        s.accuracy
+            .map_or_else(|| "none".to_owned(), |a| a.describe())
     )
 }
 
