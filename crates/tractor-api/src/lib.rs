@@ -8,12 +8,14 @@ pub mod duration;
 pub mod metrics;
 pub mod names;
 pub mod report;
+pub mod request;
 pub mod revision;
 mod schema;
 pub mod source;
 pub mod spec;
 pub mod status;
 
+pub use request::{EvaluationRequest, OptimizeRequest};
 pub use source::{ModelUri, UriError, format_from_name};
 pub use spec::*;
 pub use status::*;

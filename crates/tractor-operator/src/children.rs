@@ -27,7 +27,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use sha2::{Digest, Sha256};
 use tractor_api::names::{self, ARTIFACT_FILE, GRPC_PORT, HTTP_PORT, SERVER_CONTAINER};
-use tractor_api::{ModelDeployment, ModelStatus, Precision};
+use tractor_api::{EvaluationRequest, ModelDeployment, ModelStatus, OptimizeRequest, Precision};
 
 use crate::validate::{Location, Validated};
 
@@ -232,54 +232,41 @@ impl SourceAccess {
     }
 }
 
-/// The `tractor optimize` command line and what it needs, for the Job (`evaluate`) or an init container.
+/// The `tractor optimize` run and what it needs, for the Job (`evaluate`) or an init container: its args
+/// (`optimize --request <json>`) and the volumes and environment that reach its source and dataset.
 fn optimize_command(
-    v: &Validated,
+    validated: &Validated,
     precision: Precision,
     evaluate: bool,
     prune: bool,
 ) -> (Vec<String>, SourceAccess) {
-    let spec = &v.md.spec;
+    let spec = &validated.md.spec;
     let mut access = SourceAccess::default();
-    let source = access.locate(&v.source, "model-source", SOURCE_DIR);
-    let mut args = vec!["optimize".to_owned(), "--source".to_owned(), source];
-    if let Some(sha) = &spec.model.sha256 {
-        args.extend(["--sha256".to_owned(), sha.clone()]);
-    }
-    // Absent when unset, so the Job and pods of specs without them stay exactly as before.
-    if let Some(format) = spec.model.format {
-        args.extend(["--format".to_owned(), format.to_string()]);
-    }
-    if !spec.model.inputs.is_empty() {
-        args.extend([
-            "--inputs".to_owned(),
-            serde_json::to_string(&spec.model.inputs).unwrap_or_default(),
-        ]);
-    }
-    args.extend([
-        "--out".to_owned(),
-        ARTIFACT_DIR.to_owned(),
-        "--precision".to_owned(),
-        precision.to_string(),
-    ]);
-    if let (true, Some(p)) = (prune, &spec.optimize.pruning) {
-        args.extend(["--prune-sparsity".to_owned(), p.sparsity.to_string()]);
-    }
-    if let (true, Some(eval), Some(dataset)) = (evaluate, &spec.optimize.evaluation, &v.dataset) {
-        let data = access.locate(dataset, "dataset", DATASET_DIR);
-        args.extend([
-            "--eval-data".to_owned(),
-            data,
-            "--metric".to_owned(),
-            metric_arg(eval.metric),
-        ]);
-        if let Some(min) = eval.min_score {
-            args.extend(["--min-score".to_owned(), min.to_string()]);
-        }
-        if let Some(max) = eval.max_regression {
-            args.extend(["--max-regression".to_owned(), max.to_string()]);
-        }
-    }
+    let source = access.locate(&validated.source, "model-source", SOURCE_DIR);
+    let evaluation = match (evaluate, &spec.optimize.evaluation, &validated.dataset) {
+        (true, Some(evaluation), Some(dataset)) => Some(EvaluationRequest {
+            data: access.locate(dataset, "dataset", DATASET_DIR),
+            metric: evaluation.metric,
+            min_score: evaluation.min_score,
+            max_regression: evaluation.max_regression,
+        }),
+        _ => None,
+    };
+    let request = OptimizeRequest {
+        source,
+        sha256: spec.model.sha256.clone(),
+        format: spec.model.format,
+        inputs: spec.model.inputs.clone(),
+        out: ARTIFACT_DIR.to_owned(),
+        precision,
+        prune_sparsity: spec
+            .optimize
+            .pruning
+            .as_ref()
+            .filter(|_| prune)
+            .map(|pruning| pruning.sparsity),
+        evaluation,
+    };
     if let Some(s3) = &spec.model.s3 {
         if let Some(endpoint) = &s3.endpoint {
             access.env.push(env("AWS_ENDPOINT_URL", endpoint.clone()));
@@ -305,14 +292,12 @@ fn optimize_command(
             ));
         }
     }
+    let args = vec![
+        "optimize".to_owned(),
+        "--request".to_owned(),
+        request.to_json(),
+    ];
     (args, access)
-}
-
-fn metric_arg(m: tractor_api::EvalMetric) -> String {
-    serde_json::to_value(m)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "accuracy".to_owned())
 }
 
 /// A Secret as a read-only volume named `name`, mounted at `dir`.
@@ -368,10 +353,14 @@ fn tmp_volume() -> (Volume, VolumeMount) {
 
 /// The optimize Job of the current revision. Its report comes back through the container's termination
 /// message (`/dev/termination-log`), so the Job needs no API access at all.
-pub fn optimize_job(v: &Validated, config: &BuildConfig) -> Job {
-    let spec = &v.md.spec;
-    let labels = labels(&v.name, &v.revision, names::COMPONENT_OPTIMIZE);
-    let (args, mut access) = optimize_command(v, spec.optimize.precision, true, true);
+pub fn optimize_job(validated: &Validated, config: &BuildConfig) -> Job {
+    let spec = &validated.md.spec;
+    let labels = labels(
+        &validated.name,
+        &validated.revision,
+        names::COMPONENT_OPTIMIZE,
+    );
+    let (args, mut access) = optimize_command(validated, spec.optimize.precision, true, true);
     let (artifact, artifact_mount) = artifact_volume();
     let (tmp, tmp_mount) = tmp_volume();
     access.volumes.extend([artifact, tmp]);
@@ -392,7 +381,11 @@ pub fn optimize_job(v: &Validated, config: &BuildConfig) -> Job {
         ..Container::default()
     };
     Job {
-        metadata: meta(&v.md, job_name(&v.name, &v.revision), labels.clone()),
+        metadata: meta(
+            &validated.md,
+            job_name(&validated.name, &validated.revision),
+            labels.clone(),
+        ),
         spec: Some(JobSpec {
             backoff_limit: Some(spec.optimize.backoff_limit),
             active_deadline_seconds: Some(spec.optimize.active_deadline_seconds),
@@ -454,21 +447,24 @@ pub fn desired_replicas(md: &ModelDeployment) -> i32 {
 /// The serving Deployment for the model in `model` (the current revision's, or the last good one's while a
 /// new revision is optimizing or has failed), with `replicas` pods.
 pub fn deployment(
-    v: &Validated,
+    validated: &Validated,
     model: &ModelStatus,
     config: &BuildConfig,
     replicas: i32,
 ) -> Deployment {
-    let spec = &v.md.spec;
+    let spec = &validated.md.spec;
     let serving = &spec.serving;
-    let revision = model.revision.clone().unwrap_or_else(|| v.revision.clone());
+    let revision = model
+        .revision
+        .clone()
+        .unwrap_or_else(|| validated.revision.clone());
     let mut pod_labels = serving
         .pod
         .as_ref()
         .map(|p| p.labels.clone())
         .unwrap_or_default();
     // Ours last: a user label must never break the selector or the contract labels.
-    pod_labels.extend(labels(&v.name, &revision, names::COMPONENT_SERVER));
+    pod_labels.extend(labels(&validated.name, &revision, names::COMPONENT_SERVER));
     let mut annotations = serving
         .pod
         .as_ref()
@@ -485,7 +481,8 @@ pub fn deployment(
 
     let precision = model.precision.unwrap_or(Precision::F32);
     // The pods re-derive exactly what the Job chose: its precision, and no pruning where the gate refused it.
-    let (fetch_args, mut access) = optimize_command(v, precision, false, !model.pruning_refused);
+    let (fetch_args, mut access) =
+        optimize_command(validated, precision, false, !model.pruning_refused);
     let (artifact, artifact_mount) = artifact_volume();
     let (tmp, tmp_mount) = tmp_volume();
     access.volumes.extend([artifact, tmp]);
@@ -500,7 +497,7 @@ pub fn deployment(
         "--model".to_owned(),
         format!("{ARTIFACT_DIR}/{ARTIFACT_FILE}"),
         "--name".to_owned(),
-        v.name.clone(),
+        validated.name.clone(),
         // The pod's revision label, so every response names the revision that answered (canary traffic split
         // behind one Service). It only changes with that label, so it rolls no pod the label would not.
         "--revision".to_owned(),
@@ -514,16 +511,16 @@ pub fn deployment(
         "--drain-delay-millis".to_owned(),
         DRAIN_DELAY_MILLIS.to_string(),
     ];
-    if let Some(b) = &serving.batching {
+    if let Some(batching) = &serving.batching {
         server_args.extend([
             "--max-batch-size".to_owned(),
-            b.max_batch_size.to_string(),
+            batching.max_batch_size.to_string(),
             "--max-delay-micros".to_owned(),
-            b.max_delay_micros.to_string(),
+            batching.max_delay_micros.to_string(),
         ]);
     }
-    if let Some(t) = serving.threads {
-        server_args.extend(["--threads".to_owned(), t.to_string()]);
+    if let Some(threads) = serving.threads {
+        server_args.extend(["--threads".to_owned(), threads.to_string()]);
     }
     let mut server_mounts = vec![
         VolumeMount {
@@ -604,9 +601,9 @@ pub fn deployment(
     containers.extend(serving.containers.iter().cloned());
 
     let mut metadata = meta(
-        &v.md,
-        v.name.clone(),
-        labels(&v.name, &revision, names::COMPONENT_SERVER),
+        &validated.md,
+        validated.name.clone(),
+        labels(&validated.name, &revision, names::COMPONENT_SERVER),
     );
     // What this Deployment serves, so the status can say it even after the spec moved on (a canary rolled back).
     if let Ok(json) = serde_json::to_string(model) {
@@ -617,7 +614,7 @@ pub fn deployment(
         spec: Some(DeploymentSpec {
             replicas: Some(replicas),
             selector: LabelSelector {
-                match_labels: Some(server_selector(&v.name)),
+                match_labels: Some(server_selector(&validated.name)),
                 match_expressions: None,
             },
             strategy: Some(DeploymentStrategy {
@@ -675,18 +672,18 @@ pub fn canary_name(md_name: &str) -> String {
 /// `track: canary` and a selector that only they match (the stable Deployment's selector is immutable and
 /// matches every serving pod, which is harmless: a Deployment only manages the ReplicaSets it owns).
 pub fn canary_deployment(
-    v: &Validated,
+    validated: &Validated,
     model: &ModelStatus,
     config: &BuildConfig,
     replicas: i32,
 ) -> Deployment {
-    let mut d = deployment(v, model, config, replicas);
-    d.metadata.name = Some(canary_name(&v.name));
+    let mut canary = deployment(validated, model, config, replicas);
+    canary.metadata.name = Some(canary_name(&validated.name));
     let track = (
         names::LABEL_TRACK.to_owned(),
         names::TRACK_CANARY.to_owned(),
     );
-    if let Some(spec) = d.spec.as_mut() {
+    if let Some(spec) = canary.spec.as_mut() {
         spec.selector
             .match_labels
             .get_or_insert_with(BTreeMap::new)
@@ -698,7 +695,7 @@ pub fn canary_deployment(
             .get_or_insert_with(BTreeMap::new)
             .insert(track.0, track.1);
     }
-    d
+    canary
 }
 
 /// The model a serving Deployment was built for, from its annotation.
@@ -746,15 +743,19 @@ fn serving_port(name: &str, port: i32) -> ServicePort {
 }
 
 /// The Service: same name as the ModelDeployment, every revision's serving pods behind it.
-pub fn service(v: &Validated) -> Service {
+pub fn service(validated: &Validated) -> Service {
     Service {
         metadata: meta(
-            &v.md,
-            v.name.clone(),
-            labels(&v.name, &v.revision, names::COMPONENT_SERVER),
+            &validated.md,
+            validated.name.clone(),
+            labels(
+                &validated.name,
+                &validated.revision,
+                names::COMPONENT_SERVER,
+            ),
         ),
         spec: Some(ServiceSpec {
-            selector: Some(server_selector(&v.name)),
+            selector: Some(server_selector(&validated.name)),
             ports: Some(vec![
                 serving_port("http", HTTP_PORT),
                 serving_port("grpc", GRPC_PORT),
@@ -766,17 +767,21 @@ pub fn service(v: &Validated) -> Service {
 }
 
 /// A PodDisruptionBudget keeping all but one serving pod through voluntary disruptions (with 2+ replicas).
-pub fn pod_disruption_budget(v: &Validated) -> PodDisruptionBudget {
+pub fn pod_disruption_budget(validated: &Validated) -> PodDisruptionBudget {
     PodDisruptionBudget {
         metadata: meta(
-            &v.md,
-            v.name.clone(),
-            labels(&v.name, &v.revision, names::COMPONENT_SERVER),
+            &validated.md,
+            validated.name.clone(),
+            labels(
+                &validated.name,
+                &validated.revision,
+                names::COMPONENT_SERVER,
+            ),
         ),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
             selector: Some(LabelSelector {
-                match_labels: Some(server_selector(&v.name)),
+                match_labels: Some(server_selector(&validated.name)),
                 match_expressions: None,
             }),
             ..PodDisruptionBudgetSpec::default()
@@ -786,7 +791,7 @@ pub fn pod_disruption_budget(v: &Validated) -> PodDisruptionBudget {
 }
 
 /// A NetworkPolicy admitting traffic to the serving pods on the serving ports only.
-pub fn network_policy(v: &Validated) -> NetworkPolicy {
+pub fn network_policy(validated: &Validated) -> NetworkPolicy {
     let port = |p: i32| NetworkPolicyPort {
         port: Some(IntOrString::Int(p)),
         protocol: Some("TCP".to_owned()),
@@ -794,13 +799,17 @@ pub fn network_policy(v: &Validated) -> NetworkPolicy {
     };
     NetworkPolicy {
         metadata: meta(
-            &v.md,
-            v.name.clone(),
-            labels(&v.name, &v.revision, names::COMPONENT_SERVER),
+            &validated.md,
+            validated.name.clone(),
+            labels(
+                &validated.name,
+                &validated.revision,
+                names::COMPONENT_SERVER,
+            ),
         ),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
-                match_labels: Some(server_selector(&v.name)),
+                match_labels: Some(server_selector(&validated.name)),
                 match_expressions: None,
             }),
             policy_types: Some(vec!["Ingress".to_owned()]),
@@ -849,34 +858,104 @@ spec:
         }
     }
 
+    /// The JSON a `tractor optimize` container is given: its args are `optimize --request <json>`, nothing else.
+    fn request_arg(container: &Container) -> &str {
+        match container.args.as_deref() {
+            Some([command, flag, json]) if command == "optimize" && flag == "--request" => json,
+            other => panic!("not `optimize --request <json>`: {other:?}"),
+        }
+    }
+
+    /// The request a `tractor optimize` container runs, parsed back as the command parses it.
+    fn request_of(container: &Container) -> OptimizeRequest {
+        OptimizeRequest::from_json(request_arg(container)).expect("the request parses")
+    }
+
+    /// The optimize Job's container.
+    fn job_container(job: &Job) -> &Container {
+        &job.spec
+            .as_ref()
+            .and_then(|spec| spec.template.spec.as_ref())
+            .expect("pod")
+            .containers[0]
+    }
+
+    /// The serving pods' one init container that runs `tractor optimize` to re-derive the artifact.
+    fn init_container(built: &Deployment) -> &Container {
+        let pod = built
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.template.spec.as_ref())
+            .expect("pod");
+        let runs: Vec<&Container> = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .filter(|container| {
+                container
+                    .args
+                    .as_ref()
+                    .and_then(|args| args.first())
+                    .map(String::as_str)
+                    == Some("optimize")
+            })
+            .collect();
+        assert_eq!(runs.len(), 1, "one init container runs optimize");
+        runs[0]
+    }
+
+    /// What the serving Deployment records once the Job chose `precision`.
+    fn optimized(
+        validated: &Validated,
+        precision: Precision,
+        pruning_refused: bool,
+    ) -> ModelStatus {
+        ModelStatus {
+            revision: Some(validated.revision.clone()),
+            artifact_digest: Some(format!("sha256:{}", "ab".repeat(32))),
+            precision: Some(precision),
+            pruning_refused,
+            ..ModelStatus::default()
+        }
+    }
+
     #[test]
     fn job_mounts_configmap_sources_and_runs_optimize() {
-        let v = validate(&md(CONFIG_MAP_MODEL)).expect("valid");
-        let job = optimize_job(&v, &config());
+        let validated = validate(&md(CONFIG_MAP_MODEL)).expect("valid");
+        let job = optimize_job(&validated, &config());
         assert_eq!(
             job.metadata.name.as_deref(),
-            Some(format!("digits-{}", v.revision).as_str())
+            Some(format!("digits-{}", validated.revision).as_str())
         );
         let pod = job
             .spec
             .as_ref()
             .and_then(|s| s.template.spec.as_ref())
             .expect("pod spec");
-        let args = pod.containers[0].args.clone().expect("args");
-        let joined = args.join(" ");
-        assert!(
-            joined.starts_with("optimize --source /var/run/tractor/source/mlp.onnx --sha256 "),
-            "{joined}"
+        // The mounted paths, not the configmap:// uris: the command reads what the volumes below put there.
+        assert_eq!(
+            request_of(&pod.containers[0]),
+            OptimizeRequest {
+                source: "/var/run/tractor/source/mlp.onnx".to_owned(),
+                sha256: Some("0".repeat(64)),
+                format: None,
+                inputs: Vec::new(),
+                out: "/var/lib/tractor/model".to_owned(),
+                precision: Precision::Auto,
+                prune_sparsity: None,
+                evaluation: Some(EvaluationRequest {
+                    data: "/var/run/tractor/dataset/test.npz".to_owned(),
+                    metric: tractor_api::EvalMetric::Accuracy,
+                    min_score: Some(0.9),
+                    max_regression: None,
+                }),
+            }
         );
-        assert!(joined.contains("--precision auto"));
-        assert!(joined.contains(
-            "--eval-data /var/run/tractor/dataset/test.npz --metric accuracy --min-score 0.9"
-        ));
         let volumes: Vec<_> = pod
             .volumes
             .iter()
             .flatten()
-            .map(|v| v.name.as_str())
+            .map(|volume| volume.name.as_str())
             .collect();
         assert_eq!(volumes, ["model-source", "dataset", "artifact", "tmp"]);
         assert_eq!(
@@ -893,8 +972,8 @@ spec:
     }
 
     /// Every container that runs `tractor optimize` (the Job, and the serving pods' init container that
-    /// re-derives the artifact) loads the source as `spec.model` declares it; without declarations the
-    /// arguments are those of before, so no existing Job or pod changes.
+    /// re-derives the artifact) loads the source as `spec.model` declares it; without declarations the request
+    /// leaves both out, and the command tells the format from the bytes.
     #[test]
     fn declared_format_and_inputs_reach_every_optimize_run() {
         let declared = CONFIG_MAP_MODEL.replace(
@@ -902,58 +981,40 @@ spec:
             "sha256: \"0000000000000000000000000000000000000000000000000000000000000000\", \
              format: onnx, inputs: [{name: x, datatype: FP32, shape: [-1, 64]}]}",
         );
-        let optimize_args = |yaml: &str| -> Vec<String> {
-            let v = validate(&md(yaml)).expect("valid");
-            let job = optimize_job(&v, &config());
-            let mut runs = vec![
-                job.spec
-                    .and_then(|s| s.template.spec)
-                    .expect("pod")
-                    .containers[0]
-                    .args
-                    .clone()
-                    .expect("args")
-                    .join(" "),
-            ];
-            let model = ModelStatus {
-                revision: Some(v.revision.clone()),
-                artifact_digest: Some(format!("sha256:{}", "ab".repeat(32))),
-                precision: Some(Precision::F32),
-                ..ModelStatus::default()
-            };
-            let pod = deployment(&v, &model, &config(), desired_replicas(&v.md))
-                .spec
-                .expect("spec")
-                .template
-                .spec
-                .expect("pod");
-            runs.extend(
-                pod.init_containers
-                    .iter()
-                    .flatten()
-                    .filter_map(|c| c.args.as_ref())
-                    .filter(|a| a.first().map(String::as_str) == Some("optimize"))
-                    .map(|a| a.join(" ")),
+        let optimize_runs = |yaml: &str| -> Vec<String> {
+            let validated = validate(&md(yaml)).expect("valid");
+            let job = optimize_job(&validated, &config());
+            let served = deployment(
+                &validated,
+                &optimized(&validated, Precision::F32, false),
+                &config(),
+                desired_replicas(&validated.md),
             );
-            runs
+            [job_container(&job), init_container(&served)]
+                .map(|container| request_arg(container).to_owned())
+                .to_vec()
         };
-        let runs = optimize_args(&declared);
-        assert!(
-            runs.len() >= 2,
-            "the Job and the pods' init container: {runs:?}"
-        );
-        for run in &runs {
-            assert!(
-                run.contains(
-                    r#"--format onnx --inputs [{"name":"x","datatype":"FP32","shape":[-1,64]}]"#
-                ),
-                "{run}"
+        for json in optimize_runs(&declared) {
+            let request = OptimizeRequest::from_json(&json).expect("parses");
+            assert_eq!(
+                request.format,
+                Some(tractor_api::ModelFormat::Onnx),
+                "{json}"
+            );
+            assert_eq!(
+                request.inputs,
+                [tractor_api::InputOverride {
+                    name: "x".to_owned(),
+                    datatype: tractor_api::Datatype::Fp32,
+                    shape: vec![-1, 64],
+                }],
+                "{json}"
             );
         }
-        for run in optimize_args(CONFIG_MAP_MODEL) {
+        for json in optimize_runs(CONFIG_MAP_MODEL) {
             assert!(
-                !run.contains("--format") && !run.contains("--inputs"),
-                "{run}"
+                !json.contains(r#""format""#) && !json.contains(r#""inputs""#),
+                "{json}"
             );
         }
     }
@@ -965,59 +1026,84 @@ spec:
             "    precision: auto\n",
             "    precision: auto\n    pruning: {sparsity: 0.5}\n",
         );
-        let v = validate(&md(&pruned)).expect("valid");
-        let job = optimize_job(&v, &config());
-        let job_args = job
-            .spec
-            .and_then(|s| s.template.spec)
-            .expect("pod")
-            .containers[0]
-            .args
-            .clone()
-            .expect("args")
-            .join(" ");
-        assert!(job_args.contains("--prune-sparsity 0.5"), "{job_args}");
-        let init_args = |refused: bool| -> String {
-            let model = ModelStatus {
-                revision: Some(v.revision.clone()),
-                artifact_digest: Some(format!("sha256:{}", "ab".repeat(32))),
-                precision: Some(Precision::F32),
-                pruning_refused: refused,
-                ..ModelStatus::default()
-            };
-            let pod = deployment(&v, &model, &config(), desired_replicas(&v.md))
-                .spec
-                .expect("spec")
-                .template
-                .spec
-                .expect("pod");
-            pod.init_containers
-                .iter()
-                .flatten()
-                .filter_map(|c| c.args.as_ref())
-                .find(|a| a.first().map(String::as_str) == Some("optimize"))
-                .map(|a| a.join(" "))
-                .expect("an optimize init container")
+        let validated = validate(&md(&pruned)).expect("valid");
+        let job = optimize_job(&validated, &config());
+        assert_eq!(request_of(job_container(&job)).prune_sparsity, Some(0.5));
+        let init_request = |refused: bool| {
+            let served = deployment(
+                &validated,
+                &optimized(&validated, Precision::F32, refused),
+                &config(),
+                desired_replicas(&validated.md),
+            );
+            request_of(init_container(&served))
         };
-        assert!(init_args(false).contains("--prune-sparsity 0.5"));
-        assert!(
-            !init_args(true).contains("--prune-sparsity"),
-            "{}",
-            init_args(true)
-        );
+        assert_eq!(init_request(false).prune_sparsity, Some(0.5));
+        assert_eq!(init_request(true).prune_sparsity, None);
+    }
+
+    /// The init container asks for what the Job asked for, at the precision the Job chose and without the
+    /// evaluation (it builds, it does not gate): `tractor optimize` is deterministic for a fixed precision, so
+    /// that is how a pod gets the bytes the Job measured. It mounts no dataset it does not read.
+    #[test]
+    fn pods_rederive_the_jobs_request_at_its_chosen_precision() {
+        let spec = CONFIG_MAP_MODEL
+            .replace(
+                "    precision: auto\n",
+                "    precision: auto\n    pruning: {sparsity: 0.5}\n",
+            )
+            .replace(
+                "sha256: \"0000000000000000000000000000000000000000000000000000000000000000\"}",
+                "sha256: \"0000000000000000000000000000000000000000000000000000000000000000\", \
+                 format: onnx, inputs: [{name: x, datatype: FP32, shape: [-1, 64]}]}",
+            );
+        let validated = validate(&md(&spec)).expect("valid");
+        let job_request = request_of(job_container(&optimize_job(&validated, &config())));
+        assert!(job_request.evaluation.is_some());
+        for precision in [Precision::F32, Precision::F16, Precision::Int8] {
+            let served = deployment(
+                &validated,
+                &optimized(&validated, precision, false),
+                &config(),
+                desired_replicas(&validated.md),
+            );
+            assert_eq!(
+                request_of(init_container(&served)),
+                OptimizeRequest {
+                    precision,
+                    evaluation: None,
+                    ..job_request.clone()
+                }
+            );
+            let volumes: Vec<_> = served
+                .spec
+                .and_then(|spec| spec.template.spec)
+                .and_then(|pod| pod.volumes)
+                .into_iter()
+                .flatten()
+                .map(|volume| volume.name)
+                .collect();
+            assert!(volumes.contains(&"model-source".to_owned()), "{volumes:?}");
+            assert!(!volumes.contains(&"dataset".to_owned()), "{volumes:?}");
+        }
     }
 
     #[test]
     fn deployment_pins_artifact_and_keeps_contract_labels() {
-        let v = validate(&md(CONFIG_MAP_MODEL)).expect("valid");
+        let validated = validate(&md(CONFIG_MAP_MODEL)).expect("valid");
         let model = ModelStatus {
-            revision: Some(v.revision.clone()),
+            revision: Some(validated.revision.clone()),
             artifact_digest: Some(format!("sha256:{}", "ab".repeat(32))),
             precision: Some(Precision::F16),
             ..ModelStatus::default()
         };
-        let d = deployment(&v, &model, &config(), desired_replicas(&v.md));
-        let spec = d.spec.as_ref().expect("spec");
+        let built = deployment(
+            &validated,
+            &model,
+            &config(),
+            desired_replicas(&validated.md),
+        );
+        let spec = built.spec.as_ref().expect("spec");
         assert_eq!(spec.replicas, Some(2));
         let template = &spec.template;
         let labels = template
@@ -1031,7 +1117,7 @@ spec:
             "user labels must not override ours"
         );
         assert_eq!(labels["team"], "risk");
-        assert_eq!(labels[names::LABEL_REVISION], v.revision);
+        assert_eq!(labels[names::LABEL_REVISION], validated.revision);
         let pod = template.spec.as_ref().expect("pod");
         let server = &pod.containers[0];
         let args = server.args.clone().expect("args").join(" ");
@@ -1041,17 +1127,13 @@ spec:
         );
         assert!(args.contains("--max-batch-size 16 --max-delay-micros 200"));
         assert!(
-            args.contains(&format!("--revision {}", v.revision)),
+            args.contains(&format!("--revision {}", validated.revision)),
             "{args}"
         );
         let fetch = &pod.init_containers.as_ref().expect("init")[0];
-        assert!(
-            fetch
-                .args
-                .clone()
-                .expect("args")
-                .join(" ")
-                .contains("--precision f16"),
+        assert_eq!(
+            request_of(fetch).precision,
+            Precision::F16,
             "the recorded choice, not auto"
         );
         let sc = server.security_context.as_ref().expect("security context");
@@ -1087,17 +1169,22 @@ spec:
 
     #[test]
     fn servers_keep_answering_after_sigterm_until_kube_proxy_has_dropped_them() {
-        let v = validate(&md(CONFIG_MAP_MODEL)).expect("valid");
+        let validated = validate(&md(CONFIG_MAP_MODEL)).expect("valid");
         let status = ModelStatus {
             revision: Some("r1".to_owned()),
             artifact_digest: Some(format!("sha256:{}", "ab".repeat(32))),
             ..ModelStatus::default()
         };
-        let d = deployment(&v, &status, &config(), desired_replicas(&v.md));
-        let delay: u64 = server_arg(&d, "--drain-delay-millis")
+        let built = deployment(
+            &validated,
+            &status,
+            &config(),
+            desired_replicas(&validated.md),
+        );
+        let delay: u64 = server_arg(&built, "--drain-delay-millis")
             .and_then(|s| s.parse().ok())
             .expect("a drain delay");
-        let grace = d
+        let grace = built
             .spec
             .and_then(|s| s.template.spec)
             .and_then(|s| s.termination_grace_period_seconds)
@@ -1114,7 +1201,7 @@ spec:
 
     #[test]
     fn every_server_is_told_the_revision_of_its_pod_label() {
-        let v = validate(&md(CONFIG_MAP_MODEL)).expect("valid");
+        let validated = validate(&md(CONFIG_MAP_MODEL)).expect("valid");
         let model = |revision: Option<&str>| ModelStatus {
             revision: revision.map(str::to_owned),
             artifact_digest: Some(format!("sha256:{}", "ab".repeat(32))),
@@ -1126,38 +1213,43 @@ spec:
             (
                 "stable",
                 deployment(
-                    &v,
+                    &validated,
                     &model(Some("0123456789")),
                     &config(),
-                    desired_replicas(&v.md),
+                    desired_replicas(&validated.md),
                 ),
                 "0123456789",
             ),
             (
                 "canary",
                 canary_deployment(
-                    &v,
-                    &model(Some(&v.revision)),
+                    &validated,
+                    &model(Some(&validated.revision)),
                     &config(),
-                    desired_replicas(&v.md),
+                    desired_replicas(&validated.md),
                 ),
-                v.revision.as_str(),
+                validated.revision.as_str(),
             ),
             (
                 "no revision in status",
-                deployment(&v, &model(None), &config(), desired_replicas(&v.md)),
-                v.revision.as_str(),
+                deployment(
+                    &validated,
+                    &model(None),
+                    &config(),
+                    desired_replicas(&validated.md),
+                ),
+                validated.revision.as_str(),
             ),
         ];
-        for (case, d, want) in cases {
-            assert_eq!(served_revision(&d).as_deref(), Some(want), "{case}");
-            assert_eq!(revision_arg(&d).as_deref(), Some(want), "{case}");
+        for (case, built, want) in cases {
+            assert_eq!(served_revision(&built).as_deref(), Some(want), "{case}");
+            assert_eq!(revision_arg(&built).as_deref(), Some(want), "{case}");
         }
     }
 
     #[test]
     fn s3_credentials_are_referenced_not_copied() {
-        let v = validate(&md(r#"
+        let validated = validate(&md(r#"
 apiVersion: serving.tractor.dev/v1alpha1
 kind: ModelDeployment
 metadata: {name: fraud}
@@ -1167,7 +1259,11 @@ spec:
     s3: {endpoint: "http://store:8333", region: us-east-1, secretRef: {name: creds}}
 "#))
         .expect("valid");
-        let job = optimize_job(&v, &config());
+        let job = optimize_job(&validated, &config());
+        // The uri as written: the command fetches it itself, with the credentials below; nothing is mounted.
+        let request = request_of(job_container(&job));
+        assert_eq!(request.source, "s3://models/fraud.onnx");
+        assert!(!request_arg(job_container(&job)).contains("creds"));
         let env = job
             .spec
             .and_then(|s| s.template.spec)
@@ -1192,7 +1288,7 @@ spec:
 
     #[test]
     fn tls_and_token_reach_the_server_from_the_spec_secrets() {
-        let v = validate(&md(r#"
+        let validated = validate(&md(r#"
 apiVersion: serving.tractor.dev/v1alpha1
 kind: ModelDeployment
 metadata: {name: digits}
@@ -1204,12 +1300,17 @@ spec:
 "#))
         .expect("valid");
         let model = ModelStatus {
-            revision: Some(v.revision.clone()),
+            revision: Some(validated.revision.clone()),
             artifact_digest: Some(format!("sha256:{}", "ab".repeat(32))),
             ..ModelStatus::default()
         };
-        let d = deployment(&v, &model, &config(), desired_replicas(&v.md));
-        let pod = d.spec.and_then(|s| s.template.spec).expect("pod");
+        let built = deployment(
+            &validated,
+            &model,
+            &config(),
+            desired_replicas(&validated.md),
+        );
+        let pod = built.spec.and_then(|s| s.template.spec).expect("pod");
         let server = &pod.containers[0];
         let args = server.args.clone().expect("args").join(" ");
         assert!(
@@ -1226,8 +1327,8 @@ spec:
             pod.volumes
                 .iter()
                 .flatten()
-                .find(|v| v.name == volume)
-                .and_then(|v| v.secret.as_ref()?.secret_name.clone())
+                .find(|candidate| candidate.name == volume)
+                .and_then(|found| found.secret.as_ref()?.secret_name.clone())
         };
         assert_eq!(secret_of("tls").as_deref(), Some("digits-tls"));
         assert_eq!(secret_of("auth").as_deref(), Some("digits-token"));
@@ -1249,9 +1350,9 @@ spec:
 
     #[test]
     fn spec_hash_changes_with_content_only() {
-        let v = validate(&md(CONFIG_MAP_MODEL)).expect("valid");
-        let a = with_spec_hash(service(&v));
-        let b = with_spec_hash(service(&v));
+        let validated = validate(&md(CONFIG_MAP_MODEL)).expect("valid");
+        let a = with_spec_hash(service(&validated));
+        let b = with_spec_hash(service(&validated));
         assert_eq!(spec_hash(&a), spec_hash(&b));
         let mut other = validate(&md(CONFIG_MAP_MODEL)).expect("valid");
         other.name = "other".into();

@@ -25,11 +25,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use clap::ValueEnum;
 use sha2::{Digest, Sha256};
 use tract_nnef::internal::*;
 use tractor_api::report::{Candidate, FailureReason, OptimizeReport};
-use tractor_api::{Datatype, EvalMetric, Precision, TensorSignature};
+use tractor_api::{
+    Datatype, EvalMetric, EvaluationRequest, OptimizeRequest, Precision, TensorSignature,
+};
 
 /// The failure codes of the report, shared with the operator.
 pub type Reason = FailureReason;
@@ -68,42 +69,24 @@ impl From<tractor_model::Error> for OptError {
     }
 }
 
-/// Metric on the command line.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MetricArg {
-    /// Share of rows whose predicted class is the label.
-    Accuracy,
-    /// Macro-averaged F1.
-    F1,
-    /// Macro-averaged precision.
-    Precision,
-    /// Macro-averaged recall.
-    Recall,
-    /// Mean absolute error.
-    Mae,
-    /// Root mean squared error.
-    Rmse,
-}
-
-impl From<MetricArg> for EvalMetric {
-    fn from(m: MetricArg) -> EvalMetric {
-        match m {
-            MetricArg::Accuracy => EvalMetric::Accuracy,
-            MetricArg::F1 => EvalMetric::F1,
-            MetricArg::Precision => EvalMetric::Precision,
-            MetricArg::Recall => EvalMetric::Recall,
-            MetricArg::Mae => EvalMetric::Mae,
-            MetricArg::Rmse => EvalMetric::Rmse,
-        }
-    }
-}
-
-/// `tractor optimize`: every flag has an environment fallback, as the Job sets them.
+/// `tractor optimize`: the request as one JSON value (`--request`, as the operator's Job passes it) or as
+/// individual flags (by hand), plus the options that are the command line's own. Every flag has an environment
+/// fallback.
 #[derive(clap::Args, Debug, Clone)]
 pub struct OptimizeArgs {
+    /// The whole request as JSON, as the operator's Job and serving pods pass it
+    /// (`{"source":"m.onnx","out":"out","precision":"auto"}`): instead of --source, --out and the flags that
+    /// describe the model and its evaluation. Unknown fields are ignored.
+    #[arg(
+        long,
+        env = "TRACTOR_REQUEST",
+        value_parser = parse_request,
+        conflicts_with_all = REQUEST_FLAGS
+    )]
+    pub request: Option<OptimizeRequest>,
     /// The model: `https://...`, `http://...` (needs --sha256), `s3://bucket/key`, or a local file or NNEF folder.
-    #[arg(long, env = "TRACTOR_SOURCE")]
-    pub source: String,
+    #[arg(long, env = "TRACTOR_SOURCE", required_unless_present = "request")]
+    pub source: Option<String>,
     /// Expected sha256 of the source bytes (hex, optionally prefixed `sha256:`).
     #[arg(long, env = "TRACTOR_SHA256")]
     pub sha256: Option<String>,
@@ -115,8 +98,8 @@ pub struct OptimizeArgs {
     #[arg(long, env = "TRACTOR_INPUTS", value_parser = parse_inputs)]
     pub inputs: Option<DeclaredInputs>,
     /// Folder to write the artifact (`model.nnef.tgz`) to; created if missing.
-    #[arg(long, env = "TRACTOR_OUT")]
-    pub out: PathBuf,
+    #[arg(long, env = "TRACTOR_OUT", required_unless_present = "request")]
+    pub out: Option<String>,
     /// Numeric precision of the artifact.
     #[arg(long, env = "TRACTOR_PRECISION", value_parser = precision_parser(), default_value_t = Precision::Auto)]
     pub precision: Precision,
@@ -127,8 +110,8 @@ pub struct OptimizeArgs {
     #[arg(long, env = "TRACTOR_EVAL_DATA")]
     pub eval_data: Option<String>,
     /// Metric of the evaluation.
-    #[arg(long, env = "TRACTOR_METRIC", value_enum, default_value_t = MetricArg::Accuracy)]
-    pub metric: MetricArg,
+    #[arg(long, env = "TRACTOR_METRIC", value_parser = metric_parser(), default_value = "accuracy")]
+    pub metric: EvalMetric,
     /// Lowest acceptable score (highest for mae/rmse).
     #[arg(long, env = "TRACTOR_MIN_SCORE")]
     pub min_score: Option<f64>,
@@ -152,6 +135,88 @@ pub struct OptimizeArgs {
     pub batch_sizes: Vec<usize>,
 }
 
+/// The flags `--request` stands for: giving one of them beside it (on the command line or in the environment)
+/// is refused rather than one of the two silently ignored. Defaults (`--precision auto`, `--metric accuracy`)
+/// are no conflict.
+const REQUEST_FLAGS: [&str; 11] = [
+    "source",
+    "sha256",
+    "format",
+    "inputs",
+    "out",
+    "precision",
+    "prune_sparsity",
+    "eval_data",
+    "metric",
+    "min_score",
+    "max_regression",
+];
+
+/// What a run does besides its request: they concern this process (where its report goes, what it uploads, how
+/// long it times), not the artifact, so the operator never sends them.
+#[derive(Debug, Clone)]
+struct RunOptions {
+    upload: Option<String>,
+    report: Option<PathBuf>,
+    batch_sizes: Vec<usize>,
+}
+
+impl OptimizeArgs {
+    /// The one request these arguments make (`--request` as given, or built from the individual flags) and the
+    /// command line's own options, so the pipeline reads one type whichever way it was asked.
+    fn into_parts(self) -> (Result<OptimizeRequest, OptError>, RunOptions) {
+        // Destructured in full: a new flag must be placed in the request or the options, never dropped.
+        let OptimizeArgs {
+            request,
+            source,
+            sha256,
+            format,
+            inputs,
+            out,
+            precision,
+            prune_sparsity,
+            eval_data,
+            metric,
+            min_score,
+            max_regression,
+            upload,
+            report,
+            batch_sizes,
+        } = self;
+        let options = RunOptions {
+            upload,
+            report,
+            batch_sizes,
+        };
+        let request = match (request, source, out) {
+            (Some(request), _, _) => Ok(request),
+            (None, Some(source), Some(out)) => Ok(OptimizeRequest {
+                source,
+                sha256,
+                format,
+                inputs: inputs.map(|declared| declared.0).unwrap_or_default(),
+                out,
+                precision,
+                prune_sparsity,
+                // As before the request existed: --metric, --min-score and --max-regression mean nothing
+                // without a labelled set.
+                evaluation: eval_data.map(|data| EvaluationRequest {
+                    data,
+                    metric,
+                    min_score,
+                    max_regression,
+                }),
+            }),
+            // clap refuses this; only arguments built by hand get here.
+            (None, _, _) => Err(OptError::new(
+                Reason::Internal,
+                "tractor optimize needs --request, or --source and --out",
+            )),
+        };
+        (request, options)
+    }
+}
+
 /// The `--inputs` flag: `spec.model.inputs`, in the CRD's own JSON form.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeclaredInputs(pub Vec<tractor_api::InputOverride>);
@@ -160,6 +225,10 @@ fn parse_inputs(s: &str) -> Result<DeclaredInputs, String> {
     serde_json::from_str(s)
         .map(DeclaredInputs)
         .map_err(|e| format!("not a JSON list of {{name, datatype, shape}}: {e}"))
+}
+
+fn parse_request(s: &str) -> Result<OptimizeRequest, String> {
+    OptimizeRequest::from_json(s).map_err(|error| format!("not an optimize request: {error}"))
 }
 
 fn parse_format(s: &str) -> Result<tractor_api::ModelFormat, String> {
@@ -192,6 +261,39 @@ fn precision_parser() -> impl clap::builder::TypedValueParser<Value = Precision>
     })
 }
 
+/// Every metric, in the order `tractor optimize --help` lists them.
+const METRICS: [EvalMetric; 6] = [
+    EvalMetric::Accuracy,
+    EvalMetric::F1,
+    EvalMetric::Precision,
+    EvalMetric::Recall,
+    EvalMetric::Mae,
+    EvalMetric::Rmse,
+];
+
+/// `--metric`: the spec's (serde's) spellings, each with its help. Written out because clap's possible values
+/// are `&'static str`; a test holds them to serde's and the CRD's.
+fn metric_parser() -> impl clap::builder::TypedValueParser<Value = EvalMetric> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    let spelled = |metric: EvalMetric| match metric {
+        EvalMetric::Accuracy => (
+            "accuracy",
+            "Share of rows whose predicted class is the label",
+        ),
+        EvalMetric::F1 => ("f1", "Macro-averaged F1"),
+        EvalMetric::Precision => ("precision", "Macro-averaged precision"),
+        EvalMetric::Recall => ("recall", "Macro-averaged recall"),
+        EvalMetric::Mae => ("mae", "Mean absolute error (lower is better)"),
+        EvalMetric::Rmse => ("rmse", "Root mean squared error (lower is better)"),
+    };
+    PossibleValuesParser::new(METRICS.map(|metric| {
+        let (spelling, help) = spelled(metric);
+        PossibleValue::new(spelling).help(help)
+    }))
+    // Read back through serde, so a value is what the spec's YAML would have meant by it.
+    .map(|s| serde_json::from_value(serde_json::Value::String(s)).unwrap_or_default())
+}
+
 /// Lowest argmax agreement (or `1 - relative error` for regressions) with the f32 model on the calibration sample.
 pub const MIN_AGREEMENT: f64 = 0.99;
 /// Rows of the calibration sample used when no labelled set is given.
@@ -202,8 +304,9 @@ const TIMING_BUDGET: Duration = Duration::from_millis(400);
 /// Run the whole optimize step; returns the process exit code (0 on success) after writing the report.
 pub fn run(args: OptimizeArgs) -> i32 {
     let started = Instant::now();
+    let (request, options) = args.into_parts();
     let mut report = OptimizeReport::default();
-    if let Err(error) = pipeline(&args, &mut report) {
+    if let Err(error) = request.and_then(|request| pipeline(&request, &options, &mut report)) {
         tracing::error!(reason = ?error.reason, "{}", error.message);
         report.reason = Some(error.reason);
         report.message = error.message;
@@ -215,7 +318,7 @@ pub fn run(args: OptimizeArgs) -> i32 {
     progress::finish();
     let json = report.to_compact_json();
     println!("{json}");
-    if let Some(path) = &args.report
+    if let Some(path) = &options.report
         && let Err(error) = write_atomic(path, json.as_bytes())
     {
         tracing::error!("writing the report to {}: {error}", path.display());
@@ -244,18 +347,23 @@ struct Built {
     latencies: Vec<Duration>,
 }
 
-fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptError> {
-    let sparsity = args.prune_sparsity.unwrap_or(0.0);
+fn pipeline(
+    request: &OptimizeRequest,
+    options: &RunOptions,
+    report: &mut OptimizeReport,
+) -> Result<(), OptError> {
+    let sparsity = request.prune_sparsity.unwrap_or(0.0);
     if !(0.0..=0.95).contains(&sparsity) {
         return Err(OptError::new(
             Reason::Internal,
             format!("--prune-sparsity must be in [0, 0.95], got {sparsity}"),
         ));
     }
-    std::fs::create_dir_all(&args.out).map_err(|error| {
+    let out = Path::new(&request.out);
+    std::fs::create_dir_all(out).map_err(|error| {
         OptError::new(
             Reason::Internal,
-            format!("creating {}: {error}", args.out.display()),
+            format!("creating {}: {error}", out.display()),
         )
     })?;
     let work = tempfile::tempdir()
@@ -266,8 +374,8 @@ fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptE
         .map_err(|error| OptError::new(Reason::Internal, format!("runtime: {error}")))?;
 
     // 1. Fetch and verify.
-    let source = fetch::Source::parse(&args.source)?;
-    let expected = args
+    let source = fetch::Source::parse(&request.source)?;
+    let expected = request
         .sha256
         .as_deref()
         .map(|digest| digest.trim().trim_start_matches("sha256:").to_lowercase());
@@ -277,8 +385,8 @@ fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptE
             "an http:// source needs --sha256: plain HTTP has no other integrity check",
         ));
     }
-    progress("fetch", &args.source);
-    let path = rt.block_on(fetch::fetch(&args.source, work.path()))?;
+    progress("fetch", &request.source);
+    let path = rt.block_on(fetch::fetch(&request.source, work.path()))?;
     if path.is_file() {
         let found = sha256_file(&path)?;
         report.source_digest = Some(format!("sha256:{found}"));
@@ -299,21 +407,21 @@ fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptE
 
     // 2. Convert.
     progress("load", &path.display().to_string());
-    let declared = args
-        .inputs
-        .as_ref()
-        .map_or(&[][..], |labelled| &labelled.0[..]);
-    let (model, format) = tractor_model::loader::load_declared(&path, args.format, declared)?;
+    let (model, format) =
+        tractor_model::loader::load_declared(&path, request.format, &request.inputs)?;
     report.format = Some(format);
     let (inputs, outputs) = signature(&model)?;
     report.inputs = inputs;
     report.outputs = outputs;
 
     // 3. What to measure candidates on.
-    let metric: EvalMetric = args.metric.into();
+    let evaluation = request.evaluation.as_ref();
+    // Without a labelled set the metric scores nothing; the default only fills the gate's field.
+    let metric = evaluation.map_or_else(EvalMetric::default, |evaluation| evaluation.metric);
+    let min_score = evaluation.and_then(|evaluation| evaluation.min_score);
     let regression = eval::is_regression(metric);
-    let dataset = match &args.eval_data {
-        Some(uri) => {
+    let dataset = match evaluation {
+        Some(EvaluationRequest { data: uri, .. }) => {
             progress("dataset", uri);
             let dir = work.path().join("dataset");
             std::fs::create_dir_all(&dir)
@@ -336,7 +444,7 @@ fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptE
         let score = eval::score(metric, &reference, &labelled.y)?;
         report.metric = Some(metric);
         report.baseline_score = Some(round6(score));
-        if let Some(min) = args.min_score
+        if let Some(min) = min_score
             && !meets_min(metric, score, min)
         {
             return Err(OptError::new(
@@ -350,7 +458,7 @@ fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptE
 
     // 4. Candidates: from the pruned weights when pruning is asked for; when none of those passes the gate,
     // pruning is refused and the candidates are built again from the unpruned weights.
-    let requested = args.precision;
+    let requested = request.precision;
     let order = match requested {
         Precision::Auto => vec![Precision::F32, Precision::F16, Precision::Int8],
         Precision::Int8 => vec![Precision::Int8, Precision::F16, Precision::F32],
@@ -364,8 +472,8 @@ fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptE
         gated,
         regression,
         baseline: report.baseline_score,
-        max_regression: args.max_regression,
-        min_score: args.min_score,
+        max_regression: evaluation.and_then(|evaluation| evaluation.max_regression),
+        min_score,
         metric,
     };
     let measure = |base: &TypedModel, pruned: bool| -> Result<Vec<Built>, OptError> {
@@ -397,7 +505,7 @@ fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptE
             let passed = gate.passes(score, agreement);
             let mut latencies = Vec::new();
             if timed && passed {
-                for &batch_size in &args.batch_sizes {
+                for &batch_size in &options.batch_sizes {
                     let fixed = graph::Exec::with_batch(&served, batch_size)?;
                     let input = batch_of(&sample, batch_size)?;
                     latencies.push(fixed.median_latency(&input, TIMING_BUDGET)?);
@@ -494,7 +602,7 @@ fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptE
     }
 
     // 6. Write, atomically.
-    let artifact = args.out.join(tractor_api::names::ARTIFACT_FILE);
+    let artifact = out.join(tractor_api::names::ARTIFACT_FILE);
     write_atomic(&artifact, &chosen.bytes).map_err(|error| {
         OptError::new(
             Reason::Internal,
@@ -508,7 +616,7 @@ fn pipeline(args: &OptimizeArgs, report: &mut OptimizeReport) -> Result<(), OptE
     report.size_bytes = Some(chosen.bytes.len() as i64);
     report.precision = Some(chosen.precision);
     report.optimized_score = chosen.score.map(round6);
-    if let Some(uri) = &args.upload {
+    if let Some(uri) = &options.upload {
         progress("upload", uri);
         rt.block_on(fetch::upload(uri, &artifact))?;
     }
@@ -682,7 +790,8 @@ pub fn datatype(dt: DatumType) -> Option<Datatype> {
 #[cfg(test)]
 mod tests {
     use clap::Parser;
-    use tractor_api::ModelFormat;
+    use clap::error::ErrorKind;
+    use tractor_api::{Datatype, InputOverride, ModelFormat};
 
     use super::*;
 
@@ -692,15 +801,26 @@ mod tests {
         args: OptimizeArgs,
     }
 
-    fn parse(extra: &[&str]) -> Result<OptimizeArgs, clap::Error> {
-        let base = ["optimize", "--source", "m.onnx", "--out", "out"];
-        Cli::try_parse_from(base.iter().chain(extra)).map(|cli| cli.args)
+    fn parse_alone(args: &[&str]) -> Result<OptimizeArgs, clap::Error> {
+        Cli::try_parse_from(["optimize"].iter().chain(args)).map(|cli| cli.args)
     }
 
-    /// `--precision` and `--format` take exactly the spec's spellings, as the Job's command line writes them.
+    fn parse(extra: &[&str]) -> Result<OptimizeArgs, clap::Error> {
+        let base = ["--source", "m.onnx", "--out", "out"];
+        parse_alone(&base.iter().chain(extra).copied().collect::<Vec<_>>())
+    }
+
+    /// The request and options a command line makes; panics where clap or the conversion refuses it.
+    fn parts(args: &[&str]) -> (OptimizeRequest, RunOptions) {
+        let (request, options) = parse_alone(args).expect("parses").into_parts();
+        (request.expect("a request"), options)
+    }
+
+    /// `--precision`, `--format` and `--metric` take exactly the spec's spellings.
     #[test]
     fn flags_take_the_spec_spellings() {
         assert_eq!(parse(&[]).expect("defaults").precision, Precision::Auto);
+        assert_eq!(parse(&[]).expect("defaults").metric, EvalMetric::Accuracy);
         for precision in Precision::ALL {
             let args = parse(&["--precision", precision.as_str()]).expect("precision");
             assert_eq!(args.precision, precision);
@@ -709,12 +829,196 @@ mod tests {
             let args = parse(&["--format", format.as_str()]).expect("format");
             assert_eq!(args.format, Some(format));
         }
+        for metric in METRICS {
+            let spelling = serde_json::to_value(metric).expect("serializes");
+            let spelling = spelling.as_str().expect("a string");
+            let args = parse(&["--metric", spelling]).expect("metric");
+            assert_eq!(args.metric, metric, "{spelling}");
+        }
         for refused in [
             ["--precision", "AUTO"],
             ["--precision", "fp16"],
             ["--format", "ONNX"],
+            ["--metric", "Accuracy"],
+            ["--metric", "auc"],
         ] {
             assert!(parse(&refused).is_err(), "{refused:?}");
+        }
+    }
+
+    /// `--metric` accepts every metric the CRD accepts, so a spec the API server admits is one the command runs.
+    #[test]
+    fn metric_flag_takes_every_metric_the_crd_takes() {
+        let crd = tractor_api::crd();
+        let mut schema = crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .and_then(|schema| schema.open_api_v3_schema.as_ref())
+            .expect("a schema");
+        for field in ["spec", "optimize", "evaluation", "metric"] {
+            schema = &schema.properties.as_ref().expect("properties")[field];
+        }
+        let spellings: Vec<String> = schema
+            .enum_
+            .iter()
+            .flatten()
+            .filter_map(|value| value.0.as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(spellings.len(), METRICS.len(), "{spellings:?}");
+        for spelling in &spellings {
+            let args = parse(&["--metric", spelling]).expect("metric");
+            assert_eq!(
+                serde_json::to_value(args.metric).expect("serializes"),
+                spelling.as_str(),
+            );
+        }
+    }
+
+    /// The flags and `--request` are two spellings of one request: the pipeline cannot tell which it was given.
+    #[test]
+    fn flags_and_request_make_the_same_request() {
+        let options = [
+            "--upload",
+            "s3://bucket/model.nnef.tgz",
+            "--report",
+            "report.json",
+            "--batch-sizes",
+            "1,8",
+        ];
+        let sha256 = "ab".repeat(32);
+        let flags = [
+            "--source",
+            "m.onnx",
+            "--sha256",
+            &sha256,
+            "--format",
+            "onnx",
+            "--inputs",
+            r#"[{"name":"x","datatype":"FP32","shape":[-1,64]}]"#,
+            "--out",
+            "out",
+            "--precision",
+            "int8",
+            "--prune-sparsity",
+            "0.5",
+            "--eval-data",
+            "d.npz",
+            "--metric",
+            "rmse",
+            "--min-score",
+            "0.25",
+            "--max-regression",
+            "0.02",
+        ];
+        let (from_flags, flag_options) = parts(&[&flags[..], &options[..]].concat());
+        let expected = OptimizeRequest {
+            source: "m.onnx".to_owned(),
+            sha256: Some(sha256.clone()),
+            format: Some(ModelFormat::Onnx),
+            inputs: vec![InputOverride {
+                name: "x".to_owned(),
+                datatype: Datatype::Fp32,
+                shape: vec![-1, 64],
+            }],
+            out: "out".to_owned(),
+            precision: Precision::Int8,
+            prune_sparsity: Some(0.5),
+            evaluation: Some(EvaluationRequest {
+                data: "d.npz".to_owned(),
+                metric: EvalMetric::Rmse,
+                min_score: Some(0.25),
+                max_regression: Some(0.02),
+            }),
+        };
+        assert_eq!(from_flags, expected);
+        let json = expected.to_json();
+        let (from_request, request_options) =
+            parts(&[&["--request", &json][..], &options[..]].concat());
+        assert_eq!(from_request, expected);
+        for run_options in [flag_options, request_options] {
+            assert_eq!(
+                run_options.upload.as_deref(),
+                Some("s3://bucket/model.nnef.tgz")
+            );
+            assert_eq!(run_options.report, Some(PathBuf::from("report.json")));
+            assert_eq!(run_options.batch_sizes, [1, 8]);
+        }
+    }
+
+    /// By hand, the evaluation flags mean nothing without a labelled set, as before the request existed.
+    #[test]
+    fn evaluation_flags_without_a_labelled_set_ask_for_no_evaluation() {
+        let (request, options) =
+            parts(&["--source", "m.onnx", "--out", "out", "--min-score", "0.9"]);
+        assert_eq!(
+            request,
+            OptimizeRequest {
+                source: "m.onnx".to_owned(),
+                out: "out".to_owned(),
+                ..OptimizeRequest::default()
+            }
+        );
+        assert_eq!(options.batch_sizes, [1, 32]);
+    }
+
+    /// `--request` stands for --source, --out and the flags describing the model and its evaluation: it needs none
+    /// of them, and refuses each, so neither is silently ignored.
+    #[test]
+    fn request_replaces_the_flags_it_stands_for() {
+        let json = r#"{"source":"m.onnx","out":"out"}"#;
+        let (request, _) = parts(&["--request", json]);
+        assert_eq!(request.source, "m.onnx");
+        assert_eq!(request.precision, Precision::Auto);
+        let values = [
+            ("--source", "other.onnx"),
+            ("--sha256", "00"),
+            ("--format", "onnx"),
+            ("--inputs", "[]"),
+            ("--out", "elsewhere"),
+            ("--precision", "auto"),
+            ("--prune-sparsity", "0.5"),
+            ("--eval-data", "d.npz"),
+            ("--metric", "accuracy"),
+            ("--min-score", "0.9"),
+            ("--max-regression", "0.01"),
+        ];
+        assert_eq!(values.len(), REQUEST_FLAGS.len());
+        for (flag, value) in values {
+            let error = parse_alone(&["--request", json, flag, value]).expect_err(flag);
+            assert_eq!(error.kind(), ErrorKind::ArgumentConflict, "{flag}: {error}");
+        }
+        for flag in ["--source", "--out"] {
+            let without: Vec<&str> = ["--source", "m.onnx", "--out", "out"]
+                .chunks(2)
+                .filter(|pair| pair[0] != flag)
+                .flatten()
+                .copied()
+                .collect();
+            let error = parse_alone(&without).expect_err(flag);
+            assert_eq!(
+                error.kind(),
+                ErrorKind::MissingRequiredArgument,
+                "{flag}: {error}"
+            );
+        }
+    }
+
+    /// A malformed request is refused by clap, naming the flag and what is wrong with the JSON.
+    #[test]
+    fn a_malformed_request_is_refused_with_the_reason() {
+        let error = parse_alone(&[
+            "--request",
+            r#"{"source":"m.onnx","out":"out","pruneSparsity":"half"}"#,
+        ])
+        .expect_err("a string sparsity")
+        .to_string();
+        for word in [
+            "--request",
+            "not an optimize request",
+            "invalid type",
+            "f64",
+        ] {
+            assert!(error.contains(word), "{error:?} lacks {word:?}");
         }
     }
 }
