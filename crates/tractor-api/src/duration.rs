@@ -138,55 +138,56 @@ const FRACTION_DIGITS: u32 = 18;
 /// floating point (`0.3s` is 300 ms, not 299.999…); sub-nanosecond digits are truncated. `const`, so
 /// [`Duration::from_static`] checks its text at compile time.
 const fn parse(text: &str) -> Option<StdDuration> {
-    let b = text.as_bytes();
-    if b.is_empty() {
+    let bytes = text.as_bytes();
+    if bytes.is_empty() {
         return None;
     }
-    let mut i = 0;
+    let mut pos = 0;
     let mut nanos: u128 = 0;
-    while i < b.len() {
-        let start = i;
+    while pos < bytes.len() {
+        let start = pos;
         let mut whole: u128 = 0;
-        while i < b.len() && b[i].is_ascii_digit() {
+        while pos < bytes.len() && bytes[pos].is_ascii_digit() {
             whole = whole
                 .saturating_mul(10)
-                .saturating_add((b[i] - b'0') as u128);
-            i += 1;
+                .saturating_add((bytes[pos] - b'0') as u128);
+            pos += 1;
         }
-        if i == start {
+        if pos == start {
             return None;
         }
         let mut fraction: u128 = 0;
         let mut scale: u128 = 1;
-        if i < b.len() && b[i] == b'.' {
-            i += 1;
-            let start = i;
+        if pos < bytes.len() && bytes[pos] == b'.' {
+            pos += 1;
+            let start = pos;
             let mut digits = 0;
-            while i < b.len() && b[i].is_ascii_digit() {
+            while pos < bytes.len() && bytes[pos].is_ascii_digit() {
                 if digits < FRACTION_DIGITS {
-                    fraction = fraction * 10 + (b[i] - b'0') as u128;
+                    fraction = fraction * 10 + (bytes[pos] - b'0') as u128;
                     scale *= 10;
                     digits += 1;
                 }
-                i += 1;
+                pos += 1;
             }
-            if i == start {
+            if pos == start {
                 return None;
             }
         }
         // `ms` before `m`: after an `m` read alone, an `s` could not start the next number.
-        let (unit, len): (u128, usize) = if i + 1 < b.len() && b[i] == b'm' && b[i + 1] == b's' {
-            (1_000_000, 2)
-        } else if i < b.len() && b[i] == b's' {
-            (NANOS_PER_SEC, 1)
-        } else if i < b.len() && b[i] == b'm' {
-            (60 * NANOS_PER_SEC, 1)
-        } else if i < b.len() && b[i] == b'h' {
-            (3600 * NANOS_PER_SEC, 1)
-        } else {
-            return None;
-        };
-        i += len;
+        let (unit, len): (u128, usize) =
+            if pos + 1 < bytes.len() && bytes[pos] == b'm' && bytes[pos + 1] == b's' {
+                (1_000_000, 2)
+            } else if pos < bytes.len() && bytes[pos] == b's' {
+                (NANOS_PER_SEC, 1)
+            } else if pos < bytes.len() && bytes[pos] == b'm' {
+                (60 * NANOS_PER_SEC, 1)
+            } else if pos < bytes.len() && bytes[pos] == b'h' {
+                (3600 * NANOS_PER_SEC, 1)
+            } else {
+                return None;
+            };
+        pos += len;
         nanos = nanos
             .saturating_add(whole.saturating_mul(unit))
             .saturating_add(fraction * unit / scale);

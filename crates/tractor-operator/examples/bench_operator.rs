@@ -209,8 +209,9 @@ async fn report_writer(client: Client, ns: String) {
             .status
             .iter()
             .flat_map(|s| s.container_statuses.iter().flatten())
-            .any(|c| {
-                c.state
+            .any(|container| {
+                container
+                    .state
                     .as_ref()
                     .and_then(|s| s.terminated.as_ref())
                     .and_then(|t| t.message.as_ref())
@@ -228,35 +229,35 @@ async fn report_writer(client: Client, ns: String) {
 
 #[tokio::main]
 async fn main() {
-    let a = args();
+    let args = args();
     let client = Client::try_default().await.unwrap();
-    let ns = a.namespace.clone();
-    let n = a.count;
+    let ns = args.namespace.clone();
+    let count = args.count;
 
     // Baseline: N plain one-replica Deployments straight to Available.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let base_before = apiserver_requests(&client).await;
     let start = Instant::now();
-    for i in 0..n {
-        let d: Deployment = serde_json::from_value(json!({
-            "metadata": {"name": format!("base-{i}"), "labels": {"bench": "baseline"}},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": format!("base-{i}")}},
-                     "template": {"metadata": {"labels": {"app": format!("base-{i}")}},
+    for index in 0..count {
+        let deployment: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": format!("base-{index}"), "labels": {"bench": "baseline"}},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": format!("base-{index}")}},
+                     "template": {"metadata": {"labels": {"app": format!("base-{index}")}},
                                   "spec": {"containers": [{"name": "c", "image": "busybox"}],
                                            "nodeSelector": kwok_node_selector(), "tolerations": kwok_tolerations()}}}
         }))
         .unwrap();
         deployments
-            .create(&PostParams::default(), &d)
+            .create(&PostParams::default(), &deployment)
             .await
             .unwrap();
     }
-    wait_all("baseline Deployments", n, || async {
+    wait_all("baseline Deployments", count, || async {
         deployments
             .list(&ListParams::default().labels("bench=baseline"))
             .await
-            .map(|l| {
-                l.items
+            .map(|list| {
+                list.items
                     .iter()
                     .filter(|d| d.status.as_ref().and_then(|s| s.available_replicas) == Some(1))
                     .count()
@@ -279,30 +280,31 @@ async fn main() {
     let writer = tokio::spawn(report_writer(client.clone(), ns.clone()));
     let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), &ns);
     let md_before = apiserver_requests(&client).await;
-    let (_, cpu_before) = process_usage(a.operator_pid);
-    let op_rollout_before = operator_metric(&a.admin, "tractor_operator_status_writes_total").await
-        + operator_metric(&a.admin, "tractor_operator_child_applies_total").await;
+    let (_, cpu_before) = process_usage(args.operator_pid);
+    let op_rollout_before = operator_metric(&args.admin, "tractor_operator_status_writes_total")
+        .await
+        + operator_metric(&args.admin, "tractor_operator_child_applies_total").await;
     let start = Instant::now();
-    for i in 0..n {
+    for index in 0..count {
         let md: ModelDeployment = serde_json::from_value(json!({
             "apiVersion": "serving.tractor.dev/v1alpha1", "kind": "ModelDeployment",
-            "metadata": {"name": format!("m-{i}")},
-            "spec": {"model": {"uri": format!("https://models.example.com/m-{i}.onnx"), "sha256": "5f".repeat(32)},
+            "metadata": {"name": format!("m-{index}")},
+            "spec": {"model": {"uri": format!("https://models.example.com/m-{index}.onnx"), "sha256": "5f".repeat(32)},
                      "serving": {"pod": {"nodeSelector": kwok_node_selector(), "tolerations": kwok_tolerations()}}}
         }))
         .unwrap();
         mds.create(&PostParams::default(), &md).await.unwrap();
     }
     let created = start.elapsed();
-    wait_all("ModelDeployments Ready", n, || async {
+    wait_all("ModelDeployments Ready", count, || async {
         mds.list(&ListParams::default())
             .await
-            .map(|l| {
-                l.items
+            .map(|list| {
+                list.items
                     .iter()
-                    .filter(|m| {
-                        m.status.as_ref().is_some_and(|s| {
-                            tractor_api::conditions::is_true(&s.conditions, "Ready")
+                    .filter(|model| {
+                        model.status.as_ref().is_some_and(|status| {
+                            tractor_api::conditions::is_true(&status.conditions, "Ready")
                         })
                     })
                     .count()
@@ -313,28 +315,31 @@ async fn main() {
     let md_time = start.elapsed();
     writer.abort();
     let md_after = apiserver_requests(&client).await;
-    let (rss_peak, cpu_after) = process_usage(a.operator_pid);
-    let op_rollout_after = operator_metric(&a.admin, "tractor_operator_status_writes_total").await
-        + operator_metric(&a.admin, "tractor_operator_child_applies_total").await;
+    let (rss_peak, cpu_after) = process_usage(args.operator_pid);
+    let op_rollout_after = operator_metric(&args.admin, "tractor_operator_status_writes_total")
+        .await
+        + operator_metric(&args.admin, "tractor_operator_child_applies_total").await;
 
     // Steady state: a minute with nothing changing.
-    let op_writes_before = operator_metric(&a.admin, "tractor_operator_status_writes_total").await
-        + operator_metric(&a.admin, "tractor_operator_child_applies_total").await;
+    let op_writes_before = operator_metric(&args.admin, "tractor_operator_status_writes_total")
+        .await
+        + operator_metric(&args.admin, "tractor_operator_child_applies_total").await;
     let steady_before = apiserver_requests(&client).await;
-    let (_, cpu_steady_before) = process_usage(a.operator_pid);
+    let (_, cpu_steady_before) = process_usage(args.operator_pid);
     tokio::time::sleep(Duration::from_secs(60)).await;
     let steady_after = apiserver_requests(&client).await;
-    let op_writes_after = operator_metric(&a.admin, "tractor_operator_status_writes_total").await
-        + operator_metric(&a.admin, "tractor_operator_child_applies_total").await;
-    let (rss_end, cpu_steady_after) = process_usage(a.operator_pid);
+    let op_writes_after = operator_metric(&args.admin, "tractor_operator_status_writes_total")
+        .await
+        + operator_metric(&args.admin, "tractor_operator_child_applies_total").await;
+    let (rss_end, cpu_steady_after) = process_usage(args.operator_pid);
 
-    let per_obj = |x: f64| x / n as f64;
+    let per_obj = |x: f64| x / count as f64;
     let report = format!(
-        "# bench-operator\n\n{n} ModelDeployments on KWOK nodes, operator as a process (release build), \
-         against a baseline of {n} plain one-replica Deployments in the same run and cluster.\n\n\
+        "# bench-operator\n\n{count} ModelDeployments on KWOK nodes, operator as a process (release build), \
+         against a baseline of {count} plain one-replica Deployments in the same run and cluster.\n\n\
          | measure | value | target |\n| --- | --- | --- |\n\
          | time until all Ready | {md:.1} s (creating them took {cr:.1} s) | ≤ 60 s |\n\
-         | baseline: {n} Deployments Available | {base:.1} s | |\n\
+         | baseline: {count} Deployments Available | {base:.1} s | |\n\
          | ratio ModelDeployments / baseline | {ratio:.2}× | |\n\
          | operator RSS peak | {rss:.1} MiB (at the end: {rss_end:.1} MiB) | ≤ 64 MB |\n\
          | operator CPU during rollout | {cpu:.1} s | |\n\
@@ -362,9 +367,9 @@ async fn main() {
         ow = op_writes_after - op_writes_before,
         sw = writes(&steady_after) - writes(&steady_before),
         scpu = cpu_steady_after - cpu_steady_before,
-        breakdown = write_breakdown(&md_before, &md_after, n),
-        base_breakdown = write_breakdown(&base_before, &base_after, n),
+        breakdown = write_breakdown(&md_before, &md_after, count),
+        base_breakdown = write_breakdown(&base_before, &base_after, count),
     );
-    std::fs::write(&a.report, &report).unwrap();
+    std::fs::write(&args.report, &report).unwrap();
     print!("{report}");
 }

@@ -90,23 +90,23 @@ mod tests {
                 .status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
-        let body = |r: axum::response::Response| async move {
-            let bytes = axum::body::to_bytes(r.into_body(), 1024)
+        let body = |response: axum::response::Response| async move {
+            let bytes = axum::body::to_bytes(response.into_body(), 1024)
                 .await
                 .expect("body");
             String::from_utf8_lossy(&bytes).into_owned()
         };
         // A standby is Ready, and says it stands by.
         admin.standby.store(true, Ordering::Release);
-        let r = app.clone().oneshot(get("/ready")).await.expect("ready");
-        assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(body(r).await, STANDBY);
+        let response = app.clone().oneshot(get("/ready")).await.expect("ready");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body(response).await, STANDBY);
         // The leader, once synced.
         admin.standby.store(false, Ordering::Release);
         admin.ready.store(true, Ordering::Release);
-        let r = app.clone().oneshot(get("/ready")).await.expect("ready");
-        assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(body(r).await, "ok");
+        let response = app.clone().oneshot(get("/ready")).await.expect("ready");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body(response).await, "ok");
         let metrics = app.oneshot(get("/metrics")).await.expect("metrics");
         assert_eq!(metrics.status(), StatusCode::OK);
     }

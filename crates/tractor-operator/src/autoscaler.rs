@@ -527,11 +527,11 @@ fn accuracy_verdict(
     reads: &Reads,
     now: f64,
 ) -> Option<(bool, String)> {
-    let (i, spec) = metrics
+    let (index, spec) = metrics
         .iter()
         .enumerate()
         .find_map(|(i, m)| m.accuracy.as_ref().map(|a| (i, a)))?;
-    let Ok(value) = reads.values.get(i)?.as_ref() else {
+    let Ok(value) = reads.values.get(index)?.as_ref() else {
         // Unknown (no feedback yet, or Prometheus down): neither degraded nor healthy on no evidence.
         return None;
     };
@@ -631,37 +631,37 @@ mod tests {
             values: vec![v],
             snapshot: MetricSnapshot::default(),
         };
-        let mut m = Memory::default();
+        let mut memory = Memory::default();
         assert_eq!(
-            accuracy_verdict(&mut m, &metrics, &reads(Ok(0.5)), 0.0),
+            accuracy_verdict(&mut memory, &metrics, &reads(Ok(0.5)), 0.0),
             None
         );
         assert_eq!(
-            accuracy_verdict(&mut m, &metrics, &reads(Ok(0.5)), 30.0),
+            accuracy_verdict(&mut memory, &metrics, &reads(Ok(0.5)), 30.0),
             None
         );
         // No data in between does not reset the clock, nor decide anything.
         assert_eq!(
             accuracy_verdict(
-                &mut m,
+                &mut memory,
                 &metrics,
                 &reads(Err(QueryError::Empty("q".into()))),
                 45.0
             ),
             None
         );
-        let got = accuracy_verdict(&mut m, &metrics, &reads(Ok(0.5)), 61.0);
+        let got = accuracy_verdict(&mut memory, &metrics, &reads(Ok(0.5)), 61.0);
         assert!(
             matches!(got, Some((true, ref msg)) if msg.contains("0.500")),
             "{got:?}"
         );
         // Recovering resets it.
         assert!(matches!(
-            accuracy_verdict(&mut m, &metrics, &reads(Ok(0.95)), 70.0),
+            accuracy_verdict(&mut memory, &metrics, &reads(Ok(0.95)), 70.0),
             Some((false, _))
         ));
         assert_eq!(
-            accuracy_verdict(&mut m, &metrics, &reads(Ok(0.5)), 80.0),
+            accuracy_verdict(&mut memory, &metrics, &reads(Ok(0.5)), 80.0),
             None
         );
     }

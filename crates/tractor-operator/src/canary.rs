@@ -112,7 +112,7 @@ pub enum Verdict {
 /// the upper bound is, passes only when the lower bound reaches it, and is inconclusive in between; and
 /// the canary fails against stable only when its upper bound is more than 0.05 below stable's lower bound.
 pub fn analyse(limits: Option<&CanaryAnalysis>, canary: &Signals, stable: &Signals) -> Verdict {
-    let Some(l) = limits else {
+    let Some(limits) = limits else {
         return Verdict::Pass;
     };
     let mut unsure = vec![];
@@ -131,64 +131,65 @@ pub fn analyse(limits: Option<&CanaryAnalysis>, canary: &Signals, stable: &Signa
         check(
             "p95 latency (ms)",
             canary.latency_p95_millis,
-            l.max_latency_millis,
+            limits.max_latency_millis,
         ),
-        check("error rate", canary.error_rate, l.max_error_rate),
+        check("error rate", canary.error_rate, limits.max_error_rate),
     ];
     if let Some(why) = broken.into_iter().flatten().next() {
         return Verdict::Fail(why);
     }
-    if let Some(limit) = l.min_accuracy {
+    if let Some(limit) = limits.min_accuracy {
         match canary.accuracy {
             None => unsure.push("no data yet for accuracy".to_owned()),
-            Some(a) => {
-                let (lower, upper) = a.bounds();
+            Some(accuracy) => {
+                let (lower, upper) = accuracy.bounds();
                 if upper < limit {
                     return Verdict::Fail(format!(
                         "accuracy {} below the limit {limit} (at most {upper:.4} at {BOUND_Z}σ)",
-                        a.describe()
+                        accuracy.describe()
                     ));
                 }
                 if lower < limit {
                     unsure.push(format!(
                         "accuracy {} too few to tell from the limit {limit} (at least {lower:.4} at {BOUND_Z}σ)",
-                        a.describe()
+                        accuracy.describe()
                     ));
                 }
             }
         }
     }
     // Relative checks only where a limit of that kind is set, so a user opts in per signal.
-    if l.max_error_rate.is_some()
-        && let (Some(c), Some(s)) = (canary.error_rate, stable.error_rate)
-        && c > 0.01
-        && c > 2.0 * s
+    if limits.max_error_rate.is_some()
+        && let (Some(canary_rate), Some(stable_rate)) = (canary.error_rate, stable.error_rate)
+        && canary_rate > 0.01
+        && canary_rate > 2.0 * stable_rate
     {
         return Verdict::Fail(format!(
-            "error rate {c:.4} more than twice the stable revision's {s:.4}"
+            "error rate {canary_rate:.4} more than twice the stable revision's {stable_rate:.4}"
         ));
     }
     // A p95 of a millisecond or two moves by half between two histogram buckets' interpolation alone: the
     // canary must also be slower by a tenth of the user's own limit to count as clearly worse (seen on real
     // pods: 1.6 ms against 1.0 ms rolled back a good canary).
-    if let Some(limit) = l.max_latency_millis
-        && let (Some(c), Some(s)) = (canary.latency_p95_millis, stable.latency_p95_millis)
-        && s > 0.0
-        && c > 1.5 * s
-        && c - s > 0.1 * limit
+    if let Some(limit) = limits.max_latency_millis
+        && let (Some(canary_p95), Some(stable_p95)) =
+            (canary.latency_p95_millis, stable.latency_p95_millis)
+        && stable_p95 > 0.0
+        && canary_p95 > 1.5 * stable_p95
+        && canary_p95 - stable_p95 > 0.1 * limit
     {
         return Verdict::Fail(format!(
-            "p95 latency {c:.1} ms more than 1.5 times the stable revision's {s:.1} ms"
+            "p95 latency {canary_p95:.1} ms more than 1.5 times the stable revision's {stable_p95:.1} ms"
         ));
     }
-    if l.min_accuracy.is_some()
-        && let (Some(c), Some(s)) = (canary.accuracy, stable.accuracy)
-        && c.bounds().1 + 0.05 < s.bounds().0
+    if limits.min_accuracy.is_some()
+        && let (Some(canary_accuracy), Some(stable_accuracy)) = (canary.accuracy, stable.accuracy)
+        && canary_accuracy.bounds().1 + 0.05 < stable_accuracy.bounds().0
     {
         return Verdict::Fail(format!(
             "accuracy {} more than 0.05 below the stable revision's {} (at {BOUND_Z}σ)",
-            c.describe(),
-            s.describe()
+            canary_accuracy.describe(),
+            stable_accuracy.describe()
         ));
     }
     if unsure.is_empty() {
@@ -346,7 +347,7 @@ mod tests {
 
     #[test]
     fn every_transition() {
-        let c = spec(Some("{maxErrorRate: 0.01, failureLimit: 1}"));
+        let canary = spec(Some("{maxErrorRate: 0.01, failureLimit: 1}"));
         let fail = Verdict::Fail("error rate 0.2".into());
         let pass = Verdict::Pass;
         let unsure = Verdict::Inconclusive("no data".into());
@@ -546,7 +547,9 @@ mod tests {
         ];
         for (name, state, target, stable, failed, verdict, now, want) in cases {
             assert_eq!(
-                next(&state, target, stable, failed, &c, &PAUSES, verdict, now),
+                next(
+                    &state, target, stable, failed, &canary, &PAUSES, verdict, now
+                ),
                 want,
                 "{name}"
             );

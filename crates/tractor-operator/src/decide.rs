@@ -353,12 +353,14 @@ pub fn decide(observed: &Observed, config: &BuildConfig) -> Plan {
         && conditions::is_true(&new.conditions, conditions::READY);
     if became_ready {
         // Once a revision is stable, optimize Jobs of other revisions are history.
-        let keep: Vec<String> = new
+        let mut keep: Vec<String> = new
             .revision
             .iter()
             .flat_map(|revisions| [revisions.current.clone(), revisions.stable.clone()])
             .flatten()
             .collect();
+        // Current and stable are one revision once it is promoted.
+        keep.dedup();
         writes.push(Write::PruneJobs { keep });
     }
     // Condition flips last: they describe the status this plan writes.

@@ -413,41 +413,55 @@ fn optimizing_over(new: &Validated, old: &Validated, n: i32) -> ModelDeploymentS
     s
 }
 
-/// `v`'s revision optimized and its Deployment written; `ready` of `desired` pods ready; `stable` rolled out
-/// last.
+/// `validated`'s revision optimized and its Deployment written; `ready` of `desired` pods ready; `stable`
+/// rolled out last.
 fn rolling_out(
-    v: &Validated,
+    validated: &Validated,
     stable: Option<&str>,
     ready: i32,
     desired: i32,
 ) -> ModelDeploymentStatus {
     let at = &ago(BEFORE);
-    let mut s = base(v);
-    s.phase = Some(Phase::RollingOut);
-    s.model = Some(model(v));
-    s.replicas = Some(ready);
-    s.ready_replicas = Some(ready);
-    revision(&mut s).stable = stable.map(str::to_owned);
+    let mut status = base(validated);
+    status.phase = Some(Phase::RollingOut);
+    status.model = Some(model(validated));
+    status.replicas = Some(ready);
+    status.ready_replicas = Some(ready);
+    revision(&mut status).stable = stable.map(str::to_owned);
     let words = format!(
         "rolling out revision {}: {ready}/{desired} replicas ready",
-        v.revision
+        validated.revision
     );
-    cond(&mut s, at, READY, false, reason::ROLLING_OUT, words.clone());
-    cond(&mut s, at, RECONCILING, true, reason::ROLLING_OUT, words);
     cond(
-        &mut s,
+        &mut status,
+        at,
+        READY,
+        false,
+        reason::ROLLING_OUT,
+        words.clone(),
+    );
+    cond(
+        &mut status,
+        at,
+        RECONCILING,
+        true,
+        reason::ROLLING_OUT,
+        words,
+    );
+    cond(
+        &mut status,
         at,
         MODEL_READY,
         true,
         reason::OPTIMIZED,
-        optimized(v),
+        optimized(validated),
     );
     let pods = format!("{ready}/{desired} replicas ready");
     if ready > 0 {
-        cond(&mut s, at, AVAILABLE, true, reason::AVAILABLE, pods);
+        cond(&mut status, at, AVAILABLE, true, reason::AVAILABLE, pods);
     } else {
         cond(
-            &mut s,
+            &mut status,
             at,
             AVAILABLE,
             false,
@@ -455,8 +469,8 @@ fn rolling_out(
             pods,
         );
     }
-    not_configured(&mut s, at);
-    s
+    not_configured(&mut status, at);
+    status
 }
 
 /// The Reconciling/Ready message of a canary of `v` at `step` (0-based).
@@ -469,26 +483,26 @@ fn canary_words(v: &Validated, step: usize, failures: i32, words: &str) -> Strin
     )
 }
 
-/// A canary of `b` beside the stable `a` (of 4 pods) at `step`, begun `started` seconds ago; `pods` are the
-/// stable's ready pods, the canary's pods and its ready ones.
+/// A canary of `new` beside the stable `old` (of 4 pods) at `step`, begun `started` seconds ago; `pods` are
+/// the stable's ready pods, the canary's pods and its ready ones.
 fn canary_status(
-    b: &Validated,
-    a: &Validated,
+    new: &Validated,
+    old: &Validated,
     step: usize,
     started: i64,
     words: &str,
     (stable_ready, canary_pods, canary_ready): (i32, i32, i32),
 ) -> ModelDeploymentStatus {
     let at = &ago(BEFORE);
-    let mut s = base(b);
-    s.phase = Some(Phase::RollingOut);
-    s.model = Some(model(b));
-    s.replicas = Some(stable_ready + canary_pods);
-    s.ready_replicas = Some(stable_ready + canary_ready);
-    *revision(&mut s) = RevisionStatus {
-        current: Some(b.revision.clone()),
-        stable: Some(a.revision.clone()),
-        canary: Some(b.revision.clone()),
+    let mut status = base(new);
+    status.phase = Some(Phase::RollingOut);
+    status.model = Some(model(new));
+    status.replicas = Some(stable_ready + canary_pods);
+    status.ready_replicas = Some(stable_ready + canary_ready);
+    *revision(&mut status) = RevisionStatus {
+        current: Some(new.revision.clone()),
+        stable: Some(old.revision.clone()),
+        canary: Some(new.revision.clone()),
         canary_weight: Some([25, 50][step]),
         canary_step: Some(step as i32),
         canary_step_started: Some(ago(started)),
@@ -496,9 +510,9 @@ fn canary_status(
         canary_failures: Some(0),
         ..RevisionStatus::default()
     };
-    let words = canary_words(b, step, 0, words);
+    let words = canary_words(new, step, 0, words);
     cond(
-        &mut s,
+        &mut status,
         at,
         READY,
         false,
@@ -506,7 +520,7 @@ fn canary_status(
         words.clone(),
     );
     cond(
-        &mut s,
+        &mut status,
         at,
         RECONCILING,
         true,
@@ -514,49 +528,49 @@ fn canary_status(
         words,
     );
     cond(
-        &mut s,
+        &mut status,
         at,
         MODEL_READY,
         true,
         reason::OPTIMIZED,
-        optimized(b),
+        optimized(new),
     );
     cond(
-        &mut s,
+        &mut status,
         at,
         AVAILABLE,
         true,
         reason::AVAILABLE,
         format!("{stable_ready}/4 replicas ready"),
     );
-    not_configured(&mut s, at);
-    s
+    not_configured(&mut status, at);
+    status
 }
 
-/// The failure of `v`'s revision written into `s` at `at`, as the status renders it. `serving`: a Deployment
-/// exists, so the previous revision keeps serving.
+/// The failure of `validated`'s revision written into `status` at `at`, as the status renders it. `serving`: a
+/// Deployment exists, so the previous revision keeps serving.
 fn fail(
-    s: &mut ModelDeploymentStatus,
-    v: &Validated,
+    status: &mut ModelDeploymentStatus,
+    validated: &Validated,
     failure: &RevisionFailure,
     serving: bool,
     at: &Time,
 ) {
-    let r = revision(s);
-    r.failed = Some(v.revision.clone());
-    r.failure = Some(failure.clone());
-    s.phase = Some(Phase::Failed);
+    let revision_status = revision(status);
+    revision_status.failed = Some(validated.revision.clone());
+    revision_status.failure = Some(failure.clone());
+    status.phase = Some(Phase::Failed);
     let why = failure.reason.as_str();
     let rolled_back = why == reason::ROLLED_BACK || why == reason::ACCURACY_ROLLBACK;
     let prefix = if rolled_back {
-        format!("revision {} rolled back: ", v.revision)
+        format!("revision {} rolled back: ", validated.revision)
     } else {
         // A rolled-back revision's model was optimized well: ModelReady keeps saying so.
-        cond(s, at, MODEL_READY, false, why, failure.message.clone());
-        format!("optimize failed for revision {}: ", v.revision)
+        cond(status, at, MODEL_READY, false, why, failure.message.clone());
+        format!("optimize failed for revision {}: ", validated.revision)
     };
     cond(
-        s,
+        status,
         at,
         STALLED,
         true,
@@ -568,14 +582,14 @@ fn fail(
     } else {
         reason::OPTIMIZE_FAILED
     };
-    cond(s, at, RECONCILING, false, reconciling, "");
+    cond(status, at, RECONCILING, false, reconciling, "");
     let suffix = if serving {
         "; the previous revision keeps serving"
     } else {
         ""
     };
     cond(
-        s,
+        status,
         at,
         READY,
         false,
@@ -635,21 +649,21 @@ fn signals(error_rate: f64) -> Signals {
 
 #[test]
 fn first_reconcile_creates_the_job_and_the_front_children() {
-    let v = spec("v1", PLAIN);
-    let mut seen = observed(&v, &ModelDeploymentStatus::default());
+    let v1 = spec("v1", PLAIN);
+    let mut seen = observed(&v1, &ModelDeploymentStatus::default());
     seen.front = Front::default();
     seen.job = job_seen(None, None);
     let mut writes = vec![Write::CreateJob(Box::new(children::optimize_job(
-        &v,
+        &v1,
         &config(),
     )))];
-    writes.extend(front_writes(&v));
+    writes.extend(front_writes(&v1));
     assert_plan!(
         decide(&seen, &config()),
         Plan {
             writes,
             events: vec![],
-            status: Some(first_optimizing(&v, &Time(now()))),
+            status: Some(first_optimizing(&v1, &Time(now()))),
             autoscaler: Remember::Forget,
             evaluation: None,
             requeue: secs(30),
@@ -659,10 +673,10 @@ fn first_reconcile_creates_the_job_and_the_front_children() {
 
 #[test]
 fn a_running_job_with_steady_front_children_writes_nothing() {
-    let v = spec("v1", PLAIN);
-    let old = first_optimizing(&v, &ago(BEFORE));
-    let mut seen = observed(&v, &old);
-    seen.job = job_seen(Some(job(&v, None)), None);
+    let v1 = spec("v1", PLAIN);
+    let old = first_optimizing(&v1, &ago(BEFORE));
+    let mut seen = observed(&v1, &old);
+    seen.job = job_seen(Some(job(&v1, None)), None);
     assert_plan!(
         decide(&seen, &config()),
         Plan {
@@ -680,17 +694,17 @@ fn a_running_job_with_steady_front_children_writes_nothing() {
 #[test]
 fn a_completed_job_with_a_report_makes_the_model_ready_and_applies_the_deployment() {
     for (rest, replicas) in [(PLAIN, 2), (CANARY, 4)] {
-        let v = spec("v1", rest);
-        let old = first_optimizing(&v, &ago(BEFORE));
-        let mut seen = observed(&v, &old);
-        seen.job = job_seen(Some(job(&v, Some(("Complete", 5)))), Some(report(&v)));
+        let v1 = spec("v1", rest);
+        let old = first_optimizing(&v1, &ago(BEFORE));
+        let mut seen = observed(&v1, &old);
+        seen.job = job_seen(Some(job(&v1, Some(("Complete", 5)))), Some(report(&v1)));
 
         let mut want = old.clone();
-        want.model = Some(model(&v));
+        want.model = Some(model(&v1));
         want.phase = Some(Phase::RollingOut);
         let words = format!(
             "rolling out revision {}: 0/{replicas} replicas ready",
-            v.revision
+            v1.revision
         );
         set(&mut want, READY, false, reason::ROLLING_OUT, words.clone());
         set(&mut want, RECONCILING, true, reason::ROLLING_OUT, words);
@@ -699,7 +713,7 @@ fn a_completed_job_with_a_report_makes_the_model_ready_and_applies_the_deploymen
             MODEL_READY,
             true,
             reason::OPTIMIZED,
-            optimized(&v),
+            optimized(&v1),
         );
         set(
             &mut want,
@@ -712,15 +726,15 @@ fn a_completed_job_with_a_report_makes_the_model_ready_and_applies_the_deploymen
             decide(&seen, &config()),
             Plan {
                 writes: vec![apply_deployment(children::deployment(
-                    &v,
-                    &model(&v),
+                    &v1,
+                    &model(&v1),
                     &config(),
                     replicas
                 ))],
                 events: vec![event(
                     EventType::Normal,
                     reason::OPTIMIZED,
-                    optimized(&v),
+                    optimized(&v1),
                     "Optimize"
                 )],
                 status: Some(want),
@@ -735,12 +749,12 @@ fn a_completed_job_with_a_report_makes_the_model_ready_and_applies_the_deploymen
 
 #[test]
 fn a_completed_job_without_its_report_is_awaited_for_the_grace_then_fails() {
-    let v = spec("v1", PLAIN);
-    let old = first_optimizing(&v, &ago(BEFORE));
+    let v1 = spec("v1", PLAIN);
+    let old = first_optimizing(&v1, &ago(BEFORE));
 
     // Within the grace: still optimizing, looked at again soon.
-    let mut seen = observed(&v, &old);
-    seen.job = job_seen(Some(job(&v, Some(("Complete", 10)))), None);
+    let mut seen = observed(&v1, &old);
+    seen.job = job_seen(Some(job(&v1, Some(("Complete", 10)))), None);
     assert_plan!(
         decide(&seen, &config()),
         Plan {
@@ -754,17 +768,17 @@ fn a_completed_job_without_its_report_is_awaited_for_the_grace_then_fails() {
     );
 
     // After it: failed, Internal.
-    seen.job = job_seen(Some(job(&v, Some(("Complete", 61)))), None);
+    seen.job = job_seen(Some(job(&v1, Some(("Complete", 61)))), None);
     let failure = RevisionFailure {
         reason: "Internal".into(),
         message: "the optimize Job completed without writing a report to its termination message"
             .into(),
     };
     let mut want = old.clone();
-    fail(&mut want, &v, &failure, false, &Time(now()));
+    fail(&mut want, &v1, &failure, false, &Time(now()));
     let stalled = format!(
         "optimize failed for revision {}: {}",
-        v.revision, failure.message
+        v1.revision, failure.message
     );
     assert_plan!(
         decide(&seen, &config()),
@@ -784,8 +798,8 @@ fn a_completed_job_without_its_report_is_awaited_for_the_grace_then_fails() {
 /// However the Job fails, the revision's failure is typed in the status and said once.
 #[test]
 fn job_failures_become_the_typed_failure() {
-    let v = spec("v1", PLAIN);
-    let old = first_optimizing(&v, &ago(BEFORE));
+    let v1 = spec("v1", PLAIN);
+    let old = first_optimizing(&v1, &ago(BEFORE));
     let unsupported = OptimizeReport::failure(
         FailureReason::UnsupportedOp,
         "operator Foo is not supported by tract",
@@ -826,14 +840,14 @@ fn job_failures_become_the_typed_failure() {
         ),
     ];
     for (case, finished, report, (why, message)) in cases {
-        let mut seen = observed(&v, &old);
-        seen.job = job_seen(Some(job(&v, Some((finished, 30)))), report);
+        let mut seen = observed(&v1, &old);
+        seen.job = job_seen(Some(job(&v1, Some((finished, 30)))), report);
         let failure = RevisionFailure {
             reason: why.into(),
             message: message.into(),
         };
         let mut want = old.clone();
-        fail(&mut want, &v, &failure, false, &Time(now()));
+        fail(&mut want, &v1, &failure, false, &Time(now()));
         assert_plan!(
             decide(&seen, &config()),
             Plan {
@@ -841,7 +855,7 @@ fn job_failures_become_the_typed_failure() {
                 events: vec![event(
                     EventType::Warning,
                     why,
-                    format!("optimize failed for revision {}: {message}", v.revision),
+                    format!("optimize failed for revision {}: {message}", v1.revision),
                     "Optimize"
                 )],
                 status: Some(want),
@@ -863,14 +877,14 @@ fn unsupported() -> RevisionFailure {
 
 #[test]
 fn a_failed_job_keeps_the_previous_revision_serving_and_only_scales_it() {
-    let a = spec("v1", PLAIN);
+    let v1 = spec("v1", PLAIN);
     // The new spec also asks for a third pod.
-    let b = spec("v2", "serving: {replicas: 3}");
-    let old = optimizing_over(&b, &a, 2);
-    let mut seen = observed(&b, &old);
-    seen.stable = Some(stable_on(&a, 2));
+    let v2 = spec("v2", "serving: {replicas: 3}");
+    let old = optimizing_over(&v2, &v1, 2);
+    let mut seen = observed(&v2, &old);
+    seen.stable = Some(stable_on(&v1, 2));
     seen.job = job_seen(
-        Some(job(&b, Some(("Failed", 30)))),
+        Some(job(&v2, Some(("Failed", 30)))),
         Some(OptimizeReport::failure(
             FailureReason::UnsupportedOp,
             "operator Foo is not supported by tract",
@@ -878,7 +892,7 @@ fn a_failed_job_keeps_the_previous_revision_serving_and_only_scales_it() {
     );
 
     let mut want = old.clone();
-    fail(&mut want, &b, &unsupported(), true, &Time(now()));
+    fail(&mut want, &v2, &unsupported(), true, &Time(now()));
     set(
         &mut want,
         AVAILABLE,
@@ -890,7 +904,7 @@ fn a_failed_job_keeps_the_previous_revision_serving_and_only_scales_it() {
     assert_plan!(
         plan,
         Plan {
-            // The template stays a's: only the count follows the new spec.
+            // The template stays v1's: only the count follows the new spec.
             writes: vec![Write::Scale {
                 deployment: "digits".into(),
                 replicas: 3,
@@ -901,7 +915,7 @@ fn a_failed_job_keeps_the_previous_revision_serving_and_only_scales_it() {
                 "UnsupportedOp",
                 format!(
                     "optimize failed for revision {}: operator Foo is not supported by tract",
-                    b.revision
+                    v2.revision
                 ),
                 "Optimize"
             )],
@@ -912,22 +926,22 @@ fn a_failed_job_keeps_the_previous_revision_serving_and_only_scales_it() {
         }
     );
     let status = plan.status.expect("a status");
-    assert_eq!(status.model, Some(model(&a)), "a still serves");
+    assert_eq!(status.model, Some(model(&v1)), "v1 still serves");
     assert_eq!(
         status.revision.and_then(|r| r.stable),
-        Some(a.revision.clone())
+        Some(v1.revision.clone())
     );
 }
 
 #[test]
 fn an_already_failed_revision_stays_failed_with_its_message_prefixed_once() {
-    let a = spec("v1", PLAIN);
-    let b = spec("v2", "serving: {replicas: 3}");
-    let mut old = optimizing_over(&b, &a, 3);
-    fail(&mut old, &b, &unsupported(), true, &ago(BEFORE));
-    let mut seen = observed(&b, &old);
+    let v1 = spec("v1", PLAIN);
+    let v2 = spec("v2", "serving: {replicas: 3}");
+    let mut old = optimizing_over(&v2, &v1, 3);
+    fail(&mut old, &v2, &unsupported(), true, &ago(BEFORE));
+    let mut seen = observed(&v2, &old);
     seen.stable = Some(live(
-        children::deployment(&a, &model(&a), &config(), 3),
+        children::deployment(&v1, &model(&v1), &config(), 3),
         "stable-uid",
         3,
     ));
@@ -945,9 +959,9 @@ fn an_already_failed_revision_stays_failed_with_its_message_prefixed_once() {
     // Conditions an older operator wrote with the prefix twice are rendered again from the typed failure.
     let once = format!(
         "optimize failed for revision {}: operator Foo is not supported by tract",
-        b.revision
+        v2.revision
     );
-    let twice = format!("optimize failed for revision {}: {once}", b.revision);
+    let twice = format!("optimize failed for revision {}: {once}", v2.revision);
     let mut garbled = old.clone();
     cond(
         &mut garbled,
@@ -966,8 +980,8 @@ fn an_already_failed_revision_stays_failed_with_its_message_prefixed_once() {
         format!("{twice}; the previous revision keeps serving"),
     );
     seen.status = garbled.clone();
-    if let Ok(v) = seen.spec.as_mut() {
-        v.md.status = Some(garbled);
+    if let Ok(observed_spec) = seen.spec.as_mut() {
+        observed_spec.md.status = Some(garbled);
     }
     let plan = decide(&seen, &config());
     assert_plan!(
@@ -987,16 +1001,16 @@ fn an_already_failed_revision_stays_failed_with_its_message_prefixed_once() {
 /// A failure recorded before `status.revision.failure` existed keeps its reason from the Stalled condition.
 #[test]
 fn a_failure_recorded_without_the_typed_field_keeps_the_stalled_reason() {
-    let v = spec("v1", PLAIN);
-    let mut old = first_optimizing(&v, &ago(BEFORE));
-    fail(&mut old, &v, &unsupported(), false, &ago(BEFORE));
+    let v1 = spec("v1", PLAIN);
+    let mut old = first_optimizing(&v1, &ago(BEFORE));
+    fail(&mut old, &v1, &unsupported(), false, &ago(BEFORE));
     revision(&mut old).failure = None;
-    let seen = observed(&v, &old);
+    let seen = observed(&v1, &old);
 
     let mut want = old.clone();
     fail(
         &mut want,
-        &v,
+        &v1,
         &RevisionFailure {
             reason: "UnsupportedOp".into(),
             message: "the failure was recorded before status.revision.failure existed".into(),
@@ -1021,10 +1035,10 @@ fn a_failure_recorded_without_the_typed_field_keeps_the_stalled_reason() {
 
 #[test]
 fn ready_and_rolled_out_writes_nothing_not_even_the_status() {
-    let v = spec("v1", PLAIN);
-    let old = ready_on(&v, 2);
-    let mut seen = observed(&v, &old);
-    seen.stable = Some(stable_on(&v, 2));
+    let v1 = spec("v1", PLAIN);
+    let old = ready_on(&v1, 2);
+    let mut seen = observed(&v1, &old);
+    seen.stable = Some(stable_on(&v1, 2));
     assert_plan!(
         decide(&seen, &config()),
         Plan {
@@ -1040,16 +1054,16 @@ fn ready_and_rolled_out_writes_nothing_not_even_the_status() {
 
 #[test]
 fn becoming_ready_prunes_other_jobs_and_says_so() {
-    let v = spec("v1", PLAIN);
-    let old = rolling_out(&v, None, 0, 2);
-    let mut seen = observed(&v, &old);
-    seen.stable = Some(stable_on(&v, 2));
+    let v1 = spec("v1", PLAIN);
+    let old = rolling_out(&v1, None, 0, 2);
+    let mut seen = observed(&v1, &old);
+    seen.stable = Some(stable_on(&v1, 2));
 
     let mut want = old.clone();
     want.phase = Some(Phase::Ready);
     want.replicas = Some(2);
     want.ready_replicas = Some(2);
-    revision(&mut want).stable = Some(v.revision.clone());
+    revision(&mut want).stable = Some(v1.revision.clone());
     set(
         &mut want,
         READY,
@@ -1070,7 +1084,7 @@ fn becoming_ready_prunes_other_jobs_and_says_so() {
         Plan {
             // current and stable, the same revision here.
             writes: vec![Write::PruneJobs {
-                keep: vec![v.revision.clone(), v.revision.clone()],
+                keep: vec![v1.revision.clone()],
             }],
             events: vec![event(
                 EventType::Normal,
@@ -1088,24 +1102,24 @@ fn becoming_ready_prunes_other_jobs_and_says_so() {
 
 #[test]
 fn a_spec_change_starts_its_job_while_the_previous_revision_keeps_serving() {
-    let a = spec("v1", PLAIN);
-    let b = spec("v2", PLAIN);
-    let old = ready_on(&a, 2);
-    let mut seen = observed(&b, &old);
-    seen.front = steady_front(&a);
-    seen.stable = Some(stable_on(&a, 2));
+    let v1 = spec("v1", PLAIN);
+    let v2 = spec("v2", PLAIN);
+    let old = ready_on(&v1, 2);
+    let mut seen = observed(&v2, &old);
+    seen.front = steady_front(&v1);
+    seen.stable = Some(stable_on(&v1, 2));
     seen.job = job_seen(None, None);
 
     let mut writes = vec![Write::CreateJob(Box::new(children::optimize_job(
-        &b,
+        &v2,
         &config(),
     )))];
     // The front children carry the revision label.
-    writes.extend(front_writes(&b));
+    writes.extend(front_writes(&v2));
     let mut want = old.clone();
     want.phase = Some(Phase::Optimizing);
-    revision(&mut want).current = Some(b.revision.clone());
-    let words = format!("optimizing revision {}", b.revision);
+    revision(&mut want).current = Some(v2.revision.clone());
+    let words = format!("optimizing revision {}", v2.revision);
     set(&mut want, READY, false, reason::OPTIMIZING, words.clone());
     set(
         &mut want,
@@ -1119,16 +1133,15 @@ fn a_spec_change_starts_its_job_while_the_previous_revision_keeps_serving() {
         MODEL_READY,
         false,
         reason::OPTIMIZING,
-        format!("optimize Job digits-{} is running", b.revision),
+        format!("optimize Job digits-{} is running", v2.revision),
     );
     assert_plan!(
         decide(&seen, &config()),
         Plan {
             writes,
-            // status::transitions types Ready falling as a Warning for every reason but CanaryAnalysis,
-            // a new revision being optimized included.
+            // A new revision being optimized is the operator at work: Ready falls as a Normal event.
             events: vec![event(
-                EventType::Warning,
+                EventType::Normal,
                 reason::OPTIMIZING,
                 words,
                 "Rollout"
@@ -1143,18 +1156,18 @@ fn a_spec_change_starts_its_job_while_the_previous_revision_keeps_serving() {
 
 #[test]
 fn a_new_revision_without_canary_applies_the_deployment_and_is_not_ready_yet() {
-    let a = spec("v1", PLAIN);
-    let b = spec("v2", PLAIN);
-    let old = optimizing_over(&b, &a, 2);
-    let mut seen = observed(&b, &old);
-    // Fully rolled out, but on a's template.
-    seen.stable = Some(stable_on(&a, 2));
-    seen.job = job_seen(Some(job(&b, Some(("Complete", 5)))), Some(report(&b)));
+    let v1 = spec("v1", PLAIN);
+    let v2 = spec("v2", PLAIN);
+    let old = optimizing_over(&v2, &v1, 2);
+    let mut seen = observed(&v2, &old);
+    // Fully rolled out, but on v1's template.
+    seen.stable = Some(stable_on(&v1, 2));
+    seen.job = job_seen(Some(job(&v2, Some(("Complete", 5)))), Some(report(&v2)));
 
     let mut want = old.clone();
     want.phase = Some(Phase::RollingOut);
-    want.model = Some(model(&b));
-    let words = format!("rolling out revision {}: 2/2 replicas ready", b.revision);
+    want.model = Some(model(&v2));
+    let words = format!("rolling out revision {}: 2/2 replicas ready", v2.revision);
     set(&mut want, READY, false, reason::ROLLING_OUT, words.clone());
     set(&mut want, RECONCILING, true, reason::ROLLING_OUT, words);
     set(
@@ -1162,22 +1175,22 @@ fn a_new_revision_without_canary_applies_the_deployment_and_is_not_ready_yet() {
         MODEL_READY,
         true,
         reason::OPTIMIZED,
-        optimized(&b),
+        optimized(&v2),
     );
     let plan = decide(&seen, &config());
     assert_plan!(
         plan,
         Plan {
             writes: vec![apply_deployment(children::deployment(
-                &b,
-                &model(&b),
+                &v2,
+                &model(&v2),
                 &config(),
                 2
             ))],
             events: vec![event(
                 EventType::Normal,
                 reason::OPTIMIZED,
-                optimized(&b),
+                optimized(&v2),
                 "Optimize"
             )],
             status: Some(want),
@@ -1193,7 +1206,7 @@ fn a_new_revision_without_canary_applies_the_deployment_and_is_not_ready_yet() {
     );
     assert_eq!(
         status.revision.and_then(|r| r.stable),
-        Some(a.revision.clone())
+        Some(v1.revision.clone())
     );
 }
 
@@ -1201,20 +1214,20 @@ fn a_new_revision_without_canary_applies_the_deployment_and_is_not_ready_yet() {
 
 #[test]
 fn a_canary_starts_beside_the_stable_revision() {
-    let a = spec("v1", CANARY);
-    let b = spec("v2", CANARY);
-    let old = optimizing_over(&b, &a, 4);
-    let mut seen = observed(&b, &old);
-    seen.stable = Some(stable_on(&a, 4));
-    seen.job = job_seen(Some(job(&b, Some(("Complete", 5)))), Some(report(&b)));
+    let v1 = spec("v1", CANARY);
+    let v2 = spec("v2", CANARY);
+    let old = optimizing_over(&v2, &v1, 4);
+    let mut seen = observed(&v2, &old);
+    seen.stable = Some(stable_on(&v1, 4));
+    seen.job = job_seen(Some(job(&v2, Some(("Complete", 5)))), Some(report(&v2)));
 
     let mut want = old.clone();
     want.phase = Some(Phase::RollingOut);
-    want.model = Some(model(&b));
+    want.model = Some(model(&v2));
     *revision(&mut want) = RevisionStatus {
-        current: Some(b.revision.clone()),
-        stable: Some(a.revision.clone()),
-        canary: Some(b.revision.clone()),
+        current: Some(v2.revision.clone()),
+        stable: Some(v1.revision.clone()),
+        canary: Some(v2.revision.clone()),
         canary_weight: Some(25),
         canary_step: Some(0),
         canary_step_started: Some(Time(now())),
@@ -1222,7 +1235,7 @@ fn a_canary_starts_beside_the_stable_revision() {
         canary_failures: Some(0),
         ..RevisionStatus::default()
     };
-    let words = canary_words(&b, 0, 0, "waiting for the canary's pods");
+    let words = canary_words(&v2, 0, 0, "waiting for the canary's pods");
     set(
         &mut want,
         READY,
@@ -1236,22 +1249,22 @@ fn a_canary_starts_beside_the_stable_revision() {
         MODEL_READY,
         true,
         reason::OPTIMIZED,
-        optimized(&b),
+        optimized(&v2),
     );
     assert_plan!(
         decide(&seen, &config()),
         Plan {
             // A quarter of 4 pods; the stable keeps its 4 until the canary's pod is ready.
             writes: vec![apply_deployment(children::canary_deployment(
-                &b,
-                &model(&b),
+                &v2,
+                &model(&v2),
                 &config(),
                 1
             ))],
             events: vec![event(
                 EventType::Normal,
                 reason::OPTIMIZED,
-                optimized(&b),
+                optimized(&v2),
                 "Optimize"
             )],
             status: Some(want),
@@ -1265,12 +1278,12 @@ fn a_canary_starts_beside_the_stable_revision() {
 
 #[test]
 fn a_canary_waiting_for_its_pods_changes_nothing() {
-    let a = spec("v1", CANARY);
-    let b = spec("v2", CANARY);
-    let old = canary_status(&b, &a, 0, 5, "waiting for the canary's pods", (4, 1, 0));
-    let mut seen = observed(&b, &old);
-    seen.stable = Some(stable_on(&a, 4));
-    seen.canary = Some(canary_on(&b, 1, 0));
+    let v1 = spec("v1", CANARY);
+    let v2 = spec("v2", CANARY);
+    let old = canary_status(&v2, &v1, 0, 5, "waiting for the canary's pods", (4, 1, 0));
+    let mut seen = observed(&v2, &old);
+    seen.stable = Some(stable_on(&v1, 4));
+    seen.canary = Some(canary_on(&v2, 1, 0));
     assert_plan!(
         decide(&seen, &config()),
         Plan {
@@ -1286,25 +1299,25 @@ fn a_canary_waiting_for_its_pods_changes_nothing() {
 
 #[test]
 fn a_passed_analysis_after_the_pause_moves_to_the_next_step() {
-    let a = spec("v1", CANARY);
-    let b = spec("v2", CANARY);
-    let old = canary_status(&b, &a, 0, 40, "waiting for the first analysis", (3, 1, 1));
-    let mut seen = observed(&b, &old);
-    seen.stable = Some(stable_on(&a, 3));
-    seen.canary = Some(canary_on(&b, 1, 1));
+    let v1 = spec("v1", CANARY);
+    let v2 = spec("v2", CANARY);
+    let old = canary_status(&v2, &v1, 0, 40, "waiting for the first analysis", (3, 1, 1));
+    let mut seen = observed(&v2, &old);
+    seen.stable = Some(stable_on(&v1, 3));
+    seen.canary = Some(canary_on(&v2, 1, 1));
     seen.analysis = analysis(Ok((5.0, signals(0.001), signals(0.001))));
 
     let mut want = old.clone();
-    let r = revision(&mut want);
-    r.canary_step = Some(1);
-    r.canary_weight = Some(50);
-    r.canary_step_started = Some(Time(now()));
-    r.canary_analysis = Some(CanaryAnalysisStatus {
+    let revision_status = revision(&mut want);
+    revision_status.canary_step = Some(1);
+    revision_status.canary_weight = Some(50);
+    revision_status.canary_step_started = Some(Time(now()));
+    revision_status.canary_analysis = Some(CanaryAnalysisStatus {
         verdict: AnalysisVerdict::Passed,
         message: String::new(),
         time: Some(Time(now())),
     });
-    let words = canary_words(&b, 1, 0, "the last analysis passed");
+    let words = canary_words(&v2, 1, 0, "the last analysis passed");
     set(
         &mut want,
         READY,
@@ -1318,8 +1331,8 @@ fn a_passed_analysis_after_the_pause_moves_to_the_next_step() {
         Plan {
             // Half of 4 pods; the stable gives up its third pod only once the second canary pod is ready.
             writes: vec![apply_deployment(children::canary_deployment(
-                &b,
-                &model(&b),
+                &v2,
+                &model(&v2),
                 &config(),
                 2
             ))],
@@ -1334,29 +1347,29 @@ fn a_passed_analysis_after_the_pause_moves_to_the_next_step() {
 
 #[test]
 fn analysis_failing_beyond_the_failure_limit_rolls_back() {
-    let a = spec("v1", CANARY);
-    let b = spec("v2", CANARY);
-    let mut old = canary_status(&b, &a, 1, 20, "the last analysis passed", (2, 2, 2));
-    let r = revision(&mut old);
-    r.canary_failures = Some(1);
-    r.canary_step_passed = Some(true);
-    r.canary_analysis = Some(CanaryAnalysisStatus {
+    let v1 = spec("v1", CANARY);
+    let v2 = spec("v2", CANARY);
+    let mut old = canary_status(&v2, &v1, 1, 20, "the last analysis passed", (2, 2, 2));
+    let revision_status = revision(&mut old);
+    revision_status.canary_failures = Some(1);
+    revision_status.canary_step_passed = Some(true);
+    revision_status.canary_analysis = Some(CanaryAnalysisStatus {
         verdict: AnalysisVerdict::Passed,
         message: String::new(),
         time: Some(ago(10)),
     });
-    let mut seen = observed(&b, &old);
-    seen.stable = Some(stable_on(&a, 2));
-    seen.canary = Some(canary_on(&b, 2, 2));
+    let mut seen = observed(&v2, &old);
+    seen.stable = Some(stable_on(&v1, 2));
+    seen.canary = Some(canary_on(&v2, 2, 2));
     seen.analysis = analysis(Ok((5.0, signals(0.2), signals(0.0))));
 
     let why = "analysis failed 2 time(s), over failureLimit 1: error rate 0.2000 above the limit 0.05 \
                (canary p95 12.0 ms, error rate 0.2000, accuracy none)";
     let mut want = old.clone();
-    want.model = Some(model(&a));
+    want.model = Some(model(&v1));
     *revision(&mut want) = RevisionStatus {
-        current: Some(b.revision.clone()),
-        stable: Some(a.revision.clone()),
+        current: Some(v2.revision.clone()),
+        stable: Some(v1.revision.clone()),
         ..RevisionStatus::default()
     };
     want.replicas = Some(2);
@@ -1365,7 +1378,7 @@ fn analysis_failing_beyond_the_failure_limit_rolls_back() {
         reason: reason::ROLLED_BACK.into(),
         message: why.into(),
     };
-    fail(&mut want, &b, &failure, true, &Time(now()));
+    fail(&mut want, &v2, &failure, true, &Time(now()));
     assert_plan!(
         decide(&seen, &config()),
         Plan {
@@ -1381,7 +1394,7 @@ fn analysis_failing_beyond_the_failure_limit_rolls_back() {
             events: vec![event(
                 EventType::Warning,
                 reason::ROLLED_BACK,
-                format!("revision {} rolled back: {why}", b.revision),
+                format!("revision {} rolled back: {why}", v2.revision),
                 "Rollout"
             )],
             status: Some(want),
@@ -1394,9 +1407,9 @@ fn analysis_failing_beyond_the_failure_limit_rolls_back() {
 
 #[test]
 fn an_inconclusive_analysis_holds_the_step_and_says_why() {
-    let a = spec("v1", CANARY);
-    let b = spec("v2", CANARY);
-    let old = canary_status(&b, &a, 0, 20, "waiting for the first analysis", (3, 1, 1));
+    let v1 = spec("v1", CANARY);
+    let v2 = spec("v2", CANARY);
+    let old = canary_status(&v2, &v1, 0, 20, "waiting for the first analysis", (3, 1, 1));
     let cases = [
         (
             Ok((0.0, Signals::default(), Signals::default())),
@@ -1408,9 +1421,9 @@ fn an_inconclusive_analysis_holds_the_step_and_says_why() {
         ),
     ];
     for (reads, message) in cases {
-        let mut seen = observed(&b, &old);
-        seen.stable = Some(stable_on(&a, 3));
-        seen.canary = Some(canary_on(&b, 1, 1));
+        let mut seen = observed(&v2, &old);
+        seen.stable = Some(stable_on(&v1, 3));
+        seen.canary = Some(canary_on(&v2, 1, 1));
         seen.analysis = analysis(reads);
 
         let mut want = old.clone();
@@ -1420,7 +1433,7 @@ fn an_inconclusive_analysis_holds_the_step_and_says_why() {
             time: Some(Time(now())),
         });
         let words = canary_words(
-            &b,
+            &v2,
             0,
             0,
             &format!("the last analysis was inconclusive: {message}"),
@@ -1451,23 +1464,23 @@ fn an_inconclusive_analysis_holds_the_step_and_says_why() {
 
 #[test]
 fn between_analyses_the_typed_finding_stands() {
-    let a = spec("v1", CANARY);
-    let b = spec("v2", CANARY);
+    let v1 = spec("v1", CANARY);
+    let v2 = spec("v2", CANARY);
     let finding = CanaryAnalysisStatus {
         verdict: AnalysisVerdict::Inconclusive,
         message: "no requests reached the canary in the last 40s".into(),
         time: Some(ago(5)),
     };
     // The conditions say something else (an older operator's words): the typed finding wins.
-    let mut old = canary_status(&b, &a, 0, 20, "words of an older operator", (3, 1, 1));
+    let mut old = canary_status(&v2, &v1, 0, 20, "words of an older operator", (3, 1, 1));
     revision(&mut old).canary_analysis = Some(finding.clone());
-    let mut seen = observed(&b, &old);
-    seen.stable = Some(stable_on(&a, 3));
-    seen.canary = Some(canary_on(&b, 1, 1));
+    let mut seen = observed(&v2, &old);
+    seen.stable = Some(stable_on(&v1, 3));
+    seen.canary = Some(canary_on(&v2, 1, 1));
 
     let mut want = old.clone();
     let words = canary_words(
-        &b,
+        &v2,
         0,
         0,
         "the last analysis was inconclusive: no requests reached the canary in the last 40s",
@@ -1502,29 +1515,29 @@ fn between_analyses_the_typed_finding_stands() {
 
 #[test]
 fn the_last_step_passed_promotes() {
-    let a = spec("v1", CANARY);
-    let b = spec("v2", CANARY);
-    let mut old = canary_status(&b, &a, 1, 70, "the last analysis passed", (2, 2, 2));
+    let v1 = spec("v1", CANARY);
+    let v2 = spec("v2", CANARY);
+    let mut old = canary_status(&v2, &v1, 1, 70, "the last analysis passed", (2, 2, 2));
     revision(&mut old).canary_step_passed = Some(true);
     revision(&mut old).canary_analysis = Some(CanaryAnalysisStatus {
         verdict: AnalysisVerdict::Passed,
         message: String::new(),
         time: Some(ago(10)),
     });
-    let mut seen = observed(&b, &old);
-    seen.stable = Some(stable_on(&a, 2));
-    seen.canary = Some(canary_on(&b, 2, 2));
+    let mut seen = observed(&v2, &old);
+    seen.stable = Some(stable_on(&v1, 2));
+    seen.canary = Some(canary_on(&v2, 2, 2));
     seen.analysis = analysis(Ok((5.0, signals(0.0), signals(0.0))));
 
     let mut want = old.clone();
     *revision(&mut want) = RevisionStatus {
-        current: Some(b.revision.clone()),
-        stable: Some(a.revision.clone()),
+        current: Some(v2.revision.clone()),
+        stable: Some(v1.revision.clone()),
         ..RevisionStatus::default()
     };
     want.replicas = Some(2);
     want.ready_replicas = Some(2);
-    let words = format!("rolling out revision {}: 2/4 replicas ready", b.revision);
+    let words = format!("rolling out revision {}: 2/4 replicas ready", v2.revision);
     set(&mut want, READY, false, reason::ROLLING_OUT, words.clone());
     set(&mut want, RECONCILING, true, reason::ROLLING_OUT, words);
     assert_plan!(
@@ -1532,8 +1545,8 @@ fn the_last_step_passed_promotes() {
         Plan {
             // The stable Deployment takes the new revision with every pod; the canary stays until it has.
             writes: vec![apply_deployment(children::deployment(
-                &b,
-                &model(&b),
+                &v2,
+                &model(&v2),
                 &config(),
                 4
             ))],
@@ -1542,7 +1555,7 @@ fn the_last_step_passed_promotes() {
                 reason::PROMOTED,
                 format!(
                     "canary revision {} passed every step and replaces {}",
-                    b.revision, a.revision
+                    v2.revision, v1.revision
                 ),
                 "Rollout"
             )],
@@ -1571,19 +1584,19 @@ const OWNED_ELSEWHERE: &str = "the canary needs the Deployment name digits-canar
 
 #[test]
 fn a_canary_name_owned_by_another_object_rolls_back_and_deletes_nothing() {
-    let a = spec("v1", CANARY);
-    let b = spec("v2", CANARY);
-    let old = canary_status(&b, &a, 0, 20, "waiting for the first analysis", (3, 1, 1));
-    let mut seen = observed(&b, &old);
-    seen.stable = Some(stable_on(&a, 3));
-    seen.canary = Some(owned_by_another(canary_on(&b, 1, 1)));
+    let v1 = spec("v1", CANARY);
+    let v2 = spec("v2", CANARY);
+    let old = canary_status(&v2, &v1, 0, 20, "waiting for the first analysis", (3, 1, 1));
+    let mut seen = observed(&v2, &old);
+    seen.stable = Some(stable_on(&v1, 3));
+    seen.canary = Some(owned_by_another(canary_on(&v2, 1, 1)));
     seen.analysis = analysis(Ok((5.0, signals(0.0), signals(0.0))));
 
     let mut want = old.clone();
-    want.model = Some(model(&a));
+    want.model = Some(model(&v1));
     *revision(&mut want) = RevisionStatus {
-        current: Some(b.revision.clone()),
-        stable: Some(a.revision.clone()),
+        current: Some(v2.revision.clone()),
+        stable: Some(v1.revision.clone()),
         ..RevisionStatus::default()
     };
     want.replicas = Some(3);
@@ -1592,7 +1605,7 @@ fn a_canary_name_owned_by_another_object_rolls_back_and_deletes_nothing() {
         reason: reason::ROLLED_BACK.into(),
         message: OWNED_ELSEWHERE.into(),
     };
-    fail(&mut want, &b, &failure, true, &Time(now()));
+    fail(&mut want, &v2, &failure, true, &Time(now()));
     assert_plan!(
         decide(&seen, &config()),
         Plan {
@@ -1604,7 +1617,7 @@ fn a_canary_name_owned_by_another_object_rolls_back_and_deletes_nothing() {
             events: vec![event(
                 EventType::Warning,
                 reason::ROLLED_BACK,
-                format!("revision {} rolled back: {OWNED_ELSEWHERE}", b.revision),
+                format!("revision {} rolled back: {OWNED_ELSEWHERE}", v2.revision),
                 "Rollout"
             )],
             status: Some(want),
@@ -1617,13 +1630,13 @@ fn a_canary_name_owned_by_another_object_rolls_back_and_deletes_nothing() {
 
 #[test]
 fn a_canary_refused_as_its_job_completes_still_says_the_model_is_optimized() {
-    let a = spec("v1", CANARY);
-    let b = spec("v2", CANARY);
-    let old = optimizing_over(&b, &a, 4);
-    let mut seen = observed(&b, &old);
-    seen.stable = Some(stable_on(&a, 4));
-    seen.canary = Some(owned_by_another(canary_on(&b, 1, 1)));
-    seen.job = job_seen(Some(job(&b, Some(("Complete", 5)))), Some(report(&b)));
+    let v1 = spec("v1", CANARY);
+    let v2 = spec("v2", CANARY);
+    let old = optimizing_over(&v2, &v1, 4);
+    let mut seen = observed(&v2, &old);
+    seen.stable = Some(stable_on(&v1, 4));
+    seen.canary = Some(owned_by_another(canary_on(&v2, 1, 1)));
+    seen.job = job_seen(Some(job(&v2, Some(("Complete", 5)))), Some(report(&v2)));
 
     let plan = decide(&seen, &config());
     assert_eq!(plan.writes, vec![], "nothing to scale, nothing to delete");
@@ -1640,16 +1653,16 @@ fn a_canary_refused_as_its_job_completes_still_says_the_model_is_optimized() {
 
 #[test]
 fn prometheus_dark_holds_the_count_and_says_why_once() {
-    let v = spec("v1", AUTOSCALED);
+    let v1 = spec("v1", AUTOSCALED);
     let old = autoscaled(
-        ready_on(&v, 2),
+        ready_on(&v1, 2),
         2,
         "p95 latency 40.0 ms against 50 ms: metrics ask for 2, setting 2",
     );
     let dark =
         "holding replicas: Prometheus at http://prometheus:9090 is unreachable: connection refused";
-    let mut seen = observed(&v, &old);
-    seen.stable = Some(stable_on(&v, 2));
+    let mut seen = observed(&v1, &old);
+    seen.stable = Some(stable_on(&v1, 2));
     seen.autoscaling = Some(AutoscalingSeen {
         memory: memory(15),
         reads: Some(Err(dark.into())),
@@ -1696,14 +1709,14 @@ fn prometheus_dark_holds_the_count_and_says_why_once() {
 
 #[test]
 fn an_autoscaler_not_due_keeps_its_memory_and_comes_back_when_due() {
-    let v = spec("v1", AUTOSCALED);
+    let v1 = spec("v1", AUTOSCALED);
     let old = autoscaled(
-        ready_on(&v, 2),
+        ready_on(&v1, 2),
         2,
         "p95 latency 40.0 ms against 50 ms: metrics ask for 2, setting 2",
     );
-    let mut seen = observed(&v, &old);
-    seen.stable = Some(stable_on(&v, 2));
+    let mut seen = observed(&v1, &old);
+    seen.stable = Some(stable_on(&v1, 2));
     seen.autoscaling = Some(AutoscalingSeen {
         memory: memory(5),
         reads: None,
@@ -1723,9 +1736,9 @@ fn an_autoscaler_not_due_keeps_its_memory_and_comes_back_when_due() {
 
 #[test]
 fn latency_well_above_target_scales_up_within_the_policy() {
-    let v = spec("v1", AUTOSCALED);
+    let v1 = spec("v1", AUTOSCALED);
     let old = autoscaled(
-        ready_on(&v, 2),
+        ready_on(&v1, 2),
         2,
         "p95 latency 40.0 ms against 50 ms: metrics ask for 2, setting 2",
     );
@@ -1733,8 +1746,8 @@ fn latency_well_above_target_scales_up_within_the_policy() {
         values: vec![Ok(200.0)],
         snapshot: snapshot(200.0, Time(now())),
     });
-    let mut seen = observed(&v, &old);
-    seen.stable = Some(stable_on(&v, 2));
+    let mut seen = observed(&v1, &old);
+    seen.stable = Some(stable_on(&v1, 2));
     seen.autoscaling = Some(AutoscalingSeen {
         memory: memory(15),
         reads: Some(reads.clone()),
@@ -1747,7 +1760,7 @@ fn latency_well_above_target_scales_up_within_the_policy() {
     want.desired_replicas = Some(6);
     want.metrics = Some(snapshot(200.0, Time(now())));
     want.last_scale_time = Some(Time(now()));
-    let words = format!("rolling out revision {}: 2/6 replicas ready", v.revision);
+    let words = format!("rolling out revision {}: 2/6 replicas ready", v1.revision);
     set(&mut want, READY, false, reason::ROLLING_OUT, words.clone());
     set(
         &mut want,
@@ -1768,8 +1781,8 @@ fn latency_well_above_target_scales_up_within_the_policy() {
         decide(&seen, &config()),
         Plan {
             writes: vec![apply_deployment(children::deployment(
-                &v,
-                &model(&v),
+                &v1,
+                &model(&v1),
                 &config(),
                 6
             ))],
@@ -1780,11 +1793,11 @@ fn latency_well_above_target_scales_up_within_the_policy() {
                     format!("replicas 2 -> 6: {why}"),
                     "Autoscale"
                 ),
-                // Ready falls (a Warning) while the new pods start.
-                event(EventType::Warning, reason::ROLLING_OUT, words, "Rollout"),
+                // Ready falls while the new pods start: expected, so Normal.
+                event(EventType::Normal, reason::ROLLING_OUT, words, "Rollout"),
             ],
             status: Some(want),
-            autoscaler: Remember::Store(remembered(&v, &memory(15), 2, &reads)),
+            autoscaler: Remember::Store(remembered(&v1, &memory(15), 2, &reads)),
             evaluation: Some(Outcome {
                 replicas: 6,
                 previous: 2,
@@ -1801,9 +1814,9 @@ fn latency_well_above_target_scales_up_within_the_policy() {
 
 #[test]
 fn a_scale_down_within_the_stabilization_window_is_held() {
-    let v = spec("v1", AUTOSCALED);
+    let v1 = spec("v1", AUTOSCALED);
     let old = autoscaled(
-        ready_on(&v, 6),
+        ready_on(&v1, 6),
         6,
         "p95 latency 40.0 ms against 50 ms: metrics ask for 6, setting 6",
     );
@@ -1816,8 +1829,8 @@ fn a_scale_down_within_the_stabilization_window_is_held() {
         history: Some(crate::hpa::History::seeded((NOW - 100) as f64, 6)),
         ..memory(15)
     };
-    let mut seen = observed(&v, &old);
-    seen.stable = Some(stable_on(&v, 6));
+    let mut seen = observed(&v1, &old);
+    seen.stable = Some(stable_on(&v1, 6));
     seen.autoscaling = Some(AutoscalingSeen {
         memory: before.clone(),
         reads: Some(reads.clone()),
@@ -1833,7 +1846,7 @@ fn a_scale_down_within_the_stabilization_window_is_held() {
             writes: vec![],
             events: vec![],
             status: Some(want),
-            autoscaler: Remember::Store(remembered(&v, &before, 6, &reads)),
+            autoscaler: Remember::Store(remembered(&v1, &before, 6, &reads)),
             evaluation: Some(Outcome {
                 replicas: 6,
                 previous: 6,
@@ -1851,22 +1864,25 @@ fn a_scale_down_within_the_stabilization_window_is_held() {
 #[test]
 fn autoscaling_turned_off_forgets_the_memory_and_returns_to_the_spec_count() {
     let autoscaled_spec = spec("v1", AUTOSCALED);
-    let v = spec("v1", PLAIN);
+    let plain_spec = spec("v1", PLAIN);
     assert_eq!(
-        v.revision, autoscaled_spec.revision,
+        plain_spec.revision, autoscaled_spec.revision,
         "autoscaling is no part of the revision"
     );
     let old = autoscaled(
-        ready_on(&v, 3),
+        ready_on(&plain_spec, 3),
         3,
         "p95 latency 40.0 ms against 50 ms: metrics ask for 3, setting 3",
     );
-    let mut seen = observed(&v, &old);
+    let mut seen = observed(&plain_spec, &old);
     seen.stable = Some(stable_on(&autoscaled_spec, 3));
 
     let mut want = old.clone();
     want.phase = Some(Phase::RollingOut);
-    let words = format!("rolling out revision {}: 3/2 replicas ready", v.revision);
+    let words = format!(
+        "rolling out revision {}: 3/2 replicas ready",
+        plain_spec.revision
+    );
     set(&mut want, READY, false, reason::ROLLING_OUT, words.clone());
     set(
         &mut want,
@@ -1893,13 +1909,13 @@ fn autoscaling_turned_off_forgets_the_memory_and_returns_to_the_spec_count() {
         decide(&seen, &config()),
         Plan {
             writes: vec![apply_deployment(children::deployment(
-                &v,
-                &model(&v),
+                &plain_spec,
+                &model(&plain_spec),
                 &config(),
                 2
             ))],
             events: vec![event(
-                EventType::Warning,
+                EventType::Normal,
                 reason::ROLLING_OUT,
                 words,
                 "Rollout"
@@ -1914,10 +1930,10 @@ fn autoscaling_turned_off_forgets_the_memory_and_returns_to_the_spec_count() {
 
 #[test]
 fn accuracy_below_the_floor_for_the_window_rolls_back_to_the_previous_revision() {
-    let a = spec("v1", ACCURACY_GUARD);
-    let b = spec("v2", ACCURACY_GUARD);
+    let v1 = spec("v1", ACCURACY_GUARD);
+    let v2 = spec("v2", ACCURACY_GUARD);
     let scaling = "no scaling metric: metrics ask for 2, setting 2";
-    let old = autoscaled(ready_on(&b, 2), 2, scaling);
+    let old = autoscaled(ready_on(&v2, 2), 2, scaling);
     let reads = Ok(Reads {
         values: vec![Ok(0.5)],
         snapshot: MetricSnapshot {
@@ -1932,15 +1948,15 @@ fn accuracy_below_the_floor_for_the_window_rolls_back_to_the_previous_revision()
         ..memory(15)
     };
     let previous = Previous {
-        revision: a.revision.clone(),
-        template: children::deployment(&a, &model(&a), &config(), 2)
+        revision: v1.revision.clone(),
+        template: children::deployment(&v1, &model(&v1), &config(), 2)
             .spec
             .expect("a spec")
             .template,
-        model: Some(serde_json::to_string(&model(&a)).expect("json")),
+        model: Some(serde_json::to_string(&model(&v1)).expect("json")),
     };
-    let mut seen = observed(&b, &old);
-    seen.stable = Some(stable_on(&b, 2));
+    let mut seen = observed(&v2, &old);
+    seen.stable = Some(stable_on(&v2, 2));
     seen.autoscaling = Some(AutoscalingSeen {
         memory: before.clone(),
         reads: Some(reads.clone()),
@@ -1950,14 +1966,14 @@ fn accuracy_below_the_floor_for_the_window_rolls_back_to_the_previous_revision()
     let low = "online accuracy 0.500 has been below the floor 0.9 for 120 s (window 1m)";
     let failure = RevisionFailure {
         reason: reason::ACCURACY_ROLLBACK.into(),
-        message: format!("{low}; returned to revision {}", a.revision),
+        message: format!("{low}; returned to revision {}", v1.revision),
     };
     let mut want = old.clone();
-    want.model = Some(model(&a));
+    want.model = Some(model(&v1));
     want.metrics = reads.as_ref().ok().map(|r| r.snapshot.clone());
-    // Where the rollback returns: a's revision rolled out before.
-    revision(&mut want).stable = Some(a.revision.clone());
-    fail(&mut want, &b, &failure, true, &Time(now()));
+    // Where the rollback returns: v1's revision rolled out before.
+    revision(&mut want).stable = Some(v1.revision.clone());
+    fail(&mut want, &v2, &failure, true, &Time(now()));
     set(&mut want, DEGRADED, true, reason::ACCURACY_BELOW_FLOOR, low);
     let plan = decide(&seen, &config());
     assert_plan!(
@@ -1969,7 +1985,7 @@ fn accuracy_below_the_floor_for_the_window_rolls_back_to_the_previous_revision()
                 event(
                     EventType::Warning,
                     reason::ACCURACY_ROLLBACK,
-                    format!("revision {} rolled back: {}", b.revision, failure.message),
+                    format!("revision {} rolled back: {}", v2.revision, failure.message),
                     "Rollout"
                 ),
                 event(
@@ -1980,7 +1996,7 @@ fn accuracy_below_the_floor_for_the_window_rolls_back_to_the_previous_revision()
                 ),
             ],
             status: Some(want),
-            autoscaler: Remember::Store(remembered(&b, &before, 2, &reads)),
+            autoscaler: Remember::Store(remembered(&v2, &before, 2, &reads)),
             evaluation: Some(Outcome {
                 replicas: 2,
                 previous: 2,
@@ -1995,7 +2011,7 @@ fn accuracy_below_the_floor_for_the_window_rolls_back_to_the_previous_revision()
     );
     let status = plan.status.expect("a status");
     assert_eq!(status.phase, Some(Phase::Failed));
-    assert_eq!(status.model, Some(model(&a)));
+    assert_eq!(status.model, Some(model(&v1)));
 }
 
 /// Accuracy below the floor with nothing to return to, or no rollback asked for: Degraded, and only that.
@@ -2004,23 +2020,23 @@ fn accuracy_below_the_floor_without_a_rollback_only_degrades() {
     let no_rollback = "autoscaling:
   maxReplicas: 10
   metrics: [{type: Accuracy, accuracy: {min: 0.9, window: 1m}}]";
-    let a = spec("v1", ACCURACY_GUARD);
+    let v1 = spec("v1", ACCURACY_GUARD);
     let previous = Previous {
-        revision: a.revision.clone(),
-        template: children::deployment(&a, &model(&a), &config(), 2)
+        revision: v1.revision.clone(),
+        template: children::deployment(&v1, &model(&v1), &config(), 2)
             .spec
             .expect("a spec")
             .template,
-        model: Some(serde_json::to_string(&model(&a)).expect("json")),
+        model: Some(serde_json::to_string(&model(&v1)).expect("json")),
     };
     let cases = [
         ("no earlier revision", ACCURACY_GUARD, None),
         ("rollbackOnAccuracyDrop off", no_rollback, Some(previous)),
     ];
     for (case, rest, previous) in cases {
-        let b = spec("v2", rest);
+        let v2 = spec("v2", rest);
         let scaling = "no scaling metric: metrics ask for 2, setting 2";
-        let old = autoscaled(ready_on(&b, 2), 2, scaling);
+        let old = autoscaled(ready_on(&v2, 2), 2, scaling);
         let reads = Ok(Reads {
             values: vec![Ok(0.5)],
             snapshot: MetricSnapshot {
@@ -2033,8 +2049,8 @@ fn accuracy_below_the_floor_without_a_rollback_only_degrades() {
             accuracy_low_since: Some((NOW - 120) as f64),
             ..memory(15)
         };
-        let mut seen = observed(&b, &old);
-        seen.stable = Some(stable_on(&b, 2));
+        let mut seen = observed(&v2, &old);
+        seen.stable = Some(stable_on(&v2, 2));
         seen.autoscaling = Some(AutoscalingSeen {
             memory: before.clone(),
             reads: Some(reads.clone()),
@@ -2058,7 +2074,7 @@ fn accuracy_below_the_floor_without_a_rollback_only_degrades() {
                     "Analyze"
                 )],
                 status: Some(want),
-                autoscaler: Remember::Store(remembered(&b, &before, 2, &reads)),
+                autoscaler: Remember::Store(remembered(&v2, &before, 2, &reads)),
                 evaluation: Some(Outcome {
                     replicas: 2,
                     previous: 2,
@@ -2142,19 +2158,19 @@ fn an_invalid_spec_writes_only_its_status_and_waits_for_a_change() {
 
 #[test]
 fn a_leftover_canary_goes_once_the_promoted_stable_has_rolled_out() {
-    let a = spec("v1", CANARY);
-    let b = spec("v2", CANARY);
+    let v1 = spec("v1", CANARY);
+    let v2 = spec("v2", CANARY);
     // Right after the promotion: the stable Deployment was re-templated, the canary still runs.
-    let old = rolling_out(&b, Some(&a.revision), 2, 4);
-    let mut seen = observed(&b, &old);
-    seen.stable = Some(stable_on(&b, 4));
-    seen.canary = Some(canary_on(&b, 2, 2));
+    let old = rolling_out(&v2, Some(&v1.revision), 2, 4);
+    let mut seen = observed(&v2, &old);
+    seen.stable = Some(stable_on(&v2, 4));
+    seen.canary = Some(canary_on(&v2, 2, 2));
 
     let mut want = old.clone();
     want.phase = Some(Phase::Ready);
     want.replicas = Some(4);
     want.ready_replicas = Some(4);
-    revision(&mut want).stable = Some(b.revision.clone());
+    revision(&mut want).stable = Some(v2.revision.clone());
     set(
         &mut want,
         READY,
@@ -2178,7 +2194,7 @@ fn a_leftover_canary_goes_once_the_promoted_stable_has_rolled_out() {
                     uid: "canary-uid".into(),
                 },
                 Write::PruneJobs {
-                    keep: vec![b.revision.clone(), b.revision.clone()],
+                    keep: vec![v2.revision.clone()],
                 },
             ],
             events: vec![event(
@@ -2197,16 +2213,16 @@ fn a_leftover_canary_goes_once_the_promoted_stable_has_rolled_out() {
 
 #[test]
 fn an_abandoned_canary_stays_until_the_stable_deployment_has_its_pods_back() {
-    let a = spec("v1", CANARY);
-    let b = spec("v2", CANARY);
+    let v1 = spec("v1", CANARY);
+    let v2 = spec("v2", CANARY);
     // Mid-canary, the spec moves on to a third revision, which starts optimizing.
-    let c = spec("v3", CANARY);
-    let old = canary_status(&b, &a, 1, 20, "the last analysis passed", (2, 2, 2));
-    let mut seen = observed(&c, &old);
-    seen.front = steady_front(&c);
-    seen.stable = Some(stable_on(&a, 2));
-    seen.canary = Some(canary_on(&b, 2, 2));
-    seen.job = job_seen(Some(job(&c, None)), None);
+    let v3 = spec("v3", CANARY);
+    let old = canary_status(&v2, &v1, 1, 20, "the last analysis passed", (2, 2, 2));
+    let mut seen = observed(&v3, &old);
+    seen.front = steady_front(&v3);
+    seen.stable = Some(stable_on(&v1, 2));
+    seen.canary = Some(canary_on(&v2, 2, 2));
+    seen.job = job_seen(Some(job(&v3, None)), None);
 
     let plan = decide(&seen, &config());
     assert_eq!(
@@ -2223,13 +2239,13 @@ fn an_abandoned_canary_stays_until_the_stable_deployment_has_its_pods_back() {
 
 #[test]
 fn a_service_monitor_is_applied_when_absent_or_changed_only() {
-    let v = spec("v1", PLAIN);
+    let v1 = spec("v1", PLAIN);
     let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
         "monitoring.coreos.com",
         "v1",
         "ServiceMonitor",
     ));
-    let desired = children::with_spec_hash(crate::monitor::service_monitor(&v, &resource));
+    let desired = children::with_spec_hash(crate::monitor::service_monitor(&v1, &resource));
     let current = children::spec_hash(&desired).map(str::to_owned);
     let cases = [
         ("absent", None, true),
@@ -2237,8 +2253,8 @@ fn a_service_monitor_is_applied_when_absent_or_changed_only() {
         ("as applied", current, false),
     ];
     for (case, hash, written) in cases {
-        let mut seen = observed(&v, &ready_on(&v, 2));
-        seen.stable = Some(stable_on(&v, 2));
+        let mut seen = observed(&v1, &ready_on(&v1, 2));
+        seen.stable = Some(stable_on(&v1, 2));
         seen.monitor = Some(MonitorSeen {
             resource: resource.clone(),
             hash,

@@ -202,9 +202,9 @@ mod tests {
                 "cannot list ModelDeployments: ",
             ),
         ];
-        for (e, variant, text) in cases {
-            let shown = format!("{e}");
-            let got = StartError::from_list(e, url);
+        for (error, variant, text) in cases {
+            let shown = format!("{error}");
+            let got = StartError::from_list(error, url);
             let debug = format!("{got:?}");
             assert!(debug.starts_with(variant), "{shown}: {debug}");
             let message = got.to_string();

@@ -66,16 +66,17 @@ impl Behavior {
             }],
         };
         let merge = |given: Option<&ScalingRules>, default: Rules| -> Rules {
-            let Some(g) = given else { return default };
+            let Some(given) = given else { return default };
             Rules {
-                window: g
+                window: given
                     .stabilization_window_seconds
                     .map_or(default.window, f64::from),
-                select: g.select_policy.unwrap_or(default.select),
-                policies: if g.policies.is_empty() {
+                select: given.select_policy.unwrap_or(default.select),
+                policies: if given.policies.is_empty() {
                     default.policies
                 } else {
-                    g.policies
+                    given
+                        .policies
                         .iter()
                         .map(|p| Policy {
                             kind: p.type_,
@@ -234,21 +235,27 @@ pub fn decide(history: &mut History, now: f64, current: i32, desired: i32, b: &B
 
 /// `stabilizeRecommendationWithBehaviors`: scale up no higher than the lowest recommendation of the up
 /// window, down no lower than the highest of the down window.
-fn stabilize(h: &mut History, now: f64, current: i32, desired: i32, behavior: &Behavior) -> i32 {
+fn stabilize(
+    history: &mut History,
+    now: f64,
+    current: i32,
+    desired: i32,
+    behavior: &Behavior,
+) -> i32 {
     let up_cutoff = now - behavior.up.window;
     let down_cutoff = now - behavior.down.window;
     let mut up = desired;
     let mut down = desired;
     let mut old = None;
-    for (i, (t, rec)) in h.recommendations.iter().enumerate() {
-        if *t > up_cutoff {
+    for (index, (time, rec)) in history.recommendations.iter().enumerate() {
+        if *time > up_cutoff {
             up = up.min(*rec);
         }
-        if *t > down_cutoff {
+        if *time > down_cutoff {
             down = down.max(*rec);
         }
-        if *t < up_cutoff && *t < down_cutoff {
-            old = Some(i);
+        if *time < up_cutoff && *time < down_cutoff {
+            old = Some(index);
         }
     }
     let mut recommendation = current;
@@ -260,8 +267,8 @@ fn stabilize(h: &mut History, now: f64, current: i32, desired: i32, behavior: &B
     }
     // Samples older than both windows are reused, as the HPA does, so the list stays short.
     match old {
-        Some(i) => h.recommendations[i] = (now, desired),
-        None => h.recommendations.push((now, desired)),
+        Some(index) => history.recommendations[index] = (now, desired),
+        None => history.recommendations.push((now, desired)),
     }
     recommendation
 }
@@ -512,33 +519,42 @@ mod tests {
                 ],
             }),
         };
-        let b = bounds(1, 100, Some(&spec));
-        let mut h = History::default();
-        let d = decide(&mut h, 0.0, 80, 10, &b);
-        assert_eq!((d.replicas, d.limit), (72, Limit::ScaleDownLimit));
+        let scale_bounds = bounds(1, 100, Some(&spec));
+        let mut history = History::default();
+        let decision = decide(&mut history, 0.0, 80, 10, &scale_bounds);
+        assert_eq!(
+            (decision.replicas, decision.limit),
+            (72, Limit::ScaleDownLimit)
+        );
         // Within the same minute nothing more may go.
-        assert_eq!(decide(&mut h, 30.0, 72, 10, &b).replicas, 72);
-        assert_eq!(decide(&mut h, 61.0, 72, 10, &b).replicas, 64);
+        assert_eq!(
+            decide(&mut history, 30.0, 72, 10, &scale_bounds).replicas,
+            72
+        );
+        assert_eq!(
+            decide(&mut history, 61.0, 72, 10, &scale_bounds).replicas,
+            64
+        );
         let mut now = 61.0;
         let mut current = 64;
         while current > 40 {
             now += 61.0;
-            current = decide(&mut h, now, current, 10, &b).replicas;
+            current = decide(&mut history, now, current, 10, &scale_bounds).replicas;
         }
         now += 61.0;
-        let d = decide(&mut h, now, 30, 10, &b);
+        let decision = decide(&mut history, now, 30, 10, &scale_bounds);
         assert_eq!(
-            d.replicas, 26,
+            decision.replicas, 26,
             "below 40, 4 pods (Pods policy) beat 10 % = 3"
         );
         // selectPolicy Min picks the smaller change instead.
         let mut min_spec = spec.clone();
-        if let Some(r) = min_spec.scale_down.as_mut() {
-            r.select_policy = Some(SelectPolicy::Min);
+        if let Some(rules) = min_spec.scale_down.as_mut() {
+            rules.select_policy = Some(SelectPolicy::Min);
         }
-        let b = bounds(1, 100, Some(&min_spec));
-        let d = decide(&mut History::default(), 0.0, 80, 10, &b);
-        assert_eq!(d.replicas, 76, "Pods 4 is the smaller change at 80");
+        let scale_bounds = bounds(1, 100, Some(&min_spec));
+        let decision = decide(&mut History::default(), 0.0, 80, 10, &scale_bounds);
+        assert_eq!(decision.replicas, 76, "Pods 4 is the smaller change at 80");
     }
 
     #[test]

@@ -104,8 +104,8 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
     info!(%admin_addr, "admin server listening");
     let admin_router_state = admin_state.clone();
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, admin::router(admin_router_state)).await {
-            error!(error = %e, "admin server stopped");
+        if let Err(serve_error) = axum::serve(listener, admin::router(admin_router_state)).await {
+            error!(error = %serve_error, "admin server stopped");
         }
     });
 
@@ -124,9 +124,9 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
     .map_err(|_| {
         error::StartError::StartupTimeout(api_url.clone(), STARTUP_CHECK_TIMEOUT.as_secs())
     })?;
-    if let Err(e) = first {
-        rbac::LIST_MODELDEPLOYMENTS.log_if_forbidden(namespace.as_deref(), &e);
-        return Err(error::StartError::from_list(e, &api_url));
+    if let Err(list_error) = first {
+        rbac::LIST_MODELDEPLOYMENTS.log_if_forbidden(namespace.as_deref(), &list_error);
+        return Err(error::StartError::from_list(list_error, &api_url));
     }
 
     let elector = leader_elect.then(|| {
@@ -240,8 +240,8 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
         .for_each(|result| async move {
             // A forbidden call was logged where it was made (by `error::call` or the watch that made it);
             // watch errors repeat at every backoff step, so the rest stays at debug.
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile loop");
+            if let Err(loop_error) = result {
+                tracing::debug!(error = %loop_error, "reconcile loop");
             }
         });
     match &elector {

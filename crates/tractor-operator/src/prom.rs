@@ -174,8 +174,8 @@ impl Client {
 
 /// Reads one finite value out of an instant-query answer (vector of one sample, or a scalar).
 pub fn parse_value(status: u16, body: &str, query: &str) -> Result<f64, QueryError> {
-    let v: Value = match serde_json::from_str(body) {
-        Ok(v) => v,
+    let answer: Value = match serde_json::from_str(body) {
+        Ok(answer) => answer,
         Err(_) if !(200..300).contains(&status) => {
             return Err(QueryError::Status {
                 status,
@@ -184,19 +184,19 @@ pub fn parse_value(status: u16, body: &str, query: &str) -> Result<f64, QueryErr
         }
         Err(e) => return Err(QueryError::Decode(e.to_string())),
     };
-    if v["status"] == "error" {
+    if answer["status"] == "error" {
         return Err(QueryError::Api {
-            error_type: v["errorType"].as_str().unwrap_or("unknown").to_owned(),
-            error: v["error"].as_str().unwrap_or_default().to_owned(),
+            error_type: answer["errorType"].as_str().unwrap_or("unknown").to_owned(),
+            error: answer["error"].as_str().unwrap_or_default().to_owned(),
         });
     }
-    if v["status"] != "success" {
+    if answer["status"] != "success" {
         return Err(QueryError::Decode(format!(
             "status {:?}, HTTP {status}",
-            v["status"]
+            answer["status"]
         )));
     }
-    let data = &v["data"];
+    let data = &answer["data"];
     let raw = match data["resultType"].as_str() {
         Some("vector") => {
             let result = data["result"]

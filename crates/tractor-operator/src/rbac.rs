@@ -515,58 +515,63 @@ mod tests {
                 if rule.is_empty() {
                     return;
                 }
-                let field = |k: &str| {
+                let field = |wanted: &str| {
                     rule.iter()
-                        .find(|(key, _)| key == k)
+                        .find(|(key, _)| key == wanted)
                         .map(|(_, v)| v.clone())
                         .unwrap_or_default()
                 };
                 let keys: Vec<&str> = rule.iter().map(|(k, _)| k.as_str()).collect();
-                for k in &keys {
+                for key in &keys {
                     assert!(
-                        ["apiGroups", "resources", "resourceNames", "verbs"].contains(k),
-                        "rbac.yaml: a rule with {k}, which this test does not read: {rule:?}"
+                        ["apiGroups", "resources", "resourceNames", "verbs"].contains(key),
+                        "rbac.yaml: a rule with {key}, which this test does not read: {rule:?}"
                     );
                 }
-                for g in field("apiGroups") {
-                    for r in field("resources") {
-                        for v in field("verbs") {
-                            grants.insert((g.clone(), r.clone(), v, field("resourceNames")));
+                for group in field("apiGroups") {
+                    for resource in field("resources") {
+                        for verb in field("verbs") {
+                            grants.insert((
+                                group.clone(),
+                                resource.clone(),
+                                verb,
+                                field("resourceNames"),
+                            ));
                         }
                     }
                 }
                 rule.clear();
             };
             for line in rules.lines() {
-                let t = line.trim();
-                if t.is_empty() {
+                let trimmed = line.trim();
+                if trimmed.is_empty() {
                     continue;
                 }
-                if t.starts_with("{{- with .Values.rbac.secretNames") {
+                if trimmed.starts_with("{{- with .Values.rbac.secretNames") {
                     in_secrets = true;
                     continue;
                 }
                 if in_secrets {
-                    if t == "{{- end }}" {
+                    if trimmed == "{{- end }}" {
                         in_secrets = false;
                     } else {
-                        out.secrets.push(t.to_owned());
+                        out.secrets.push(trimmed.to_owned());
                     }
                     continue;
                 }
-                if t.starts_with("{{") {
+                if trimmed.starts_with("{{") {
                     // The template's closing `{{- end }}` lines after the last rule.
                     flush(&mut rule);
                     continue;
                 }
-                let t = match t.strip_prefix("- ") {
+                let trimmed = match trimmed.strip_prefix("- ") {
                     Some(first) => {
                         flush(&mut rule);
                         first
                     }
-                    None => t,
+                    None => trimmed,
                 };
-                let (key, value) = t
+                let (key, value) = trimmed
                     .split_once(':')
                     .unwrap_or_else(|| panic!("rbac.yaml: unexpected line in rules: {line:?}"));
                 rule.push((key.trim().to_owned(), flow_list(value)));
@@ -734,11 +739,14 @@ mod tests {
             ),
             (watcher::Error::NoResourceVersion, None),
         ];
-        for (e, verb) in &cases {
-            let f = watch_forbidden(&list, &watch, None, e);
-            assert_eq!(f.as_ref().map(|f| f.verb), *verb, "{e}");
-            if let Some(f) = f {
-                assert_eq!((f.group, f.resource), ("apps", "deployments"));
+        for (error, verb) in &cases {
+            let forbidden = watch_forbidden(&list, &watch, None, error);
+            assert_eq!(forbidden.as_ref().map(|f| f.verb), *verb, "{error}");
+            if let Some(forbidden) = forbidden {
+                assert_eq!(
+                    (forbidden.group, forbidden.resource),
+                    ("apps", "deployments")
+                );
             }
         }
     }

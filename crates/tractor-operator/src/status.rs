@@ -419,9 +419,15 @@ pub fn transitions(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> 
     if let Some(condition) = flipped(conditions::READY)
         .filter(|condition| !events.iter().any(|event| event.reason == condition.reason))
     {
-        // A canary starting is the rollout working, not a warning.
+        // A new revision optimizing, pods rolling out after a spec change or a scale-up, a canary starting:
+        // the operator doing what it was asked, not a warning. Pods lost or a spec refused are.
+        let expected = [
+            reason::CANARY_ANALYSIS,
+            reason::OPTIMIZING,
+            reason::ROLLING_OUT,
+        ];
         let type_ = if condition.status == conditions::status::TRUE
-            || condition.reason == reason::CANARY_ANALYSIS
+            || expected.contains(&condition.reason.as_str())
         {
             EventType::Normal
         } else {
@@ -522,5 +528,27 @@ mod tests {
             .map(|e| e.reason)
             .collect();
         assert_eq!(reasons, ["Unavailable"]);
+    }
+
+    /// Ready falling because the operator is doing what it was asked is Normal; pods lost or a spec refused
+    /// is a Warning.
+    #[test]
+    fn ready_falling_is_a_warning_only_when_something_went_wrong() {
+        let old = with(&[(conditions::READY, true, reason::AVAILABLE, "serving")]);
+        let cases = [
+            (reason::OPTIMIZING, EventType::Normal),
+            (reason::ROLLING_OUT, EventType::Normal),
+            (reason::CANARY_ANALYSIS, EventType::Normal),
+            (reason::REPLICAS_UNAVAILABLE, EventType::Warning),
+            (reason::INVALID_SPEC, EventType::Warning),
+        ];
+        for (why, want) in cases {
+            let new = with(&[(conditions::READY, false, why, "words")]);
+            let types: Vec<_> = transitions(&old, &new)
+                .into_iter()
+                .map(|event| event.type_)
+                .collect();
+            assert_eq!(types, [want], "{why}");
+        }
     }
 }
