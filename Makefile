@@ -26,10 +26,11 @@ test: cluster-build
 test-unit:
 	$(CARGO) test --locked --workspace --exclude tractor-e2e
 
-## lint: formatting and clippy with warnings as errors
+## lint: formatting, clippy with warnings as errors, and no one-letter names in functions over 30 lines
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	python3 scripts/one-letter-names.py $$(git ls-files '*.rs')
 
 ## fmt: format the code
 fmt:

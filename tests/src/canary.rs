@@ -72,7 +72,7 @@ pub fn assert_rolled_back(
     signal: &str,
     replicas: i64,
 ) -> Result<()> {
-    let s = get(ns, "digits")?;
+    let mdep = get(ns, "digits")?;
     let stalled = condition(ns, "digits", "Stalled")?;
     ensure!(
         stalled["status"] == "True" && stalled["reason"] == "RolledBack",
@@ -85,20 +85,20 @@ pub fn assert_rolled_back(
     );
     ensure!(condition(ns, "digits", "Ready")?["status"] == "False");
     ensure!(condition(ns, "digits", "ModelReady")?["status"] == "True");
-    ensure!(s["status"]["phase"] == "Failed");
+    ensure!(mdep["status"]["phase"] == "Failed");
     ensure!(
-        s["status"]["model"]["revision"].as_str() == Some(first),
+        mdep["status"]["model"]["revision"].as_str() == Some(first),
         "status.model names what serves: {}",
-        s["status"]["model"]
+        mdep["status"]["model"]
     );
-    ensure!(s["status"]["revision"]["canary"].is_null());
+    ensure!(mdep["status"]["revision"]["canary"].is_null());
     wait_for(DEFAULT_WAIT, "the canary Deployment gone", || {
         Ok((!exists(ns, "digits-canary")?).then_some(()))
     })?;
     ensure!(template_revision(ns, "digits")?.as_deref() == Some(first));
-    let d = ns.kubectl_json(&["get", "deployment", "digits"])?;
+    let deployment = ns.kubectl_json(&["get", "deployment", "digits"])?;
     ensure!(
-        d["spec"]["replicas"] == replicas,
+        deployment["spec"]["replicas"] == replicas,
         "the stable side is back to full size"
     );
     ensure!(

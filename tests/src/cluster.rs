@@ -52,18 +52,18 @@ fn cluster_dir() -> PathBuf {
 pub fn cluster() -> Result<&'static Cluster> {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
     static INIT: Mutex<()> = Mutex::new(());
-    if let Some(c) = CLUSTER.get() {
-        return Ok(c);
+    if let Some(cluster) = CLUSTER.get() {
+        return Ok(cluster);
     }
     // Tests in one binary run on parallel threads: only one of them may start the cluster.
     let _guard = INIT
         .lock()
         .map_err(|_| anyhow!("cluster init lock poisoned"))?;
-    if let Some(c) = CLUSTER.get() {
-        return Ok(c);
+    if let Some(cluster) = CLUSTER.get() {
+        return Ok(cluster);
     }
-    let c = Cluster { dir: cluster_dir() };
-    if !c.apiserver_ready() {
+    let cluster = Cluster { dir: cluster_dir() };
+    if !cluster.apiserver_ready() {
         let script = repo_root().join("tests/cluster/cluster.sh");
         eprintln!("starting the test cluster: {} up", script.display());
         let out = Command::new(&script)
@@ -80,11 +80,11 @@ pub fn cluster() -> Result<&'static Cluster> {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        if !c.apiserver_ready() {
+        if !cluster.apiserver_ready() {
             bail!("cluster.sh up succeeded but /readyz does not answer ok");
         }
     }
-    Ok(CLUSTER.get_or_init(|| c))
+    Ok(CLUSTER.get_or_init(|| cluster))
 }
 
 impl Cluster {

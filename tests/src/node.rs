@@ -305,10 +305,10 @@ impl LabelledTraffic {
         let handle = {
             let (stop, counted) = (stop.clone(), counted.clone());
             std::thread::spawn(move || {
-                let mut i = 0;
+                let mut sent = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    let row = i % split.rows();
-                    i += 1;
+                    let row = sent % split.rows();
+                    sent += 1;
                     let once = || -> Result<u64> {
                         let resp: Value = client
                             .post(format!("{url}/v2/models/digits/infer"))
@@ -319,7 +319,7 @@ impl LabelledTraffic {
                         let receipt = resp["parameters"]["tractor_receipt"]
                             .as_str()
                             .ok_or_else(|| anyhow!("no receipt"))?;
-                        let s: Value = client
+                        let summary: Value = client
                             .post(format!("{url}/v2/models/digits/feedback"))
                             .json(
                                 &json!({"feedback": [{"receipt": receipt, "label": split.y[row]}]}),
@@ -327,11 +327,11 @@ impl LabelledTraffic {
                             .send()?
                             .error_for_status()?
                             .json()?;
-                        Ok(s["correct"].as_u64().unwrap_or(0)
-                            + s["incorrect"].as_u64().unwrap_or(0))
+                        Ok(summary["correct"].as_u64().unwrap_or(0)
+                            + summary["incorrect"].as_u64().unwrap_or(0))
                     };
-                    if let Ok(n) = once() {
-                        counted.fetch_add(n, Ordering::Relaxed);
+                    if let Ok(pairs) = once() {
+                        counted.fetch_add(pairs, Ordering::Relaxed);
                     }
                     // Pacing a load generator, not waiting for a condition.
                     std::thread::sleep(Duration::from_secs_f64(1.0 / rate));

@@ -42,8 +42,8 @@ pub fn optimize(out: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Run> 
         .arg(&report)
         .env("RUST_LOG", "info")
         .env_remove("RUST_BACKTRACE");
-    for (k, v) in env {
-        cmd.env(k, v);
+    for (name, value) in env {
+        cmd.env(name, value);
     }
     let Output {
         status,

@@ -238,21 +238,22 @@ impl Load {
     ) -> Result<Self> {
         let split = Split::load("digits_mlp")?;
         let bodies: Vec<String> = (0..split.rows().min(64))
-            .map(|i| {
-                json!({"inputs": [{"name": split.input, "shape": [1, 64], "datatype": "FP32", "data": split.row(i)}]})
+            .map(|row| {
+                json!({"inputs": [{"name": split.input, "shape": [1, 64], "datatype": "FP32", "data": split.row(row)}]})
                     .to_string()
             })
             .collect();
         let stop = Arc::new(AtomicBool::new(false));
         let rate_milli = Arc::new(AtomicU64::new((rps * 1000.0) as u64));
         let sent = Arc::new(AtomicU64::new(0));
-        let (s, r, n) = (stop.clone(), rate_milli.clone(), sent.clone());
+        let (thread_stop, thread_rate, thread_sent) =
+            (stop.clone(), rate_milli.clone(), sent.clone());
         let started = Instant::now();
         let handle = std::thread::spawn(move || {
             let mut next = Instant::now();
-            let mut i = 0usize;
-            while !s.load(Ordering::Relaxed) {
-                let base = r.load(Ordering::Relaxed) as f64 / 1000.0;
+            let mut body_ix = 0usize;
+            while !thread_stop.load(Ordering::Relaxed) {
+                let base = thread_rate.load(Ordering::Relaxed) as f64 / 1000.0;
                 let phase =
                     (started.elapsed().as_secs_f64() / period.as_secs_f64().max(0.001)) as u64 % 2;
                 let rate = if swing > 0.0 {
@@ -264,10 +265,10 @@ impl Load {
                     let _ = client
                         .post(&infer_url)
                         .header("content-type", "application/json")
-                        .body(bodies[i % bodies.len()].clone())
+                        .body(bodies[body_ix % bodies.len()].clone())
                         .send();
-                    n.fetch_add(1, Ordering::Relaxed);
-                    i += 1;
+                    thread_sent.fetch_add(1, Ordering::Relaxed);
+                    body_ix += 1;
                     next += Duration::from_secs_f64(1.0 / rate);
                 } else {
                     next = Instant::now() + Duration::from_millis(50);
@@ -325,16 +326,18 @@ impl FeedbackLoad {
         let split = Split::load("digits_mlp")?;
         let (infer, feedback) = (serve.model_url("/infer"), serve.model_url("/feedback"));
         let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
+        let thread_stop = stop.clone();
         let client = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()?;
         let handle = std::thread::spawn(move || {
-            let mut i = 0usize;
-            while !s.load(Ordering::Relaxed) {
-                let picked: Vec<usize> = (0..rows).map(|k| (rows * i + k) % split.rows()).collect();
+            let mut round = 0usize;
+            while !thread_stop.load(Ordering::Relaxed) {
+                let picked: Vec<usize> = (0..rows)
+                    .map(|k| (rows * round + k) % split.rows())
+                    .collect();
                 let data: Vec<f32> = picked.iter().flat_map(|r| split.row(*r).to_vec()).collect();
-                let id = format!("f-{i}");
+                let id = format!("f-{round}");
                 let body = json!({"id": id, "inputs": [{"name": split.input, "shape": [rows, 64], "datatype": "FP32", "data": data}]});
                 if client.post(&infer).json(&body).send().is_ok() {
                     let labels: Vec<i64> = picked.iter().map(|r| split.y[*r]).collect();
@@ -348,7 +351,7 @@ impl FeedbackLoad {
                         .json(&json!({"feedback": [{"id": id, "label": label}]}))
                         .send();
                 }
-                i += 1;
+                round += 1;
                 // Pacing only: no test decision waits on it.
                 std::thread::sleep(every);
             }

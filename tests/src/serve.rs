@@ -84,15 +84,15 @@ impl Serve {
                 format!("https://localhost:{http_port}")
             }
         };
-        let mut s = Serve {
+        let mut serve = Serve {
             child: Some(child),
             http,
             grpc_port,
             name: name.to_owned(),
             client: client.build()?,
         };
-        s.wait_ready(Duration::from_secs(60))?;
-        Ok(s)
+        serve.wait_ready(Duration::from_secs(60))?;
+        Ok(serve)
     }
 
     /// Poll readiness until it answers 200 or the process dies.
@@ -353,22 +353,22 @@ impl Split {
         name: &str,
         got: impl IntoIterator<Item = (usize, usize)>,
     ) -> anyhow::Result<Agreement> {
-        let r = self
+        let reference = self
             .reference
             .get(name)
             .with_context(|| format!("no onnxruntime output {name}"))?;
-        let cols = *r.shape.get(1).context("reference is not rank 2")?;
+        let cols = *reference.shape.get(1).context("reference is not rank 2")?;
         let mut agreement = Agreement {
             agree: 0,
             near_ties: 0,
         };
         let mut disagree = Vec::new();
         let mut compared = 0;
-        for (i, got) in got {
-            let row = r
+        for (row_ix, got) in got {
+            let row = reference
                 .data
-                .get(i * cols..(i + 1) * cols)
-                .with_context(|| format!("row {i} is not in the split"))?;
+                .get(row_ix * cols..(row_ix + 1) * cols)
+                .with_context(|| format!("row {row_ix} is not in the split"))?;
             let want = argmax(row);
             let runner_up = row
                 .iter()
@@ -384,7 +384,7 @@ impl Split {
                 agreement.agree += 1;
             } else {
                 disagree.push(format!(
-                    "row {i}: class {got}, onnxruntime {want} (margin {margin:.3e})"
+                    "row {row_ix}: class {got}, onnxruntime {want} (margin {margin:.3e})"
                 ));
             }
         }

@@ -54,9 +54,9 @@ fn template_revision(ns: &TestNamespace) -> Result<Option<String>> {
 
 #[test]
 fn accuracy_below_the_floor_returns_to_the_last_stable_revision() -> Result<()> {
-    let c = cluster()?;
-    c.install_crd()?;
-    let ns = c.namespace("acc-rollback")?;
+    let cluster = cluster()?;
+    cluster.install_crd()?;
+    let ns = cluster.namespace("acc-rollback")?;
     let good = Serve::start("digits_mlp.onnx", "digits", &[])?;
     let bad = Serve::start("digits_mlp_shuffled.onnx", "digits", &[])?;
     let _good_load = FeedbackLoad::start(&good, 4, Duration::from_millis(100))?;
@@ -67,17 +67,17 @@ fn accuracy_below_the_floor_returns_to_the_last_stable_revision() -> Result<()> 
         &[(addr(&good), pod_labels(ns.name(), &pod_name("digits", 0)))],
     )?;
     // The chart's operator, in-cluster; it reads the cluster's Prometheus like any other signal.
-    let _op = Operator::start(c, ns.name())?;
+    let _op = Operator::start(cluster, ns.name())?;
 
     apply_and_serve(&ns, &md(&ns, "https://models.example.com/digits/v1.onnx"))?;
     let first = wait_for(DEFAULT_WAIT, "revision 1 Ready and healthy", || {
-        let s = get(&ns, "digits")?;
+        let mdep = get(&ns, "digits")?;
         let healthy = condition(&ns, "digits", "Degraded")?["status"] == "False"
-            && s["status"]["metrics"]["accuracy"]
+            && mdep["status"]["metrics"]["accuracy"]
                 .as_f64()
                 .is_some_and(|a| a > 0.8);
         let ready = condition(&ns, "digits", "Ready")?["status"] == "True";
-        Ok(s["status"]["revision"]["stable"]
+        Ok(mdep["status"]["revision"]["stable"]
             .as_str()
             .filter(|_| healthy && ready)
             .map(str::to_owned))
@@ -89,11 +89,11 @@ fn accuracy_below_the_floor_returns_to_the_last_stable_revision() -> Result<()> 
     let job = wait_for_new_job(&ns, "digits", &[first_job])?;
     finish_job_with_report(&ns, &job, &success_report("f32"))?;
     let second = wait_for(DEFAULT_WAIT, "revision 2 stable", || {
-        let s = get(&ns, "digits")?;
-        let r = &s["status"]["revision"];
-        Ok(r["stable"]
+        let mdep = get(&ns, "digits")?;
+        let revision = &mdep["status"]["revision"];
+        Ok(revision["stable"]
             .as_str()
-            .filter(|s| *s != first && r["current"].as_str() == Some(s))
+            .filter(|s| *s != first && revision["current"].as_str() == Some(s))
             .map(str::to_owned))
     })?;
     ensure!(template_revision(&ns)?.as_deref() == Some(second.as_str()));
@@ -108,8 +108,8 @@ fn accuracy_below_the_floor_returns_to_the_last_stable_revision() -> Result<()> 
         DEFAULT_WAIT + Duration::from_secs(30),
         "the accuracy rollback",
         || {
-            let c = condition(&ns, "digits", "Stalled")?;
-            Ok((c["status"] == "True").then_some(c))
+            let stalled = condition(&ns, "digits", "Stalled")?;
+            Ok((stalled["status"] == "True").then_some(stalled))
         },
     )?;
     eprintln!("accuracy rollback: {stalled}");
@@ -123,20 +123,20 @@ fn accuracy_below_the_floor_returns_to_the_last_stable_revision() -> Result<()> 
         template_revision(&ns)?.as_deref() == Some(first.as_str()),
         "the Deployment runs revision 1's pod template again"
     );
-    let s = get(&ns, "digits")?;
-    ensure!(s["status"]["revision"]["failed"].as_str() == Some(second.as_str()));
+    let mdep = get(&ns, "digits")?;
+    ensure!(mdep["status"]["revision"]["failed"].as_str() == Some(second.as_str()));
     ensure!(
-        s["status"]["model"]["revision"].as_str() == Some(first.as_str()),
+        mdep["status"]["model"]["revision"].as_str() == Some(first.as_str()),
         "status.model names what serves: {}",
-        s["status"]["model"]
+        mdep["status"]["model"]
     );
     ensure!(condition(&ns, "digits", "Degraded")?["status"] == "True");
     ensure!(events(&ns, "digits", "AccuracyRollback")?.len() == 1);
 
     // Not retried: once revision 1's pods are back it is the stable revision, and the template stays on it.
     wait_for(DEFAULT_WAIT, "revision 1's pods rolled back in", || {
-        let s = get(&ns, "digits")?;
-        Ok((s["status"]["revision"]["stable"].as_str() == Some(first.as_str())).then_some(()))
+        let mdep = get(&ns, "digits")?;
+        Ok((mdep["status"]["revision"]["stable"].as_str() == Some(first.as_str())).then_some(()))
     })?;
     ensure!(template_revision(&ns)?.as_deref() == Some(first.as_str()));
     Ok(())

@@ -54,9 +54,9 @@ fn run(
     canary_args: &[&str],
     analysis: Value,
 ) -> Result<(TestNamespace, Operator, Outcome, String, String)> {
-    let c = cluster()?;
-    c.install_crd()?;
-    let ns = c.namespace(scenario)?;
+    let cluster = cluster()?;
+    cluster.install_crd()?;
+    let ns = cluster.namespace(scenario)?;
     let stable = Serve::start("digits_mlp.onnx", "digits", &[])?;
     let canary = Serve::start(canary_model, "digits", canary_args)?;
     let _targets = ScrapeTargets::write(
@@ -70,7 +70,7 @@ fn run(
         ],
     )?;
     // The chart's operator, in-cluster; it reads the cluster's Prometheus like any other signal.
-    let op = Operator::start(c, ns.name())?;
+    let op = Operator::start(cluster, ns.name())?;
     let _stable_load = FeedbackLoad::start(&stable, 1, Duration::from_millis(125))?;
     let _canary_load = FeedbackLoad::start(&canary, 1, Duration::from_millis(125))?;
 
@@ -102,11 +102,16 @@ fn run(
     let job = wait_for_new_job(&ns, "digits", &[first_job])?;
     finish_job_with_report(&ns, &job, &success_report("f32"))?;
     let second = wait_for(DEFAULT_WAIT, "a canary in status", || {
-        let s = get(&ns, "digits")?;
-        let r = &s["status"]["revision"];
-        Ok(r["canary"].as_str().map(str::to_owned).filter(|c| {
-            *c != first && r["canaryWeight"] == 50 && r["stable"].as_str() == Some(&first)
-        }))
+        let mdep = get(&ns, "digits")?;
+        let revision = &mdep["status"]["revision"];
+        Ok(revision["canary"]
+            .as_str()
+            .map(str::to_owned)
+            .filter(|canary_revision| {
+                *canary_revision != first
+                    && revision["canaryWeight"] == 50
+                    && revision["stable"].as_str() == Some(&first)
+            }))
     })?;
     ensure!(exists(&ns, "digits-canary")?, "the canary Deployment");
     ensure!(template_revision(&ns, "digits-canary")?.as_deref() == Some(second.as_str()));
@@ -114,11 +119,11 @@ fn run(
         template_revision(&ns, "digits")?.as_deref() == Some(first.as_str()),
         "the stable Deployment keeps revision 1 during the canary"
     );
-    let s = get(&ns, "digits")?;
+    let mdep = get(&ns, "digits")?;
     ensure!(
         condition(&ns, "digits", "Ready")?["reason"] == "CanaryAnalysis",
         "Ready during the canary: {}",
-        s["status"]["conditions"]
+        mdep["status"]["conditions"]
     );
 
     let outcome = wait_outcome(
@@ -150,10 +155,10 @@ fn a_canary_trained_on_shuffled_labels_is_rolled_back_on_accuracy() -> Result<()
 /// that Deployment is neither taken over nor deleted.
 #[test]
 fn a_canary_never_takes_over_a_namesake_deployment() -> Result<()> {
-    let c = cluster()?;
-    c.install_crd()?;
-    let ns = c.namespace("canary-name")?;
-    let _op = Operator::start(c, ns.name())?;
+    let cluster = cluster()?;
+    cluster.install_crd()?;
+    let ns = cluster.namespace("canary-name")?;
+    let _op = Operator::start(cluster, ns.name())?;
     // The namesake: a ModelDeployment called digits-canary, serving.
     let mut other = canary_md(&ns, "https://models.example.com/other.onnx", json!({}));
     other["metadata"]["name"] = json!("digits-canary");
@@ -175,8 +180,8 @@ fn a_canary_never_takes_over_a_namesake_deployment() -> Result<()> {
     let job = wait_for_new_job(&ns, "digits", &[first_job])?;
     finish_job_with_report(&ns, &job, &success_report("f32"))?;
     let stalled = wait_for(DEFAULT_WAIT, "the canary refused", || {
-        let c = condition(&ns, "digits", "Stalled")?;
-        Ok((c["status"] == "True").then_some(c))
+        let stalled = condition(&ns, "digits", "Stalled")?;
+        Ok((stalled["status"] == "True").then_some(stalled))
     })?;
     ensure!(
         stalled["reason"] == "RolledBack"

@@ -5,8 +5,8 @@ use tractor_e2e::cluster::{DEFAULT_WAIT, cluster, condition_is, kwok_deployment,
 
 #[test]
 fn deployment_of_three_becomes_available_on_kwok_nodes() -> Result<()> {
-    let c = cluster()?;
-    let ns = c.namespace("deploy")?;
+    let cluster = cluster()?;
+    let ns = cluster.namespace("deploy")?;
     // The image is never pulled: KWOK fakes the pod lifecycle.
     ns.kubectl_with_stdin(
         &["apply", "-f", "-"],
@@ -17,9 +17,10 @@ fn deployment_of_three_becomes_available_on_kwok_nodes() -> Result<()> {
         DEFAULT_WAIT,
         "deployment/web Available with 3 replicas",
         || {
-            let d = ns.kubectl_json(&["get", "deployment", "web"])?;
-            let ok = condition_is(&d, "Available", "True") && d["status"]["availableReplicas"] == 3;
-            Ok(ok.then_some(d))
+            let deployment = ns.kubectl_json(&["get", "deployment", "web"])?;
+            let ok = condition_is(&deployment, "Available", "True")
+                && deployment["status"]["availableReplicas"] == 3;
+            Ok(ok.then_some(deployment))
         },
     )?;
     ensure!(
@@ -31,19 +32,19 @@ fn deployment_of_three_becomes_available_on_kwok_nodes() -> Result<()> {
     let pods = ns.kubectl_json(&["get", "pods", "-l", "app=web"])?;
     let items = pods["items"].as_array().cloned().unwrap_or_default();
     ensure!(items.len() == 3, "expected 3 pods, got {}", items.len());
-    for p in &items {
-        let node = p["spec"]["nodeName"].as_str().unwrap_or("");
+    for pod in &items {
+        let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
         ensure!(
             node.starts_with("kwok-node-"),
             "pod scheduled to {node:?}, not a KWOK node"
         );
         ensure!(
-            p["status"]["phase"] == "Running",
+            pod["status"]["phase"] == "Running",
             "pod phase {}",
-            p["status"]["phase"]
+            pod["status"]["phase"]
         );
         ensure!(
-            p["status"]["podIP"]
+            pod["status"]["podIP"]
                 .as_str()
                 .is_some_and(|ip| !ip.is_empty()),
             "pod without IP"

@@ -5,26 +5,26 @@ use tractor_e2e::cluster::{cluster, yaml_files};
 
 #[test]
 fn every_example_passes_server_side_dry_run() -> Result<()> {
-    let c = cluster()?;
-    c.install_crd()?;
-    let ns = c.namespace("examples")?;
+    let cluster = cluster()?;
+    cluster.install_crd()?;
+    let ns = cluster.namespace("examples")?;
     let files = yaml_files("manifests/examples")?;
     ensure!(!files.is_empty(), "no YAML files in manifests/examples");
     let mut refused = Vec::new();
-    for f in &files {
+    for path in &files {
         let out = ns.kubectl_output(
             &[
                 "apply".as_ref(),
                 "--dry-run=server".as_ref(),
                 "-f".as_ref(),
-                f.as_os_str(),
+                path.as_os_str(),
             ],
             None,
         )?;
         if !out.status.success() {
             refused.push(format!(
                 "{}: {}",
-                f.display(),
+                path.display(),
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }

@@ -9,9 +9,9 @@ const MIN_CASES: usize = 10;
 
 #[test]
 fn every_invalid_spec_is_refused_with_its_message() -> Result<()> {
-    let c = cluster()?;
-    c.install_crd()?;
-    let ns = c.namespace("invalid")?;
+    let cluster = cluster()?;
+    cluster.install_crd()?;
+    let ns = cluster.namespace("invalid")?;
     let files = yaml_files("tests/specs/invalid")?;
     ensure!(
         files.len() >= MIN_CASES,
@@ -19,9 +19,9 @@ fn every_invalid_spec_is_refused_with_its_message() -> Result<()> {
         files.len()
     );
     let mut wrong = Vec::new();
-    for f in &files {
+    for path in &files {
         let text =
-            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let fragment = text
             .lines()
             .next()
@@ -29,14 +29,17 @@ fn every_invalid_spec_is_refused_with_its_message() -> Result<()> {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .with_context(|| {
-                format!("{}: first line must be `# expect: <fragment>`", f.display())
+                format!(
+                    "{}: first line must be `# expect: <fragment>`",
+                    path.display()
+                )
             })?;
         let out = ns.kubectl_output(
             &[
                 "apply".as_ref(),
                 "--dry-run=server".as_ref(),
                 "-f".as_ref(),
-                f.as_os_str(),
+                path.as_os_str(),
             ],
             None,
         )?;
@@ -44,12 +47,12 @@ fn every_invalid_spec_is_refused_with_its_message() -> Result<()> {
         if out.status.success() {
             wrong.push(format!(
                 "{}: accepted, expected refusal with {fragment:?}",
-                f.display()
+                path.display()
             ));
         } else if !stderr.contains(fragment) {
             wrong.push(format!(
                 "{}: refused without {fragment:?}: {}",
-                f.display(),
+                path.display(),
                 stderr.trim()
             ));
         }

@@ -5,10 +5,10 @@ use tractor_e2e::cluster::{DEFAULT_WAIT, cluster, kwok_deployment, unique_name, 
 
 #[test]
 fn deleting_a_namespace_removes_its_objects() -> Result<()> {
-    let c = cluster()?;
+    let cluster = cluster()?;
     let name = unique_name("nsdel");
-    c.kubectl(&["create", "namespace", &name])?;
-    c.kubectl(&[
+    cluster.kubectl(&["create", "namespace", &name])?;
+    cluster.kubectl(&[
         "create",
         "configmap",
         "cm",
@@ -16,22 +16,22 @@ fn deleting_a_namespace_removes_its_objects() -> Result<()> {
         "-n",
         &name,
     ])?;
-    c.kubectl_with_stdin(
+    cluster.kubectl_with_stdin(
         &["apply", "-f", "-"],
         Some(&kwok_deployment(&name, "web", 2).to_string()),
     )?;
     // Wait for the deployment's ReplicaSet so the garbage collector has an owner chain to follow.
     wait_for(DEFAULT_WAIT, "a ReplicaSet of deployment/web", || {
-        let rs = c.kubectl_json(&["get", "replicasets", "-n", &name])?;
+        let rs = cluster.kubectl_json(&["get", "replicasets", "-n", &name])?;
         Ok(rs["items"]
             .as_array()
             .is_some_and(|a| !a.is_empty())
             .then_some(()))
     })?;
 
-    c.kubectl(&["delete", "namespace", &name, "--wait=false"])?;
+    cluster.kubectl(&["delete", "namespace", &name, "--wait=false"])?;
     wait_for(DEFAULT_WAIT, &format!("namespace {name} gone"), || {
-        let out = c.kubectl_output(&["get", "namespace", &name], None)?;
+        let out = cluster.kubectl_output(&["get", "namespace", &name], None)?;
         Ok(
             (!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NotFound"))
                 .then_some(()),
@@ -39,9 +39,12 @@ fn deleting_a_namespace_removes_its_objects() -> Result<()> {
     })?;
     // With the namespace gone, nothing of it may be left anywhere.
     for kind in ["configmaps", "deployments", "replicasets", "pods"] {
-        let left = c.kubectl_json(&["get", kind, "-n", &name])?;
-        let n = left["items"].as_array().map_or(0, Vec::len);
-        anyhow::ensure!(n == 0, "{n} {kind} left in deleted namespace {name}");
+        let left = cluster.kubectl_json(&["get", kind, "-n", &name])?;
+        let count = left["items"].as_array().map_or(0, Vec::len);
+        anyhow::ensure!(
+            count == 0,
+            "{count} {kind} left in deleted namespace {name}"
+        );
     }
     Ok(())
 }

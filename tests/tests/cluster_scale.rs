@@ -6,9 +6,9 @@ use tractor_e2e::cluster::{DEFAULT_WAIT, cluster, crd_document, wait_for, yaml_f
 
 #[test]
 fn kubectl_scale_sets_the_replicas() -> Result<()> {
-    let c = cluster()?;
-    c.install_crd()?;
-    let ns = c.namespace("scale")?;
+    let cluster = cluster()?;
+    cluster.install_crd()?;
+    let ns = cluster.namespace("scale")?;
 
     // Any valid example will do; it is renamed to `x` and put into this test's namespace.
     let mut mdep = first_example_modeldeployment()?;

@@ -32,8 +32,8 @@ fn helm_lint_is_clean() -> Result<()> {
 
 #[test]
 fn helm_template_is_accepted_by_the_api_server() -> Result<()> {
-    let c = cluster()?;
-    let ns = c.namespace("inst-tmpl")?;
+    let cluster = cluster()?;
+    let ns = cluster.namespace("inst-tmpl")?;
     let chart = chart_dir();
     let chart = chart.to_str().context("chart path")?;
     let watch = format!("watchNamespace={}", ns.name());
@@ -50,12 +50,12 @@ fn helm_template_is_accepted_by_the_api_server() -> Result<()> {
             ns.name(),
             "--include-crds",
         ];
-        for s in &sets {
-            args.extend(["--set", s]);
+        for set in &sets {
+            args.extend(["--set", set]);
         }
-        let out = helm(c, &args)?;
+        let out = helm(cluster, &args)?;
         let applied =
-            c.kubectl_output(&["apply", "--dry-run=server", "-f", "-"], Some(&out.stdout))?;
+            cluster.kubectl_output(&["apply", "--dry-run=server", "-f", "-"], Some(&out.stdout))?;
         let stdout = String::from_utf8_lossy(&applied.stdout);
         let stderr = String::from_utf8_lossy(&applied.stderr);
         ensure!(
@@ -136,7 +136,7 @@ fn quoted_metric_names(path: &str) -> Result<BTreeSet<String>> {
 
 #[test]
 fn dashboard_uses_only_exported_metrics() -> Result<()> {
-    let c = cluster()?;
+    let cluster = cluster()?;
     let mut exported = quoted_metric_names("crates/tractor-api/src/metrics.rs")?;
     exported.extend(quoted_metric_names(
         "crates/tractor-operator/src/metrics.rs",
@@ -200,7 +200,7 @@ fn dashboard_uses_only_exported_metrics() -> Result<()> {
     );
 
     // The chart ships it as a ConfigMap the Grafana sidecar picks up, byte for byte.
-    let docs = render(c, "dash", "monitoring", &[])?;
+    let docs = render(cluster, "dash", "monitoring", &[])?;
     let cm = docs
         .iter()
         .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "dash-tractor-dashboard")
@@ -212,7 +212,7 @@ fn dashboard_uses_only_exported_metrics() -> Result<()> {
         shipped == dashboard,
         "the ConfigMap's dashboard differs from files/dashboard.json"
     );
-    let off = render(c, "dash", "monitoring", &["dashboard.enabled=false"])?;
+    let off = render(cluster, "dash", "monitoring", &["dashboard.enabled=false"])?;
     ensure!(!off.iter().any(|d| d["kind"] == "ConfigMap"));
     Ok(())
 }

@@ -35,10 +35,10 @@ fn expect(h: &Health, kstatus: &str, argo: &str, what: &str) -> Result<()> {
 
 #[test]
 fn kstatus_and_argo_health_follow_each_phase() -> Result<()> {
-    let c = cluster()?;
-    c.install_crd()?;
-    let ns = c.namespace("inst-health")?;
-    let _op = Operator::start(c, ns.name())?;
+    let cluster = cluster()?;
+    cluster.install_crd()?;
+    let ns = cluster.namespace("inst-health")?;
+    let _op = Operator::start(cluster, ns.name())?;
 
     // Optimizing.
     let md = apply_example(&ns, "minimal.yaml", "digits")?;
@@ -109,12 +109,14 @@ fn kstatus_and_argo_health_follow_each_phase() -> Result<()> {
         &failure_report("DigestMismatch", "sha256 of the source differs"),
     )?;
     wait_phase(&ns, "Failed")?;
-    let h = health(&ns, "mdep", "digits")?;
-    expect(&h, "Failed", "Degraded", "stalled")?;
+    let stalled_health = health(&ns, "mdep", "digits")?;
+    expect(&stalled_health, "Failed", "Degraded", "stalled")?;
     ensure!(
-        h.messages.contains("sha256 of the source differs"),
+        stalled_health
+            .messages
+            .contains("sha256 of the source differs"),
         "{}",
-        h.messages
+        stalled_health.messages
     );
     Ok(())
 }

@@ -15,14 +15,14 @@ use tractor_e2e::node::{E2E_IMAGE, REAL_NODE};
 
 #[test]
 fn helm_install_reconcile_upgrade_uninstall() -> Result<()> {
-    let c = cluster()?;
-    let ns = c.namespace("inst-helm")?;
-    let models = c.namespace("inst-helm-md")?;
+    let cluster = cluster()?;
+    let ns = cluster.namespace("inst-helm")?;
+    let models = cluster.namespace("inst-helm-md")?;
     let release = ns.name().to_owned();
     let name = fullname(&release);
 
     // Install: no PodSecurity warnings, the Deployment is Available, the CRD is established.
-    let installed = install(c, &ns, &[])?;
+    let installed = install(cluster, &ns, &[])?;
     let out = &installed.output;
     ensure!(
         !out.stderr.contains("PodSecurity"),
@@ -57,7 +57,7 @@ fn helm_install_reconcile_upgrade_uninstall() -> Result<()> {
         "operator pod not on the real node: {}",
         pods["items"][0]["spec"]
     );
-    let crd = c.kubectl_json(&["get", "crd", &crd_name()?])?;
+    let crd = cluster.kubectl_json(&["get", "crd", &crd_name()?])?;
     ensure!(condition_is(&crd, "Established", "True"));
 
     // The chart's pod, with the chart's ClusterRole, reconciles a model in another namespace end to end.
@@ -69,7 +69,7 @@ fn helm_install_reconcile_upgrade_uninstall() -> Result<()> {
     // The image the tests imported, on every upgrade (a user pins theirs the same way).
     let [repository, tag] = image_values();
     helm(
-        c,
+        cluster,
         &[
             "upgrade",
             &release,
@@ -92,8 +92,10 @@ fn helm_install_reconcile_upgrade_uninstall() -> Result<()> {
     // Both pods Ready, the follower included: a standby is healthy, or a Deployment of two would never be
     // Available and `helm --wait` would never return.
     wait_for(DEFAULT_WAIT, "two operator replicas ready", || {
-        let d = ns.kubectl_json(&["get", "deployment", &name])?;
-        Ok((d["status"]["readyReplicas"] == 2 && d["status"]["updatedReplicas"] == 2).then_some(d))
+        let deployment = ns.kubectl_json(&["get", "deployment", &name])?;
+        Ok((deployment["status"]["readyReplicas"] == 2
+            && deployment["status"]["updatedReplicas"] == 2)
+            .then_some(deployment))
     })?;
     let dep = ns.kubectl_json(&["get", "deployment", &name])?;
     let args = dep["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
@@ -131,7 +133,7 @@ fn helm_install_reconcile_upgrade_uninstall() -> Result<()> {
     );
     // And back to one replica: Recreate again (the chart drops the defaulted rollingUpdate).
     helm(
-        c,
+        cluster,
         &[
             "upgrade",
             &release,
@@ -160,7 +162,7 @@ fn helm_install_reconcile_upgrade_uninstall() -> Result<()> {
 
     // Uninstall: nothing of the release left, the CRD and the users' ModelDeployments kept.
     helm(
-        c,
+        cluster,
         &[
             "uninstall",
             &release,
@@ -172,13 +174,13 @@ fn helm_install_reconcile_upgrade_uninstall() -> Result<()> {
         ],
     )?;
     ensure_nothing_left(
-        c,
+        cluster,
         ns.name(),
         &format!("app.kubernetes.io/instance={release}"),
     )?;
     let sa = ns.kubectl_output(&["get", "serviceaccount", &name], None)?;
     ensure!(!sa.status.success(), "ServiceAccount {name} left behind");
-    c.kubectl(&["get", "crd", &crd_name()?])?;
+    cluster.kubectl(&["get", "crd", &crd_name()?])?;
     models.kubectl(&["get", "mdep", "digits"])?;
     Ok(())
 }

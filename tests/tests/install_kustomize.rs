@@ -15,7 +15,7 @@ const PART_OF: &str = "app.kubernetes.io/part-of=tractor";
 
 #[test]
 fn kubectl_apply_k_installs_and_deletes_cleanly() -> Result<()> {
-    let c = cluster()?;
+    let cluster = cluster()?;
     real_node()?;
     let overlay = tempfile::tempdir()?;
     let (name, tag) = E2E_IMAGE.rsplit_once(':').context("image tag")?;
@@ -32,14 +32,14 @@ fn kubectl_apply_k_installs_and_deletes_cleanly() -> Result<()> {
         ),
     )?;
     let dir = overlay.path().to_string_lossy();
-    let applied = c.kubectl_output(&["apply", "-k", &dir], None)?;
+    let applied = cluster.kubectl_output(&["apply", "-k", &dir], None)?;
     let stderr = String::from_utf8_lossy(&applied.stderr);
     ensure!(
         applied.status.success(),
         "kubectl apply -k failed: {stderr}"
     );
     ensure!(!stderr.contains("PodSecurity"), "apply warned: {stderr}");
-    c.kubectl(&[
+    cluster.kubectl(&[
         "rollout",
         "status",
         "deployment",
@@ -48,33 +48,33 @@ fn kubectl_apply_k_installs_and_deletes_cleanly() -> Result<()> {
         NAMESPACE,
         "--timeout=120s",
     ])?;
-    let ns = c.kubectl_json(&["get", "namespace", NAMESPACE])?;
+    let ns = cluster.kubectl_json(&["get", "namespace", NAMESPACE])?;
     ensure!(ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted");
-    let dep = c.kubectl_json(&["get", "deployment", NAME, "-n", NAMESPACE])?;
+    let dep = cluster.kubectl_json(&["get", "deployment", NAME, "-n", NAMESPACE])?;
     ensure!(condition_is(&dep, "Available", "True"), "{}", dep["status"]);
-    let crd = c.kubectl_json(&["get", "crd", &crd_name()?])?;
+    let crd = cluster.kubectl_json(&["get", "crd", &crd_name()?])?;
     ensure!(condition_is(&crd, "Established", "True"));
 
-    let models = c.namespace("inst-kust-md")?;
+    let models = cluster.namespace("inst-kust-md")?;
     reconcile_example(&models, "digits")?;
 
     // No drift: the live objects are what the files say, and applying again writes no new spec.
     let generation = |d: &serde_json::Value| d["metadata"]["generation"].clone();
-    let diff = c.kubectl_output(&["diff", "-k", &dir], None)?;
+    let diff = cluster.kubectl_output(&["diff", "-k", &dir], None)?;
     ensure!(
         diff.status.success() && diff.stdout.is_empty(),
         "kubectl diff -k is not empty:\n{}{}",
         String::from_utf8_lossy(&diff.stdout),
         String::from_utf8_lossy(&diff.stderr)
     );
-    c.kubectl(&["apply", "-k", &dir])?;
-    let after = c.kubectl_json(&["get", "deployment", NAME, "-n", NAMESPACE])?;
+    cluster.kubectl(&["apply", "-k", &dir])?;
+    let after = cluster.kubectl_json(&["get", "deployment", NAME, "-n", NAMESPACE])?;
     ensure!(
         generation(&after) == generation(&dep),
         "a second apply changed the Deployment"
     );
 
-    c.kubectl(&[
+    cluster.kubectl(&[
         "delete",
         "-k",
         &dir,
@@ -83,10 +83,10 @@ fn kubectl_apply_k_installs_and_deletes_cleanly() -> Result<()> {
         "--wait=true",
         "--timeout=120s",
     ])?;
-    ensure_nothing_left(c, NAMESPACE, "app.kubernetes.io/instance=tractor")?;
-    let gone = c.kubectl_output(&["get", "namespace", NAMESPACE], None)?;
+    ensure_nothing_left(cluster, NAMESPACE, "app.kubernetes.io/instance=tractor")?;
+    let gone = cluster.kubectl_output(&["get", "namespace", NAMESPACE], None)?;
     ensure!(!gone.status.success(), "namespace {NAMESPACE} left behind");
-    c.kubectl(&["get", "crd", &crd_name()?])?;
+    cluster.kubectl(&["get", "crd", &crd_name()?])?;
     models.kubectl(&["get", "mdep", "digits"])?;
     Ok(())
 }

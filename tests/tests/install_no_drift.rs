@@ -10,10 +10,10 @@ use tractor_e2e::operator::Operator;
 
 #[test]
 fn applied_example_shows_no_drift_after_ready() -> Result<()> {
-    let c = cluster()?;
-    c.install_crd()?;
-    let ns = c.namespace("inst-drift")?;
-    let _op = Operator::start(c, ns.name())?;
+    let cluster = cluster()?;
+    cluster.install_crd()?;
+    let ns = cluster.namespace("inst-drift")?;
+    let _op = Operator::start(cluster, ns.name())?;
     reconcile_example(&ns, "digits")?;
 
     // The file as applied (apply_example sets name and namespace, and puts the pods on KWOK).
@@ -55,12 +55,12 @@ fn applied_example_shows_no_drift_after_ready() -> Result<()> {
         );
     }
     // kubectl's own bookkeeping annotation is rewritten by any apply; the user's metadata must stay.
-    let user_annotations = |o: &serde_json::Value| {
-        let mut a = o["metadata"]["annotations"].clone();
-        if let Some(m) = a.as_object_mut() {
-            m.remove("kubectl.kubernetes.io/last-applied-configuration");
+    let user_annotations = |object: &serde_json::Value| {
+        let mut annotations = object["metadata"]["annotations"].clone();
+        if let Some(map) = annotations.as_object_mut() {
+            map.remove("kubectl.kubernetes.io/last-applied-configuration");
         }
-        a
+        annotations
     };
     ensure!(
         user_annotations(&dry) == user_annotations(&live),

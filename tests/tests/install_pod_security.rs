@@ -13,8 +13,8 @@ use tractor_e2e::operator::Operator;
 
 #[test]
 fn operator_and_model_pods_pass_restricted() -> Result<()> {
-    let c = cluster()?;
-    let ns = c.namespace("inst-psa")?;
+    let cluster = cluster()?;
+    let ns = cluster.namespace("inst-psa")?;
     ns.kubectl(&[
         "label",
         "namespace",
@@ -34,7 +34,7 @@ fn operator_and_model_pods_pass_restricted() -> Result<()> {
     );
 
     // The chart's operator pod, admitted and running.
-    let op = Operator::start(c, ns.name())?;
+    let op = Operator::start(cluster, ns.name())?;
     let out = &op.release().context("the chart's release")?.output;
     ensure!(
         !out.stderr.contains("PodSecurity"),
@@ -117,9 +117,9 @@ fn operator_and_model_pods_pass_restricted() -> Result<()> {
         .flatten()
         .filter_map(|a| a.as_str())
         .collect();
-    let flag = |f: &str| {
+    let flag = |name: &str| {
         args.iter()
-            .position(|a| *a == f)
+            .position(|a| *a == name)
             .and_then(|i| args.get(i + 1))
             .copied()
     };

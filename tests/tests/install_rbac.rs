@@ -20,13 +20,13 @@ fn strings(v: &Value) -> Vec<String> {
 
 #[test]
 fn rendered_rbac_has_no_wildcards_and_reads_secrets_by_name_only() -> Result<()> {
-    let c = cluster()?;
+    let cluster = cluster()?;
     for sets in [
         vec![],
         vec!["replicas=2", "watchNamespace=models"],
         vec!["rbac.secretNames={prom-auth,other}"],
     ] {
-        let docs = render(c, "rbac", "tractor-system", &sets)?;
+        let docs = render(cluster, "rbac", "tractor-system", &sets)?;
         let rules = rbac_rules(&docs);
         ensure!(!rules.is_empty(), "{sets:?}: no RBAC rendered");
         for (who, rule) in &rules {
@@ -86,13 +86,13 @@ fn rendered_rbac_has_no_wildcards_and_reads_secrets_by_name_only() -> Result<()>
 
 #[test]
 fn api_server_grants_the_service_account_only_what_it_needs() -> Result<()> {
-    let c = cluster()?;
-    let ns = c.namespace("inst-rbac")?;
-    let models = c.namespace("inst-rbac-md")?;
-    let other = c.namespace("inst-rbac-other")?;
+    let cluster = cluster()?;
+    let ns = cluster.namespace("inst-rbac")?;
+    let models = cluster.namespace("inst-rbac-md")?;
+    let other = cluster.namespace("inst-rbac-other")?;
     let watch = format!("watchNamespace={}", models.name());
     let _release = install(
-        c,
+        cluster,
         &ns,
         &[watch.as_str(), "replicas=2", "rbac.secretNames={prom-auth}"],
     )?;
@@ -103,7 +103,7 @@ fn api_server_grants_the_service_account_only_what_it_needs() -> Result<()> {
     );
 
     // The permissions as the API server lists them for the ServiceAccount in the watched namespace.
-    let list = c.kubectl(&["auth", "can-i", "--list", "--as", &sa, "-n", models.name()])?;
+    let list = cluster.kubectl(&["auth", "can-i", "--list", "--as", &sa, "-n", models.name()])?;
     eprintln!("{list}");
     for line in list.lines().skip(1) {
         let resource = line.split_whitespace().next().unwrap_or_default();
@@ -120,10 +120,10 @@ fn api_server_grants_the_service_account_only_what_it_needs() -> Result<()> {
         let mut args = vec!["auth", "can-i", verb];
         args.extend(what.split_whitespace());
         args.extend(["--as", &sa, "-n", namespace]);
-        let out = c.kubectl_output(&args, None)?;
+        let out = cluster.kubectl_output(&args, None)?;
         Ok(String::from_utf8_lossy(&out.stdout).trim() == "yes")
     };
-    let m = models.name();
+    let models_ns = models.name();
     for (verb, what) in [
         ("watch", "modeldeployments.serving.tractor.dev"),
         (
@@ -146,7 +146,7 @@ fn api_server_grants_the_service_account_only_what_it_needs() -> Result<()> {
         ("get", "secrets/prom-auth"),
     ] {
         ensure!(
-            can(verb, what, m)?,
+            can(verb, what, models_ns)?,
             "cannot {verb} {what} in the watched namespace"
         );
     }
@@ -183,7 +183,7 @@ fn api_server_grants_the_service_account_only_what_it_needs() -> Result<()> {
         ("*", "*"),
     ] {
         ensure!(
-            !can(verb, what, m)?,
+            !can(verb, what, models_ns)?,
             "may {verb} {what}: more than it needs"
         );
     }
@@ -209,7 +209,7 @@ fn api_server_grants_the_service_account_only_what_it_needs() -> Result<()> {
     ensure!(!can(
         "update",
         "leases.coordination.k8s.io/tractor-operator",
-        m
+        models_ns
     )?);
     Ok(())
 }

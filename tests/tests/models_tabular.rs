@@ -74,11 +74,11 @@ fn assert_matches(name: &str, split: &Split, outputs: &serde_json::Map<String, V
             .iter()
             .zip(&want.data)
             .enumerate()
-            .filter(|(_, (g, w))| {
+            .filter(|(_, (served, expected))| {
                 if integer {
-                    g != w
+                    served != expected
                 } else {
-                    !close(**g, **w, tol)
+                    !close(**served, **expected, tol)
                 }
             })
             .take(5)

@@ -16,8 +16,13 @@ const MODEL: &str = "breast_cancer_pipeline";
 #[test]
 fn serve_answers_the_probability_tensor_and_says_so() {
     let serve = Serve::start(&format!("{MODEL}.onnx"), "pipeline", &[]).unwrap();
-    let c = Client::new();
-    let meta: Value = c.get(serve.model_url("")).send().unwrap().json().unwrap();
+    let client = Client::new();
+    let meta: Value = client
+        .get(serve.model_url(""))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(
         meta["outputs"],
         json!([
@@ -36,7 +41,7 @@ fn serve_answers_the_probability_tensor_and_says_so() {
     let split = Split::load(MODEL).unwrap();
     let body = json!({"inputs": [{"name": split.input, "shape": [3, split.features], "datatype": "FP32",
         "data": split.x[..3 * split.features]}], "outputs": [{"name": "output_probability"}]});
-    let resp: Value = c
+    let resp: Value = client
         .post(serve.model_url("/infer"))
         .json(&body)
         .send()
@@ -45,13 +50,16 @@ fn serve_answers_the_probability_tensor_and_says_so() {
         .unwrap();
     assert_eq!(resp["outputs"][0]["shape"], json!([3, 2]));
     let want = &split.reference["output_probability"].data[..6];
-    for (g, w) in resp["outputs"][0]["data"]
+    for (got, expected) in resp["outputs"][0]["data"]
         .as_array()
         .unwrap()
         .iter()
         .zip(want)
     {
-        assert!((g.as_f64().unwrap() - w).abs() <= 1e-5, "{g} vs {w}");
+        assert!(
+            (got.as_f64().unwrap() - expected).abs() <= 1e-5,
+            "{got} vs {expected}"
+        );
     }
 }
 

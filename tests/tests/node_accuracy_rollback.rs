@@ -40,10 +40,10 @@ fn md(ns: &TestNamespace, configmap: &str, file: &str, sha: &str) -> Value {
 
 #[test]
 fn accuracy_below_the_floor_on_real_pods_returns_to_the_last_stable_revision() -> Result<()> {
-    let c = real_node()?;
-    c.install_crd()?;
-    let ns = restricted_namespace(c, "node-accuracy")?;
-    let _op = operator(c, &ns)?;
+    let cluster = real_node()?;
+    cluster.install_crd()?;
+    let ns = restricted_namespace(cluster, "node-accuracy")?;
+    let _op = operator(cluster, &ns)?;
     let good_sha = model_configmap(&ns, "digits-v1", "digits_mlp.onnx")?;
     let bad_sha = model_configmap(&ns, "digits-v2", "digits_mlp_shuffled.onnx")?;
     apply_as_is(&ns, &md(&ns, "digits-v1", "digits_mlp.onnx", &good_sha))?;
@@ -52,11 +52,11 @@ fn accuracy_below_the_floor_on_real_pods_returns_to_the_last_stable_revision() -
     let split = Split::load("digits_mlp")?;
     let probe = Client::builder().timeout(Duration::from_secs(5)).build()?;
     wait_serving("an answer through the ClusterIP", || {
-        let r = probe
+        let response = probe
             .post(format!("{url}/v2/models/digits/infer"))
             .json(&infer_body(&split, 0..1))
             .send()?;
-        ensure!(r.status().is_success(), "{}", r.status());
+        ensure!(response.status().is_success(), "{}", response.status());
         Ok(())
     })?;
     // Ten requests a second, each followed by its label: a fresh accuracy at every 2 s evaluation.
@@ -66,13 +66,13 @@ fn accuracy_below_the_floor_on_real_pods_returns_to_the_last_stable_revision() -
         NODE_WAIT,
         "revision 1 Ready and healthy by its own accuracy",
         || {
-            let s = get(&ns, "digits")?;
+            let mdep = get(&ns, "digits")?;
             let healthy = condition(&ns, "digits", "Degraded")?["status"] == "False"
-                && s["status"]["metrics"]["accuracy"]
+                && mdep["status"]["metrics"]["accuracy"]
                     .as_f64()
                     .is_some_and(|a| a > 0.8);
             let ready = condition(&ns, "digits", "Ready")?["status"] == "True";
-            Ok(s["status"]["revision"]["stable"]
+            Ok(mdep["status"]["revision"]["stable"]
                 .as_str()
                 .filter(|_| healthy && ready)
                 .map(str::to_owned))
@@ -86,19 +86,19 @@ fn accuracy_below_the_floor_on_real_pods_returns_to_the_last_stable_revision() -
         &md(&ns, "digits-v2", "digits_mlp_shuffled.onnx", &bad_sha),
     )?;
     let second = wait_for(NODE_WAIT, "revision 2 stable", || {
-        let s = get(&ns, "digits")?;
-        let r = &s["status"]["revision"];
-        Ok(r["stable"]
+        let mdep = get(&ns, "digits")?;
+        let revision = &mdep["status"]["revision"];
+        Ok(revision["stable"]
             .as_str()
-            .filter(|s| *s != first && r["current"].as_str() == Some(s))
+            .filter(|s| *s != first && revision["current"].as_str() == Some(s))
             .map(str::to_owned))
     })
     .with_context(|| pods_summary(&ns))?;
 
     // ... and is wrong most of the time, as the labels sent through the Service show.
     let stalled = wait_for(NODE_WAIT, "the accuracy rollback", || {
-        let c = condition(&ns, "digits", "Stalled")?;
-        Ok((c["status"] == "True").then_some(c))
+        let stalled = condition(&ns, "digits", "Stalled")?;
+        Ok((stalled["status"] == "True").then_some(stalled))
     })
     .with_context(|| pods_summary(&ns))?;
     let counted = traffic.counted();
@@ -114,15 +114,15 @@ fn accuracy_below_the_floor_on_real_pods_returns_to_the_last_stable_revision() -
         template_revision(&ns, "digits")?.as_deref() == Some(first.as_str()),
         "the Deployment runs revision 1's pod template again"
     );
-    let s = get(&ns, "digits")?;
-    ensure!(s["status"]["revision"]["failed"].as_str() == Some(second.as_str()));
+    let mdep = get(&ns, "digits")?;
+    ensure!(mdep["status"]["revision"]["failed"].as_str() == Some(second.as_str()));
     ensure!(events(&ns, "digits", "AccuracyRollback")?.len() == 1);
     // The accuracy that tripped it is revision 2's own, added up from the replicas' counters.
-    let q = format!(
+    let query = format!(
         "sum(tractor_model_predictions_labelled_total{{namespace=\"{}\",model=\"digits\",revision=\"{second}\"}})",
         ns.name()
     );
-    let labelled = c.prometheus_value(&q)?.unwrap_or(0.0);
+    let labelled = cluster.prometheus_value(&query)?.unwrap_or(0.0);
     ensure!(
         labelled > 0.0,
         "no labelled rows of revision 2 in Prometheus"

@@ -41,11 +41,11 @@ fn scaling_active(md: &Value) -> Option<(String, String)> {
 
 #[test]
 fn load_through_the_service_scales_real_pods_out() -> Result<()> {
-    let c = real_node()?;
-    c.install_crd()?;
-    let ns = restricted_namespace(c, "node-autoscale")?;
+    let cluster = real_node()?;
+    cluster.install_crd()?;
+    let ns = restricted_namespace(cluster, "node-autoscale")?;
     // The chart's operator, in-cluster, reading the cluster's Prometheus from its pod.
-    let _op = Operator::start(c, ns.name())?;
+    let _op = Operator::start(cluster, ns.name())?;
     let sha = model_configmap(&ns, "digits-model", "digits_mlp.onnx")?;
     let md = json!({
         "apiVersion": "serving.tractor.dev/v1alpha1",

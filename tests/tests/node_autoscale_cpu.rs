@@ -24,10 +24,10 @@ const CPU_REQUEST: &str = "5m";
 
 #[test]
 fn the_minimal_autoscaling_spec_scales_on_cpu() -> Result<()> {
-    let c = real_node()?;
-    c.install_crd()?;
-    let ns = restricted_namespace(c, "node-cpu")?;
-    let _op = Operator::start(c, ns.name())?;
+    let cluster = real_node()?;
+    cluster.install_crd()?;
+    let ns = restricted_namespace(cluster, "node-cpu")?;
+    let _op = Operator::start(cluster, ns.name())?;
     let sha = model_configmap(&ns, "digits-model", "digits_mlp.onnx")?;
     let md = json!({
         "apiVersion": "serving.tractor.dev/v1alpha1",

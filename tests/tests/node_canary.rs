@@ -82,10 +82,10 @@ struct Scenario {
 /// Serves revision 1 (`v1.onnx`, the digits MLP) under `analysis`, then keeps 10 requests/s going through the
 /// Service. `v2.onnx`, revision 2's model, is the fixture `v2`.
 fn serve_first(prefix: &str, analysis: &Value, v2: &str) -> Result<Scenario> {
-    let c = real_node()?;
-    c.install_crd()?;
-    let ns = restricted_namespace(c, prefix)?;
-    let op = operator(c, &ns)?;
+    let cluster = real_node()?;
+    cluster.install_crd()?;
+    let ns = restricted_namespace(cluster, prefix)?;
+    let op = operator(cluster, &ns)?;
     let model = tractor_e2e::paths::fixtures().join("digits_mlp.onnx");
     let model2 = tractor_e2e::paths::fixtures().join(v2);
     ns.kubectl(&[
@@ -160,10 +160,10 @@ fn ready_endpoints(ns: &TestNamespace) -> Result<(BTreeMap<String, usize>, Vec<S
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|p| {
+            .filter_map(|pod| {
                 Some((
-                    p["status"]["podIP"].as_str()?.to_owned(),
-                    p["metadata"]["labels"]["serving.tractor.dev/revision"]
+                    pod["status"]["podIP"].as_str()?.to_owned(),
+                    pod["metadata"]["labels"]["serving.tractor.dev/revision"]
                         .as_str()?
                         .to_owned(),
                 ))
@@ -177,16 +177,16 @@ fn ready_endpoints(ns: &TestNamespace) -> Result<(BTreeMap<String, usize>, Vec<S
     ])?;
     let mut out = BTreeMap::new();
     let mut ips = vec![];
-    for e in slices["items"]
+    for endpoint in slices["items"]
         .as_array()
         .into_iter()
         .flatten()
         .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
     {
-        if e["conditions"]["ready"] != true {
+        if endpoint["conditions"]["ready"] != true {
             continue;
         }
-        for ip in e["addresses"]
+        for ip in endpoint["addresses"]
             .as_array()
             .into_iter()
             .flatten()
@@ -212,13 +212,13 @@ fn ready_endpoints_by_revision(ns: &TestNamespace) -> Result<BTreeMap<String, us
 #[test]
 fn a_canary_gets_its_pod_share_of_service_traffic_and_is_promoted() -> Result<()> {
     let analysis = json!({"maxLatencyMillis": 1000, "maxErrorRate": 0.05, "minAccuracy": 0.8, "failureLimit": 1});
-    let s = serve_first("node-canary-good", &analysis, "digits_mlp.onnx")?;
-    let ns = &s.ns;
+    let scenario = serve_first("node-canary-good", &analysis, "digits_mlp.onnx")?;
+    let ns = &scenario.ns;
     // Labels for the accuracy gate, by receipt through the Service (a second client: the share below counts
     // only its own requests).
-    let _labelled = LabelledTraffic::start(s.url.clone(), 5.0)?;
+    let _labelled = LabelledTraffic::start(scenario.url.clone(), 5.0)?;
     // A long pause: the split is measured while the step holds.
-    let second = start_canary(&s, "90s", analysis, json!({}))?;
+    let second = start_canary(&scenario, "90s", analysis, json!({}))?;
     // One ready endpoint per revision, and kube-proxy spreading new connections over exactly those two: it
     // lags behind the EndpointSlice on a loaded node, and until then the stable pod that scaled in (still
     // draining) gets a third of the connections.
@@ -226,12 +226,13 @@ fn a_canary_gets_its_pod_share_of_service_traffic_and_is_promoted() -> Result<()
         NODE_WAIT,
         "one ready endpoint per revision, programmed",
         || {
-            let (e, ips) = ready_endpoints(ns)?;
-            let one_each =
-                e.get(&s.first) == Some(&1) && e.get(&second) == Some(&1) && e.len() == 2;
+            let (by_revision, ips) = ready_endpoints(ns)?;
+            let one_each = by_revision.get(&scenario.first) == Some(&1)
+                && by_revision.get(&second) == Some(&1)
+                && by_revision.len() == 2;
             Ok(
                 (one_each && programmed_endpoints(ns.name(), "digits", "http")? == ips)
-                    .then_some((e, ips)),
+                    .then_some((by_revision, ips)),
             )
         },
     )?;
@@ -243,12 +244,19 @@ fn a_canary_gets_its_pod_share_of_service_traffic_and_is_promoted() -> Result<()
         .build()?;
     let split = Split::load("digits_mlp")?;
     let mut answered: BTreeMap<String, usize> = BTreeMap::new();
-    for i in 0..SHARE_REQUESTS {
+    for request in 0..SHARE_REQUESTS {
         let resp = client
-            .post(format!("{}/v2/models/digits/infer", s.url))
-            .json(&infer_body(&split, i % split.rows()..i % split.rows() + 1))
+            .post(format!("{}/v2/models/digits/infer", scenario.url))
+            .json(&infer_body(
+                &split,
+                request % split.rows()..request % split.rows() + 1,
+            ))
             .send()?;
-        ensure!(resp.status().is_success(), "request {i}: {}", resp.status());
+        ensure!(
+            resp.status().is_success(),
+            "request {request}: {}",
+            resp.status()
+        );
         let revision = resp
             .headers()
             .get(HEADER_REVISION)
@@ -268,25 +276,25 @@ fn a_canary_gets_its_pod_share_of_service_traffic_and_is_promoted() -> Result<()
         "kube-proxy's endpoints changed during the measurement"
     );
     ensure!(get(ns, "digits")?["status"]["revision"]["canaryWeight"] == 50);
-    let n = SHARE_REQUESTS as f64;
+    let requests = SHARE_REQUESTS as f64;
     let canary = *answered.get(&second).unwrap_or(&0) as f64;
-    let stable = *answered.get(&s.first).unwrap_or(&0) as f64;
+    let stable = *answered.get(&scenario.first).unwrap_or(&0) as f64;
     ensure!(
-        canary + stable == n,
+        canary + stable == requests,
         "answers from revisions other than the two: {answered:?}"
     );
-    let p = 0.5; // one canary pod of two ready endpoints
-    let sigma = (n * p * (1.0 - p)).sqrt();
+    let expected_share = 0.5; // one canary pod of two ready endpoints
+    let sigma = (requests * expected_share * (1.0 - expected_share)).sqrt();
     eprintln!(
-        "traffic share during the 50 % step: canary {canary}/{n} ({:.1} %), stable {stable}; expected {} ± {:.1} (3σ)",
-        100.0 * canary / n,
-        n * p,
+        "traffic share during the 50 % step: canary {canary}/{requests} ({:.1} %), stable {stable}; expected {} ± {:.1} (3σ)",
+        100.0 * canary / requests,
+        requests * expected_share,
         3.0 * sigma
     );
     ensure!(
-        (canary - n * p).abs() <= 3.0 * sigma,
-        "canary share {canary}/{n} is outside 3σ of {}",
-        n * p
+        (canary - requests * expected_share).abs() <= 3.0 * sigma,
+        "canary share {canary}/{requests} is outside 3σ of {}",
+        requests * expected_share
     );
 
     ensure!(
@@ -308,8 +316,8 @@ fn a_canary_gets_its_pod_share_of_service_traffic_and_is_promoted() -> Result<()
     ensure!(md["status"]["revision"]["failed"].is_null());
     // Revision 2 serves on both pods now.
     wait_for(NODE_WAIT, "two ready pods of revision 2", || {
-        let e = ready_endpoints_by_revision(ns)?;
-        Ok((e.get(&second) == Some(&2) && e.len() == 1).then_some(()))
+        let by_revision = ready_endpoints_by_revision(ns)?;
+        Ok((by_revision.get(&second) == Some(&2) && by_revision.len() == 1).then_some(()))
     })?;
     ensure!(ready_server_pods(ns, "digits")?.len() == 2);
     Ok(())

@@ -29,17 +29,19 @@ fn wait_stalled(ns: &tractor_e2e::cluster::TestNamespace, name: &str) -> Result<
 
 #[test]
 fn declared_format_and_inputs_the_model_contradicts_stall_with_the_reason() -> Result<()> {
-    let c = real_node()?;
-    c.install_crd()?;
-    let ns = restricted_namespace(c, "node-declared")?;
-    let _op = operator(c, &ns)?;
+    let cluster = real_node()?;
+    cluster.install_crd()?;
+    let ns = restricted_namespace(cluster, "node-declared")?;
+    let _op = operator(cluster, &ns)?;
     let sha = model_configmap(&ns, "digits-model", "digits_mlp.onnx")?;
     let model = |extra: Value| {
-        let mut m = json!({"uri": "configmap://digits-model/digits_mlp.onnx", "sha256": sha});
-        m.as_object_mut()
+        let mut model_spec =
+            json!({"uri": "configmap://digits-model/digits_mlp.onnx", "sha256": sha});
+        model_spec
+            .as_object_mut()
             .expect("object")
             .extend(extra.as_object().cloned().unwrap_or_default());
-        m
+        model_spec
     };
     for (name, extra) in [
         ("as-nnef", json!({"format": "nnef"})),

@@ -45,10 +45,10 @@ fn wait_spread(ns: &tractor_e2e::cluster::TestNamespace) -> Result<()> {
 
 #[test]
 fn feedback_through_the_service_is_counted_on_any_replica() -> Result<()> {
-    let c = real_node()?;
-    c.install_crd()?;
-    let ns = restricted_namespace(c, "node-feedback")?;
-    let _op = operator(c, &ns)?;
+    let cluster = real_node()?;
+    cluster.install_crd()?;
+    let ns = restricted_namespace(cluster, "node-feedback")?;
+    let _op = operator(cluster, &ns)?;
     apply_digits(&ns, "digits", 3)?;
     wait_model_ready(&ns, "digits")?;
     wait_spread(&ns)?;
@@ -60,19 +60,19 @@ fn feedback_through_the_service_is_counted_on_any_replica() -> Result<()> {
         .pool_max_idle_per_host(0)
         .build()?;
     wait_serving("an answer through the ClusterIP", || {
-        let r = client
+        let response = client
             .post(format!("{url}/v2/models/digits/infer"))
             .json(&infer_body(&split, 0..1))
             .send()?;
-        ensure!(r.status().is_success(), "{}", r.status());
+        ensure!(response.status().is_success(), "{}", response.status());
         Ok(())
     })?;
 
     let mut items = Vec::new();
     let mut correct = 0usize;
     let mut revision = None;
-    for i in 0..REQUESTS {
-        let row = i % split.rows();
+    for request in 0..REQUESTS {
+        let row = request % split.rows();
         let resp: Value = client
             .post(format!("{url}/v2/models/digits/infer"))
             .json(&infer_body(&split, row..row + 1))
@@ -99,7 +99,7 @@ fn feedback_through_the_service_is_counted_on_any_replica() -> Result<()> {
         "namespace=\"{}\",model=\"digits\",revision=\"{revision}\"",
         ns.name()
     );
-    let value = |q: String| c.prometheus_value(&q);
+    let value = |q: String| cluster.prometheus_value(&q);
     let scraped = |extra: &str| -> Result<f64> {
         Ok(value(format!(
             "sum(max_over_time(tractor_model_predictions_labelled_total{{{selector}{extra}}}[1h]))"
@@ -109,16 +109,16 @@ fn feedback_through_the_service_is_counted_on_any_replica() -> Result<()> {
     let send = |items: &[Value]| -> Result<(u64, u64)> {
         let (mut right, mut wrong, mut unknown) = (0u64, 0u64, Vec::new());
         for chunk in items.chunks(BATCH) {
-            let s: Value = client
+            let summary: Value = client
                 .post(format!("{url}/v2/models/digits/feedback"))
                 .json(&json!({"feedback": chunk}))
                 .send()?
                 .error_for_status()?
                 .json()?;
-            right += s["correct"].as_u64().unwrap_or_default();
-            wrong += s["incorrect"].as_u64().unwrap_or_default();
-            if s["unknown_id"] != 0 {
-                unknown.push(s);
+            right += summary["correct"].as_u64().unwrap_or_default();
+            wrong += summary["incorrect"].as_u64().unwrap_or_default();
+            if summary["unknown_id"] != 0 {
+                unknown.push(summary);
             }
         }
         ensure!(unknown.is_empty(), "feedback not counted: {unknown:?}");
@@ -128,9 +128,10 @@ fn feedback_through_the_service_is_counted_on_any_replica() -> Result<()> {
     let offline_right = |rows: std::ops::Range<usize>| {
         items[rows]
             .iter()
-            .filter(|i| {
-                let text = i["receipt"].as_str().unwrap_or_default();
-                text.rsplit(':').next().and_then(|c| c.parse::<i64>().ok()) == i["label"].as_i64()
+            .filter(|item| {
+                let text = item["receipt"].as_str().unwrap_or_default();
+                text.rsplit(':').next().and_then(|c| c.parse::<i64>().ok())
+                    == item["label"].as_i64()
             })
             .count()
     };
@@ -152,7 +153,7 @@ fn feedback_through_the_service_is_counted_on_any_replica() -> Result<()> {
         prom_right1 / half as f64,
         correct1 as f64 / half as f64
     );
-    let pods = c.prometheus_query(&format!(
+    let pods = cluster.prometheus_query(&format!(
         "sum by (pod) (tractor_model_predictions_labelled_total{{{selector}}})"
     ))?;
     ensure!(
@@ -169,8 +170,9 @@ fn feedback_through_the_service_is_counted_on_any_replica() -> Result<()> {
         .context("no serving pod")?;
     let counters = |text: &str, extra: &str| -> f64 {
         text.lines()
-            .filter(|l| {
-                l.starts_with("tractor_model_predictions_labelled_total{") && l.contains(extra)
+            .filter(|line| {
+                line.starts_with("tractor_model_predictions_labelled_total{")
+                    && line.contains(extra)
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
@@ -178,13 +180,16 @@ fn feedback_through_the_service_is_counted_on_any_replica() -> Result<()> {
     // Straight to that pod (the one call here that bypasses the Service): rows it holds that no scrape has
     // seen yet, so the deletion below has something to lose.
     let direct = half..half + BATCH;
-    let s: Value = client
+    let summary: Value = client
         .post(format!("http://{ip}:8080/v2/models/digits/feedback"))
         .json(&json!({"feedback": &items[direct.clone()]}))
         .send()?
         .error_for_status()?
         .json()?;
-    ensure!(s["unknown_id"] == 0, "feedback not counted: {s}");
+    ensure!(
+        summary["unknown_id"] == 0,
+        "feedback not counted: {summary}"
+    );
     let text = client
         .get(format!("http://{ip}:8080/metrics"))
         .send()?
@@ -204,8 +209,8 @@ fn feedback_through_the_service_is_counted_on_any_replica() -> Result<()> {
 
     // The rest, through the Service as before.
     let (right2, wrong2) = send(&items[direct.end..])?;
-    let right2 = right2 + s["correct"].as_u64().unwrap_or_default();
-    let wrong2 = wrong2 + s["incorrect"].as_u64().unwrap_or_default();
+    let right2 = right2 + summary["correct"].as_u64().unwrap_or_default();
+    let wrong2 = wrong2 + summary["incorrect"].as_u64().unwrap_or_default();
     let correct2 = offline_right(half..REQUESTS);
     ensure!(
         (right2 as usize, wrong2 as usize) == (correct2, REQUESTS - half - correct2),
@@ -250,10 +255,10 @@ fn feedback_through_the_service_is_counted_on_any_replica() -> Result<()> {
 
 #[test]
 fn a_regressors_mae_and_rmse_from_prometheus_equal_the_offline_figures() -> Result<()> {
-    let c = real_node()?;
-    c.install_crd()?;
-    let ns = restricted_namespace(c, "node-feedback-reg")?;
-    let _op = operator(c, &ns)?;
+    let cluster = real_node()?;
+    cluster.install_crd()?;
+    let ns = restricted_namespace(cluster, "node-feedback-reg")?;
+    let _op = operator(cluster, &ns)?;
     let sha = model_configmap(&ns, "diabetes-model", "diabetes_gbr.onnx")?;
     apply_as_is(
         &ns,
@@ -307,18 +312,21 @@ fn a_regressors_mae_and_rmse_from_prometheus_equal_the_offline_figures() -> Resu
         revision = receipt.revision.clone();
         items.push(json!({"receipt": text, "label": split.y[row]}));
     }
-    let n = items.len() as f64;
+    let rows = items.len() as f64;
     let revision = revision.context("the servers were not told their revision")?;
     let mut scored = 0;
     for chunk in items.chunks(BATCH) {
-        let s: Value = client
+        let summary: Value = client
             .post(format!("{url}/v2/models/diabetes/feedback"))
             .json(&json!({"feedback": chunk}))
             .send()?
             .error_for_status()?
             .json()?;
-        ensure!(s["unknown_id"] == 0, "feedback not counted: {s}");
-        scored += s["regression_rows"].as_u64().unwrap_or_default();
+        ensure!(
+            summary["unknown_id"] == 0,
+            "feedback not counted: {summary}"
+        );
+        scored += summary["regression_rows"].as_u64().unwrap_or_default();
     }
     ensure!(
         scored == items.len() as u64,
@@ -330,11 +338,11 @@ fn a_regressors_mae_and_rmse_from_prometheus_equal_the_offline_figures() -> Resu
         "namespace=\"{}\",model=\"diabetes\",revision=\"{revision}\"",
         ns.name()
     );
-    let value = |q: String| c.prometheus_value(&q);
+    let value = |q: String| cluster.prometheus_value(&q);
     wait_for(NODE_WAIT, "Prometheus to hold every labelled row", || {
         Ok((value(format!(
             "sum(tractor_model_regression_labelled_total{{{selector}}})"
-        ))? == Some(n))
+        ))? == Some(rows))
         .then_some(()))
     })?;
     let mae = value(format!(
@@ -345,9 +353,9 @@ fn a_regressors_mae_and_rmse_from_prometheus_equal_the_offline_figures() -> Resu
         "sqrt(sum(tractor_model_regression_squared_error_sum{{{selector}}}) / sum(tractor_model_regression_labelled_total{{{selector}}}))"
     ))?
     .context("no RMSE")?;
-    let (offline_mae, offline_rmse) = (abs / n, (sq / n).sqrt());
+    let (offline_mae, offline_rmse) = (abs / rows, (sq / rows).sqrt());
     println!(
-        "node feedback regressor: {n} rows; MAE {mae} (offline {offline_mae}), RMSE {rmse} (offline {offline_rmse})"
+        "node feedback regressor: {rows} rows; MAE {mae} (offline {offline_mae}), RMSE {rmse} (offline {offline_rmse})"
     );
     // The same numbers summed in another order (per replica, then across them): equal to float rounding.
     ensure!(

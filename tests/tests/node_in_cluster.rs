@@ -51,9 +51,12 @@ fn run_client(ns: &TestNamespace, name: &str, sa: &str, script: &str) -> Result<
     });
     ns.kubectl_with_stdin(&["apply", "-f", "-"], Some(&pod.to_string()))?;
     let done = wait_for(NODE_WAIT, &format!("pod {name} finished"), || {
-        let p = ns.kubectl_json(&["get", "pod", name])?;
-        let phase = p["status"]["phase"].as_str().unwrap_or_default().to_owned();
-        Ok(matches!(phase.as_str(), "Succeeded" | "Failed").then_some(p))
+        let pod = ns.kubectl_json(&["get", "pod", name])?;
+        let phase = pod["status"]["phase"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        Ok(matches!(phase.as_str(), "Succeeded" | "Failed").then_some(pod))
     })?;
     let code = done["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"]
         .as_i64()
@@ -84,10 +87,10 @@ fn field<'a>(log: &'a str, key: &str) -> Option<&'a str> {
 
 #[test]
 fn a_pod_reads_the_api_by_its_service_name_and_calls_the_model_by_its_status_url() -> Result<()> {
-    let c = real_node()?;
-    c.install_crd()?;
-    let ns = restricted_namespace(c, "node-incluster")?;
-    let _op = operator(c, &ns)?;
+    let cluster = real_node()?;
+    cluster.install_crd()?;
+    let ns = restricted_namespace(cluster, "node-incluster")?;
+    let _op = operator(cluster, &ns)?;
     apply_digits(&ns, "digits", 1)?;
     wait_model_ready(&ns, "digits")?;
     let status_url = get(&ns, "digits")?["status"]["url"]

@@ -18,10 +18,10 @@ const REQUESTS: usize = 20;
 
 #[test]
 fn prometheus_scrapes_serving_pods_through_kubernetes_sd() -> Result<()> {
-    let c = real_node()?;
-    c.install_crd()?;
-    let ns = restricted_namespace(c, "node-prom")?;
-    let _op = operator(c, &ns)?;
+    let cluster = real_node()?;
+    cluster.install_crd()?;
+    let ns = restricted_namespace(cluster, "node-prom")?;
+    let _op = operator(cluster, &ns)?;
     apply_digits(&ns, "digits", 1)?;
     wait_model_ready(&ns, "digits")?;
     let pods = ready_server_pods(&ns, "digits")?;
@@ -29,18 +29,18 @@ fn prometheus_scrapes_serving_pods_through_kubernetes_sd() -> Result<()> {
     let (pod, ip, _) = pods[0].clone();
 
     // The pod is a discovered, healthy target with the namespace and pod labels.
-    let targets_url = format!("{}/api/v1/targets?state=active", c.prometheus_url());
+    let targets_url = format!("{}/api/v1/targets?state=active", cluster.prometheus_url());
     let target = wait_for(NODE_WAIT, "the pod's scrape target up", || {
-        let body: Value = serde_json::from_str(&c.curl(&[&targets_url])?)?;
+        let body: Value = serde_json::from_str(&cluster.curl(&[&targets_url])?)?;
         Ok(body["data"]["activeTargets"]
             .as_array()
             .into_iter()
             .flatten()
-            .find(|t| {
-                t["labels"]["job"] == "kubernetes-pods"
-                    && t["labels"]["namespace"] == ns.name()
-                    && t["labels"]["pod"] == pod.as_str()
-                    && t["health"] == "up"
+            .find(|candidate| {
+                candidate["labels"]["job"] == "kubernetes-pods"
+                    && candidate["labels"]["namespace"] == ns.name()
+                    && candidate["labels"]["pod"] == pod.as_str()
+                    && candidate["health"] == "up"
             })
             .cloned())
     })?;
@@ -64,30 +64,34 @@ fn prometheus_scrapes_serving_pods_through_kubernetes_sd() -> Result<()> {
     let value =
         |results: &[Value]| -> Option<f64> { results.first()?["value"][1].as_str()?.parse().ok() };
     let before = wait_for(NODE_WAIT, "the counter scraped", || {
-        Ok(value(&c.prometheus_query(&query)?).filter(|v| *v >= 1.0))
+        Ok(value(&cluster.prometheus_query(&query)?).filter(|v| *v >= 1.0))
     })?;
-    for i in 0..REQUESTS {
-        infer_argmax(&client, &base, "digits", &split, i..i + 1)?;
+    for row in 0..REQUESTS {
+        infer_argmax(&client, &base, "digits", &split, row..row + 1)?;
     }
     let after = wait_for(NODE_WAIT, "the counter to rise by our requests", || {
-        Ok(value(&c.prometheus_query(&query)?).filter(|v| *v >= before + REQUESTS as f64))
+        Ok(value(&cluster.prometheus_query(&query)?).filter(|v| *v >= before + REQUESTS as f64))
     })?;
     println!(
         "tractor_inference_requests_total for {pod}: {before} -> {after} after {REQUESTS} requests"
     );
 
     // The series carry the labels the relabelling adds.
-    let series = c.prometheus_query(&format!(
+    let series = cluster.prometheus_query(&format!(
         "tractor_inference_requests_total{{namespace=\"{}\"}}",
         ns.name()
     ))?;
     ensure!(!series.is_empty(), "no series in the namespace");
-    for s in &series {
-        ensure!(s["metric"]["pod"] == pod.as_str(), "{}", s["metric"]);
+    for sample in &series {
         ensure!(
-            s["metric"]["node"] == tractor_e2e::node::REAL_NODE,
+            sample["metric"]["pod"] == pod.as_str(),
             "{}",
-            s["metric"]
+            sample["metric"]
+        );
+        ensure!(
+            sample["metric"]["node"] == tractor_e2e::node::REAL_NODE,
+            "{}",
+            sample["metric"]
         );
     }
     Ok(())

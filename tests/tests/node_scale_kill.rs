@@ -26,10 +26,10 @@ const RECOVERED: usize = 100;
 
 #[test]
 fn scale_to_three_then_survive_a_killed_pod() -> Result<()> {
-    let c = real_node()?;
-    c.install_crd()?;
-    let ns = restricted_namespace(c, "node-scale")?;
-    let _op = operator(c, &ns)?;
+    let cluster = real_node()?;
+    cluster.install_crd()?;
+    let ns = restricted_namespace(cluster, "node-scale")?;
+    let _op = operator(cluster, &ns)?;
     apply_digits(&ns, "digits", 1)?;
     wait_model_ready(&ns, "digits")?;
 
@@ -85,9 +85,9 @@ fn scale_to_three_then_survive_a_killed_pod() -> Result<()> {
         let reference = reference.clone();
         std::thread::spawn(move || {
             let mut log: Vec<(Duration, Outcome)> = Vec::new();
-            let mut i = 0;
+            let mut sent = 0;
             while !stop.load(Ordering::Relaxed) {
-                let row = i % split.rows();
+                let row = sent % split.rows();
                 let started = start.elapsed();
                 let outcome = match infer_argmax(&client, &url, "digits", &split, row..row + 1) {
                     Ok(got) if got == [reference[row]] => Outcome::Ok,
@@ -99,7 +99,7 @@ fn scale_to_three_then_survive_a_killed_pod() -> Result<()> {
                     successes.fetch_add(1, Ordering::Relaxed);
                 }
                 log.push((started, outcome));
-                i += 1;
+                sent += 1;
             }
             log
         })
@@ -109,10 +109,10 @@ fn scale_to_three_then_survive_a_killed_pod() -> Result<()> {
         Ok((successes.load(Ordering::Relaxed) >= BEFORE).then_some(()))
     })?;
     let killed_at = start.elapsed();
-    kill_server(c, &ns, &victim)?;
+    kill_server(cluster, &ns, &victim)?;
     wait_for(NODE_WAIT, "the killed pod restarted and Ready", || {
-        let p = ns.kubectl_json(&["get", "pod", &victim])?;
-        let restarts = p["status"]["containerStatuses"]
+        let pod = ns.kubectl_json(&["get", "pod", &victim])?;
+        let restarts = pod["status"]["containerStatuses"]
             .as_array()
             .into_iter()
             .flatten()
@@ -120,7 +120,7 @@ fn scale_to_three_then_survive_a_killed_pod() -> Result<()> {
             .and_then(|s| s["restartCount"].as_i64())
             .unwrap_or(0);
         Ok(
-            (restarts >= 1 && tractor_e2e::cluster::condition_is(&p, "Ready", "True"))
+            (restarts >= 1 && tractor_e2e::cluster::condition_is(&pod, "Ready", "True"))
                 .then_some(()),
         )
     })?;
@@ -181,8 +181,9 @@ fn scale_to_three_then_survive_a_killed_pod() -> Result<()> {
     );
     // One endpoint of three is dead until the kubelet marks the pod unready and kube-proxy drops it: a request
     // fails with probability 1/3 there. A Service that failed wholesale would exceed this.
-    let n = in_window as f64;
-    let bound = n / 3.0 + 3.0 * (n * (1.0 / 3.0) * (2.0 / 3.0)).sqrt() + 1.0;
+    let window_requests = in_window as f64;
+    let bound =
+        window_requests / 3.0 + 3.0 * (window_requests * (1.0 / 3.0) * (2.0 / 3.0)).sqrt() + 1.0;
     ensure!(
         (errors.len() as f64) <= bound,
         "{} of {in_window} requests failed in the error window: more than the killed pod's third (bound {bound:.1})",

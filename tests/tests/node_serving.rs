@@ -13,10 +13,10 @@ use tractor_e2e::serve::Split;
 
 #[test]
 fn optimize_job_and_serving_pod_run_on_the_real_node() -> Result<()> {
-    let c = real_node()?;
-    c.install_crd()?;
-    let ns = restricted_namespace(c, "node-serve")?;
-    let _op = operator(c, &ns)?;
+    let cluster = real_node()?;
+    cluster.install_crd()?;
+    let ns = restricted_namespace(cluster, "node-serve")?;
+    let _op = operator(cluster, &ns)?;
     apply_digits(&ns, "digits", 1)?;
     let md = wait_model_ready(&ns, "digits")?;
 
@@ -64,16 +64,16 @@ fn optimize_job_and_serving_pod_run_on_the_real_node() -> Result<()> {
         pods.len() >= 2,
         "expected the Job's and the server's pods: {pods:?}"
     );
-    for p in &pods {
+    for pod in &pods {
         ensure!(
-            p["spec"]["nodeName"] == REAL_NODE,
+            pod["spec"]["nodeName"] == REAL_NODE,
             "{} not on the real node",
-            p["metadata"]["name"]
+            pod["metadata"]["name"]
         );
         ensure!(
-            p["spec"]["securityContext"]["runAsNonRoot"] == true,
+            pod["spec"]["securityContext"]["runAsNonRoot"] == true,
             "{}",
-            p["metadata"]["name"]
+            pod["metadata"]["name"]
         );
     }
 

@@ -12,15 +12,15 @@ use tractor_e2e::operator::Operator;
 
 #[test]
 fn follower_takes_over_when_the_leader_dies() -> Result<()> {
-    let c = cluster()?;
-    c.install_crd()?;
-    let ns = c.namespace("op-lead")?;
+    let cluster = cluster()?;
+    cluster.install_crd()?;
+    let ns = cluster.namespace("op-lead")?;
     let lease_ns = ["--leader-elect", "--leader-namespace", ns.name()];
-    let mut leader = Operator::spawn(c, ns.name(), &lease_ns)?;
+    let mut leader = Operator::spawn(cluster, ns.name(), &lease_ns)?;
     wait_for(DEFAULT_WAIT, "the first operator to lead", || {
         Ok(leader.is_leading().then_some(()))
     })?;
-    let follower = Operator::spawn(c, ns.name(), &lease_ns)?;
+    let follower = Operator::spawn(cluster, ns.name(), &lease_ns)?;
     // A standby is Ready (a Deployment of two must be Available) but says it stands by.
     wait_for(DEFAULT_WAIT, "the follower to stand by", || {
         Ok(follower.is_ready().then_some(()))

@@ -19,18 +19,18 @@ const CHILDREN: [&str; 4] = [
 
 #[test]
 fn modeldeployment_lifecycle() -> Result<()> {
-    let c = cluster()?;
-    c.install_crd()?;
-    let ns = c.namespace("op-life")?;
-    let op = Operator::start(c, ns.name())?;
+    let cluster = cluster()?;
+    cluster.install_crd()?;
+    let ns = cluster.namespace("op-life")?;
+    let op = Operator::start(cluster, ns.name())?;
 
     // Apply: a Job appears and the status says the model is being optimized.
     let md = apply_example(&ns, "minimal.yaml", "digits")?;
     let job = wait_for_new_job(&ns, "digits", &[])?;
     wait_for(DEFAULT_WAIT, "phase Optimizing", || {
-        let s = get(&ns, "digits")?;
+        let mdep = get(&ns, "digits")?;
         Ok(
-            (s["status"]["phase"] == "Optimizing" && condition_is(&s, "Reconciling", "True"))
+            (mdep["status"]["phase"] == "Optimizing" && condition_is(&mdep, "Reconciling", "True"))
                 .then_some(()),
         )
     })?;
@@ -43,20 +43,22 @@ fn modeldeployment_lifecycle() -> Result<()> {
         "mdep/digits",
         "--timeout=120s",
     ])?;
-    let s = get(&ns, "digits")?;
+    let mdep = get(&ns, "digits")?;
     ensure!(
-        s["status"]["model"]["artifactDigest"] == format!("sha256:{}", "a1".repeat(32)),
+        mdep["status"]["model"]["artifactDigest"] == format!("sha256:{}", "a1".repeat(32)),
         "{}",
-        s["status"]
+        mdep["status"]
     );
     ensure!(
-        s["status"]["phase"] == "Ready",
+        mdep["status"]["phase"] == "Ready",
         "phase {}",
-        s["status"]["phase"]
+        mdep["status"]["phase"]
     );
-    ensure!(s["status"]["readyReplicas"] == 1);
-    ensure!(s["status"]["observedGeneration"] == s["metadata"]["generation"]);
-    ensure!(s["status"]["url"] == format!("http://digits.{}.svc:8080/v2/models/digits", ns.name()));
+    ensure!(mdep["status"]["readyReplicas"] == 1);
+    ensure!(mdep["status"]["observedGeneration"] == mdep["metadata"]["generation"]);
+    ensure!(
+        mdep["status"]["url"] == format!("http://digits.{}.svc:8080/v2/models/digits", ns.name())
+    );
     let dep = ns.kubectl_json(&["get", "deployment", "digits"])?;
     let args = dep["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
     ensure!(
@@ -102,8 +104,11 @@ fn modeldeployment_lifecycle() -> Result<()> {
     // kubectl scale reaches the Deployment.
     ns.kubectl(&["scale", "mdep/digits", "--replicas=4"])?;
     wait_for(DEFAULT_WAIT, "Deployment scaled to 4", || {
-        let d = ns.kubectl_json(&["get", "deployment", "digits"])?;
-        Ok((d["spec"]["replicas"] == 4 && d["status"]["readyReplicas"] == 4).then_some(()))
+        let deployment = ns.kubectl_json(&["get", "deployment", "digits"])?;
+        Ok(
+            (deployment["spec"]["replicas"] == 4 && deployment["status"]["readyReplicas"] == 4)
+                .then_some(()),
+        )
     })?;
     ns.kubectl(&[
         "wait",
@@ -128,8 +133,8 @@ fn modeldeployment_lifecycle() -> Result<()> {
         ),
     )?;
     let stalled = wait_for(DEFAULT_WAIT, "Stalled=True", || {
-        let s = get(&ns, "digits")?;
-        Ok(condition_is(&s, "Stalled", "True").then_some(s))
+        let mdep = get(&ns, "digits")?;
+        Ok(condition_is(&mdep, "Stalled", "True").then_some(mdep))
     })?;
     let cond = stalled["status"]["conditions"]
         .as_array()
@@ -171,9 +176,9 @@ fn modeldeployment_lifecycle() -> Result<()> {
     wait_for(DEFAULT_WAIT, "another reconcile", || {
         Ok((op.metric("tractor_operator_reconciliations_total")? > before).then_some(()))
     })?;
-    let s = get(&ns, "digits")?;
+    let mdep = get(&ns, "digits")?;
     for kind in ["Stalled", "Ready"] {
-        let message = s["status"]["conditions"]
+        let message = mdep["status"]["conditions"]
             .as_array()
             .into_iter()
             .flatten()

@@ -11,18 +11,18 @@ use tractor_e2e::serve::repo_root;
 
 #[test]
 fn service_monitor_follows_its_modeldeployment() -> Result<()> {
-    let c = cluster()?;
-    c.install_crd()?;
+    let cluster = cluster()?;
+    cluster.install_crd()?;
     let crd = repo_root().join("tests/specs/crds/servicemonitor.yaml");
-    c.kubectl(&["apply", "--server-side", "-f", &crd.display().to_string()])?;
-    c.kubectl(&[
+    cluster.kubectl(&["apply", "--server-side", "-f", &crd.display().to_string()])?;
+    cluster.kubectl(&[
         "wait",
         "--for=condition=Established",
         "crd/servicemonitors.monitoring.coreos.com",
         "--timeout=60s",
     ])?;
-    let ns = c.namespace("op-smon")?;
-    let op = Operator::start(c, ns.name())?;
+    let ns = cluster.namespace("op-smon")?;
+    let op = Operator::start(cluster, ns.name())?;
 
     apply_example(&ns, "minimal.yaml", "digits")?;
     let job = wait_for_new_job(&ns, "digits", &[])?;

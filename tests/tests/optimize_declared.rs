@@ -106,23 +106,23 @@ fn declared_inputs_that_disagree_are_refused_naming_the_mismatch() -> Result<()>
             "input `X`: declared datatype INT64, the model takes FP32",
         ),
     ];
-    for (i, (declared, want)) in cases.iter().enumerate() {
+    for (case, (declared, want)) in cases.iter().enumerate() {
         let declared = declared.to_string();
-        let r = run(
-            &tmp.path().join(format!("out{i}")),
+        let report = run(
+            &tmp.path().join(format!("out{case}")),
             &["--source", &src, "--inputs", &declared],
         )?;
-        let (reason, message) = failure(&r);
-        assert_eq!(reason, "InputMismatch", "{declared}: {r}");
+        let (reason, message) = failure(&report);
+        assert_eq!(reason, "InputMismatch", "{declared}: {report}");
         assert!(message.starts_with(want), "{declared}: {message}");
     }
     // Declarations that agree change nothing in what the model takes.
     let agree = json!([{"name": "X", "datatype": "FP32", "shape": [-1, 64]}]).to_string();
-    let r = run(
+    let report = run(
         &tmp.path().join("agree"),
         &["--source", &src, "--inputs", &agree],
     )?;
-    assert_eq!(r["inputs"][0]["shape"], json!([-1, 64]), "{r}");
+    assert_eq!(report["inputs"][0]["shape"], json!([-1, 64]), "{report}");
     Ok(())
 }
 

@@ -45,28 +45,28 @@ fn f32_artifact_report_and_nothing_else_in_out() -> Result<()> {
         &[],
     )?;
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let r = &run.report;
+    let report = &run.report;
     assert_eq!(files_in(&out), vec!["model.nnef.tgz".to_owned()]);
     let artifact = out.join("model.nnef.tgz");
     assert_eq!(
-        r["artifactDigest"],
+        report["artifactDigest"],
         format!("sha256:{}", sha256(&artifact)?).as_str()
     );
-    assert_eq!(r["sourceDigest"], format!("sha256:{digest}").as_str());
-    assert_eq!(r["sizeBytes"], std::fs::metadata(&artifact)?.len());
-    assert_eq!(r["precision"], "f32");
-    assert_eq!(r["format"], "onnx");
-    assert_eq!(r["inputs"][0]["name"], "X");
-    assert_eq!(r["inputs"][0]["datatype"], "FP32");
-    assert_eq!(r["inputs"][0]["shape"], serde_json::json!([-1, 64]));
-    let outputs: Vec<&str> = r["outputs"]
+    assert_eq!(report["sourceDigest"], format!("sha256:{digest}").as_str());
+    assert_eq!(report["sizeBytes"], std::fs::metadata(&artifact)?.len());
+    assert_eq!(report["precision"], "f32");
+    assert_eq!(report["format"], "onnx");
+    assert_eq!(report["inputs"][0]["name"], "X");
+    assert_eq!(report["inputs"][0]["datatype"], "FP32");
+    assert_eq!(report["inputs"][0]["shape"], serde_json::json!([-1, 64]));
+    let outputs: Vec<&str> = report["outputs"]
         .as_array()
         .expect("present")
         .iter()
         .map(|o| o["name"].as_str().expect("present"))
         .collect();
     assert_eq!(outputs, ["label", "probabilities"]);
-    assert!(r.get("reason").is_none());
+    assert!(report.get("reason").is_none());
     Ok(())
 }
 
@@ -82,8 +82,10 @@ fn same_source_and_recipe_give_identical_bytes() -> Result<()> {
         ),
     ] {
         let mut digests = Vec::new();
-        for i in 0..2 {
-            let out = tmp.path().join(format!("{name}-{}-{i}", recipe.join("")));
+        for attempt in 0..2 {
+            let out = tmp
+                .path()
+                .join(format!("{name}-{}-{attempt}", recipe.join("")));
             let src = model(name);
             let mut args = vec!["--source", src.as_str()];
             args.extend(recipe.iter().copied());
@@ -114,15 +116,22 @@ fn every_fixture_at_every_precision() -> Result<()> {
             let out = tmp.path().join(format!("{name}-{precision}-asked"));
             let run = optimize(&out, &["--source", &src, "--precision", precision], &[])?;
             assert_eq!(run.code, 0, "{name} {precision}: {}", run.stderr);
-            let r = &run.report;
-            assert_eq!(r["precision"], precision, "{name}: {r}");
-            assert_eq!(r["message"], format!("{precision} as requested"), "{r}");
-            assert!(r.get("baselineScore").is_none(), "{r}");
+            let report = &run.report;
+            assert_eq!(report["precision"], precision, "{name}: {report}");
+            assert_eq!(
+                report["message"],
+                format!("{precision} as requested"),
+                "{report}"
+            );
+            assert!(report.get("baselineScore").is_none(), "{report}");
             built.insert(
                 precision,
                 (
-                    r["artifactDigest"].as_str().expect("present").to_owned(),
-                    r["sizeBytes"].as_i64().expect("present"),
+                    report["artifactDigest"]
+                        .as_str()
+                        .expect("present")
+                        .to_owned(),
+                    report["sizeBytes"].as_i64().expect("present"),
                 ),
             );
         }
@@ -146,37 +155,40 @@ fn every_fixture_at_every_precision() -> Result<()> {
                 &[],
             )?;
             assert_eq!(run.code, 0, "{name} {precision}: {}", run.stderr);
-            let r = &run.report;
-            eprintln!("{name} {precision}: {r}");
+            let report = &run.report;
+            eprintln!("{name} {precision}: {report}");
             let chosen = if precision == "int8" {
                 int8_ends_at
             } else {
                 precision
             };
-            assert_eq!(r["precision"], chosen, "{name} {precision}: {r}");
-            assert_eq!(r["metric"], "accuracy");
+            assert_eq!(report["precision"], chosen, "{name} {precision}: {report}");
+            assert_eq!(report["metric"], "accuracy");
             // The gate picks among the artifacts as asked; it never changes their bytes.
             assert_eq!(
-                r["artifactDigest"].as_str(),
+                report["artifactDigest"].as_str(),
                 Some(built[chosen].0.as_str()),
-                "{name} {precision}: {r}"
+                "{name} {precision}: {report}"
             );
-            let base = r["baselineScore"].as_f64().expect("present");
-            assert_eq!(*baseline.get_or_insert(base), base, "{name}: {r}");
-            let opt = r["optimizedScore"].as_f64().expect("present");
-            assert!(base - opt <= 0.02 + 1e-9, "{name} {precision}: {r}");
+            let base = report["baselineScore"].as_f64().expect("present");
+            assert_eq!(*baseline.get_or_insert(base), base, "{name}: {report}");
+            let opt = report["optimizedScore"].as_f64().expect("present");
+            assert!(base - opt <= 0.02 + 1e-9, "{name} {precision}: {report}");
             if chosen == "f32" {
                 assert_eq!(opt, base, "{name}: the f32 artifact is the model itself");
             }
-            let table = r["candidates"].as_array().expect("present");
+            let table = report["candidates"].as_array().expect("present");
             let (last, refused) = table.split_last().expect("one candidate at least");
-            assert_eq!(last["precision"], chosen, "{r}");
-            assert_eq!(last["passed"], true, "{r}");
-            assert_eq!(last["score"].as_f64(), Some(opt), "{r}");
-            for c in refused {
-                assert_eq!(c["passed"], false, "{r}");
-                let score = c["score"].as_f64().expect("present");
-                assert!(base - score > 0.02, "{name}: refused within the gate: {r}");
+            assert_eq!(last["precision"], chosen, "{report}");
+            assert_eq!(last["passed"], true, "{report}");
+            assert_eq!(last["score"].as_f64(), Some(opt), "{report}");
+            for candidate in refused {
+                assert_eq!(candidate["passed"], false, "{report}");
+                let score = candidate["score"].as_f64().expect("present");
+                assert!(
+                    base - score > 0.02,
+                    "{name}: refused within the gate: {report}"
+                );
             }
             let failed: Vec<&str> = refused
                 .iter()
@@ -190,7 +202,7 @@ fn every_fixture_at_every_precision() -> Result<()> {
                     failed.join(", ")
                 )
             };
-            assert_eq!(r["message"], message.as_str(), "{name} {precision}");
+            assert_eq!(report["message"], message.as_str(), "{name} {precision}");
         }
         let size = |p: &str| built[p].1;
         eprintln!(
@@ -260,31 +272,38 @@ fn quantization_that_costs_accuracy_falls_back_to_f32_and_says_why() -> Result<(
             &[],
         )?;
         assert_eq!(run.code, 0, "{precision}: {}", run.stderr);
-        let r = &run.report;
-        eprintln!("fine_margins {precision}: {r}");
-        assert_eq!(r["precision"], "f32", "{precision}: {r}");
-        assert_eq!(r["baselineScore"], 1.0, "{r}");
-        assert_eq!(r["optimizedScore"], 1.0, "{r}");
+        let report = &run.report;
+        eprintln!("fine_margins {precision}: {report}");
+        assert_eq!(report["precision"], "f32", "{precision}: {report}");
+        assert_eq!(report["baselineScore"], 1.0, "{report}");
+        assert_eq!(report["optimizedScore"], 1.0, "{report}");
         // What serving pods re-derive from the recorded precision, so what is served.
-        assert_eq!(r["artifactDigest"], asked.report["artifactDigest"], "{r}");
-        let table = r["candidates"].as_array().expect("present");
+        assert_eq!(
+            report["artifactDigest"], asked.report["artifactDigest"],
+            "{report}"
+        );
+        let table = report["candidates"].as_array().expect("present");
         let order: Vec<&str> = table
             .iter()
             .map(|c| c["precision"].as_str().expect("present"))
             .collect();
-        assert_eq!(order, tried, "{r}");
-        for c in table {
-            let score = c["score"].as_f64().expect("present");
-            if c["precision"] == "f32" {
-                assert_eq!((c["passed"].as_bool(), score), (Some(true), 1.0), "{r}");
+        assert_eq!(order, tried, "{report}");
+        for candidate in table {
+            let score = candidate["score"].as_f64().expect("present");
+            if candidate["precision"] == "f32" {
+                assert_eq!(
+                    (candidate["passed"].as_bool(), score),
+                    (Some(true), 1.0),
+                    "{report}"
+                );
             } else {
                 // The class offsets are finer than f16's and int8's steps: most decisions flip, not a few.
-                assert_eq!(c["passed"], false, "{r}");
-                assert!(score < 0.5, "{}: {score}", c["precision"]);
+                assert_eq!(candidate["passed"], false, "{report}");
+                assert!(score < 0.5, "{}: {score}", candidate["precision"]);
             }
         }
         // The operator turns the report into status.model with this same mapping.
-        let status = serde_json::from_value::<OptimizeReport>(r.clone())?.model_status();
+        let status = serde_json::from_value::<OptimizeReport>(report.clone())?.model_status();
         assert_eq!(status.precision, Some(Precision::F32));
         assert_eq!(status.message.as_deref(), Some(message), "{precision}");
     }
@@ -302,24 +321,24 @@ fn auto_times_candidates_and_records_the_table() -> Result<()> {
         &[],
     )?;
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let r = &run.report;
-    let table = r["candidates"].as_array().expect("present");
-    assert_eq!(table.len(), 3, "{r}");
-    let chosen = r["precision"].as_str().expect("present");
+    let report = &run.report;
+    let table = report["candidates"].as_array().expect("present");
+    assert_eq!(table.len(), 3, "{report}");
+    let chosen = report["precision"].as_str().expect("present");
     assert_ne!(chosen, "auto");
     let fastest = table
         .iter()
         .filter(|c| c["passed"] == true)
-        .min_by(|a, b| {
-            a["latencyMicros"]
+        .min_by(|left, right| {
+            left["latencyMicros"]
                 .as_f64()
                 .expect("present")
-                .total_cmp(&b["latencyMicros"].as_f64().expect("present"))
+                .total_cmp(&right["latencyMicros"].as_f64().expect("present"))
         })
         .expect("present");
     assert_eq!(fastest["precision"], chosen);
     assert!(
-        r["message"]
+        report["message"]
             .as_str()
             .expect("present")
             .starts_with("auto chose")
@@ -440,27 +459,27 @@ fn pruning_that_costs_accuracy_is_refused_and_the_unpruned_model_served() -> Res
 
     // Half the weights zeroed takes the eight features with the smallest base, and their class offsets.
     let run = run_at("0.5", true)?;
-    let r = &run.report;
-    eprintln!("fine_margins pruned to 0.5: {r}");
-    assert_eq!(run.code, 0, "{r}\n{}", run.stderr);
-    assert_eq!(r["pruningRefused"], true, "{r}");
-    assert_eq!(r["baselineScore"], 1.0, "{r}");
-    assert_eq!(r["optimizedScore"], 1.0, "{r}");
+    let report_json = &run.report;
+    eprintln!("fine_margins pruned to 0.5: {report_json}");
+    assert_eq!(run.code, 0, "{report_json}\n{}", run.stderr);
+    assert_eq!(report_json["pruningRefused"], true, "{report_json}");
+    assert_eq!(report_json["baselineScore"], 1.0, "{report_json}");
+    assert_eq!(report_json["optimizedScore"], 1.0, "{report_json}");
     // The artifact is the unpruned one, byte for byte: what serving pods re-derive without pruning.
     assert_eq!(
-        r["artifactDigest"], unpruned.report["artifactDigest"],
-        "{r}"
+        report_json["artifactDigest"], unpruned.report["artifactDigest"],
+        "{report_json}"
     );
     // The pruned candidate failed and the unpruned one passed, both in the table.
-    let table: Vec<(bool, bool)> = r["candidates"]
+    let table: Vec<(bool, bool)> = report_json["candidates"]
         .as_array()
         .into_iter()
         .flatten()
         .map(|c| (c["pruned"] == true, c["passed"] == true))
         .collect();
-    assert_eq!(table, [(true, false), (false, true)], "{r}");
+    assert_eq!(table, [(true, false), (false, true)], "{report_json}");
     // The operator reads the report as this type and copies this message to status.model.message.
-    let report: OptimizeReport = serde_json::from_value(r.clone())?;
+    let report: OptimizeReport = serde_json::from_value(report_json.clone())?;
     let status = report.model_status();
     assert!(status.pruning_refused);
     let message = status.message.unwrap_or_default();
@@ -475,7 +494,7 @@ fn pruning_that_costs_accuracy_is_refused_and_the_unpruned_model_served() -> Res
     let rederived = run_at("0.5", false)?;
     assert_eq!(rederived.code, 0, "{}", rederived.stderr);
     assert_ne!(
-        rederived.report["artifactDigest"], r["artifactDigest"],
+        rederived.report["artifactDigest"], report_json["artifactDigest"],
         "pruning changed nothing"
     );
     Ok(())

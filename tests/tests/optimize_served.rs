@@ -52,22 +52,27 @@ fn each_precision_serves_the_score_its_report_claims() -> Result<()> {
             &[],
         )?;
         assert_eq!(run.code, 0, "{precision}: {}", run.stderr);
-        let r = &run.report;
-        assert_eq!(r["precision"], precision, "{precision} fell back: {r}");
-        let claimed = r["optimizedScore"].as_f64().context("optimizedScore")?;
+        let report = &run.report;
+        assert_eq!(
+            report["precision"], precision,
+            "{precision} fell back: {report}"
+        );
+        let claimed = report["optimizedScore"]
+            .as_f64()
+            .context("optimizedScore")?;
         let artifact = out.join("model.nnef.tgz");
         let serve = Serve::start(&artifact.display().to_string(), "digits", &[])?;
         let measured = served_accuracy(&serve, &split)?;
         eprintln!(
             "digits {precision}: {} bytes, report {claimed}, served {measured:.6}",
-            r["sizeBytes"]
+            report["sizeBytes"]
         );
         // The report rounds to six decimals.
         assert!(
             (measured - claimed).abs() < 1e-6,
             "{precision}: served accuracy {measured} but the report claims {claimed}"
         );
-        sizes.push(r["sizeBytes"].as_f64().context("sizeBytes")?);
+        sizes.push(report["sizeBytes"].as_f64().context("sizeBytes")?);
     }
     let (f32_size, f16_size, int8_size) = (sizes[0], sizes[1], sizes[2]);
     assert!(

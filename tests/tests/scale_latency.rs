@@ -27,9 +27,9 @@ const MAX: i64 = 4;
 
 #[test]
 fn slow_answers_scale_out_up_to_the_maximum() -> Result<()> {
-    let c = cluster()?;
-    c.install_crd()?;
-    let ns = c.namespace("scale-latency")?;
+    let cluster = cluster()?;
+    cluster.install_crd()?;
+    let ns = cluster.namespace("scale-latency")?;
     let serve = Serve::start(
         "digits_mlp.onnx",
         "digits",
@@ -38,7 +38,7 @@ fn slow_answers_scale_out_up_to_the_maximum() -> Result<()> {
     let prometheus =
         OwnPrometheus::start(&[(addr(&serve), pod_labels(ns.name(), &pod_name("digits", 0)))])?;
     prometheus.wait_scraped(ns.name())?;
-    let op = Operator::spawn(c, ns.name(), &["--prometheus-url", &prometheus.url()])?;
+    let op = Operator::spawn(cluster, ns.name(), &["--prometheus-url", &prometheus.url()])?;
     op.wait_ready()?;
     let md = autoscaled(
         &ns,
@@ -69,13 +69,13 @@ fn slow_answers_scale_out_up_to_the_maximum() -> Result<()> {
     let _load = Load::start(serve.model_url("/infer"), 8.0, 0.0, Duration::from_secs(1))?;
     let mut seen: Vec<Evaluated> = Vec::new();
     let top = wait_for(DEFAULT_WAIT, "desiredReplicas at maxReplicas", || {
-        let Some(e) = evaluated(&ns, "digits")? else {
+        let Some(evaluation) = evaluated(&ns, "digits")? else {
             return Ok(None);
         };
-        if seen.last() != Some(&e) {
-            seen.push(e.clone());
+        if seen.last() != Some(&evaluation) {
+            seen.push(evaluation.clone());
         }
-        Ok((e.desired == MAX).then_some(e))
+        Ok((evaluation.desired == MAX).then_some(evaluation))
     })?;
     // No status shows the slow p95 with the count still at 1 (margin: the snapshot and the scaling metric
     // are two queries).

@@ -27,15 +27,15 @@ fn desired(ns: &tractor_e2e::cluster::TestNamespace) -> Result<Option<i64>> {
 
 #[test]
 fn prometheus_down_holds_replicas_and_restarted_resumes_scaling() -> Result<()> {
-    let c = cluster()?;
-    c.install_crd()?;
-    let ns = c.namespace("scale-down")?;
+    let cluster = cluster()?;
+    cluster.install_crd()?;
+    let ns = cluster.namespace("scale-down")?;
     let serve = Serve::start("digits_mlp.onnx", "digits", &[])?;
     let mut prometheus =
         OwnPrometheus::start(&[(addr(&serve), pod_labels(ns.name(), &pod_name("digits", 0)))])?;
     // Scraped before the autoscaler first asks, so the only holds are the outage's.
     prometheus.wait_scraped(ns.name())?;
-    let op = Operator::spawn(c, ns.name(), &["--prometheus-url", &prometheus.url()])?;
+    let op = Operator::spawn(cluster, ns.name(), &["--prometheus-url", &prometheus.url()])?;
     op.wait_ready()?;
     let md = autoscaled(
         &ns,
@@ -63,8 +63,8 @@ fn prometheus_down_holds_replicas_and_restarted_resumes_scaling() -> Result<()> 
     prometheus.stop()?;
     load.stop();
     let cond = wait_for(DEFAULT_WAIT, "ScalingActive=False", || {
-        let c = condition(&ns, "digits", "ScalingActive")?;
-        Ok((c["status"] == "False").then_some(c))
+        let scaling_active = condition(&ns, "digits", "ScalingActive")?;
+        Ok((scaling_active["status"] == "False").then_some(scaling_active))
     })?;
     ensure!(cond["reason"] == METRICS_UNAVAILABLE, "{cond}");
     let message = cond["message"].as_str().unwrap_or_default();

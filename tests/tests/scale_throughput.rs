@@ -83,15 +83,15 @@ fn watch(
 fn load_step_scales_up_noise_changes_nothing_and_scale_down_waits_for_the_window() -> Result<()> {
     let noise_secs = env_u64("TRACTOR_NOISE_SECS", 40);
     let cycles = env_u64("TRACTOR_SCALE_CYCLES", 1).max(1);
-    let c = cluster()?;
-    c.install_crd()?;
-    let ns = c.namespace("scale-rps")?;
+    let cluster = cluster()?;
+    cluster.install_crd()?;
+    let ns = cluster.namespace("scale-rps")?;
     let serve = Serve::start("digits_mlp.onnx", "digits", &[])?;
     let _targets = ScrapeTargets::write(
         &ScrapeTargets::shared_dir(),
         &[(addr(&serve), pod_labels(ns.name(), &pod_name("digits", 0)))],
     )?;
-    let op = Operator::start(c, ns.name())?;
+    let op = Operator::start(cluster, ns.name())?;
     op.wait_ready()?;
     let md = autoscaled(
         &ns,
@@ -132,8 +132,11 @@ fn load_step_scales_up_noise_changes_nothing_and_scale_down_waits_for_the_window
         // metric being two queries a scrape apart.)
         let missed: Vec<&Evaluated> = seen
             .iter()
-            .filter(|e| {
-                e.desired == 1 && e.rps.is_some_and(|r| r > TARGET * (1.0 + TOLERANCE) * 1.2)
+            .filter(|evaluation| {
+                evaluation.desired == 1
+                    && evaluation
+                        .rps
+                        .is_some_and(|r| r > TARGET * (1.0 + TOLERANCE) * 1.2)
             })
             .collect();
         ensure!(
@@ -141,9 +144,13 @@ fn load_step_scales_up_noise_changes_nothing_and_scale_down_waits_for_the_window
             "evaluations saw the load and did not scale: {missed:?}"
         );
         let evaluations = seen.iter().filter(|e| e.at as f64 >= step.floor()).count();
-        let full = watch(&ns, DEFAULT_WAIT, "desiredReplicas 4", &mut seen, |e| {
-            e.desired == REPLICAS
-        })?;
+        let full = watch(
+            &ns,
+            DEFAULT_WAIT,
+            "desiredReplicas 4",
+            &mut seen,
+            |evaluation| evaluation.desired == REPLICAS,
+        )?;
         wait_for(DEFAULT_WAIT, "the Deployment at 4", || {
             Ok((deployment_replicas(&ns, "digits")? == Some(REPLICAS)).then_some(()))
         })?;
@@ -165,13 +172,13 @@ fn load_step_scales_up_noise_changes_nothing_and_scale_down_waits_for_the_window
             "first_count": rise.desired,
             "step_to_full_s": full.last_scale.map(|t| t as f64 - step),
         }))?;
-        let s = ns.kubectl_json(&["get", "mdep", "digits"])?;
+        let mdep = ns.kubectl_json(&["get", "mdep", "digits"])?;
         ensure!(
-            s["status"]["metrics"]["requestsPerSecond"]
+            mdep["status"]["metrics"]["requestsPerSecond"]
                 .as_f64()
                 .is_some_and(|r| r > RPS / 2.0),
             "snapshot: {}",
-            s["status"]["metrics"]
+            mdep["status"]["metrics"]
         );
         drop(load);
 
@@ -229,10 +236,10 @@ fn load_step_scales_up_noise_changes_nothing_and_scale_down_waits_for_the_window
             DEFAULT_WAIT,
             "an evaluation asking for fewer replicas, held by the window",
             &mut down,
-            |e| {
-                e.at as f64 > stopped
+            |evaluation| {
+                evaluation.at as f64 > stopped
                     // ceil(4 × ratio) ≤ 3: at most three replicas' worth, with a margin.
-                    && e.rps.is_some_and(|r| r < TARGET * (REPLICAS - 1) as f64 * 0.9)
+                    && evaluation.rps.is_some_and(|r| r < TARGET * (REPLICAS - 1) as f64 * 0.9)
             },
         )?;
         ensure!(
@@ -262,9 +269,13 @@ fn load_step_scales_up_noise_changes_nothing_and_scale_down_waits_for_the_window
             "window_s": DOWN_WINDOW,
             "stop_to_first_fall_s": fell_at as f64 - stopped,
         }))?;
-        watch(&ns, DEFAULT_WAIT, "back to minReplicas", &mut down, |e| {
-            e.desired == 1
-        })?;
+        watch(
+            &ns,
+            DEFAULT_WAIT,
+            "back to minReplicas",
+            &mut down,
+            |evaluation| evaluation.desired == 1,
+        )?;
     }
     // Each change has its own message in `kubectl describe`: the way up and the way down are separate
     // Events, not repeats folded under the first change's note.

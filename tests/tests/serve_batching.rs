@@ -32,32 +32,33 @@ fn concurrent_requests_are_merged_and_split_back() {
     .unwrap();
     let split = Split::load("digits_mlp").unwrap();
     let rows = split.rows();
-    // Client k sends rows k, k + CLIENTS, ...: every row once, CLIENTS requests in flight at a time.
-    let answered: Vec<Vec<(usize, usize)>> = std::thread::scope(|s| {
+    // Each client sends every CLIENTS-th row from its `first_row` on: every row once, CLIENTS requests in
+    // flight at a time.
+    let answered: Vec<Vec<(usize, usize)>> = std::thread::scope(|scope| {
         let clients: Vec<_> = (0..CLIENTS)
-            .map(|k| {
+            .map(|first_row| {
                 let (split, url) = (&split, serve.model_url("/infer"));
-                s.spawn(move || {
-                    let c = Client::builder()
+                scope.spawn(move || {
+                    let client = Client::builder()
                         .timeout(Duration::from_secs(30))
                         .build()
                         .unwrap();
-                    (k..rows)
+                    (first_row..rows)
                         .step_by(CLIENTS)
-                        .map(|i| {
-                            let body = json!({"inputs": [{"name": split.input, "shape": [1, split.features], "datatype": "FP32", "data": split.row(i)}], "outputs": [{"name": "probabilities"}]});
-                            let resp = c.post(&url).json(&body).send().unwrap();
-                            assert_eq!(resp.status(), 200, "row {i}");
+                        .map(|row| {
+                            let body = json!({"inputs": [{"name": split.input, "shape": [1, split.features], "datatype": "FP32", "data": split.row(row)}], "outputs": [{"name": "probabilities"}]});
+                            let resp = client.post(&url).json(&body).send().unwrap();
+                            assert_eq!(resp.status(), 200, "row {row}");
                             let resp: Value = resp.json().unwrap();
                             let out = &resp["outputs"][0];
-                            assert_eq!(out["shape"], json!([1, 10]), "row {i}: {out}");
+                            assert_eq!(out["shape"], json!([1, 10]), "row {row}: {out}");
                             let probs: Vec<f64> = out["data"]
                                 .as_array()
                                 .unwrap()
                                 .iter()
                                 .map(|v| v.as_f64().unwrap())
                                 .collect();
-                            (i, argmax(&probs))
+                            (row, argmax(&probs))
                         })
                         .collect()
                 })

@@ -58,7 +58,7 @@ fn predict(c: &Client, serve: &Serve, split: &Split, rows: &[Vec<f32>]) -> Vec<V
 /// `/infer` with `baseline` and the class `target` picks from onnxruntime's scores. Returns the largest
 /// difference seen.
 fn check_occlusion(
-    c: &Client,
+    client: &Client,
     serve: &Serve,
     split: &Split,
     rows: &[usize],
@@ -67,60 +67,63 @@ fn check_occlusion(
     target: impl Fn(&[f64]) -> usize,
 ) -> f64 {
     let originals: Vec<Vec<f32>> = rows.iter().map(|i| split.row(*i).to_vec()).collect();
-    let resp = c
+    let resp = client
         .post(serve.model_url("/explain"))
         .json(&request(split, &originals, parameters))
         .send()
         .unwrap();
     assert!(resp.status().is_success(), "{:?}", resp.text());
-    let e: Value = resp.json().unwrap();
-    assert_eq!(e["method"], "occlusion");
-    assert_eq!(e["id"], "why");
-    assert_eq!(e["output"], "probabilities");
-    assert_eq!(e["baseline"], json!(vec![baseline; split.features]));
-    let explanations = e["explanations"].as_array().unwrap();
+    let explanation: Value = resp.json().unwrap();
+    assert_eq!(explanation["method"], "occlusion");
+    assert_eq!(explanation["id"], "why");
+    assert_eq!(explanation["output"], "probabilities");
+    assert_eq!(
+        explanation["baseline"],
+        json!(vec![baseline; split.features])
+    );
+    let explanations = explanation["explanations"].as_array().unwrap();
     assert_eq!(explanations.len(), rows.len());
 
     // Every row with one feature set to the baseline, in one request after the originals.
     let mut occluded = originals.clone();
     for row in &originals {
-        for j in 0..split.features {
-            let mut o = row.clone();
-            o[j] = baseline;
-            occluded.push(o);
+        for feature in 0..split.features {
+            let mut occluded_row = row.clone();
+            occluded_row[feature] = baseline;
+            occluded.push(occluded_row);
         }
     }
-    let predicted = predict(c, serve, split, &occluded);
+    let predicted = predict(client, serve, split, &occluded);
     let reference = &split.reference["probabilities"].data;
     let mut largest = 0f64;
-    for (r, (i, ex)) in rows.iter().zip(explanations).enumerate() {
-        let onnxruntime = &reference[i * CLASSES..(i + 1) * CLASSES];
+    for (position, (row, ex)) in rows.iter().zip(explanations).enumerate() {
+        let onnxruntime = &reference[row * CLASSES..(row + 1) * CLASSES];
         let class = target(onnxruntime);
-        assert_eq!(ex["target"], class, "row {i}");
+        assert_eq!(ex["target"], class, "row {row}");
         let score = ex["score"].as_f64().unwrap();
         assert!(
             (score - onnxruntime[class]).abs() < 1e-4,
-            "row {i}: score {score}, onnxruntime {}",
+            "row {row}: score {score}, onnxruntime {}",
             onnxruntime[class]
         );
-        let original = predicted[r][class];
+        let original = predicted[position][class];
         let attributions = ex["attributions"].as_array().unwrap();
-        assert_eq!(attributions.len(), split.features, "row {i}");
-        for (j, a) in attributions.iter().enumerate() {
-            let a = a.as_f64().unwrap();
-            let without = predicted[rows.len() + r * split.features + j][class];
+        assert_eq!(attributions.len(), split.features, "row {row}");
+        for (feature, attribution) in attributions.iter().enumerate() {
+            let attribution = attribution.as_f64().unwrap();
+            let without = predicted[rows.len() + position * split.features + feature][class];
             let want = original - without;
-            largest = largest.max((a - want).abs());
+            largest = largest.max((attribution - want).abs());
             assert!(
-                (a - want).abs() <= TOLERANCE,
-                "row {i} feature {j}: attribution {a}, occlusion by the test {want} (score {original} - {without})"
+                (attribution - want).abs() <= TOLERANCE,
+                "row {row} feature {feature}: attribution {attribution}, occlusion by the test {want} (score {original} - {without})"
             );
         }
         assert!(
             attributions
                 .iter()
                 .any(|a| a.as_f64().unwrap().abs() > 1e-3),
-            "row {i}: no feature matters"
+            "row {row}: no feature matters"
         );
     }
     largest
@@ -129,12 +132,12 @@ fn check_occlusion(
 #[test]
 fn explain_attributions_match_occlusion_recomputed_by_the_test() {
     let serve = Serve::start("digits_mlp.onnx", "digits", &[]).unwrap();
-    let c = Client::new();
+    let client = Client::new();
     let split = Split::load("digits_mlp").unwrap();
 
     // Defaults: baseline 0, the predicted class. Rows whose prediction is not saturated, so that single
     // pixels move it by up to 1e-1 and a wrong definition cannot hide under the tolerance.
-    let defaults = check_occlusion(&c, &serve, &split, &[0, 4, 5], None, 0.0, argmax);
+    let defaults = check_occlusion(&client, &serve, &split, &[0, 4, 5], None, 0.0, argmax);
     // A baseline of one grey level and onnxruntime's runner-up class as the target.
     let runner_up = |scores: &[f64]| {
         let best = argmax(scores);
@@ -145,7 +148,7 @@ fn explain_attributions_match_occlusion_recomputed_by_the_test() {
     };
     let target = runner_up(&split.reference["probabilities"].data[..CLASSES]);
     let explicit = check_occlusion(
-        &c,
+        &client,
         &serve,
         &split,
         &[0],
@@ -159,7 +162,7 @@ fn explain_attributions_match_occlusion_recomputed_by_the_test() {
 
     // A bad baseline is a JSON 400.
     let body = json!({"parameters": {"baseline": [1, 2]}, "inputs": [{"name": split.input, "shape": [1, 64], "datatype": "FP32", "data": split.row(0)}]});
-    let resp = c
+    let resp = client
         .post(serve.model_url("/explain"))
         .json(&body)
         .send()

@@ -20,13 +20,13 @@ fn metric(text: &str, prefix: &str) -> f64 {
 #[test]
 fn feedback_drives_the_accuracy_gauge() {
     let serve = Serve::start("digits_mlp.onnx", "digits", &[]).unwrap();
-    let c = Client::new();
+    let client = Client::new();
     let split = Split::load("digits_mlp").unwrap();
-    let n = 200;
+    let single_rows = 200;
     let mut predicted = Vec::new();
-    for i in 0..n {
-        let body = json!({"id": format!("req-{i}"), "inputs": [{"name": split.input, "shape": [1, 64], "datatype": "FP32", "data": split.row(i)}], "outputs": [{"name": "label"}]});
-        let resp: Value = c
+    for row in 0..single_rows {
+        let body = json!({"id": format!("req-{row}"), "inputs": [{"name": split.input, "shape": [1, 64], "datatype": "FP32", "data": split.row(row)}], "outputs": [{"name": "label"}]});
+        let resp: Value = client
             .post(serve.model_url("/infer"))
             .json(&body)
             .send()
@@ -36,9 +36,11 @@ fn feedback_drives_the_accuracy_gauge() {
         predicted.push(resp["outputs"][0]["data"][0].as_i64().unwrap());
     }
     // One multi-row request: its feedback is one label per row.
-    let rows: Vec<f32> = (n..n + 3).flat_map(|i| split.row(i).to_vec()).collect();
+    let rows: Vec<f32> = (single_rows..single_rows + 3)
+        .flat_map(|row| split.row(row).to_vec())
+        .collect();
     let body = json!({"id": "multi", "inputs": [{"name": split.input, "shape": [3, 64], "datatype": "FP32", "data": rows}], "outputs": [{"name": "label"}]});
-    let resp: Value = c
+    let resp: Value = client
         .post(serve.model_url("/infer"))
         .json(&body)
         .send()
@@ -50,28 +52,28 @@ fn feedback_drives_the_accuracy_gauge() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|v| v.as_i64().unwrap()),
+            .map(|value| value.as_i64().unwrap()),
     );
 
-    let mut items: Vec<Value> = (0..n)
-        .map(|i| json!({"id": format!("req-{i}"), "label": split.y[i]}))
+    let mut items: Vec<Value> = (0..single_rows)
+        .map(|row| json!({"id": format!("req-{row}"), "label": split.y[row]}))
         .collect();
-    items.push(json!({"id": "multi", "label": [split.y[n], split.y[n + 1], split.y[n + 2]]}));
+    items.push(json!({"id": "multi", "label": [split.y[single_rows], split.y[single_rows + 1], split.y[single_rows + 2]]}));
     items.push(json!({"id": "never-sent", "label": 1}));
     // Two calls, as a labelling pipeline would send them.
     let second = items.split_off(100);
     let mut totals = (0u64, 0u64, 0u64);
     for batch in [items, second] {
-        let resp = c
+        let resp = client
             .post(serve.model_url("/feedback"))
             .json(&json!({"feedback": batch}))
             .send()
             .unwrap();
         assert!(resp.status().is_success(), "{:?}", resp.text());
-        let s: Value = resp.json().unwrap();
-        totals.0 += s["correct"].as_u64().unwrap();
-        totals.1 += s["incorrect"].as_u64().unwrap();
-        totals.2 += s["unknown_id"].as_u64().unwrap();
+        let summary: Value = resp.json().unwrap();
+        totals.0 += summary["correct"].as_u64().unwrap();
+        totals.1 += summary["incorrect"].as_u64().unwrap();
+        totals.2 += summary["unknown_id"].as_u64().unwrap();
     }
     let expected_correct = predicted
         .iter()
@@ -80,11 +82,15 @@ fn feedback_drives_the_accuracy_gauge() {
         .count() as u64;
     assert_eq!(
         totals,
-        (expected_correct, (n as u64 + 3) - expected_correct, 1)
+        (
+            expected_correct,
+            (single_rows as u64 + 3) - expected_correct,
+            1
+        )
     );
-    let accuracy = expected_correct as f64 / (n + 3) as f64;
+    let accuracy = expected_correct as f64 / (single_rows + 3) as f64;
 
-    let text = c
+    let text = client
         .get(format!("{}/metrics", serve.http))
         .send()
         .unwrap()
@@ -110,25 +116,28 @@ fn feedback_drives_the_accuracy_gauge() {
         ) as u64,
         1
     );
-    for m in [
+    for name in [
         "tractor_model_precision",
         "tractor_model_recall",
         "tractor_model_f1",
     ] {
-        let v = metric(&text, &format!("{m}{{model=\"digits\"}}"));
-        assert!((0.0..=1.0).contains(&v) && v > 0.5, "{m} = {v}");
+        let value = metric(&text, &format!("{name}{{model=\"digits\"}}"));
+        assert!(
+            (0.0..=1.0).contains(&value) && value > 0.5,
+            "{name} = {value}"
+        );
     }
     // A repeat of the same id counts as unknown: feedback is taken once per prediction.
-    let s: Value = c
+    let summary: Value = client
         .post(serve.model_url("/feedback"))
         .json(&json!({"feedback": [{"id": "req-0", "label": 0}]}))
         .send()
         .unwrap()
         .json()
         .unwrap();
-    assert_eq!(s["unknown_id"], 1);
+    assert_eq!(summary["unknown_id"], 1);
     // A malformed body is a JSON 400.
-    let resp = c
+    let resp = client
         .post(serve.model_url("/feedback"))
         .body("{\"feedback\": [{\"id\": 1}]}")
         .send()
@@ -140,17 +149,19 @@ fn feedback_drives_the_accuracy_gauge() {
 /// Two processes stand in for two replicas: the point is that the second never saw the request.
 #[test]
 fn a_receipt_counts_on_a_replica_that_never_saw_the_request() {
-    let a = Serve::start("digits_mlp.onnx", "digits", &["--revision", "3f9a1c0b7e"]).unwrap();
-    let b = Serve::start("digits_mlp.onnx", "digits", &["--revision", "3f9a1c0b7e"]).unwrap();
-    let c = Client::new();
+    let first_replica =
+        Serve::start("digits_mlp.onnx", "digits", &["--revision", "3f9a1c0b7e"]).unwrap();
+    let second_replica =
+        Serve::start("digits_mlp.onnx", "digits", &["--revision", "3f9a1c0b7e"]).unwrap();
+    let client = Client::new();
     let split = Split::load("digits_mlp").unwrap();
-    let n = 40;
+    let requests = 40;
     let mut items = Vec::new();
     let mut correct = 0;
-    for i in 0..n {
-        let body = json!({"inputs": [{"name": split.input, "shape": [1, 64], "datatype": "FP32", "data": split.row(i)}], "outputs": [{"name": "label"}]});
-        let resp: Value = c
-            .post(a.model_url("/infer"))
+    for row in 0..requests {
+        let body = json!({"inputs": [{"name": split.input, "shape": [1, 64], "datatype": "FP32", "data": split.row(row)}], "outputs": [{"name": "label"}]});
+        let resp: Value = client
+            .post(first_replica.model_url("/infer"))
             .json(&body)
             .send()
             .unwrap()
@@ -166,44 +177,44 @@ fn a_receipt_counts_on_a_replica_that_never_saw_the_request() {
                 && receipt.ends_with(&format!(":{predicted}")),
             "{receipt}"
         );
-        correct += usize::from(predicted == split.y[i]);
-        items.push(json!({"receipt": receipt, "label": split.y[i]}));
+        correct += usize::from(predicted == split.y[row]);
+        items.push(json!({"receipt": receipt, "label": split.y[row]}));
     }
-    // Another model's receipt and an id only `a` knows are refused by name, not counted.
+    // Another model's receipt and an id only `first_replica` knows are refused by name, not counted.
     items.push(json!({"receipt": "v1:other:3f9a1c0b7e:1:3", "label": 3}));
     items.push(json!({"id": "only-a-knows", "label": 3}));
-    let s: Value = c
-        .post(b.model_url("/feedback"))
+    let summary: Value = client
+        .post(second_replica.model_url("/feedback"))
         .json(&json!({"feedback": items}))
         .send()
         .unwrap()
         .json()
         .unwrap();
-    assert_eq!(s["correct"], correct, "{s}");
-    assert_eq!(s["incorrect"], n - correct, "{s}");
-    assert_eq!(s["unknown_id"], 2, "{s}");
+    assert_eq!(summary["correct"], correct, "{summary}");
+    assert_eq!(summary["incorrect"], requests - correct, "{summary}");
+    assert_eq!(summary["unknown_id"], 2, "{summary}");
     assert_eq!(
-        s["unknown"],
+        summary["unknown"],
         json!(["receipt 40: model `other`, not `digits`", "only-a-knows"]),
-        "{s}"
+        "{summary}"
     );
-    // The confusion counters on `b` hold every labelled row under the predicting revision.
-    let text = b.metrics().unwrap();
+    // The confusion counters on `second_replica` hold every labelled row under the predicting revision.
+    let text = second_replica.metrics().unwrap();
     let rows: Vec<(String, f64)> = text
         .lines()
-        .filter(|l| l.starts_with("tractor_model_predictions_labelled_total{"))
-        .map(|l| {
-            let (series, v) = l.rsplit_once(' ').unwrap();
-            (series.to_owned(), v.parse().unwrap())
+        .filter(|line| line.starts_with("tractor_model_predictions_labelled_total{"))
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            (series.to_owned(), value.parse().unwrap())
         })
         .collect();
-    let total: f64 = rows.iter().map(|(_, v)| v).sum();
+    let total: f64 = rows.iter().map(|(_, value)| value).sum();
     let right: f64 = rows
         .iter()
         .filter(|(s, _)| s.contains(r#"result="correct""#))
-        .map(|(_, v)| v)
+        .map(|(_, value)| value)
         .sum();
-    assert_eq!(total, n as f64, "{rows:?}");
+    assert_eq!(total, requests as f64, "{rows:?}");
     assert_eq!(right, correct as f64, "{rows:?}");
     assert!(
         rows.iter()
@@ -211,8 +222,8 @@ fn a_receipt_counts_on_a_replica_that_never_saw_the_request() {
         "{rows:?}"
     );
     // An item with both an id and a receipt is a JSON 400 naming it.
-    let resp = c
-        .post(b.model_url("/feedback"))
+    let resp = client
+        .post(second_replica.model_url("/feedback"))
         .json(&json!({"feedback": [{"id": "x", "receipt": "v1:digits:-:1:3", "label": 3}]}))
         .send()
         .unwrap();

@@ -27,7 +27,7 @@ fn infer_request(
     rows: usize,
     raw: bool,
 ) -> ModelInferRequest {
-    let x: Vec<f32> = (first..first + rows)
+    let values: Vec<f32> = (first..first + rows)
         .flat_map(|i| split.row(i).iter().copied())
         .collect();
     let mut input = InferInputTensor {
@@ -38,10 +38,10 @@ fn infer_request(
     };
     let mut raw_input_contents = Vec::new();
     if raw {
-        raw_input_contents.push(x.iter().flat_map(|v| v.to_le_bytes()).collect());
+        raw_input_contents.push(values.iter().flat_map(|v| v.to_le_bytes()).collect());
     } else {
         input.contents = Some(InferTensorContents {
-            fp32_contents: x,
+            fp32_contents: values,
             ..Default::default()
         });
     }
@@ -174,11 +174,11 @@ fn every_rpc_and_agreement_with_onnxruntime_over_plain_grpc() -> anyhow::Result<
                 receipt.predicted,
                 tractor_serve::receipt::Predicted::Classes(_)
             ));
-            for (r, row) in probs.chunks(10).enumerate() {
-                let i = first + r;
-                let want = &reference.data[i * 10..(i + 1) * 10];
-                for (g, w) in row.iter().zip(want) {
-                    max_abs = max_abs.max((f64::from(*g) - w).abs());
+            for (offset, row) in probs.chunks(10).enumerate() {
+                let row_ix = first + offset;
+                let want = &reference.data[row_ix * 10..(row_ix + 1) * 10];
+                for (got, expected) in row.iter().zip(want) {
+                    max_abs = max_abs.max((f64::from(*got) - expected).abs());
                 }
                 let row64: Vec<f64> = row.iter().map(|v| f64::from(*v)).collect();
                 answered.push(argmax(&row64));
@@ -190,14 +190,14 @@ fn every_rpc_and_agreement_with_onnxruntime_over_plain_grpc() -> anyhow::Result<
         eprintln!("digits over gRPC, raw contents: {agreement}; max |Δp| {max_abs:.2e}");
         assert!(max_abs < 1e-4, "max |Δp| {max_abs}");
         let mut typed = Vec::new();
-        for i in (0..split.rows()).step_by(10) {
+        for row_ix in (0..split.rows()).step_by(10) {
             let resp = client
-                .model_infer(infer_request("digits", &split, i, 1, false))
+                .model_infer(infer_request("digits", &split, row_ix, 1, false))
                 .await?
                 .into_inner();
             let (_, probs) = output_f32(&resp, "probabilities")?;
             let row64: Vec<f64> = probs.iter().map(|v| f64::from(*v)).collect();
-            typed.push((i, argmax(&row64)));
+            typed.push((row_ix, argmax(&row64)));
         }
         split
             .argmax_agreement_at("probabilities", typed)

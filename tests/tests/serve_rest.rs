@@ -20,24 +20,24 @@ fn infer_body(split: &Split, rows: std::ops::Range<usize>, id: Option<&str>) -> 
 #[test]
 fn rest_inference_metadata_and_agreement_with_onnxruntime() {
     let serve = Serve::start("digits_mlp.onnx", "digits", &["--max-batch-size", "64"]).unwrap();
-    let c = Client::new();
+    let client = Client::new();
     let split = Split::load("digits_mlp").unwrap();
 
-    let live: Value = c
+    let live: Value = client
         .get(format!("{}/v2/health/live", serve.http))
         .send()
         .unwrap()
         .json()
         .unwrap();
     assert_eq!(live["live"], true);
-    let ready: Value = c
+    let ready: Value = client
         .get(format!("{}/v2/health/ready", serve.http))
         .send()
         .unwrap()
         .json()
         .unwrap();
     assert_eq!(ready["ready"], true);
-    let server: Value = c
+    let server: Value = client
         .get(format!("{}/v2", serve.http))
         .send()
         .unwrap()
@@ -45,7 +45,12 @@ fn rest_inference_metadata_and_agreement_with_onnxruntime() {
         .unwrap();
     assert_eq!(server["name"], "tractor");
 
-    let meta: Value = c.get(serve.model_url("")).send().unwrap().json().unwrap();
+    let meta: Value = client
+        .get(serve.model_url(""))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(meta["name"], "digits");
     assert_eq!(meta["platform"], "tract_onnx");
     assert_eq!(
@@ -60,14 +65,19 @@ fn rest_inference_metadata_and_agreement_with_onnxruntime() {
         .collect();
     assert_eq!(outputs, ["label", "probabilities"]);
     assert_eq!(
-        c.get(serve.model_url("/versions/1"))
+        client
+            .get(serve.model_url("/versions/1"))
             .send()
             .unwrap()
             .status(),
         StatusCode::OK
     );
     assert_eq!(
-        c.get(serve.model_url("/ready")).send().unwrap().status(),
+        client
+            .get(serve.model_url("/ready"))
+            .send()
+            .unwrap()
+            .status(),
         StatusCode::OK
     );
 
@@ -76,7 +86,7 @@ fn rest_inference_metadata_and_agreement_with_onnxruntime() {
     let mut answered = Vec::with_capacity(split.rows());
     for start in (0..split.rows()).step_by(50) {
         let end = (start + 50).min(split.rows());
-        let resp: Value = c
+        let resp: Value = client
             .post(serve.model_url("/infer"))
             .json(&infer_body(&split, start..end, Some("batch")))
             .send()
@@ -93,10 +103,10 @@ fn rest_inference_metadata_and_agreement_with_onnxruntime() {
             .map(|v| v.as_f64().unwrap())
             .collect();
         assert_eq!(resp["outputs"][1]["shape"], json!([end - start, 10]));
-        for (k, row) in probs.chunks(10).enumerate() {
+        for (row_ix, row) in probs.chunks(10).enumerate() {
             let am = tractor_e2e::serve::argmax(row);
             assert_eq!(
-                labels[k].as_i64().unwrap() as usize,
+                labels[row_ix].as_i64().unwrap() as usize,
                 am,
                 "label output agrees with argmax"
             );
@@ -119,7 +129,7 @@ fn rest_inference_metadata_and_agreement_with_onnxruntime() {
     // Output selection, nested data, versioned path, no Content-Type at all.
     let row: Vec<Vec<f32>> = vec![split.row(0).to_vec()];
     let body = json!({"id": "one", "inputs": [{"name": split.input, "shape": [1, 64], "datatype": "FP32", "data": row}], "outputs": [{"name": "label"}]});
-    let resp = c
+    let resp = client
         .post(serve.model_url("/versions/1/infer"))
         .body(body.to_string())
         .send()
@@ -136,10 +146,10 @@ fn rest_inference_metadata_and_agreement_with_onnxruntime() {
     // Binary extension: input in binary, outputs in binary.
     let header = json!({"inputs": [{"name": split.input, "shape": [1, 64], "datatype": "FP32", "parameters": {"binary_data_size": 256}}], "parameters": {"binary_data_output": true}}).to_string();
     let mut body = header.clone().into_bytes();
-    for v in split.row(0) {
-        body.extend_from_slice(&v.to_le_bytes());
+    for value in split.row(0) {
+        body.extend_from_slice(&value.to_le_bytes());
     }
-    let resp = c
+    let resp = client
         .post(serve.model_url("/infer"))
         .header("Inference-Header-Content-Length", header.len())
         .body(body)
@@ -160,7 +170,7 @@ fn rest_inference_metadata_and_agreement_with_onnxruntime() {
     assert_eq!(bytes.len(), json_len + 48);
 
     // Metrics carry the model label.
-    let text = c
+    let text = client
         .get(format!("{}/metrics", serve.http))
         .send()
         .unwrap()
@@ -193,7 +203,7 @@ fn rest_rejections_are_json_with_the_right_status() {
         &["--max-body-bytes", "65536"],
     )
     .unwrap();
-    let c = Client::new();
+    let client = Client::new();
     let ok_row = vec![1.0f32; 30];
     // (what, body, extra header, expected status, text the error must contain)
     type Case<'a> = (
@@ -217,24 +227,29 @@ fn rest_rejections_are_json_with_the_right_status() {
         ("over the body limit", format!("[{}]", "1,".repeat(40000)), None, StatusCode::PAYLOAD_TOO_LARGE, "larger than"),
     ];
     let input_name = {
-        let meta: Value = c.get(serve.model_url("")).send().unwrap().json().unwrap();
+        let meta: Value = client
+            .get(serve.model_url(""))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
         meta["inputs"][0]["name"].as_str().unwrap().to_owned()
     };
     for (what, body, header, status, contains) in cases {
         let body = body.replace("\"X\"", &format!("\"{input_name}\""));
-        let mut req = c.post(serve.model_url("/infer")).body(body);
-        if let Some((k, v)) = header {
-            req = req.header(k, v);
+        let mut req = client.post(serve.model_url("/infer")).body(body);
+        if let Some((name, value)) = header {
+            req = req.header(name, value);
         }
         let resp = req.send().unwrap();
         assert_eq!(resp.status(), status, "{what}");
-        let v: Value = resp
+        let reply: Value = resp
             .json()
             .unwrap_or_else(|e| panic!("{what}: body is not JSON: {e}"));
         if status != StatusCode::OK {
-            let msg = v["error"]
+            let msg = reply["error"]
                 .as_str()
-                .unwrap_or_else(|| panic!("{what}: no error field in {v}"));
+                .unwrap_or_else(|| panic!("{what}: no error field in {reply}"));
             assert!(msg.contains(contains), "{what}: {msg}");
         }
     }
@@ -244,21 +259,22 @@ fn rest_rejections_are_json_with_the_right_status() {
         format!("{}/v2/models/nope/infer", serve.http),
         serve.model_url("/versions/7/infer"),
     ] {
-        let resp = c.post(&url).json(&body).send().unwrap();
+        let resp = client.post(&url).json(&body).send().unwrap();
         assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{url}");
         assert!(resp.json::<Value>().unwrap()["error"].is_string());
     }
-    let resp = c
+    let resp = client
         .get(format!("{}/v2/models/nope", serve.http))
         .send()
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    let resp = c.get(serve.model_url("/infer")).send().unwrap();
+    let resp = client.get(serve.model_url("/infer")).send().unwrap();
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert!(resp.json::<Value>().unwrap()["error"].is_string());
     // The process survived all of it.
     assert_eq!(
-        c.get(format!("{}/v2/health/live", serve.http))
+        client
+            .get(format!("{}/v2/health/live", serve.http))
             .send()
             .unwrap()
             .status(),
@@ -278,12 +294,13 @@ fn rest_bearer_token_is_required_when_configured() {
         &["--auth-token-file", token_file.to_str().unwrap()],
     )
     .unwrap();
-    let c = Client::new();
-    let resp = c.get(serve.model_url("")).send().unwrap();
+    let client = Client::new();
+    let resp = client.get(serve.model_url("")).send().unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     assert!(resp.json::<Value>().unwrap()["error"].is_string());
     assert_eq!(
-        c.get(serve.model_url(""))
+        client
+            .get(serve.model_url(""))
             .bearer_auth("wrong")
             .send()
             .unwrap()
@@ -291,7 +308,8 @@ fn rest_bearer_token_is_required_when_configured() {
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        c.get(serve.model_url(""))
+        client
+            .get(serve.model_url(""))
             .bearer_auth("s3cret")
             .send()
             .unwrap()
@@ -300,14 +318,16 @@ fn rest_bearer_token_is_required_when_configured() {
     );
     // Probes and metrics stay open so kubelet and Prometheus need no token.
     assert_eq!(
-        c.get(format!("{}/v2/health/ready", serve.http))
+        client
+            .get(format!("{}/v2/health/ready", serve.http))
             .send()
             .unwrap()
             .status(),
         StatusCode::OK
     );
     assert_eq!(
-        c.get(format!("{}/metrics", serve.http))
+        client
+            .get(format!("{}/metrics", serve.http))
             .send()
             .unwrap()
             .status(),

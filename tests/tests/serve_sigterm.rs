@@ -66,9 +66,9 @@ fn sigterm_drains_in_flight_requests_then_exits() {
                     .header("inference-header-content-length", header_len)
                     .body(body)
                     .send()
-                    .and_then(|r| {
-                        let status = r.status().as_u16();
-                        r.bytes().map(|b| (status, b))
+                    .and_then(|response| {
+                        let status = response.status().as_u16();
+                        response.bytes().map(|b| (status, b))
                     });
                 let answered = Instant::now();
                 done.fetch_add(1, Ordering::SeqCst);
@@ -109,12 +109,12 @@ fn sigterm_drains_in_flight_requests_then_exits() {
     serve.sigterm().unwrap();
     let signal_sent = Instant::now();
     // During the drain delay readiness is false but the port still answers.
-    let c = Client::new();
+    let client = Client::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut saw_not_ready = false;
     while Instant::now() < deadline {
-        match c.get(format!("{}/v2/health/ready", serve.http)).send() {
-            Ok(r) if r.status() == 503 => {
+        match client.get(format!("{}/v2/health/ready", serve.http)).send() {
+            Ok(response) if response.status() == 503 => {
                 saw_not_ready = true;
                 break;
             }
@@ -141,19 +141,19 @@ fn sigterm_drains_in_flight_requests_then_exits() {
         "no request was in flight when SIGTERM was sent: the drain was not exercised"
     );
     // Every request, those in flight at the signal among them, got a whole 200 answer.
-    for (i, o) in outcomes.iter().enumerate() {
-        let (status, answer) = o
+    for (request, outcome) in outcomes.iter().enumerate() {
+        let (status, answer) = outcome
             .answer
             .as_ref()
-            .unwrap_or_else(|e| panic!("request {i}: no complete answer: {e}"));
-        assert_eq!(*status, 200, "request {i}: {answer}");
+            .unwrap_or_else(|e| panic!("request {request}: no complete answer: {e}"));
+        assert_eq!(*status, 200, "request {request}: {answer}");
         let out = &answer["outputs"][0];
         let cols = out["shape"][1].as_u64().unwrap_or(0) as usize;
-        assert_eq!(out["shape"][0], ROWS, "request {i}: {out}");
+        assert_eq!(out["shape"][0], ROWS, "request {request}: {out}");
         let data = out["data"].as_array().unwrap();
         assert!(
             cols > 0 && data.len() == ROWS * cols && data.iter().all(Value::is_number),
-            "request {i}: {} values for shape {}",
+            "request {request}: {} values for shape {}",
             data.len(),
             out["shape"]
         );

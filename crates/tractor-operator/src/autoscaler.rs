@@ -182,29 +182,35 @@ impl Autoscaler {
         };
         let authorization = match (&source.header_secret_ref, secret) {
             (None, _) => None,
-            (Some(r), None) => {
-                return Err(format!("holding replicas: Secret {} not found", r.name));
+            (Some(key_ref), None) => {
+                return Err(format!(
+                    "holding replicas: Secret {} not found",
+                    key_ref.name
+                ));
             }
-            (Some(r), Some(secret)) => {
+            (Some(key_ref), Some(secret)) => {
                 let bytes = secret
                     .data
                     .as_ref()
-                    .and_then(|d| d.get(&r.key))
+                    .and_then(|d| d.get(&key_ref.key))
                     .map(|b| b.0.clone())
                     .or_else(|| {
                         secret
                             .string_data
                             .as_ref()
-                            .and_then(|d| d.get(&r.key))
+                            .and_then(|d| d.get(&key_ref.key))
                             .map(|s| s.clone().into_bytes())
                     })
                     .ok_or_else(|| {
-                        format!("holding replicas: Secret {} has no key {}", r.name, r.key)
+                        format!(
+                            "holding replicas: Secret {} has no key {}",
+                            key_ref.name, key_ref.key
+                        )
                     })?;
                 Some(String::from_utf8(bytes).map_err(|_| {
                     format!(
                         "holding replicas: Secret {} key {} is not text",
-                        r.name, r.key
+                        key_ref.name, key_ref.key
                     )
                 })?)
             }

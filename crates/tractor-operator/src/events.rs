@@ -110,20 +110,20 @@ impl Recorder {
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
         let api: Api<KubeEvent> = Api::namespaced(self.client.clone(), namespace);
         let folded = match &previous {
-            Some(p) => {
+            Some(last) => {
                 let series = serde_json::json!({
-                    "series": EventSeries { count: p.count + 1, last_observed_time: MicroTime(now) }
+                    "series": EventSeries { count: last.count + 1, last_observed_time: MicroTime(now) }
                 });
                 match call(
                     rbac::PATCH_EVENT,
                     namespace,
-                    api.patch(&p.name, &PatchParams::default(), &Patch::Merge(&series)),
+                    api.patch(&last.name, &PatchParams::default(), &Patch::Merge(&series)),
                 )
                 .await
                 {
                     Ok(_) => Some(Seen {
-                        name: p.name.clone(),
-                        count: p.count + 1,
+                        name: last.name.clone(),
+                        count: last.count + 1,
                         last: now,
                     }),
                     // Events expire (the API server's --event-ttl): a repeat of a gone one starts afresh.

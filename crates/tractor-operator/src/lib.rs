@@ -165,17 +165,17 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
     let children = watcher::Config::default().labels(&managed_selector());
     // Metadata only: a child's change matters as a trigger, its content is read in the reconcile.
     type Meta<K> = Api<PartialObjectMeta<K>>;
-    let api_for = |c: &Client| -> (Meta<Deployment>, Meta<Job>, Meta<Service>) {
+    let api_for = |client: &Client| -> (Meta<Deployment>, Meta<Job>, Meta<Service>) {
         match &namespace {
             Some(ns) => (
-                Api::namespaced(c.clone(), ns),
-                Api::namespaced(c.clone(), ns),
-                Api::namespaced(c.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
             ),
             None => (
-                Api::all(c.clone()),
-                Api::all(c.clone()),
-                Api::all(c.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
             ),
         }
     };

@@ -227,28 +227,34 @@ impl Proto {
     }
 }
 
-async fn drive(proto: Proto, s: &Server, model: &str, concurrency: usize, seconds: f64) -> Cell {
-    let (input, f, x) = first_rows(model, 1);
+async fn drive(
+    proto: Proto,
+    server: &Server,
+    model: &str,
+    concurrency: usize,
+    seconds: f64,
+) -> Cell {
+    let (input, features, row) = first_rows(model, 1);
     let json_body = Arc::new(
         serde_json::to_vec(
-            &json!({"inputs": [{"name": input, "shape": [1, f], "datatype": "FP32", "data": x}]}),
+            &json!({"inputs": [{"name": input, "shape": [1, features], "datatype": "FP32", "data": row}]}),
         )
         .unwrap(),
     );
-    let header = serde_json::to_vec(&json!({"inputs": [{"name": input, "shape": [1, f], "datatype": "FP32", "parameters": {"binary_data_size": f * 4}}], "parameters": {"binary_data_output": true}})).unwrap();
+    let header = serde_json::to_vec(&json!({"inputs": [{"name": input, "shape": [1, features], "datatype": "FP32", "parameters": {"binary_data_size": features * 4}}], "parameters": {"binary_data_output": true}})).unwrap();
     let header_len = header.len();
     let mut bin = header;
-    for v in &x {
-        bin.extend_from_slice(&v.to_le_bytes());
+    for value in &row {
+        bin.extend_from_slice(&value.to_le_bytes());
     }
     let bin_body = Arc::new(bin);
-    let raw: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let raw: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
     let grpc_req = ModelInferRequest {
         model_name: "bench".into(),
         inputs: vec![InferInputTensor {
             name: input.clone(),
             datatype: "FP32".into(),
-            shape: vec![1, f as i64],
+            shape: vec![1, features as i64],
             ..Default::default()
         }],
         raw_input_contents: vec![raw],
@@ -259,13 +265,13 @@ async fn drive(proto: Proto, s: &Server, model: &str, concurrency: usize, second
         .tcp_nodelay(true)
         .build()
         .unwrap();
-    let channel = tonic::transport::Endpoint::from_shared(s.grpc.clone())
+    let channel = tonic::transport::Endpoint::from_shared(server.grpc.clone())
         .unwrap()
         .tcp_nodelay(true)
         .connect()
         .await
         .unwrap();
-    let url = format!("{}/v2/models/bench/infer", s.http);
+    let url = format!("{}/v2/models/bench/infer", server.http);
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     // Warm the connections.
     let _ = http.post(&url).body(json_body.to_vec()).send().await;
@@ -284,7 +290,7 @@ async fn drive(proto: Proto, s: &Server, model: &str, concurrency: usize, second
                 let mut lat = Vec::new();
                 let mut errors = 0;
                 while Instant::now() < deadline {
-                    let t = Instant::now();
+                    let sent = Instant::now();
                     let ok = match proto {
                         Proto::RestJson => {
                             match http.post(&url).body(json_body.to_vec()).send().await {
@@ -305,7 +311,7 @@ async fn drive(proto: Proto, s: &Server, model: &str, concurrency: usize, second
                         Proto::Grpc => grpc.model_infer(grpc_req.clone()).await.is_ok(),
                     };
                     if ok {
-                        lat.push(t.elapsed())
+                        lat.push(sent.elapsed())
                     } else {
                         errors += 1
                     }
@@ -316,17 +322,17 @@ async fn drive(proto: Proto, s: &Server, model: &str, concurrency: usize, second
         .collect();
     let mut lat = Vec::new();
     let mut errors = 0;
-    for t in tasks {
-        let (l, e) = t.await.unwrap();
-        lat.extend(l);
-        errors += e;
+    for task in tasks {
+        let (task_lat, task_errors) = task.await.unwrap();
+        lat.extend(task_lat);
+        errors += task_errors;
     }
     summarize(lat, 1, start.elapsed(), errors)
 }
 
 fn main() {
-    let a = args();
-    std::fs::create_dir_all(&a.out).unwrap();
+    let args = args();
+    std::fs::create_dir_all(&args.out).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -337,11 +343,11 @@ fn main() {
         .unwrap_or(1);
     report += &format!(
         "Machine: {cores} cores; client, server and raw tract share them. Batch 1 requests; latencies in µs; throughput in rows/s. Each cell runs {}s.\n\n",
-        a.seconds
+        args.seconds
     );
     let mut all = serde_json::Map::new();
-    for model in &a.models {
-        let (raw1, raw_batched) = raw(model, a.seconds);
+    for model in &args.models {
+        let (raw1, raw_batched) = raw(model, args.seconds);
         let raw_best = raw_batched.iter().map(|(_, t)| *t).fold(0.0, f64::max);
         report += &format!(
             "## {model}\n\nRaw tract in-process: batch 1 p50 {:.1} µs, p99 {:.1} µs, {:.0} rows/s; batched: {}\n\n",
@@ -360,32 +366,32 @@ fn main() {
         let mut best_batched_c64: f64 = 0.0;
         let mut rest_c1_p50 = f64::NAN;
         for (label, max_batch) in [("on", 64), ("off", 1)] {
-            let s = start(&a.bin, model, max_batch);
-            let (idle_rss, _) = rss_kib(s.child.id());
+            let server = start(&args.bin, model, max_batch);
+            let (idle_rss, _) = rss_kib(server.child.id());
             for proto in [Proto::RestJson, Proto::RestBinary, Proto::Grpc] {
-                for c in CONCURRENCY {
-                    let cell = rt.block_on(drive(proto, &s, model, c, a.seconds));
+                for concurrency in CONCURRENCY {
+                    let cell = rt.block_on(drive(proto, &server, model, concurrency, args.seconds));
                     report += &format!(
-                        "| {label} | {} | {c} | {:.1} | {:.1} | {:.0} | {} |\n",
+                        "| {label} | {} | {concurrency} | {:.1} | {:.1} | {:.0} | {} |\n",
                         proto.name(),
                         cell.p50_us,
                         cell.p99_us,
                         cell.throughput_rows_per_s,
                         cell.errors
                     );
-                    if label == "on" && c == 64 {
+                    if label == "on" && concurrency == 64 {
                         best_batched_c64 = best_batched_c64.max(cell.throughput_rows_per_s);
                     }
-                    if label == "on" && c == 1 && matches!(proto, Proto::RestJson) {
+                    if label == "on" && concurrency == 1 && matches!(proto, Proto::RestJson) {
                         rest_c1_p50 = cell.p50_us;
                     }
                     cells.insert(
-                        format!("batching_{label}/{}/c{c}", proto.name()),
+                        format!("batching_{label}/{}/c{concurrency}", proto.name()),
                         serde_json::to_value(&cell).unwrap(),
                     );
                 }
             }
-            let (_, peak) = rss_kib(s.child.id());
+            let (_, peak) = rss_kib(server.child.id());
             rss.push((label, idle_rss, peak));
         }
         report += "\n";
@@ -404,9 +410,9 @@ fn main() {
         );
         all.insert(model.clone(), json!({"raw_batch1": raw1, "raw_batched": raw_batched, "served": cells, "rss_kib": rss, "rest_p50_overhead_us": overhead, "c64_batched_vs_raw_best": ratio}));
     }
-    std::fs::write(a.out.join("report.md"), &report).unwrap();
+    std::fs::write(args.out.join("report.md"), &report).unwrap();
     std::fs::write(
-        a.out.join("report.json"),
+        args.out.join("report.json"),
         serde_json::to_string_pretty(&Value::Object(all)).unwrap(),
     )
     .unwrap();

@@ -188,8 +188,8 @@ fn run_batch(session: &mut Session, jobs: Vec<Job>, metrics: &Metrics) {
         return;
     }
     let start = Instant::now();
-    for j in &jobs {
-        metrics.queue.observe((start - j.enqueued).as_secs_f64());
+    for job in &jobs {
+        metrics.queue.observe((start - job.enqueued).as_secs_f64());
     }
     let total: usize = jobs.iter().map(|j| j.rows).sum();
     metrics.batch_size.observe(total as f64);
@@ -206,8 +206,8 @@ fn run_batch(session: &mut Session, jobs: Vec<Job>, metrics: &Metrics) {
     }
     let n_inputs = jobs[0].inputs.len();
     let merged: Result<Vec<Tensor>, String> = (0..n_inputs)
-        .map(|i| {
-            let parts: Vec<&Tensor> = jobs.iter().map(|j| &j.inputs[i]).collect();
+        .map(|input_index| {
+            let parts: Vec<&Tensor> = jobs.iter().map(|j| &j.inputs[input_index]).collect();
             Tensor::stack_tensors(0, &parts).map_err(|e| format!("{e:#}"))
         })
         .collect();
@@ -216,27 +216,27 @@ fn run_batch(session: &mut Session, jobs: Vec<Job>, metrics: &Metrics) {
         .and_then(|m| session.run(m));
     metrics.compute.observe(start.elapsed().as_secs_f64());
     match result {
-        Err(e) => {
-            let msg = e.to_string();
-            for j in jobs {
-                let _ = j.reply.send(Err(tractor_model::Error::Run(msg.clone())));
+        Err(error) => {
+            let msg = error.to_string();
+            for job in jobs {
+                let _ = job.reply.send(Err(tractor_model::Error::Run(msg.clone())));
             }
         }
         Ok(outputs) => {
             let mut offset = 0;
-            for j in jobs {
+            for job in jobs {
                 let mine: Result<Vec<Tensor>, _> = outputs
                     .iter()
-                    .map(|t| {
-                        if t.rank() > 0 && t.shape()[0] == total {
-                            t.slice(0, offset, offset + j.rows)
+                    .map(|output| {
+                        if output.rank() > 0 && output.shape()[0] == total {
+                            output.slice(0, offset, offset + job.rows)
                         } else {
-                            Ok(t.clone())
+                            Ok(output.clone())
                         }
                     })
                     .collect();
-                offset += j.rows;
-                let _ = j.reply.send(
+                offset += job.rows;
+                let _ = job.reply.send(
                     mine.map(|outputs| BatchOutput {
                         outputs,
                         batch_rows: total,

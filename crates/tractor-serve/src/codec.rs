@@ -155,7 +155,7 @@ pub fn check_input(
             spec.name, spec.datatype
         )));
     }
-    let (dims, n) = element_count(shape)?;
+    let (dims, elements) = element_count(shape)?;
     let matches = dims.len() == spec.shape.len()
         && dims
             .iter()
@@ -167,7 +167,7 @@ pub fn check_input(
             spec.name, spec.shape
         )));
     }
-    Ok((dt, dims, n))
+    Ok((dt, dims, elements))
 }
 
 /// What a codec function says of `BYTES`: [`check_input`] refuses it and no model signature has it, so it only
@@ -503,7 +503,7 @@ pub fn decode_rest(
             return Err(bad(format!("input '{}' given twice", input.name)));
         }
         let spec = &signature.inputs[ix];
-        let (dt, dims, n) = check_input(spec, &input.datatype, &input.shape)?;
+        let (dt, dims, elements) = check_input(spec, &input.datatype, &input.shape)?;
         let binary_size = match input
             .parameters
             .as_ref()
@@ -538,11 +538,12 @@ pub fn decode_rest(
                             input.name
                         ))
                     })?;
-                let t = tensor_from_le(dt, &dims, n, &binary[cursor..end], &input.name)?;
+                let tensor =
+                    tensor_from_le(dt, &dims, elements, &binary[cursor..end], &input.name)?;
                 cursor = end;
-                t
+                tensor
             }
-            (None, Some(data)) => tensor_from_json(dt, &dims, n, data, &input.name)?,
+            (None, Some(data)) => tensor_from_json(dt, &dims, elements, data, &input.name)?,
             (None, None) => return Err(bad(format!("input '{}' has no data", input.name))),
         };
         slots[ix] = Some(tensor);
@@ -564,10 +565,10 @@ pub fn decode_rest(
         None => OutputSelection::all(signature, default_binary),
         Some(list) => {
             let mut requested = Vec::with_capacity(list.len());
-            for o in list {
+            for output in list {
                 requested.push((
-                    o.name.as_str(),
-                    param_bool(&o.parameters, "binary_data")?.unwrap_or(default_binary),
+                    output.name.as_str(),
+                    param_bool(&output.parameters, "binary_data")?.unwrap_or(default_binary),
                 ));
             }
             OutputSelection::select(signature, requested)?
@@ -650,22 +651,22 @@ pub fn encode_rest(
     let mut binary = Vec::new();
     for (ix, as_binary) in &selection.outputs {
         let spec = &signature.outputs[*ix];
-        let t = tensors
+        let tensor = tensors
             .get(*ix)
             .ok_or("model returned fewer outputs than its signature")?;
         let (parameters, data) = if *as_binary {
-            let bytes = tensor_to_le(spec.datatype, t)?;
-            let mut p = Map::new();
-            p.insert("binary_data_size".into(), Value::from(bytes.len()));
+            let bytes = tensor_to_le(spec.datatype, tensor)?;
+            let mut params = Map::new();
+            params.insert("binary_data_size".into(), Value::from(bytes.len()));
             binary.extend_from_slice(&bytes);
-            (Some(p), None)
+            (Some(params), None)
         } else {
-            (None, Some(tensor_to_json(spec.datatype, t)?))
+            (None, Some(tensor_to_json(spec.datatype, tensor)?))
         };
         outputs.push(ResponseOutput {
             name: spec.name.clone(),
             datatype: spec.datatype.as_str(),
-            shape: t.shape().to_vec(),
+            shape: tensor.shape().to_vec(),
             parameters,
             data,
         });
@@ -674,10 +675,10 @@ pub fn encode_rest(
         model_name: model.to_owned(),
         model_version: version.to_owned(),
         id,
-        parameters: receipt.map(|r| {
-            let mut p = Map::new();
-            p.insert(crate::receipt::PARAMETER.into(), Value::from(r));
-            p
+        parameters: receipt.map(|receipt| {
+            let mut params = Map::new();
+            params.insert(crate::receipt::PARAMETER.into(), Value::from(receipt));
+            params
         }),
         outputs,
     })

@@ -207,12 +207,12 @@ impl Feedback {
         now: Instant,
     ) -> (FeedbackSummary, Vec<Labelled>) {
         self.expire(now);
-        let mut s = FeedbackSummary::default();
+        let mut summary = FeedbackSummary::default();
         let mut labelled = Vec::new();
-        let refuse = |s: &mut FeedbackSummary, what: String| {
-            s.unknown_id += 1;
-            if s.unknown.len() < MAX_NAMED {
-                s.unknown.push(what);
+        let refuse = |summary: &mut FeedbackSummary, what: String| {
+            summary.unknown_id += 1;
+            if summary.unknown.len() < MAX_NAMED {
+                summary.unknown.push(what);
             }
         };
         for (ix, item) in items.into_iter().enumerate() {
@@ -222,37 +222,37 @@ impl Feedback {
             };
             let (predicted, by) = match (&item.receipt, &item.id) {
                 (Some(text), _) => match Receipt::parse(text) {
-                    Ok(r) if r.model != model => {
+                    Ok(receipt) if receipt.model != model => {
                         refuse(
-                            &mut s,
-                            format!("receipt {ix}: model `{}`, not `{model}`", r.model),
+                            &mut summary,
+                            format!("receipt {ix}: model `{}`, not `{model}`", receipt.model),
                         );
                         continue;
                     }
-                    Ok(r) => (r.predicted, r.revision),
+                    Ok(receipt) => (receipt.predicted, receipt.revision),
                     Err(why) => {
-                        refuse(&mut s, format!("receipt {ix}: {why}"));
+                        refuse(&mut summary, format!("receipt {ix}: {why}"));
                         continue;
                     }
                 },
                 (None, Some(id)) => match self.pending.get(id) {
-                    Some((_, p)) if p.len() == labels.len() => {
-                        let p = self.pending.remove(id).map(|(_, p)| p).unwrap_or_default();
-                        (Predicted::Classes(p), revision.map(str::to_owned))
+                    Some((_, classes)) if classes.len() == labels.len() => {
+                        let classes = self.pending.remove(id).map(|(_, p)| p).unwrap_or_default();
+                        (Predicted::Classes(classes), revision.map(str::to_owned))
                     }
                     _ => {
-                        refuse(&mut s, id.clone());
+                        refuse(&mut summary, id.clone());
                         continue;
                     }
                 },
                 (None, None) => {
-                    refuse(&mut s, format!("item {ix}: no id or receipt"));
+                    refuse(&mut summary, format!("item {ix}: no id or receipt"));
                     continue;
                 }
             };
             if predicted.len() != labels.len() {
                 refuse(
-                    &mut s,
+                    &mut summary,
                     format!(
                         "receipt {ix}: {} rows predicted, {} labels",
                         predicted.len(),
@@ -264,78 +264,82 @@ impl Feedback {
             let own = by.as_deref() == revision;
             match predicted {
                 Predicted::Classes(classes) => {
-                    for (p, l) in classes.into_iter().zip(labels) {
+                    for (class, label) in classes.into_iter().zip(labels) {
                         // A label that is not a whole number is no class: it counts as wrong.
-                        let l = if l.fract() == 0.0 { l as i64 } else { i64::MIN };
-                        if p == l {
-                            s.correct += 1
+                        let label = if label.fract() == 0.0 {
+                            label as i64
                         } else {
-                            s.incorrect += 1
+                            i64::MIN
+                        };
+                        if class == label {
+                            summary.correct += 1
+                        } else {
+                            summary.incorrect += 1
                         }
                         if own {
-                            self.outcomes.push_back((now, p, l));
+                            self.outcomes.push_back((now, class, label));
                         }
                         labelled.push(Labelled::Class {
                             revision: by.clone(),
-                            predicted: p,
-                            label: l,
+                            predicted: class,
+                            label,
                         });
                     }
                 }
                 Predicted::Values(values) => {
-                    for (p, l) in values.into_iter().zip(labels) {
-                        s.regression_rows += 1;
+                    for (value, label) in values.into_iter().zip(labels) {
+                        summary.regression_rows += 1;
                         labelled.push(Labelled::Value {
                             revision: by.clone(),
-                            predicted: p,
-                            label: l,
+                            predicted: value,
+                            label,
                         });
                     }
                 }
             }
         }
         self.expire(now);
-        s.scores = self.scores();
-        (s, labelled)
+        summary.scores = self.scores();
+        (summary, labelled)
     }
 
     /// Scores over the labelled window as it is now.
     pub fn scores(&self) -> Scores {
-        let n = self.outcomes.len();
-        if n == 0 {
+        let window = self.outcomes.len();
+        if window == 0 {
             return Scores::default();
         }
         // Per class: (true positives, predicted count, true count).
         let mut per: BTreeMap<i64, (u64, u64, u64)> = BTreeMap::new();
         let mut correct = 0u64;
-        for (_, p, l) in &self.outcomes {
-            per.entry(*p).or_default().1 += 1;
-            per.entry(*l).or_default().2 += 1;
-            if p == l {
+        for (_, predicted, label) in &self.outcomes {
+            per.entry(*predicted).or_default().1 += 1;
+            per.entry(*label).or_default().2 += 1;
+            if predicted == label {
                 correct += 1;
-                per.entry(*p).or_default().0 += 1;
+                per.entry(*predicted).or_default().0 += 1;
             }
         }
         let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-        let k = per.len() as f64;
+        let classes = per.len() as f64;
         let (mut p_sum, mut r_sum, mut f_sum) = (0.0, 0.0, 0.0);
         for (tp, pred, truth) in per.values() {
-            let p = ratio(*tp, *pred);
-            let r = ratio(*tp, *truth);
-            p_sum += p;
-            r_sum += r;
-            f_sum += if p + r > 0.0 {
-                2.0 * p * r / (p + r)
+            let precision = ratio(*tp, *pred);
+            let recall = ratio(*tp, *truth);
+            p_sum += precision;
+            r_sum += recall;
+            f_sum += if precision + recall > 0.0 {
+                2.0 * precision * recall / (precision + recall)
             } else {
                 0.0
             };
         }
         Scores {
-            window: n,
-            accuracy: Some(correct as f64 / n as f64),
-            precision: Some(p_sum / k),
-            recall: Some(r_sum / k),
-            f1: Some(f_sum / k),
+            window,
+            accuracy: Some(correct as f64 / window as f64),
+            precision: Some(p_sum / classes),
+            recall: Some(r_sum / classes),
+            f1: Some(f_sum / classes),
         }
     }
 }
@@ -364,13 +368,13 @@ mod tests {
     #[test]
     fn matches_counts_and_scores() {
         let now = Instant::now();
-        let mut f = Feedback::new(WindowConfig {
+        let mut feedback = Feedback::new(WindowConfig {
             max_count: 100,
             max_age: Duration::from_secs(60),
         });
-        f.record("a", vec![1], now);
-        f.record("b", vec![0, 1], now);
-        let (s, labelled) = f.apply(
+        feedback.record("a", vec![1], now);
+        feedback.record("b", vec![0, 1], now);
+        let (summary, labelled) = feedback.apply(
             vec![
                 item("a", Labels::One(1.0)),
                 item("b", Labels::Rows(vec![1.0, 1.0])),
@@ -381,17 +385,20 @@ mod tests {
             Some("r1"),
             now,
         );
-        assert_eq!((s.correct, s.incorrect, s.unknown_id), (2, 1, 2));
-        assert_eq!(s.unknown, ["a", "zz"]);
+        assert_eq!(
+            (summary.correct, summary.incorrect, summary.unknown_id),
+            (2, 1, 2)
+        );
+        assert_eq!(summary.unknown, ["a", "zz"]);
         assert_eq!(labelled.len(), 3);
         assert!(labelled.iter().all(
             |l| matches!(l, Labelled::Class { revision, .. } if revision.as_deref() == Some("r1"))
         ));
-        assert_eq!(s.scores.window, 3);
-        assert!((s.scores.accuracy.unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(summary.scores.window, 3);
+        assert!((summary.scores.accuracy.unwrap() - 2.0 / 3.0).abs() < 1e-12);
         // class 0: tp 0, predicted 1, true 0 -> p 0, r 0; class 1: tp 2, predicted 2, true 3 -> p 1, r 2/3.
-        assert!((s.scores.precision.unwrap() - 0.5).abs() < 1e-12);
-        assert!((s.scores.recall.unwrap() - 1.0 / 3.0).abs() < 1e-12);
+        assert!((summary.scores.precision.unwrap() - 0.5).abs() < 1e-12);
+        assert!((summary.scores.recall.unwrap() - 1.0 / 3.0).abs() < 1e-12);
     }
 
     #[test]
@@ -421,11 +428,11 @@ mod tests {
     #[test]
     fn receipts_count_on_any_replica() {
         let now = Instant::now();
-        let mut f = Feedback::new(WindowConfig {
+        let mut feedback = Feedback::new(WindowConfig {
             max_count: 100,
             max_age: Duration::from_secs(60),
         });
-        let (s, labelled) = f.apply(
+        let (summary, labelled) = feedback.apply(
             vec![
                 receipt("v1:m:r1:5:3", Labels::One(3.0)),
                 receipt("v1:m:r0:5:1,2", Labels::Rows(vec![1.0, 0.0])),
@@ -437,9 +444,12 @@ mod tests {
             Some("r1"),
             now,
         );
-        assert_eq!((s.correct, s.incorrect, s.unknown_id), (2, 1, 3));
         assert_eq!(
-            s.unknown,
+            (summary.correct, summary.incorrect, summary.unknown_id),
+            (2, 1, 3)
+        );
+        assert_eq!(
+            summary.unknown,
             [
                 "receipt 2: model `other`, not `m`",
                 "receipt 3: 2 rows predicted, 1 labels",
@@ -462,7 +472,7 @@ mod tests {
             [(Some("r1"), 3, 3), (Some("r0"), 1, 1), (Some("r0"), 2, 0)]
         );
         // Only r1's row is in this r1 server's window.
-        assert_eq!(s.scores.window, 1);
+        assert_eq!(summary.scores.window, 1);
     }
 
     #[test]
@@ -493,18 +503,23 @@ mod tests {
     #[test]
     fn a_regressors_receipt_counts_its_values() {
         let now = Instant::now();
-        let mut f = Feedback::new(WindowConfig {
+        let mut feedback = Feedback::new(WindowConfig {
             max_count: 100,
             max_age: Duration::from_secs(60),
         });
-        let (s, labelled) = f.apply(
+        let (summary, labelled) = feedback.apply(
             vec![receipt("v1:m:r1:5:r=2.5,10", Labels::Rows(vec![3.0, 7.0]))],
             "m",
             Some("r1"),
             now,
         );
         assert_eq!(
-            (s.correct, s.incorrect, s.unknown_id, s.regression_rows),
+            (
+                summary.correct,
+                summary.incorrect,
+                summary.unknown_id,
+                summary.regression_rows
+            ),
             (0, 0, 0, 2)
         );
         assert_eq!(

@@ -75,15 +75,15 @@ impl Service {
     }
 
     async fn infer(&self, req: ModelInferRequest) -> Result<ModelInferResponse, Status> {
-        let s = &self.server;
-        s.check_model(&req.model_name, Self::version(&req.model_version))?;
-        let inputs = decode_inputs(s, &req).map_err(invalid)?;
-        let rows = codec::batch_rows(&s.signature, &inputs).map_err(invalid)?;
+        let server = &self.server;
+        server.check_model(&req.model_name, Self::version(&req.model_version))?;
+        let inputs = decode_inputs(server, &req).map_err(invalid)?;
+        let rows = codec::batch_rows(&server.signature, &inputs).map_err(invalid)?;
         let selection = if req.outputs.is_empty() {
-            OutputSelection::all(&s.signature, true)
+            OutputSelection::all(&server.signature, true)
         } else {
             OutputSelection::select(
-                &s.signature,
+                &server.signature,
                 req.outputs.iter().map(|o| (o.name.as_str(), true)),
             )
             .map_err(invalid)?
@@ -93,11 +93,11 @@ impl Service {
         } else {
             Some(req.id.as_str())
         };
-        let inferred = s.infer(inputs, rows, id).await?;
+        let inferred = server.infer(inputs, rows, id).await?;
         let outputs = inferred.outputs;
         let mut resp = ModelInferResponse {
-            model_name: s.name.clone(),
-            model_version: s.version.clone(),
+            model_name: server.name.clone(),
+            model_version: server.version.clone(),
             id: req.id.clone(),
             ..Default::default()
         };
@@ -110,18 +110,18 @@ impl Service {
             );
         }
         for (ix, _) in &selection.outputs {
-            let spec = &s.signature.outputs[*ix];
-            let t = outputs.get(*ix).ok_or_else(|| {
+            let spec = &server.signature.outputs[*ix];
+            let tensor = outputs.get(*ix).ok_or_else(|| {
                 Status::internal("model returned fewer outputs than its signature")
             })?;
             resp.outputs.push(InferOutputTensor {
                 name: spec.name.clone(),
                 datatype: spec.datatype.as_str().into(),
-                shape: t.shape().iter().map(|d| *d as i64).collect(),
+                shape: tensor.shape().iter().map(|d| *d as i64).collect(),
                 ..Default::default()
             });
             resp.raw_output_contents
-                .push(codec::tensor_to_le(spec.datatype, t).map_err(Status::internal)?);
+                .push(codec::tensor_to_le(spec.datatype, tensor).map_err(Status::internal)?);
         }
         Ok(resp)
     }
@@ -148,7 +148,7 @@ fn typed<T: codec::Element, U: Copy>(
     codec::tensor_from_vec(dims, n, v, name)
 }
 
-fn decode_inputs(s: &Server, req: &ModelInferRequest) -> Result<Vec<Tensor>, BadRequest> {
+fn decode_inputs(server: &Server, req: &ModelInferRequest) -> Result<Vec<Tensor>, BadRequest> {
     let raw = !req.raw_input_contents.is_empty();
     if raw && req.raw_input_contents.len() != req.inputs.len() {
         return Err(BadRequest(format!(
@@ -157,8 +157,8 @@ fn decode_inputs(s: &Server, req: &ModelInferRequest) -> Result<Vec<Tensor>, Bad
             req.inputs.len()
         )));
     }
-    let mut slots: Vec<Option<Tensor>> = s.signature.inputs.iter().map(|_| None).collect();
-    for (i, input) in req.inputs.iter().enumerate() {
+    let mut slots: Vec<Option<Tensor>> = server.signature.inputs.iter().map(|_| None).collect();
+    for (position, input) in req.inputs.iter().enumerate() {
         let InferInputTensor {
             name,
             datatype,
@@ -166,7 +166,7 @@ fn decode_inputs(s: &Server, req: &ModelInferRequest) -> Result<Vec<Tensor>, Bad
             contents,
             ..
         } = input;
-        let ix = s
+        let ix = server
             .signature
             .inputs
             .iter()
@@ -175,32 +175,55 @@ fn decode_inputs(s: &Server, req: &ModelInferRequest) -> Result<Vec<Tensor>, Bad
         if slots[ix].is_some() {
             return Err(BadRequest(format!("input '{name}' given twice")));
         }
-        let (dt, dims, n) = codec::check_input(&s.signature.inputs[ix], datatype, shape)?;
-        let t = if raw {
-            codec::tensor_from_le(dt, &dims, n, &req.raw_input_contents[i], name)?
+        let (dt, dims, elements) =
+            codec::check_input(&server.signature.inputs[ix], datatype, shape)?;
+        let tensor = if raw {
+            codec::tensor_from_le(dt, &dims, elements, &req.raw_input_contents[position], name)?
         } else {
-            let c = contents
+            let contents = contents
                 .as_ref()
                 .ok_or_else(|| BadRequest(format!("input '{name}' has no contents")))?;
             match dt {
-                Datatype::Fp32 => typed::<f32, f32>(&c.fp32_contents, &dims, n, name, Some)?,
-                Datatype::Fp64 => typed::<f64, f64>(&c.fp64_contents, &dims, n, name, Some)?,
-                Datatype::Bool => typed::<bool, bool>(&c.bool_contents, &dims, n, name, Some)?,
-                Datatype::Int64 => typed::<i64, i64>(&c.int64_contents, &dims, n, name, Some)?,
-                Datatype::Int32 => typed::<i32, i32>(&c.int_contents, &dims, n, name, Some)?,
+                Datatype::Fp32 => {
+                    typed::<f32, f32>(&contents.fp32_contents, &dims, elements, name, Some)?
+                }
+                Datatype::Fp64 => {
+                    typed::<f64, f64>(&contents.fp64_contents, &dims, elements, name, Some)?
+                }
+                Datatype::Bool => {
+                    typed::<bool, bool>(&contents.bool_contents, &dims, elements, name, Some)?
+                }
+                Datatype::Int64 => {
+                    typed::<i64, i64>(&contents.int64_contents, &dims, elements, name, Some)?
+                }
+                Datatype::Int32 => {
+                    typed::<i32, i32>(&contents.int_contents, &dims, elements, name, Some)?
+                }
                 Datatype::Int16 => {
-                    typed::<i16, i32>(&c.int_contents, &dims, n, name, |x| i16::try_from(x).ok())?
+                    typed::<i16, i32>(&contents.int_contents, &dims, elements, name, |value| {
+                        i16::try_from(value).ok()
+                    })?
                 }
                 Datatype::Int8 => {
-                    typed::<i8, i32>(&c.int_contents, &dims, n, name, |x| i8::try_from(x).ok())?
+                    typed::<i8, i32>(&contents.int_contents, &dims, elements, name, |value| {
+                        i8::try_from(value).ok()
+                    })?
                 }
-                Datatype::Uint64 => typed::<u64, u64>(&c.uint64_contents, &dims, n, name, Some)?,
-                Datatype::Uint32 => typed::<u32, u32>(&c.uint_contents, &dims, n, name, Some)?,
+                Datatype::Uint64 => {
+                    typed::<u64, u64>(&contents.uint64_contents, &dims, elements, name, Some)?
+                }
+                Datatype::Uint32 => {
+                    typed::<u32, u32>(&contents.uint_contents, &dims, elements, name, Some)?
+                }
                 Datatype::Uint16 => {
-                    typed::<u16, u32>(&c.uint_contents, &dims, n, name, |x| u16::try_from(x).ok())?
+                    typed::<u16, u32>(&contents.uint_contents, &dims, elements, name, |value| {
+                        u16::try_from(value).ok()
+                    })?
                 }
                 Datatype::Uint8 => {
-                    typed::<u8, u32>(&c.uint_contents, &dims, n, name, |x| u8::try_from(x).ok())?
+                    typed::<u8, u32>(&contents.uint_contents, &dims, elements, name, |value| {
+                        u8::try_from(value).ok()
+                    })?
                 }
                 Datatype::Fp16 => {
                     return Err(BadRequest(format!(
@@ -215,11 +238,11 @@ fn decode_inputs(s: &Server, req: &ModelInferRequest) -> Result<Vec<Tensor>, Bad
                 }
             }
         };
-        slots[ix] = Some(t);
+        slots[ix] = Some(tensor);
     }
     slots
         .into_iter()
-        .zip(&s.signature.inputs)
+        .zip(&server.signature.inputs)
         .map(|(t, spec)| t.ok_or_else(|| BadRequest(format!("missing input '{}'", spec.name))))
         .collect()
 }

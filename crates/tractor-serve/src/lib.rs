@@ -179,13 +179,13 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, Error> {
     let zeros = signature
         .inputs
         .iter()
-        .map(|s| {
-            let shape: Vec<usize> = s
+        .map(|spec| {
+            let shape: Vec<usize> = spec
                 .shape
                 .iter()
                 .map(|d| if *d < 0 { 1 } else { *d as usize })
                 .collect();
-            tractor_model::Tensor::zero_dt(s.datatype.datum(), &shape)
+            tractor_model::Tensor::zero_dt(spec.datatype.datum(), &shape)
                 .map_err(|e| Error::WarmUp(e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -349,11 +349,11 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let http_result = http_task.await;
     let grpc_result = grpc_task.await;
-    if let Ok(Err(e)) = http_result {
-        return Err(Error::Start(e));
+    if let Ok(Err(source)) = http_result {
+        return Err(Error::Start(source));
     }
-    if let Ok(Err(e)) = grpc_result {
-        return Err(Error::Grpc(e));
+    if let Ok(Err(source)) = grpc_result {
+        return Err(Error::Grpc(source));
     }
     tracing::info!("drained; exiting");
     Ok(())

@@ -89,7 +89,7 @@ impl Metrics {
         revision: Option<&str>,
     ) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
-        let m = [(MODEL, model)];
+        let model_label = [(MODEL, model)];
         let requests = fixed(
             &registry,
             IntCounterVec::new(
@@ -119,7 +119,8 @@ impl Metrics {
                         HistogramOpts::new(name, help)
                             .buckets(buckets.to_vec())
                             .const_labels(
-                                m.iter()
+                                model_label
+                                    .iter()
                                     .map(|(k, v)| (k.to_string(), v.to_string()))
                                     .collect(),
                             ),
@@ -138,7 +139,8 @@ impl Metrics {
         )?;
         let batch_size = hist(BATCH_SIZE, "Rows per merged batch.", BATCH_BUCKETS)?;
         let labels = || {
-            m.iter()
+            model_label
+                .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()
         };
@@ -241,8 +243,8 @@ impl Metrics {
         // An empty label value is no label to Prometheus: a server not told its revision exports none.
         info.with_label_values(&[model, platform, sha256, revision.unwrap_or_default()])
             .set(1.0);
-        for r in RESULTS {
-            feedback.with_label_values(&[model, r]);
+        for result in RESULTS {
+            feedback.with_label_values(&[model, result]);
         }
         Ok(Metrics {
             registry,
@@ -344,12 +346,13 @@ mod tests {
 
     #[test]
     fn every_name_is_exported_with_the_model_label() {
-        let m = Metrics::new("digits", "tract_onnx", "abc", Some("3f9a1c0b7e")).expect("metrics");
-        m.observe_request("rest", "200", 0.001);
-        m.queue.observe(0.0001);
-        m.compute.observe(0.0001);
-        m.batch_size.observe(3.0);
-        let text = m.render();
+        let metrics =
+            Metrics::new("digits", "tract_onnx", "abc", Some("3f9a1c0b7e")).expect("metrics");
+        metrics.observe_request("rest", "200", 0.001);
+        metrics.queue.observe(0.0001);
+        metrics.compute.observe(0.0001);
+        metrics.batch_size.observe(3.0);
+        let text = metrics.render();
         for name in [
             REQUESTS_TOTAL,
             REQUEST_DURATION,

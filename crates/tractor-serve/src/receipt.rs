@@ -71,12 +71,12 @@ impl Receipt {
     }
 
     /// Parses a receipt; `Err` says what is wrong with it.
-    pub fn parse(s: &str) -> Result<Receipt, String> {
-        if s.matches(':').count() < 4 {
+    pub fn parse(text: &str) -> Result<Receipt, String> {
+        if text.matches(':').count() < 4 {
             return Err("a receipt has five `:`-separated parts".to_owned());
         }
         // From the right: the model name, in the middle, is the only part that could hold a colon.
-        let mut right = s.rsplitn(4, ':');
+        let mut right = text.rsplitn(4, ':');
         let (Some(classes), Some(time), Some(revision), Some(head)) =
             (right.next(), right.next(), right.next(), right.next())
         else {
@@ -94,20 +94,24 @@ impl Receipt {
             Some(values) => Predicted::Values(
                 values
                     .split(',')
-                    .map(|v| {
-                        v.parse::<f64>()
+                    .map(|value| {
+                        value
+                            .parse::<f64>()
                             .ok()
                             .filter(|v| v.is_finite())
-                            .ok_or_else(|| format!("receipt value `{v}` is not a finite number"))
+                            .ok_or_else(|| {
+                                format!("receipt value `{value}` is not a finite number")
+                            })
                     })
                     .collect::<Result<Vec<f64>, String>>()?,
             ),
             None => Predicted::Classes(
                 classes
                     .split(',')
-                    .map(|c| {
-                        c.parse()
-                            .map_err(|_| format!("receipt class `{c}` is not an integer"))
+                    .map(|class| {
+                        class
+                            .parse()
+                            .map_err(|_| format!("receipt class `{class}` is not an integer"))
                     })
                     .collect::<Result<Vec<i64>, String>>()?,
             ),
@@ -147,8 +151,13 @@ mod tests {
                 predicted: Predicted::Values(vec![255.26055908203125, -0.1, 1e-30]),
             },
         ];
-        for r in cases {
-            assert_eq!(Receipt::parse(&r.encode()), Ok(r.clone()), "{}", r.encode());
+        for receipt in cases {
+            assert_eq!(
+                Receipt::parse(&receipt.encode()),
+                Ok(receipt.clone()),
+                "{}",
+                receipt.encode()
+            );
         }
         assert_eq!(
             Receipt {

@@ -299,25 +299,26 @@ async fn run_infer(
 
 async fn infer_inner(
     st: &AppState,
-    m: &str,
-    v: Option<&str>,
+    model: &str,
+    version: Option<&str>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let s = &st.server;
-    s.check_model(m, v)?;
+    let server = &st.server;
+    server.check_model(model, version)?;
     let body = read_body(body, st.config.max_body_bytes).await?;
     let (json_part, binary) = split_body(headers, &body)?;
-    let decoded = codec::decode_rest(&s.signature, &json_part, &binary).map_err(|e| bad(e.0))?;
-    let inferred = s
+    let decoded =
+        codec::decode_rest(&server.signature, &json_part, &binary).map_err(|e| bad(e.0))?;
+    let inferred = server
         .infer(decoded.inputs, decoded.rows, decoded.id.as_deref())
         .await?;
     let (header_json, binary_out) = codec::encode_rest(
-        &s.name,
-        &s.version,
+        &server.name,
+        &server.version,
         decoded.id,
         inferred.receipt,
-        &s.signature,
+        &server.signature,
         &decoded.outputs,
         &inferred.outputs,
     )

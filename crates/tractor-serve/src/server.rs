@@ -105,8 +105,9 @@ impl Server {
             .iter()
             .position(|o| o.datatype.is_float() && o.shape.len() == 2);
         // One float column (or a float vector) is a regressor's value, not the scores of one class.
-        let one_value = |o: &tractor_model::TensorSpec| {
-            o.datatype.is_float() && (o.shape.len() == 1 || (o.shape.len() == 2 && o.shape[1] == 1))
+        let one_value = |output: &tractor_model::TensorSpec| {
+            output.datatype.is_float()
+                && (output.shape.len() == 1 || (output.shape.len() == 2 && output.shape[1] == 1))
         };
         let class_output = label.map(|i| (i, true)).or(score_output
             .filter(|i| !one_value(&signature.outputs[*i]))
@@ -183,9 +184,9 @@ impl Server {
         })?;
         let classes = self.classes(&out.outputs);
         if let (Some(id), Some(classes)) = (id, &classes)
-            && let Ok(mut f) = self.feedback.lock()
+            && let Ok(mut store) = self.feedback.lock()
         {
-            f.record(id, classes.clone(), Instant::now());
+            store.record(id, classes.clone(), Instant::now());
         }
         let predicted = match classes {
             Some(c) => Some(Predicted::Classes(c)),
@@ -244,8 +245,8 @@ impl Server {
             .lock()
             .map_err(|_| InferError::Internal("feedback store poisoned".into()))?
             .apply(items, &self.name, revision, Instant::now());
-        for l in &labelled {
-            match l {
+        for row in &labelled {
+            match row {
                 Labelled::Class {
                     revision,
                     predicted,
@@ -269,13 +270,15 @@ impl Server {
         self.metrics.feedback(CORRECT, summary.correct);
         self.metrics.feedback(INCORRECT, summary.incorrect);
         self.metrics.feedback(UNKNOWN_ID, summary.unknown_id);
-        let s = &summary.scores;
-        self.metrics.window.set(s.window as i64);
-        if let (Some(a), Some(p), Some(r), Some(f)) = (s.accuracy, s.precision, s.recall, s.f1) {
-            self.metrics.accuracy.set(a);
-            self.metrics.precision.set(p);
-            self.metrics.recall.set(r);
-            self.metrics.f1.set(f);
+        let scores = &summary.scores;
+        self.metrics.window.set(scores.window as i64);
+        if let (Some(accuracy), Some(precision), Some(recall), Some(f1)) =
+            (scores.accuracy, scores.precision, scores.recall, scores.f1)
+        {
+            self.metrics.accuracy.set(accuracy);
+            self.metrics.precision.set(precision);
+            self.metrics.recall.set(recall);
+            self.metrics.f1.set(f1);
         }
         Ok(summary)
     }
@@ -300,7 +303,8 @@ impl Server {
         let score_ix = self.score_output.ok_or_else(|| {
             InferError::BadRequest("explain needs a float output of shape [-1, classes]".into())
         })?;
-        let x = codec::tensor_to_f64(Datatype::Fp32, &inputs[0]).map_err(InferError::Internal)?;
+        let input_values =
+            codec::tensor_to_f64(Datatype::Fp32, &inputs[0]).map_err(InferError::Internal)?;
         let features = inputs[0].shape().get(1).copied().unwrap_or(0);
         if features == 0 || rows == 0 {
             return Err(InferError::BadRequest(format!(
@@ -319,8 +323,10 @@ impl Server {
         let baseline: Vec<f64> = match parameters.get("baseline") {
             None => vec![0.0; features],
             Some(Value::Number(n)) => vec![n.as_f64().unwrap_or(0.0); features],
-            Some(Value::Array(a)) if a.len() == features && a.iter().all(Value::is_number) => {
-                a.iter().filter_map(Value::as_f64).collect()
+            Some(Value::Array(values))
+                if values.len() == features && values.iter().all(Value::is_number) =>
+            {
+                values.iter().filter_map(Value::as_f64).collect()
             }
             Some(_) => {
                 return Err(InferError::BadRequest(format!(
@@ -335,19 +341,21 @@ impl Server {
             })?),
         };
         let mut data: Vec<f32> = Vec::with_capacity(expanded * features);
-        for row in x.chunks(features) {
+        for row in input_values.chunks(features) {
             data.extend(row.iter().map(|v| *v as f32));
-            for (j, b) in baseline.iter().enumerate() {
-                data.extend(row.iter().enumerate().map(
-                    |(k, v)| {
-                        if k == j { *b as f32 } else { *v as f32 }
-                    },
-                ));
+            for (feature, fill) in baseline.iter().enumerate() {
+                data.extend(row.iter().enumerate().map(|(column, value)| {
+                    if column == feature {
+                        *fill as f32
+                    } else {
+                        *value as f32
+                    }
+                }));
             }
         }
-        let t = Tensor::from_shape(&[expanded, features], &data)
+        let batch = Tensor::from_shape(&[expanded, features], &data)
             .map_err(|e| InferError::Internal(e.to_string()))?;
-        let out = self.infer(vec![t], expanded, None).await?.outputs;
+        let out = self.infer(vec![batch], expanded, None).await?.outputs;
         let scores_t = out
             .get(score_ix)
             .ok_or_else(|| InferError::Internal("missing score output".into()))?;
@@ -357,18 +365,18 @@ impl Server {
         let mut explanations = Vec::with_capacity(rows);
         for block in scores.chunks(classes * (features + 1)) {
             let original = &block[..classes];
-            let c = target.unwrap_or_else(|| argmax(original));
-            if c >= classes {
+            let class = target.unwrap_or_else(|| argmax(original));
+            if class >= classes {
                 return Err(InferError::BadRequest(format!(
-                    "target {c} is not below the model's {classes} classes"
+                    "target {class} is not below the model's {classes} classes"
                 )));
             }
-            let score = original[c];
+            let score = original[class];
             let attributions = (0..features)
-                .map(|j| score - block[(j + 1) * classes + c])
+                .map(|j| score - block[(j + 1) * classes + class])
                 .collect();
             explanations.push(RowExplanation {
-                target: c,
+                target: class,
                 score,
                 attributions,
             });

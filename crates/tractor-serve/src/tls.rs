@@ -128,9 +128,9 @@ impl TlsListener {
             loop {
                 let (stream, peer) = match tcp.accept().await {
                     Ok(c) => c,
-                    Err(e) => {
+                    Err(error) => {
                         // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accepting a TLS connection");
+                        tracing::warn!(error = %error, "accepting a TLS connection");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
