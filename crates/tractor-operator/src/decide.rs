@@ -370,6 +370,9 @@ pub fn decide(observed: &Observed, config: &BuildConfig) -> Plan {
     let after = match (&state, job_requeue) {
         (_, Some(after)) => after,
         (ModelState::Optimizing, None) => OPTIMIZING_REQUEUE,
+        // A failed revision stays failed until the spec changes (a watch event): nothing to poll for but the
+        // drift check a healthy one gets too.
+        (ModelState::Failed(_), None) => HEALTHY_REQUEUE,
         _ if ready => HEALTHY_REQUEUE,
         _ => ROLLING_OUT_REQUEUE,
     };

@@ -788,7 +788,7 @@ fn a_completed_job_without_its_report_is_awaited_for_the_grace_then_fails() {
             status: Some(want),
             autoscaler: Remember::Forget,
             evaluation: None,
-            requeue: secs(60),
+            requeue: secs(300),
         }
     );
 }
@@ -861,7 +861,7 @@ fn job_failures_become_the_typed_failure() {
                 status: Some(want),
                 autoscaler: Remember::Forget,
                 evaluation: None,
-                requeue: secs(60),
+                requeue: secs(300),
             },
             "{case}"
         );
@@ -922,7 +922,7 @@ fn a_failed_job_keeps_the_previous_revision_serving_and_only_scales_it() {
             status: Some(want),
             autoscaler: Remember::Forget,
             evaluation: None,
-            requeue: secs(60),
+            requeue: secs(300),
         }
     );
     let status = plan.status.expect("a status");
@@ -952,7 +952,7 @@ fn an_already_failed_revision_stays_failed_with_its_message_prefixed_once() {
         status: None,
         autoscaler: Remember::Forget,
         evaluation: None,
-        requeue: secs(60),
+        requeue: secs(300),
     };
     assert_plan!(decide(&seen, &config()), steady);
 
@@ -1026,7 +1026,7 @@ fn a_failure_recorded_without_the_typed_field_keeps_the_stalled_reason() {
             status: Some(want),
             autoscaler: Remember::Forget,
             evaluation: None,
-            requeue: secs(60),
+            requeue: secs(300),
         }
     );
 }
