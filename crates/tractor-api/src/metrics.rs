@@ -55,6 +55,12 @@ pub const MODEL_INFO: &str = "tractor_model_info";
 /// Prometheus client library gives it, with the model label so the operator's `Cpu` scaling metric selects it
 /// like the others.
 pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
+/// `process_resident_memory_bytes{model}`: resident memory of the server process, read at each scrape; the
+/// name every Prometheus client library gives it.
+pub const PROCESS_RSS: &str = "process_resident_memory_bytes";
+/// `tractor_model_load_seconds{model,phase}`: where the server's start went, set once when it becomes ready, by
+/// [`PHASE`]: [`PHASE_LOAD`], [`PHASE_OPTIMIZE`], [`PHASE_WARM_UP`] and [`PHASE_TOTAL`].
+pub const MODEL_LOAD_SECONDS: &str = "tractor_model_load_seconds";
 
 /// Label `model`: the served model's name, which the operator sets to the ModelDeployment's name.
 pub const MODEL: &str = "model";
@@ -74,6 +80,17 @@ pub const PREDICTED_CLASS: &str = "predicted_class";
 pub const PLATFORM: &str = "platform";
 /// Label `sha256` of [`MODEL_INFO`]: digest of the served model file.
 pub const SHA256: &str = "sha256";
+
+/// Label `phase` of [`MODEL_LOAD_SECONDS`].
+pub const PHASE: &str = "phase";
+/// [`PHASE`]: read the artifact, check its digest, parse and declutter it.
+pub const PHASE_LOAD: &str = "load";
+/// [`PHASE`]: optimize one plan per batch-size bucket.
+pub const PHASE_OPTIMIZE: &str = "optimize";
+/// [`PHASE`]: the first inference, which pays tract's lazy initialisation.
+pub const PHASE_WARM_UP: &str = "warm_up";
+/// [`PHASE`]: from the start of preparation to ready, the phases and what lies between them.
+pub const PHASE_TOTAL: &str = "total";
 
 /// [`RESULT`] of a prediction that matched its label.
 pub const CORRECT: &str = "correct";

@@ -16,7 +16,7 @@ pub mod tls;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tractor_api::names::{GRPC_PORT, HTTP_PORT};
 use tractor_model::DatatypeExt;
@@ -139,6 +139,7 @@ pub struct Prepared {
 
 /// Load, verify, optimize and warm up the model; returns a ready server.
 pub fn prepare(args: &ServeArgs) -> Result<Prepared, Error> {
+    let started = Instant::now();
     let ServeArgs {
         model,
         name,
@@ -170,10 +171,13 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, Error> {
     });
     // The same budget bounds the ops that split a batch across threads (tree ensembles), before anything runs.
     tractor_model::set_threads(threads);
+    let loading = Instant::now();
     let loaded = tractor_model::load(model, sha256.as_deref()).map_err(Error::LoadModel)?;
+    let load = loading.elapsed();
     let runner = loaded.runner(*max_batch_size).map_err(Error::LoadModel)?;
+    let optimize = loading.elapsed() - load;
     let signature = loaded.signature().clone();
-    tracing::info!(model = %model.display(), sha256 = loaded.sha256(), buckets = ?runner.buckets(), "model loaded and optimized");
+    let buckets = runner.buckets();
 
     // Warm-up: one zero input through a session, so the first request pays no lazy initialisation.
     let zeros = signature
@@ -193,6 +197,7 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, Error> {
         .session()
         .run(zeros)
         .map_err(|e| Error::WarmUp(e.to_string()))?;
+    let warm_up = loading.elapsed() - load - optimize;
 
     let metrics = metrics::Metrics::new(
         name,
@@ -208,6 +213,7 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, Error> {
         queue_capacity: *queue_capacity,
     };
     let batcher = batcher::Batcher::start(runner, config, metrics.clone()).map_err(Error::Start)?;
+    let start_metrics = metrics.clone();
     let feedback = feedback::Feedback::new(feedback::WindowConfig {
         max_count: *feedback_window,
         max_age: Duration::from_secs(*feedback_max_age_secs),
@@ -236,6 +242,26 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, Error> {
                 .to_owned(),
         ),
     };
+    let timings = metrics::StartTimings {
+        load: load.as_secs_f64(),
+        optimize: optimize.as_secs_f64(),
+        warm_up: warm_up.as_secs_f64(),
+        total: started.elapsed().as_secs_f64(),
+    };
+    start_metrics.record_start(&timings);
+    // One line that says where the start went, for `kubectl logs`.
+    tracing::info!(
+        model = %model.display(),
+        sha256 = loaded.sha256(),
+        buckets = ?buckets,
+        load_ms = %format!("{:.1}", timings.load * 1e3),
+        optimize_ms = %format!("{:.1}", timings.optimize * 1e3),
+        warm_up_ms = %format!("{:.1}", timings.warm_up * 1e3),
+        ready_ms = %format!("{:.1}", timings.total * 1e3),
+        rss_mib = %metrics::process_rss_bytes()
+            .map_or_else(|| "unknown".to_owned(), |bytes| format!("{:.1}", bytes / (1024.0 * 1024.0))),
+        "model ready"
+    );
     server.set_ready(true);
     Ok(Prepared {
         server,

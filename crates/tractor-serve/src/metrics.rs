@@ -57,6 +57,35 @@ pub struct Metrics {
     /// Size of the scored window.
     pub window: IntGauge,
     cpu: Counter,
+    rss: Gauge,
+    load: GaugeVec,
+}
+
+/// Where a server's start went: the phases [`tractor_api::metrics::MODEL_LOAD_SECONDS`] exports, in seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StartTimings {
+    /// Read, digest check, parse and declutter.
+    pub load: f64,
+    /// One optimized plan per batch-size bucket.
+    pub optimize: f64,
+    /// The first inference.
+    pub warm_up: f64,
+    /// Start of preparation to ready.
+    pub total: f64,
+}
+
+/// Resident memory of this process in bytes, from `/proc/self/status`; `None` off Linux.
+pub fn process_rss_bytes() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024.0)
 }
 
 /// CPU seconds this process has used (all threads, user + system), from `/proc/self/stat`; `None` off Linux.
@@ -233,6 +262,21 @@ impl Metrics {
                 .const_labels(labels()),
             )?,
         )?;
+        let rss = gauge(
+            PROCESS_RSS,
+            "Resident memory of the server process, in bytes.",
+        )?;
+        let load = fixed(
+            &registry,
+            GaugeVec::new(
+                Opts::new(
+                    MODEL_LOAD_SECONDS,
+                    "Seconds the server's start spent per phase, set once when it became ready.",
+                )
+                .const_labels(labels()),
+                &[PHASE],
+            )?,
+        )?;
         let info = fixed(
             &registry,
             GaugeVec::new(
@@ -266,6 +310,8 @@ impl Metrics {
             f1,
             window,
             cpu,
+            rss,
+            load,
         })
     }
 
@@ -324,8 +370,23 @@ impl Metrics {
             .inc_by(error * error);
     }
 
+    /// Record where the start went (once, when the server becomes ready).
+    pub fn record_start(&self, timings: &StartTimings) {
+        for (phase, seconds) in [
+            (PHASE_LOAD, timings.load),
+            (PHASE_OPTIMIZE, timings.optimize),
+            (PHASE_WARM_UP, timings.warm_up),
+            (PHASE_TOTAL, timings.total),
+        ] {
+            self.load.with_label_values(&[phase]).set(seconds);
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        if let Some(bytes) = process_rss_bytes() {
+            self.rss.set(bytes);
+        }
         // A counter only moves up: catch it up with the process's clock at each scrape.
         if let Some(now) = process_cpu_seconds() {
             let behind = now - self.cpu.get();
@@ -343,6 +404,37 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The start's phases are exported under their labels, and the resident memory is this process's.
+    #[test]
+    fn start_phases_and_resident_memory() {
+        let metrics = Metrics::new("digits", "tract_onnx", "abc", None).expect("metrics");
+        metrics.record_start(&StartTimings {
+            load: 0.25,
+            optimize: 0.5,
+            warm_up: 0.125,
+            total: 1.0,
+        });
+        let text = metrics.render();
+        for (phase, value) in [
+            ("load", "0.25"),
+            ("optimize", "0.5"),
+            ("warm_up", "0.125"),
+            ("total", "1"),
+        ] {
+            let line =
+                format!(r#"tractor_model_load_seconds{{model="digits",phase="{phase}"}} {value}"#);
+            assert!(text.contains(&line), "{line} missing from\n{text}");
+        }
+        let rss: f64 = text
+            .lines()
+            .find_map(|line| line.strip_prefix(r#"process_resident_memory_bytes{model="digits"} "#))
+            .expect("rss exported")
+            .parse()
+            .expect("a number");
+        // A test binary holds at least a megabyte and, here, far less than a terabyte.
+        assert!((1e6..1e12).contains(&rss), "{rss}");
+    }
 
     #[test]
     fn every_name_is_exported_with_the_model_label() {
@@ -363,6 +455,7 @@ mod tests {
             FEEDBACK_TOTAL,
             ACCURACY,
             MODEL_INFO,
+            PROCESS_RSS,
         ] {
             assert!(text.contains(name), "{name} missing");
         }
