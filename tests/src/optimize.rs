@@ -81,6 +81,14 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     names
 }
 
+/// Hex sha256 of `bytes`, as [`sha256`] computes it.
+pub fn sha256_bytes(bytes: &[u8]) -> Result<String> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("bytes");
+    std::fs::write(&path, bytes)?;
+    sha256(&path)
+}
+
 /// Hex sha256 of a file, with the system's sha256sum (an independent implementation from the binary's).
 pub fn sha256(path: &Path) -> Result<String> {
     let out = Command::new("sha256sum").arg(path).output()?;
@@ -97,11 +105,19 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Wait until `port` accepts connections.
+/// Wait until `port` accepts connections on loopback.
 pub fn wait_for_port(port: u16, timeout: Duration, child: &mut Child) -> Result<()> {
+    wait_for_port_at(LOOPBACK, port, timeout, child)
+}
+
+/// Loopback, where the test servers listen unless pods must reach them.
+const LOOPBACK: &str = "127.0.0.1";
+
+/// Wait until `host:port` accepts connections.
+fn wait_for_port_at(host: &str, port: u16, timeout: Duration, child: &mut Child) -> Result<()> {
     let start = Instant::now();
     while start.elapsed() < timeout {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if TcpStream::connect((host, port)).is_ok() {
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {
@@ -164,6 +180,12 @@ pub fn weed_bin() -> Result<PathBuf> {
 
 /// A real SeaweedFS (master, volume, filer and S3 gateway in one process) on loopback, with one identity.
 pub fn s3_server() -> Result<Server> {
+    s3_server_at(LOOPBACK)
+}
+
+/// [`s3_server`] listening on `ip` only: the cluster's host address ([`crate::cluster::HOST_IP`]) for a
+/// store that pods on the real node reach. Its free ports are picked on loopback, which shares the port space.
+pub fn s3_server_at(ip: &str) -> Result<Server> {
     let weed = weed_bin()?;
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("s3.json");
@@ -183,7 +205,9 @@ pub fn s3_server() -> Result<Server> {
     let mut child = Command::new(weed)
         .arg("server")
         .arg(format!("-dir={}", data.display()))
-        .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3", "-filer"])
+        .arg(format!("-ip={ip}"))
+        .arg(format!("-ip.bind={ip}"))
+        .args(["-s3", "-filer"])
         .arg(format!("-master.port={master}"))
         .arg(format!("-volume.port={volume}"))
         .arg(format!("-filer.port={filer}"))
@@ -195,7 +219,7 @@ pub fn s3_server() -> Result<Server> {
         .stderr(log)
         .spawn()
         .context("starting weed server")?;
-    wait_for_port(s3, Duration::from_secs(90), &mut child)?;
+    wait_for_port_at(ip, s3, Duration::from_secs(90), &mut child)?;
     Ok(Server {
         child,
         port: s3,
@@ -205,6 +229,11 @@ pub fn s3_server() -> Result<Server> {
 
 /// Run curl with AWS SigV4 against the S3 server (PUT a bucket or an object); retried while the server warms up.
 pub fn s3_put(port: u16, path: &str, file: Option<&Path>) -> Result<()> {
+    s3_put_at(LOOPBACK, port, path, file)
+}
+
+/// [`s3_put`] to a server listening on `host`.
+pub fn s3_put_at(host: &str, port: u16, path: &str, file: Option<&Path>) -> Result<()> {
     let start = Instant::now();
     loop {
         let mut cmd = Command::new("curl");
@@ -217,7 +246,7 @@ pub fn s3_put(port: u16, path: &str, file: Option<&Path>) -> Result<()> {
         if let Some(f) = file {
             cmd.arg("--data-binary").arg(format!("@{}", f.display()));
         }
-        cmd.arg(format!("http://127.0.0.1:{port}/{path}"));
+        cmd.arg(format!("http://{host}:{port}/{path}"));
         let out = cmd.output().context("running curl")?;
         let code = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         if code.starts_with('2') {
@@ -231,6 +260,131 @@ pub fn s3_put(port: u16, path: &str, file: Option<&Path>) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// What one signed request to the S3 test server answered.
+#[derive(Debug)]
+pub struct S3Response {
+    /// HTTP status code.
+    pub status: u16,
+    /// The response headers, as curl wrote them (one `Name: value` a line).
+    pub headers: String,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl S3Response {
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then_some(value.trim())
+        })
+    }
+}
+
+/// One request (`GET`, `HEAD`, `DELETE`) to the S3 test server with AWS SigV4, path-style (`bucket/key`, or
+/// `bucket?query` with the query's values percent-encoded, as SigV4 signs them); not retried.
+pub fn s3_request(port: u16, method: &str, path: &str) -> Result<S3Response> {
+    s3_request_at(LOOPBACK, port, method, path)
+}
+
+/// [`s3_request`] to a server listening on `host`.
+pub fn s3_request_at(host: &str, port: u16, method: &str, path: &str) -> Result<S3Response> {
+    let dir = tempfile::tempdir()?;
+    let (headers, body) = (dir.path().join("headers"), dir.path().join("body"));
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-w", "%{http_code}"])
+        .args(["--aws-sigv4", "aws:amz:us-east-1:s3"])
+        .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+        .arg("--user")
+        .arg(format!("{S3_ACCESS_KEY}:{S3_SECRET_KEY}"))
+        .arg("-D")
+        .arg(&headers)
+        .arg("-o")
+        .arg(&body);
+    if method == "HEAD" {
+        // Not `-X HEAD`: curl would wait for the body a Content-Length announces.
+        cmd.arg("-I");
+    } else {
+        cmd.args(["-X", method]);
+    }
+    let out = cmd
+        .arg(format!("http://{host}:{port}/{path}"))
+        .output()
+        .context("running curl")?;
+    let status = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .with_context(|| {
+            format!(
+                "{method} {path}: curl printed no status: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+    Ok(S3Response {
+        status,
+        headers: std::fs::read_to_string(&headers).unwrap_or_default(),
+        body: std::fs::read(&body).unwrap_or_default(),
+    })
+}
+
+/// The keys of `bucket` under `prefix` (one page of a ListObjectsV2, enough for a test's handful).
+pub fn s3_keys(port: u16, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+    s3_keys_at(LOOPBACK, port, bucket, prefix)
+}
+
+/// [`s3_keys`] of a server listening on `host`.
+pub fn s3_keys_at(host: &str, port: u16, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+    let encoded = prefix.replace('/', "%2F");
+    let listing = s3_request_at(
+        host,
+        port,
+        "GET",
+        &format!("{bucket}?list-type=2&prefix={encoded}"),
+    )?;
+    let text = String::from_utf8(listing.body)?;
+    anyhow::ensure!(listing.status == 200, "listing {bucket}/{prefix}: {text}");
+    Ok(text
+        .split("<Key>")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("</Key>").map(|(key, _)| key.to_owned()))
+        .collect())
+}
+
+/// What one `tractor fetch` run gave.
+#[derive(Debug)]
+pub struct FetchRun {
+    /// Exit status code.
+    pub code: i32,
+    /// The JSON line it prints on stdout (its result or its failure).
+    pub result: Value,
+    /// stderr: progress lines and logs.
+    pub stderr: String,
+}
+
+/// Run `tractor fetch --uri URI --sha256 SHA256 --out OUT` with `env` added.
+pub fn fetch(uri: &str, sha256: &str, out: &Path, env: &[(&str, &str)]) -> Result<FetchRun> {
+    let mut cmd = Command::new(tractor_binary()?);
+    cmd.args(["fetch", "--uri", uri, "--sha256", sha256, "--out"])
+        .arg(out)
+        .env("RUST_LOG", "info")
+        .env_remove("RUST_BACKTRACE");
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    let output = cmd.output().context("running tractor fetch")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let result = serde_json::from_str(stdout.trim())
+        .with_context(|| format!("tractor fetch printed {stdout:?}; stderr:\n{stderr}"))?;
+    Ok(FetchRun {
+        code: output.status.code().unwrap_or(-1),
+        result,
+        stderr,
+    })
 }
 
 /// The environment `tractor optimize` gets in a pod for this server.

@@ -70,3 +70,19 @@ pub fn common_labels(model: &str, revision: &str) -> std::collections::BTreeMap<
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect()
 }
+
+/// Environment variables that reach the artifact store from the optimize Job (publish) and the serving pods'
+/// fetch step. Apart from the `AWS_*` a source's own `spec.model.s3` uses, so a Job can read a source from one
+/// S3 store and publish to another.
+pub mod store_env {
+    /// The store's S3 endpoint URL.
+    pub const ENDPOINT: &str = "TRACTOR_STORE_ENDPOINT";
+    /// The store's region.
+    pub const REGION: &str = "TRACTOR_STORE_REGION";
+    /// `true` to address the bucket in the path.
+    pub const PATH_STYLE: &str = "TRACTOR_STORE_PATH_STYLE";
+    /// The access key id, from the store Secret's `AWS_ACCESS_KEY_ID`.
+    pub const ACCESS_KEY_ID: &str = "TRACTOR_STORE_ACCESS_KEY_ID";
+    /// The secret key, from the store Secret's `AWS_SECRET_ACCESS_KEY`.
+    pub const SECRET_ACCESS_KEY: &str = "TRACTOR_STORE_SECRET_ACCESS_KEY";
+}

@@ -31,6 +31,10 @@ pub enum FailureReason {
     BelowMinScore,
     /// The labelled set could not be read or does not fit the model.
     InvalidDataset,
+    /// The artifact store (`publish`) could not be reached or refused the upload; the message names the store and
+    /// the error. The artifact is still written to `out`, but the run fails: pods would fetch a digest the store
+    /// does not hold.
+    ArtifactStoreUnavailable,
     /// Anything else; the message says what.
     Internal,
 }
@@ -70,6 +74,10 @@ pub struct OptimizeReport {
     /// `sha256:<hex>` of the artifact (NNEF archive) written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_digest: Option<String>,
+    /// `s3://bucket/prefix/sha256/<hex>`: where the artifact was published in the artifact store (`publish`);
+    /// absent when the run publishes nowhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_uri: Option<String>,
     /// Artifact size in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<i64>,
@@ -165,6 +173,9 @@ impl OptimizeReport {
             }),
             message: (!self.message.is_empty()).then(|| self.message.clone()),
             pruning_refused: self.pruning_refused,
+            artifact_uri: self.artifact_uri.clone(),
+            // The operator decides delivery, from this uri and its own store settings.
+            delivery: None,
         }
     }
 }
@@ -201,6 +212,7 @@ mod tests {
     fn success_maps_to_model_status() {
         let report = OptimizeReport {
             artifact_digest: Some("sha256:ab".into()),
+            artifact_uri: Some("s3://models/tractor/sha256/ab".into()),
             precision: Some(Precision::F16),
             metric: Some(EvalMetric::Accuracy),
             baseline_score: Some(0.97),
@@ -210,7 +222,23 @@ mod tests {
         assert!(report.succeeded());
         let status = report.model_status();
         assert_eq!(status.precision, Some(Precision::F16));
+        assert_eq!(
+            status.artifact_uri.as_deref(),
+            Some("s3://models/tractor/sha256/ab")
+        );
+        assert!(
+            serde_json::to_string(&report)
+                .expect("serializes")
+                .contains(r#""artifactUri":"s3://models/tractor/sha256/ab""#)
+        );
         assert_eq!(status.scores.expect("scores").optimized, Some(0.969));
         assert!(!OptimizeReport::failure(FailureReason::FetchFailed, "404").succeeded());
+        let unavailable = OptimizeReport::failure(FailureReason::ArtifactStoreUnavailable, "down");
+        assert!(!unavailable.succeeded());
+        assert!(
+            unavailable
+                .to_compact_json()
+                .contains(r#""reason":"ArtifactStoreUnavailable""#)
+        );
     }
 }

@@ -47,6 +47,11 @@ pub struct OptimizeRequest {
     /// fixed precision, not at all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluation: Option<EvaluationRequest>,
+    /// Artifact store, `s3://bucket/prefix`: the verified artifact is published there content-addressed, at
+    /// `<prefix>/sha256/<hex>`, with its report at `<prefix>/sha256/<hex>.report.json`, so serving pods fetch
+    /// exactly that digest (`tractor fetch`) instead of re-deriving it; unset: the artifact stays in `out`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<String>,
 }
 
 /// The evaluation of an [`OptimizeRequest`]: `spec.optimize.evaluation` with its dataset located.
@@ -106,6 +111,7 @@ mod tests {
                 min_score: Some(0.25),
                 max_regression: Some(0.01),
             }),
+            publish: Some("s3://artifacts/tractor".to_owned()),
         }
     }
 
@@ -123,6 +129,7 @@ mod tests {
             r#""minScore":0.25"#,
             r#""maxRegression":0.01"#,
             r#""inputs":[{"name":"x","datatype":"FP32","shape":[-1,64]}]"#,
+            r#""publish":"s3://artifacts/tractor""#,
         ] {
             assert!(json.contains(spelling), "{spelling} in {json}");
         }

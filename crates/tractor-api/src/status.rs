@@ -116,6 +116,35 @@ pub struct ModelStatus {
     /// message says by how much.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pruning_refused: bool,
+    /// Where the optimize Job published the artifact in the operator's artifact store
+    /// (`s3://bucket/prefix/sha256/<hex>`); absent when it published none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_uri: Option<String>,
+    /// How serving pods get the artifact, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
+}
+
+/// How serving pods get their artifact.
+///
+/// Example: `{mode: ArtifactStore, message: "pods download s3://models/tractor/sha256/9c1e..."}`
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// `ArtifactStore`: pods download the published artifact and never optimize. `Rederive`: each pod
+    /// re-runs the optimize step on the source at the chosen precision (no store, or it cannot be used).
+    pub mode: DeliveryMode,
+    /// Why this mode, in words: the object pods download, or what keeps the store from being used.
+    pub message: String,
+}
+
+/// The ways serving pods get their artifact.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryMode {
+    /// Download the published artifact by digest.
+    ArtifactStore,
+    /// Re-derive the artifact from the source.
+    Rederive,
 }
 
 /// Name, type and shape of one model input or output.

@@ -27,7 +27,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use sha2::{Digest, Sha256};
 use tractor_api::names::{self, ARTIFACT_FILE, GRPC_PORT, HTTP_PORT, SERVER_CONTAINER};
-use tractor_api::{EvaluationRequest, ModelDeployment, ModelStatus, OptimizeRequest, Precision};
+use tractor_api::{
+    Delivery, DeliveryMode, EvaluationRequest, ModelDeployment, ModelStatus, OptimizeRequest,
+    Precision,
+};
 
 use crate::validate::{Location, Validated};
 
@@ -52,6 +55,100 @@ const DRAIN_DELAY_MILLIS: u64 = 5_000;
 pub struct BuildConfig {
     /// Image with the `tractor` binary, for Jobs and serving pods.
     pub image: String,
+    /// Where Jobs publish artifacts and pods fetch them; `None`: pods re-derive them.
+    pub artifact_store: Option<ArtifactStore>,
+}
+
+/// The operator's artifact store (`--artifact-store` and its settings).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArtifactStore {
+    /// `s3://bucket/prefix`, no trailing slash.
+    pub uri: String,
+    /// S3 endpoint URL.
+    pub endpoint: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+    /// Bucket in the path rather than the host name.
+    pub path_style: bool,
+    /// Name of the Secret with the store's keys, in each model namespace.
+    pub secret: String,
+}
+
+impl ArtifactStore {
+    /// The environment that reaches the store ([`names::store_env`]); the keys are references to the
+    /// namespace's Secret, never copies.
+    fn env(&self) -> Vec<EnvVar> {
+        use names::store_env;
+        let mut vars = vec![];
+        if let Some(endpoint) = &self.endpoint {
+            vars.push(env(store_env::ENDPOINT, endpoint.clone()));
+        }
+        if let Some(region) = &self.region {
+            vars.push(env(store_env::REGION, region.clone()));
+        }
+        vars.extend([
+            env(store_env::PATH_STYLE, self.path_style.to_string()),
+            secret_env(store_env::ACCESS_KEY_ID, &self.secret, "AWS_ACCESS_KEY_ID"),
+            secret_env(
+                store_env::SECRET_ACCESS_KEY,
+                &self.secret,
+                "AWS_SECRET_ACCESS_KEY",
+            ),
+        ]);
+        vars
+    }
+}
+
+/// The store a Job of this namespace publishes to: the operator's, where the namespace holds its Secret (a
+/// Job referencing a missing Secret would never start).
+pub fn publishing_store<'a>(
+    config: &'a BuildConfig,
+    secret: Option<&Result<bool, String>>,
+) -> Option<&'a ArtifactStore> {
+    config
+        .artifact_store
+        .as_ref()
+        .filter(|_| matches!(secret, Some(Ok(true))))
+}
+
+/// How serving pods of `model` get their artifact: downloaded from the store when the operator has one, the
+/// namespace holds its Secret and the Job published this artifact; otherwise re-derived, and the message
+/// says what keeps the store out.
+pub fn delivery(
+    model: &ModelStatus,
+    config: &BuildConfig,
+    namespace: &str,
+    secret: Option<&Result<bool, String>>,
+) -> Delivery {
+    let rederive = |message: String| Delivery {
+        mode: DeliveryMode::Rederive,
+        message,
+    };
+    let Some(store) = &config.artifact_store else {
+        return rederive(
+            "no artifact store (the operator's --artifact-store): each pod re-derives the artifact from the source"
+                .to_owned(),
+        );
+    };
+    match (secret, &model.artifact_uri) {
+        (Some(Ok(false)), _) => rederive(format!(
+            "Secret {} not found in namespace {namespace}: each pod re-derives the artifact; create it with the \
+             store's AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to use {}",
+            store.secret, store.uri
+        )),
+        (Some(Err(why)), _) => rederive(format!(
+            "cannot read Secret {} in namespace {namespace} ({why}): each pod re-derives the artifact",
+            store.secret
+        )),
+        (_, None) => rederive(format!(
+            "the optimize Job did not publish this artifact to {}: each pod re-derives it",
+            store.uri
+        )),
+        (_, Some(uri)) => Delivery {
+            mode: DeliveryMode::ArtifactStore,
+            message: format!("pods download {uri}"),
+        },
+    }
 }
 
 /// Name of the optimize Job of a revision.
@@ -239,6 +336,7 @@ fn optimize_command(
     precision: Precision,
     evaluate: bool,
     prune: bool,
+    publish: Option<&ArtifactStore>,
 ) -> (Vec<String>, SourceAccess) {
     let spec = &validated.md.spec;
     let mut access = SourceAccess::default();
@@ -266,7 +364,11 @@ fn optimize_command(
             .filter(|_| prune)
             .map(|pruning| pruning.sparsity),
         evaluation,
+        publish: publish.map(|store| store.uri.clone()),
     };
+    if let Some(store) = publish {
+        access.env.extend(store.env());
+    }
     if let Some(s3) = &spec.model.s3 {
         if let Some(endpoint) = &s3.endpoint {
             access.env.push(env("AWS_ENDPOINT_URL", endpoint.clone()));
@@ -353,14 +455,20 @@ fn tmp_volume() -> (Volume, VolumeMount) {
 
 /// The optimize Job of the current revision. Its report comes back through the container's termination
 /// message (`/dev/termination-log`), so the Job needs no API access at all.
-pub fn optimize_job(validated: &Validated, config: &BuildConfig) -> Job {
+/// The optimize Job of the current revision; it publishes the artifact to `publish` when given.
+pub fn optimize_job(
+    validated: &Validated,
+    config: &BuildConfig,
+    publish: Option<&ArtifactStore>,
+) -> Job {
     let spec = &validated.md.spec;
     let labels = labels(
         &validated.name,
         &validated.revision,
         names::COMPONENT_OPTIMIZE,
     );
-    let (args, mut access) = optimize_command(validated, spec.optimize.precision, true, true);
+    let (args, mut access) =
+        optimize_command(validated, spec.optimize.precision, true, true, publish);
     let (artifact, artifact_mount) = artifact_volume();
     let (tmp, tmp_mount) = tmp_volume();
     access.volumes.extend([artifact, tmp]);
@@ -479,18 +587,49 @@ pub fn deployment(
         annotations.insert("prometheus.io/scheme".to_owned(), "https".to_owned());
     }
 
-    let precision = model.precision.unwrap_or(Precision::F32);
-    // The pods re-derive exactly what the Job chose: its precision, and no pruning where the gate refused it.
-    let (fetch_args, mut access) =
-        optimize_command(validated, precision, false, !model.pruning_refused);
-    let (artifact, artifact_mount) = artifact_volume();
-    let (tmp, tmp_mount) = tmp_volume();
-    access.volumes.extend([artifact, tmp]);
     let artifact_hex = model
         .artifact_digest
         .as_deref()
-        .map(|d| d.trim_start_matches("sha256:").to_owned())
+        .map(|digest| digest.trim_start_matches("sha256:").to_owned())
         .unwrap_or_default();
+    let downloaded = match (&model.delivery, &model.artifact_uri, &config.artifact_store) {
+        (Some(delivery), Some(uri), Some(store))
+            if delivery.mode == DeliveryMode::ArtifactStore =>
+        {
+            Some((uri, store))
+        }
+        _ => None,
+    };
+    let (fetch_args, mut access) = match downloaded {
+        // Exactly the published digest, checked before it is written where the server reads it.
+        Some((uri, store)) => (
+            vec![
+                "fetch".to_owned(),
+                "--uri".to_owned(),
+                uri.clone(),
+                "--sha256".to_owned(),
+                artifact_hex.clone(),
+                "--out".to_owned(),
+                ARTIFACT_DIR.to_owned(),
+            ],
+            SourceAccess {
+                env: store.env(),
+                ..SourceAccess::default()
+            },
+        ),
+        // The pods re-derive exactly what the Job chose: its precision, and no pruning where the gate refused
+        // it.
+        None => optimize_command(
+            validated,
+            model.precision.unwrap_or(Precision::F32),
+            false,
+            !model.pruning_refused,
+            None,
+        ),
+    };
+    let (artifact, artifact_mount) = artifact_volume();
+    let (tmp, tmp_mount) = tmp_volume();
+    access.volumes.extend([artifact, tmp]);
 
     let mut server_args = vec![
         "serve".to_owned(),
@@ -855,6 +994,7 @@ spec:
     fn config() -> BuildConfig {
         BuildConfig {
             image: "tractor:dev".into(),
+            artifact_store: None,
         }
     }
 
@@ -919,10 +1059,163 @@ spec:
         }
     }
 
+    fn store_config() -> BuildConfig {
+        BuildConfig {
+            artifact_store: Some(ArtifactStore {
+                uri: "s3://models/tractor".into(),
+                endpoint: Some("http://10.250.0.1:8333".into()),
+                region: Some("us-east-1".into()),
+                path_style: true,
+                secret: "tractor-artifact-store".into(),
+            }),
+            ..config()
+        }
+    }
+
+    /// Each reason the store is not used is said; only a published artifact in a namespace with the Secret
+    /// is downloaded.
+    #[test]
+    fn delivery_uses_the_store_only_when_everything_is_there() {
+        let validated = validate(&md(CONFIG_MAP_MODEL)).expect("valid");
+        let published = ModelStatus {
+            artifact_uri: Some(format!("s3://models/tractor/sha256/{}", "ab".repeat(32))),
+            ..optimized(&validated, Precision::F16, false)
+        };
+        let unpublished = optimized(&validated, Precision::F16, false);
+        let found = Ok(true);
+        let missing = Ok(false);
+        let forbidden = Err("403 Forbidden".to_owned());
+        let cases = [
+            (
+                &published,
+                config(),
+                Some(&found),
+                DeliveryMode::Rederive,
+                "no artifact store",
+            ),
+            (
+                &published,
+                store_config(),
+                Some(&missing),
+                DeliveryMode::Rederive,
+                "Secret tractor-artifact-store not found in namespace ml",
+            ),
+            (
+                &published,
+                store_config(),
+                Some(&forbidden),
+                DeliveryMode::Rederive,
+                "403 Forbidden",
+            ),
+            (
+                &unpublished,
+                store_config(),
+                Some(&found),
+                DeliveryMode::Rederive,
+                "did not publish",
+            ),
+            (
+                &published,
+                store_config(),
+                Some(&found),
+                DeliveryMode::ArtifactStore,
+                "pods download s3://models/tractor/sha256/abab",
+            ),
+        ];
+        for (model, config, secret, mode, words) in cases {
+            let got = delivery(model, &config, "ml", secret);
+            assert_eq!(got.mode, mode, "{got:?}");
+            assert!(
+                got.message.contains(words),
+                "{:?} lacks {words:?}",
+                got.message
+            );
+        }
+    }
+
+    /// With the store, the Job publishes to it with the namespace's Secret by reference; without the Secret it
+    /// publishes nowhere (a Job referencing a missing Secret would never start).
+    #[test]
+    fn the_job_publishes_only_where_the_store_secret_exists() {
+        let validated = validate(&md(CONFIG_MAP_MODEL)).expect("valid");
+        let no_store = config();
+        let config = store_config();
+        assert_eq!(publishing_store(&config, Some(&Ok(false))), None);
+        assert_eq!(publishing_store(&config, Some(&Err("x".into()))), None);
+        assert_eq!(publishing_store(&no_store, Some(&Ok(true))), None);
+        let store = publishing_store(&config, Some(&Ok(true))).expect("a store");
+        let job = optimize_job(&validated, &config, Some(store));
+        let container = job_container(&job);
+        assert_eq!(
+            request_of(container).publish.as_deref(),
+            Some("s3://models/tractor")
+        );
+        let env = container.env.as_deref().expect("env");
+        let key = env
+            .iter()
+            .find(|var| var.name == names::store_env::SECRET_ACCESS_KEY)
+            .and_then(|var| var.value_from.as_ref())
+            .and_then(|from| from.secret_key_ref.as_ref())
+            .expect("the secret key by reference");
+        assert_eq!(key.name, "tractor-artifact-store");
+        assert_eq!(key.key, "AWS_SECRET_ACCESS_KEY");
+        let unpublished = optimize_job(&validated, &config, None);
+        assert_eq!(request_of(job_container(&unpublished)).publish, None);
+    }
+
+    /// Pods of a published artifact fetch exactly its digest and never run optimize; no source is mounted.
+    #[test]
+    fn with_the_store_pods_download_the_digest_and_never_optimize() {
+        let validated = validate(&md(CONFIG_MAP_MODEL)).expect("valid");
+        let config = store_config();
+        let uri = format!("s3://models/tractor/sha256/{}", "ab".repeat(32));
+        let mut model = ModelStatus {
+            artifact_uri: Some(uri.clone()),
+            ..optimized(&validated, Precision::F16, false)
+        };
+        model.delivery = Some(delivery(&model, &config, "ml", Some(&Ok(true))));
+        let built = deployment(&validated, &model, &config, 2);
+        let pod = built
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.template.spec.as_ref())
+            .expect("pod");
+        let inits = pod.init_containers.as_deref().expect("init containers");
+        assert_eq!(inits.len(), 1);
+        let hex = "ab".repeat(32);
+        let want: Vec<String> = [
+            "fetch",
+            "--uri",
+            &uri,
+            "--sha256",
+            &hex,
+            "--out",
+            ARTIFACT_DIR,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(inits[0].args.as_ref(), Some(&want));
+        for container in inits.iter().chain(&pod.containers) {
+            let args = container.args.clone().unwrap_or_default();
+            assert!(!args.iter().any(|arg| arg == "optimize"), "{args:?}");
+        }
+        let volumes: Vec<&str> = pod
+            .volumes
+            .iter()
+            .flatten()
+            .map(|volume| volume.name.as_str())
+            .collect();
+        assert!(!volumes.contains(&"model-source"), "{volumes:?}");
+        // The same model without the store's go-ahead re-derives, as before.
+        model.delivery = Some(delivery(&model, &config, "ml", Some(&Ok(false))));
+        let rederived = deployment(&validated, &model, &config, 2);
+        assert_eq!(request_of(init_container(&rederived)).publish, None);
+    }
+
     #[test]
     fn job_mounts_configmap_sources_and_runs_optimize() {
         let validated = validate(&md(CONFIG_MAP_MODEL)).expect("valid");
-        let job = optimize_job(&validated, &config());
+        let job = optimize_job(&validated, &config(), None);
         assert_eq!(
             job.metadata.name.as_deref(),
             Some(format!("digits-{}", validated.revision).as_str())
@@ -943,6 +1236,7 @@ spec:
                 out: "/var/lib/tractor/model".to_owned(),
                 precision: Precision::Auto,
                 prune_sparsity: None,
+                publish: None,
                 evaluation: Some(EvaluationRequest {
                     data: "/var/run/tractor/dataset/test.npz".to_owned(),
                     metric: tractor_api::EvalMetric::Accuracy,
@@ -983,7 +1277,7 @@ spec:
         );
         let optimize_runs = |yaml: &str| -> Vec<String> {
             let validated = validate(&md(yaml)).expect("valid");
-            let job = optimize_job(&validated, &config());
+            let job = optimize_job(&validated, &config(), None);
             let served = deployment(
                 &validated,
                 &optimized(&validated, Precision::F32, false),
@@ -1027,7 +1321,7 @@ spec:
             "    precision: auto\n    pruning: {sparsity: 0.5}\n",
         );
         let validated = validate(&md(&pruned)).expect("valid");
-        let job = optimize_job(&validated, &config());
+        let job = optimize_job(&validated, &config(), None);
         assert_eq!(request_of(job_container(&job)).prune_sparsity, Some(0.5));
         let init_request = |refused: bool| {
             let served = deployment(
@@ -1058,7 +1352,7 @@ spec:
                  format: onnx, inputs: [{name: x, datatype: FP32, shape: [-1, 64]}]}",
             );
         let validated = validate(&md(&spec)).expect("valid");
-        let job_request = request_of(job_container(&optimize_job(&validated, &config())));
+        let job_request = request_of(job_container(&optimize_job(&validated, &config(), None)));
         assert!(job_request.evaluation.is_some());
         for precision in [Precision::F32, Precision::F16, Precision::Int8] {
             let served = deployment(
@@ -1259,7 +1553,7 @@ spec:
     s3: {endpoint: "http://store:8333", region: us-east-1, secretRef: {name: creds}}
 "#))
         .expect("valid");
-        let job = optimize_job(&validated, &config());
+        let job = optimize_job(&validated, &config(), None);
         // The uri as written: the command fetches it itself, with the credentials below; nothing is mounted.
         let request = request_of(job_container(&job));
         assert_eq!(request.source, "s3://models/fraud.onnx");

@@ -138,13 +138,25 @@ pub fn decide(observed: &Observed, config: &BuildConfig) -> Plan {
     let mut events = vec![];
 
     let (mut state, job_requeue) = model_state(validated, old, observed.job.as_ref(), now);
+    let store_secret = observed.store_secret.as_ref();
     if let (ModelState::Optimizing, Some(JobSeen { job: None, .. })) = (&state, &observed.job) {
         writes.push(Write::CreateJob(Box::new(children::optimize_job(
-            validated, config,
+            validated,
+            config,
+            children::publishing_store(config, store_secret),
         ))));
     }
+    // Decided each reconcile: a store Secret created or deleted later moves the pods to or from the store.
+    if let ModelState::Ready(model) = &mut state {
+        model.delivery = Some(children::delivery(
+            model,
+            config,
+            &validated.namespace,
+            store_secret,
+        ));
+    }
     let mut serving_model = match &state {
-        ModelState::Ready(model) => Some(model.clone()),
+        ModelState::Ready(model) => Some((**model).clone()),
         _ => old.model.clone(),
     };
 
@@ -503,7 +515,7 @@ fn model_state(
         .as_ref()
         .filter(|model| model.revision.as_deref() == Some(validated.revision.as_str()))
     {
-        return (ModelState::Ready(model.clone()), None);
+        return (ModelState::Ready(Box::new(model.clone())), None);
     }
     let Some((job, report)) = job.and_then(|seen| Some((seen.job.as_ref()?, seen.report.as_ref())))
     else {
@@ -522,7 +534,7 @@ fn model_state(
             Some(written) if written.succeeded() => {
                 let mut model = written.model_status();
                 model.revision = Some(validated.revision.clone());
-                (ModelState::Ready(model), None)
+                (ModelState::Ready(Box::new(model)), None)
             }
             Some(written) => (ModelState::Failed(failure_of(written)), None),
             None => {

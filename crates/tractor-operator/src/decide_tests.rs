@@ -11,8 +11,8 @@ use tractor_api::conditions::{
     AVAILABLE, DEGRADED, MODEL_READY, READY, RECONCILING, SCALING_ACTIVE, STALLED,
 };
 use tractor_api::{
-    AnalysisVerdict, CanaryAnalysisStatus, MetricSnapshot, ModelDeployment, ModelFormat,
-    ModelStatus, Phase, Precision, RevisionStatus,
+    AnalysisVerdict, CanaryAnalysisStatus, Delivery, DeliveryMode, MetricSnapshot, ModelDeployment,
+    ModelFormat, ModelStatus, Phase, Precision, RevisionStatus,
 };
 
 use crate::autoscaler::Reads;
@@ -81,6 +81,7 @@ fn secs(s: u64) -> Option<Duration> {
 fn config() -> BuildConfig {
     BuildConfig {
         image: "tractor:dev".into(),
+        artifact_store: None,
     }
 }
 
@@ -128,13 +129,18 @@ fn model(v: &Validated) -> ModelStatus {
         format: Some(ModelFormat::Onnx),
         precision: Some(Precision::F16),
         size_bytes: Some(81_234),
+        // What decide records without an artifact store.
+        delivery: Some(Delivery {
+            mode: DeliveryMode::Rederive,
+            message: "no artifact store (the operator's --artifact-store): each pod re-derives the artifact from the source".into(),
+        }),
         ..ModelStatus::default()
     }
 }
 
 /// `v`'s optimize Job; `finished` is a condition type that became true that many seconds ago.
 fn job(v: &Validated, finished: Option<(&str, i64)>) -> Job {
-    let mut job = children::optimize_job(v, &config());
+    let mut job = children::optimize_job(v, &config(), None);
     job.status = Some(JobStatus {
         active: finished.is_none().then_some(1),
         conditions: finished.map(|(type_, ago_secs)| {
@@ -243,6 +249,7 @@ fn observed(v: &Validated, status: &ModelDeploymentStatus) -> Observed {
         autoscaling: None,
         analysis: None,
         previous: None,
+        store_secret: None,
         now: now(),
     }
 }
@@ -656,6 +663,7 @@ fn first_reconcile_creates_the_job_and_the_front_children() {
     let mut writes = vec![Write::CreateJob(Box::new(children::optimize_job(
         &v1,
         &config(),
+        None,
     )))];
     writes.extend(front_writes(&v1));
     assert_plan!(
@@ -1113,6 +1121,7 @@ fn a_spec_change_starts_its_job_while_the_previous_revision_keeps_serving() {
     let mut writes = vec![Write::CreateJob(Box::new(children::optimize_job(
         &v2,
         &config(),
+        None,
     )))];
     // The front children carry the revision label.
     writes.extend(front_writes(&v2));
@@ -2112,6 +2121,7 @@ fn an_invalid_spec_writes_only_its_status_and_waits_for_a_change() {
         autoscaling: None,
         analysis: None,
         previous: None,
+        store_secret: None,
         now: now(),
     };
     let mut want = ModelDeploymentStatus {

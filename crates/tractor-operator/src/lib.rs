@@ -71,6 +71,40 @@ pub struct OperatorArgs {
     /// Address of `/live`, `/ready` and `/metrics`.
     #[arg(long, env = "TRACTOR_ADMIN_ADDR", default_value = "0.0.0.0:8090")]
     pub admin_addr: SocketAddr,
+    /// Artifact store, `s3://bucket/prefix`: optimize Jobs publish artifacts there by digest and serving pods
+    /// download them instead of re-deriving them. Unset: every pod re-derives its artifact from the source.
+    #[arg(long, env = "TRACTOR_ARTIFACT_STORE", value_parser = parse_store_uri)]
+    pub artifact_store: Option<String>,
+    /// The artifact store's S3 endpoint URL (unset: AWS's).
+    #[arg(long, env = "TRACTOR_ARTIFACT_STORE_ENDPOINT")]
+    pub artifact_store_endpoint: Option<String>,
+    /// The artifact store's region.
+    #[arg(long, env = "TRACTOR_ARTIFACT_STORE_REGION")]
+    pub artifact_store_region: Option<String>,
+    /// Address the store's bucket in the path (`endpoint/bucket/key`), as MinIO and SeaweedFS expect.
+    #[arg(long, env = "TRACTOR_ARTIFACT_STORE_PATH_STYLE")]
+    pub artifact_store_path_style: bool,
+    /// Name of the Secret, in each model namespace, holding the store's `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY` for Jobs and pods there. A namespace without it re-derives artifacts.
+    #[arg(
+        long,
+        env = "TRACTOR_ARTIFACT_STORE_SECRET",
+        default_value = "tractor-artifact-store"
+    )]
+    pub artifact_store_secret: String,
+}
+
+/// `--artifact-store`: an `s3://bucket[/prefix]` URI.
+fn parse_store_uri(text: &str) -> Result<String, String> {
+    let rest = text
+        .strip_prefix("s3://")
+        .ok_or_else(|| format!("`{text}` is not s3://bucket/prefix"))?;
+    if rest.split('/').next().unwrap_or_default().is_empty() {
+        return Err(format!(
+            "`{text}` names no bucket: expected s3://bucket/prefix"
+        ));
+    }
+    Ok(text.trim_end_matches('/').to_owned())
 }
 
 /// Runs the operator until SIGTERM/ctrl-c (or loss of leadership).
@@ -82,7 +116,19 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
         leader_elect,
         leader_namespace,
         admin_addr,
+        artifact_store,
+        artifact_store_endpoint,
+        artifact_store_region,
+        artifact_store_path_style,
+        artifact_store_secret,
     } = args;
+    let artifact_store = artifact_store.map(|uri| children::ArtifactStore {
+        uri,
+        endpoint: artifact_store_endpoint,
+        region: artifact_store_region,
+        path_style: artifact_store_path_style,
+        secret: artifact_store_secret,
+    });
     let autoscaler =
         autoscaler::Autoscaler::new(prometheus_url).map_err(error::StartError::PrometheusClient)?;
     // The config is kept for the API server's URL: "cannot connect to URL" is the first thing to tell a user
@@ -154,7 +200,10 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
 
     let ctx = Arc::new(Context {
         client: client.clone(),
-        build: BuildConfig { image },
+        build: BuildConfig {
+            image,
+            artifact_store,
+        },
         recorder: events::Recorder::new(client.clone(), "tractor", std::env::var("POD_NAME").ok()),
         metrics,
         autoscaler,

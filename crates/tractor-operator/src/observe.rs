@@ -54,6 +54,9 @@ pub struct Observed {
     pub analysis: Option<AnalysisSeen>,
     /// The revision an accuracy rollback returns to, looked up when an evaluation that could ask for one runs.
     pub previous: Option<Previous>,
+    /// Whether the artifact store's Secret exists in the namespace (`None`: the operator has no store);
+    /// `Err` says why it could not be read.
+    pub store_secret: Option<Result<bool, String>>,
     /// When this was observed.
     pub now: Timestamp,
 }
@@ -122,6 +125,7 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
         autoscaling: None,
         analysis: None,
         previous: None,
+        store_secret: None,
         now,
     };
     let Ok(validated) = spec else {
@@ -146,6 +150,7 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
         network_policy: hash_of::<NetworkPolicy>(ctx, &validated, rbac::GET_NETWORKPOLICY).await?,
     };
     observed.monitor = monitor(ctx, &validated).await;
+    observed.store_secret = store_secret(ctx, &validated).await;
     let secs = now.as_second() as f64;
     observed.autoscaling = autoscaling(ctx, &validated, observed.stable.is_some(), secs).await;
     observed.analysis = analysis(ctx, &validated, &observed, secs).await;
@@ -399,6 +404,24 @@ async fn analysis(
         }
     };
     Some(AnalysisSeen { window, reads })
+}
+
+/// Whether the artifact store's Secret exists in the model's namespace. Its metadata only: the operator never
+/// holds the store's credentials, which reach the Job and pods as environment references.
+async fn store_secret(ctx: &Context, validated: &Validated) -> Option<Result<bool, String>> {
+    let store = ctx.build.artifact_store.as_ref()?;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &validated.namespace);
+    let found = call(
+        rbac::GET_SECRET,
+        &validated.namespace,
+        api.get_metadata_opt(&store.secret),
+    )
+    .await;
+    Some(
+        found
+            .map(|meta| meta.is_some())
+            .map_err(|error| error.to_string()),
+    )
 }
 
 /// The Prometheus a spec reads, with the Secret its header comes from.

@@ -492,7 +492,7 @@ mod tests {
         operator: BTreeSet<Grant>,
         /// The leader-election Role's.
         leader_election: BTreeSet<Grant>,
-        /// The lines of the value-driven Secrets rule (`{{- with .Values.rbac.secretNames }}`).
+        /// The lines of the value-driven Secrets rule (`{{- with $secretNames }}`).
         secrets: Vec<String>,
     }
 
@@ -547,7 +547,8 @@ mod tests {
                 if trimmed.is_empty() {
                     continue;
                 }
-                if trimmed.starts_with("{{- with .Values.rbac.secretNames") {
+                // `rbac.secretNames`, plus the artifact store's Secret when one is configured.
+                if trimmed.starts_with("{{- with $secretNames") {
                     in_secrets = true;
                     continue;
                 }

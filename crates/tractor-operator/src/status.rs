@@ -16,7 +16,7 @@ use crate::validate::{Invalid, Validated};
 #[derive(Clone, Debug, PartialEq)]
 pub enum ModelState {
     /// The current revision's artifact is known.
-    Ready(ModelStatus),
+    Ready(Box<ModelStatus>),
     /// The Job is running (or about to).
     Optimizing,
     /// The revision failed (optimize, canary analysis, accuracy rollback); not retried until the spec changes.

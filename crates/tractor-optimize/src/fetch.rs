@@ -138,7 +138,7 @@ pub async fn upload(uri: &str, file: &Path) -> Result<(), OptError> {
 }
 
 /// GET with timeouts; the error says whether the server denied access.
-async fn http_get(url: &str) -> Result<Vec<u8>, (bool, String)> {
+pub(crate) async fn http_get(url: &str) -> Result<Vec<u8>, (bool, String)> {
     // Bounded: a Job that hangs on a dead server is worse than one that fails and retries.
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
@@ -161,12 +161,17 @@ async fn http_get(url: &str) -> Result<Vec<u8>, (bool, String)> {
     Ok(body.to_vec())
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and its sources, joined with `: `, so a message keeps the cause (connection refused, the HTTP status).
+/// A source whose text is already in the message (object_store's errors print their source too) is left out.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         cur = inner.source();
     }
     s
@@ -174,6 +179,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// The store for one bucket, configured from the environment.
 fn s3_store(bucket: &str) -> object_store::Result<AmazonS3> {
+    s3_builder(bucket).build()
+}
+
+/// The settings of the store for one bucket, from the `AWS_*` environment; the artifact store adds its own.
+pub(crate) fn s3_builder(bucket: &str) -> AmazonS3Builder {
     // from_env reads AWS_ENDPOINT_URL, AWS_REGION, the keys and AWS_VIRTUAL_HOSTED_STYLE_REQUEST.
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
     if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
@@ -186,12 +196,22 @@ fn s3_store(bucket: &str) -> object_store::Result<AmazonS3> {
     {
         builder = builder.with_region("us-east-1");
     }
-    builder.build()
+    builder
 }
 
 fn s3_error(uri: &str, e: object_store::Error) -> OptError {
     let message = error_chain(&e);
-    let denied = matches!(
+    if is_denied(&e, &message) {
+        self::denied(uri, message)
+    } else {
+        failed(uri, message)
+    }
+}
+
+/// Whether an S3 error (with its `message`, the [`error_chain`]) is the store refusing the credentials rather than
+/// a missing object or an unreachable store.
+pub(crate) fn is_denied(e: &object_store::Error, message: &str) -> bool {
+    matches!(
         e,
         object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
     ) || [
@@ -201,12 +221,7 @@ fn s3_error(uri: &str, e: object_store::Error) -> OptError {
         "403 Forbidden",
     ]
     .iter()
-    .any(|m| message.contains(m));
-    if denied {
-        self::denied(uri, message)
-    } else {
-        failed(uri, message)
-    }
+    .any(|m| message.contains(m))
 }
 
 #[cfg(test)]

@@ -10,7 +10,10 @@
 //! Determinism: the archive is tract's deterministic tar (fixed mtime, sorted entries) in a gzip with a fixed
 //! header; passes are pure functions of the weights. A fixed precision without a labelled set is built exactly as
 //! asked, with no gate: that is how serving pods re-derive the artifact the optimize Job already gated and recorded.
+//! With an artifact store (`--publish`), the Job publishes the artifact by digest and pods fetch it instead
+//! ([`artifact`]).
 
+pub mod artifact;
 mod eval;
 pub mod fetch;
 mod graph;
@@ -18,6 +21,7 @@ mod inspect;
 mod passes;
 mod progress;
 
+pub use artifact::{FetchArgs, run_fetch};
 pub use eval::Dataset;
 pub use inspect::{InspectArgs, inspect};
 
@@ -119,6 +123,12 @@ pub struct OptimizeArgs {
     /// baseline).
     #[arg(long, env = "TRACTOR_MAX_REGRESSION")]
     pub max_regression: Option<f64>,
+    /// Artifact store, `s3://bucket/prefix`: publish the verified artifact at `prefix/sha256/<hex>` and its report
+    /// at `prefix/sha256/<hex>.report.json`, once (an object already there at the same size is kept). Settings
+    /// from TRACTOR_STORE_*, else AWS_*. A store that cannot be reached or refuses fails the run with
+    /// `ArtifactStoreUnavailable` (the artifact in --out is still written).
+    #[arg(long, env = "TRACTOR_PUBLISH")]
+    pub publish: Option<String>,
     /// Also upload the artifact to `s3://bucket/key`.
     #[arg(long, env = "TRACTOR_UPLOAD")]
     pub upload: Option<String>,
@@ -138,7 +148,7 @@ pub struct OptimizeArgs {
 /// The flags `--request` stands for: giving one of them beside it (on the command line or in the environment)
 /// is refused rather than one of the two silently ignored. Defaults (`--precision auto`, `--metric accuracy`)
 /// are no conflict.
-const REQUEST_FLAGS: [&str; 11] = [
+const REQUEST_FLAGS: [&str; 12] = [
     "source",
     "sha256",
     "format",
@@ -150,6 +160,7 @@ const REQUEST_FLAGS: [&str; 11] = [
     "metric",
     "min_score",
     "max_regression",
+    "publish",
 ];
 
 /// What a run does besides its request: they concern this process (where its report goes, what it uploads, how
@@ -179,6 +190,7 @@ impl OptimizeArgs {
             metric,
             min_score,
             max_regression,
+            publish,
             upload,
             report,
             batch_sizes,
@@ -206,6 +218,7 @@ impl OptimizeArgs {
                     min_score,
                     max_regression,
                 }),
+                publish,
             }),
             // clap refuses this; only arguments built by hand get here.
             (None, _, _) => Err(OptError::new(
@@ -311,6 +324,7 @@ pub fn run(args: OptimizeArgs) -> i32 {
         report.reason = Some(error.reason);
         report.message = error.message;
         report.artifact_digest = None;
+        report.artifact_uri = None;
         report.size_bytes = None;
         report.precision = None;
     }
@@ -359,6 +373,12 @@ fn pipeline(
             format!("--prune-sparsity must be in [0, 0.95], got {sparsity}"),
         ));
     }
+    // Checked before the work, so a malformed store costs no optimization.
+    let store = request
+        .publish
+        .as_deref()
+        .map(artifact::ArtifactStore::parse)
+        .transpose()?;
     let out = Path::new(&request.out);
     std::fs::create_dir_all(out).map_err(|error| {
         OptError::new(
@@ -609,16 +629,43 @@ fn pipeline(
             format!("writing {}: {error}", artifact.display()),
         )
     })?;
-    report.artifact_digest = Some(format!(
-        "sha256:{}",
-        hex::encode(Sha256::digest(&chosen.bytes))
-    ));
+    let artifact_hex = hex::encode(Sha256::digest(&chosen.bytes));
+    report.artifact_digest = Some(format!("sha256:{artifact_hex}"));
     report.size_bytes = Some(chosen.bytes.len() as i64);
     report.precision = Some(chosen.precision);
     report.optimized_score = chosen.score.map(round6);
     if let Some(uri) = &options.upload {
         progress("upload", uri);
         rt.block_on(fetch::upload(uri, &artifact))?;
+    }
+    if let Some(store) = &store {
+        // The file as written, checked again: the store gets exactly what `out` holds.
+        let written = std::fs::read(&artifact).map_err(|error| {
+            OptError::new(
+                Reason::Internal,
+                format!("reading {}: {error}", artifact.display()),
+            )
+        })?;
+        let found = hex::encode(Sha256::digest(&written));
+        if found != artifact_hex {
+            return Err(OptError::new(
+                Reason::Internal,
+                format!(
+                    "{} reads back with sha256 {found}, not the {artifact_hex} written",
+                    artifact.display()
+                ),
+            ));
+        }
+        report.artifact_uri = Some(store.uri_of(&store.artifact_key(&artifact_hex)));
+        // The report as the store keeps it beside the artifact: this one, less the run's total time.
+        let published_report = serde_json::to_vec(&*report)
+            .map_err(|error| OptError::new(Reason::Internal, format!("report as JSON: {error}")))?;
+        rt.block_on(artifact::publish(
+            store,
+            written,
+            &artifact_hex,
+            published_report,
+        ))?;
     }
     Ok(())
 }
@@ -909,6 +956,8 @@ mod tests {
             "0.25",
             "--max-regression",
             "0.02",
+            "--publish",
+            "s3://artifacts/tractor",
         ];
         let (from_flags, flag_options) = parts(&[&flags[..], &options[..]].concat());
         let expected = OptimizeRequest {
@@ -929,6 +978,7 @@ mod tests {
                 min_score: Some(0.25),
                 max_regression: Some(0.02),
             }),
+            publish: Some("s3://artifacts/tractor".to_owned()),
         };
         assert_eq!(from_flags, expected);
         let json = expected.to_json();
@@ -981,6 +1031,7 @@ mod tests {
             ("--metric", "accuracy"),
             ("--min-score", "0.9"),
             ("--max-regression", "0.01"),
+            ("--publish", "s3://artifacts/tractor"),
         ];
         assert_eq!(values.len(), REQUEST_FLAGS.len());
         for (flag, value) in values {

@@ -23,6 +23,9 @@ enum Command {
     Serve(tractor_serve::ServeArgs),
     /// Fetch, verify, convert, optimize and evaluate a model into a deterministic NNEF artifact and a report.
     Optimize(tractor_optimize::OptimizeArgs),
+    /// Download a published artifact by digest from the artifact store, verify it and write it where the server
+    /// reads it.
+    Fetch(tractor_optimize::FetchArgs),
     /// Print a model's signature, op histogram, parameter count, size and FLOPs estimate as JSON.
     Inspect(tractor_optimize::InspectArgs),
 }
@@ -68,6 +71,13 @@ fn main() -> anyhow::Result<()> {
         Command::Optimize(args) => {
             init_tracing(log_format);
             let code = tractor_optimize::run(args);
+            if code != 0 {
+                std::process::exit(code);
+            }
+        }
+        Command::Fetch(args) => {
+            init_tracing(log_format);
+            let code = tractor_optimize::run_fetch(args);
             if code != 0 {
                 std::process::exit(code);
             }

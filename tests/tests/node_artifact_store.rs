@@ -1,0 +1,208 @@
+//! The artifact store on the real node, the user's path: the chart's operator runs in-cluster with
+//! `artifactStore` pointing at a real SeaweedFS S3 gateway on the cluster's host address (reachable from pods),
+//! as a platform team would set it up, and a model team that first forgets the store's Secret:
+//!
+//! - Without the Secret in the namespace, the model is served by re-deriving (the pods' init container runs
+//!   `optimize`), nothing is published, and `status.model.delivery` says `Rederive` and names the Secret.
+//! - With the Secret, the next revision's optimize Job publishes the artifact at `<prefix>/sha256/<hex>` (one
+//!   object per digest, no temporary object left); the stored bytes hash to `status.model.artifactDigest`; the
+//!   serving pods' one init container runs `tractor fetch` of exactly that object and no container of theirs
+//!   runs `optimize`; `status.model.delivery` says `ArtifactStore`; and the predictions through the Service
+//!   equal onnxruntime's for the whole test split.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use reqwest::blocking::Client;
+use serde_json::Value;
+use tractor_e2e::cluster::{HOST_IP, TestNamespace, wait_for};
+use tractor_e2e::modeldeployment::{apply_as_is, get};
+use tractor_e2e::node::{
+    NODE_WAIT, apply_digits, infer_argmax, real_node, restricted_namespace, service_url,
+    wait_model_ready, wait_serving,
+};
+use tractor_e2e::operator::Operator;
+use tractor_e2e::optimize::{
+    S3_ACCESS_KEY, S3_SECRET_KEY, s3_keys_at, s3_put_at, s3_request_at, s3_server_at, sha256_bytes,
+};
+use tractor_e2e::serve::Split;
+
+/// The bucket the operator publishes to.
+const BUCKET: &str = "models";
+/// The Secret the chart's default `artifactStore.secretName` names.
+const STORE_SECRET: &str = "tractor-artifact-store";
+
+/// Each container's args, in order.
+type ContainerArgs = Vec<Vec<String>>;
+
+/// The args of the init and the main containers of the serving Deployment's pod template.
+fn template_args(ns: &TestNamespace, name: &str) -> Result<(ContainerArgs, ContainerArgs)> {
+    let deployment = ns.kubectl_json(&["get", "deployment", name])?;
+    let spec = &deployment["spec"]["template"]["spec"];
+    let args = |containers: &Value| -> ContainerArgs {
+        containers
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|container| {
+                container["args"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|arg| arg.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .collect()
+    };
+    Ok((args(&spec["initContainers"]), args(&spec["containers"])))
+}
+
+/// Every prediction of the digits test split through the Service equals onnxruntime's.
+fn assert_predictions(client: &Client, url: &str, split: &Split) -> Result<()> {
+    let reference = split
+        .reference_argmax("probabilities")
+        .context("the split's reference outputs")?;
+    wait_serving("an answer through the ClusterIP", || {
+        infer_argmax(client, url, "digits", split, 0..1)
+    })?;
+    let mut agree = 0;
+    for start in (0..split.rows()).step_by(50) {
+        let end = (start + 50).min(split.rows());
+        let got = infer_argmax(client, url, "digits", split, start..end)?;
+        agree += got
+            .iter()
+            .zip(&reference[start..end])
+            .filter(|(served, expected)| served == expected)
+            .count();
+    }
+    ensure!(
+        agree == split.rows(),
+        "only {agree}/{} predictions equal onnxruntime's",
+        split.rows()
+    );
+    Ok(())
+}
+
+#[test]
+fn pods_download_the_published_digest_once_the_namespace_holds_the_secret() -> Result<()> {
+    let cluster = real_node()?;
+    cluster.install_crd()?;
+    let store = s3_server_at(HOST_IP)?;
+    s3_put_at(HOST_IP, store.port, BUCKET, None)?;
+    let ns = restricted_namespace(cluster, "node-store")?;
+    let prefix = ns.name().to_owned();
+    let _op = Operator::start_with(
+        cluster,
+        ns.name(),
+        &[
+            &format!("artifactStore.uri=s3://{BUCKET}/{prefix}"),
+            &format!("artifactStore.endpoint=http://{HOST_IP}:{}", store.port),
+            "artifactStore.region=us-east-1",
+            "artifactStore.pathStyle=true",
+        ],
+    )?;
+    // No Secret yet: served by re-deriving, and the status says what is missing.
+    let mut spec = apply_digits(&ns, "digits", 2)?;
+    let md = wait_model_ready(&ns, "digits")?;
+    let url = service_url(&ns, "digits")?;
+    let split = Split::load("digits_mlp")?;
+    let client = Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let delivery = &md["status"]["model"]["delivery"];
+    ensure!(
+        delivery["mode"] == "Rederive"
+            && delivery["message"]
+                .as_str()
+                .is_some_and(|message| message.contains(STORE_SECRET)),
+        "status.model.delivery: {delivery}"
+    );
+    let (inits, _) = template_args(&ns, "digits")?;
+    ensure!(
+        inits.len() == 1 && inits[0].first().map(String::as_str) == Some("optimize"),
+        "init containers: {inits:?}"
+    );
+    let published = s3_keys_at(HOST_IP, store.port, BUCKET, &format!("{prefix}/"))?;
+    ensure!(
+        published.is_empty(),
+        "published without the Secret: {published:?}"
+    );
+
+    // The Secret created, and a new revision (the format declared): its Job publishes, its pods download.
+    ns.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        STORE_SECRET,
+        &format!("--from-literal=AWS_ACCESS_KEY_ID={S3_ACCESS_KEY}"),
+        &format!("--from-literal=AWS_SECRET_ACCESS_KEY={S3_SECRET_KEY}"),
+    ])?;
+    spec["spec"]["model"]["format"] = "onnx".into();
+    apply_as_is(&ns, &spec)?;
+    let md = wait_for(NODE_WAIT, "the new revision served from the store", || {
+        let md = get(&ns, "digits")?;
+        let status = &md["status"];
+        let current = &status["revision"]["current"];
+        let served = status["model"]["revision"] == *current
+            && status["model"]["delivery"]["mode"] == "ArtifactStore";
+        let deployment = ns.kubectl_json(&["get", "deployment", "digits"])?;
+        let rolled_out = deployment["status"]["observedGeneration"]
+            == deployment["metadata"]["generation"]
+            && deployment["status"]["updatedReplicas"] == 2
+            && deployment["status"]["replicas"] == 2
+            && deployment["status"]["availableReplicas"] == 2;
+        Ok((served && rolled_out).then_some(md))
+    })?;
+
+    // Published by digest, and the stored bytes are the artifact the status names.
+    let model = &md["status"]["model"];
+    let digest = model["artifactDigest"].as_str().unwrap_or_default();
+    let hex = digest.trim_start_matches("sha256:");
+    let key = format!("{prefix}/sha256/{hex}");
+    ensure!(
+        model["artifactUri"] == format!("s3://{BUCKET}/{key}"),
+        "status.model: {model}"
+    );
+    let stored = s3_request_at(HOST_IP, store.port, "GET", &format!("{BUCKET}/{key}"))?;
+    ensure!(stored.status == 200, "GET {key}: {}", stored.status);
+    ensure!(
+        sha256_bytes(&stored.body)? == hex,
+        "the stored object does not hash to {digest}"
+    );
+    let keys = s3_keys_at(HOST_IP, store.port, BUCKET, &format!("{prefix}/"))?;
+    let artifacts: Vec<&String> = keys
+        .iter()
+        .filter(|key| key.contains("/sha256/") && !key.ends_with(".json"))
+        .collect();
+    ensure!(artifacts.len() == 1, "one artifact per digest: {keys:?}");
+    ensure!(
+        !keys.iter().any(|key| key.contains("/tmp/")),
+        "no temporary object left: {keys:?}"
+    );
+
+    // The pods fetch exactly that object and never optimize.
+    let (inits, mains) = template_args(&ns, "digits")?;
+    ensure!(
+        inits.len() == 1 && inits[0].first().map(String::as_str) == Some("fetch"),
+        "init containers: {inits:?}"
+    );
+    let uri = format!("s3://{BUCKET}/{key}");
+    ensure!(
+        inits[0]
+            .windows(2)
+            .any(|pair| pair[0] == "--uri" && pair[1] == uri)
+            && inits[0]
+                .windows(2)
+                .any(|pair| pair[0] == "--sha256" && pair[1] == hex),
+        "fetch args: {:?}",
+        inits[0]
+    );
+    ensure!(
+        !inits
+            .iter()
+            .chain(&mains)
+            .flatten()
+            .any(|arg| arg == "optimize"),
+        "a serving container runs optimize: {inits:?} {mains:?}"
+    );
+    assert_predictions(&client, &url, &split)?;
+    Ok(())
+}
