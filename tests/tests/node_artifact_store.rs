@@ -9,6 +9,8 @@
 //!   serving pods' one init container runs `tractor fetch` of exactly that object and no container of theirs
 //!   runs `optimize`; `status.model.delivery` says `ArtifactStore`; and the predictions through the Service
 //!   equal onnxruntime's for the whole test split.
+//! - The store down, a new revision's Job fails with `ArtifactStoreUnavailable` in `status.revision.failure`,
+//!   and the published revision keeps serving on both pods, with the same predictions.
 
 use std::time::Duration;
 
@@ -202,6 +204,34 @@ fn pods_download_the_published_digest_once_the_namespace_holds_the_secret() -> R
             .flatten()
             .any(|arg| arg == "optimize"),
         "a serving container runs optimize: {inits:?} {mains:?}"
+    );
+    assert_predictions(&client, &url, &split)?;
+
+    // The store down: the next revision cannot publish, fails with the reason, and nothing else moves.
+    let served = model["revision"].as_str().unwrap_or_default().to_owned();
+    drop(store);
+    spec["spec"]["optimize"]["precision"] = "f16".into();
+    apply_as_is(&ns, &spec)?;
+    let failure = wait_for(NODE_WAIT, "the unpublishable revision failed", || {
+        let md = get(&ns, "digits")?;
+        let failure = md["status"]["revision"]["failure"].clone();
+        Ok((!failure.is_null()).then_some(failure))
+    })?;
+    ensure!(
+        failure["reason"] == "ArtifactStoreUnavailable",
+        "status.revision.failure: {failure}"
+    );
+    let md = get(&ns, "digits")?;
+    ensure!(
+        md["status"]["model"]["revision"] == served.as_str(),
+        "the published revision {served} no longer serves: {}",
+        md["status"]["model"]
+    );
+    let deployment = ns.kubectl_json(&["get", "deployment", "digits"])?;
+    ensure!(
+        deployment["status"]["availableReplicas"] == 2,
+        "the serving pods: {}",
+        deployment["status"]
     );
     assert_predictions(&client, &url, &split)?;
     Ok(())
