@@ -3,7 +3,9 @@
 # builds the tractor image and loads it into the node, installs tractor with Helm in cluster mode (the
 # operator a pod on the real node under the chart's ServiceAccount), applies the digits example with
 # kubectl as a user would (its model file from a ConfigMap: nothing here reaches the internet), waits for
-# Ready, sends a real V2 request through the Service and prints the prediction. Everything is left running;
+# Ready, sends a real V2 request through the Service and prints the prediction. The operator publishes
+# artifacts to the cluster's S3 artifact store (SeaweedFS on the host address), so the serving pods download
+# the optimized artifact by digest instead of re-deriving it. Everything is left running;
 # `make cluster-down` stops it all.
 #
 # Environment: DEMO_NAMESPACE for the model (default tractor-demo), TRACTOR_DEMO_IMAGE (default
@@ -22,6 +24,12 @@ DIR=${TRACTOR_CLUSTER_DIR:-$HOME/.cache/tractor/cluster}
 # The cluster's host address and Prometheus port (HOST_IP, PROMETHEUS_PORT in tests/cluster/cluster.sh).
 HOST_IP=$(sed -n 's/^HOST_IP=\([0-9.]*\).*/\1/p' tests/cluster/cluster.sh)
 PROMETHEUS_PORT=$(sed -n 's/^PROMETHEUS_PORT=\([0-9]*\).*/\1/p' tests/cluster/cluster.sh)
+# The artifact store cluster.sh store-up starts: its port, bucket and local credentials.
+cluster_value() { sed -n "s/^$1=\([^ ]*\).*/\1/p" tests/cluster/cluster.sh; }
+STORE_PORT=$(cluster_value STORE_PORT)
+STORE_BUCKET=$(cluster_value STORE_BUCKET)
+STORE_ACCESS_KEY=$(cluster_value STORE_ACCESS_KEY)
+STORE_SECRET_KEY=$(cluster_value STORE_SECRET_KEY)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/tractor/target}
 export KUBECONFIG="$DIR/admin.kubeconfig"
 t0=$SECONDS
@@ -34,8 +42,9 @@ BIN=$(tests/cluster/build.sh --bin-dir)
 kubectl() { "$BIN/kubectl" "$@"; }
 helm() { "$BIN/helm" "$@"; }
 
-step "2/7 real node: containerd, kubelet, kube-proxy"
+step "2/7 real node (containerd, kubelet, kube-proxy) and the artifact store (SeaweedFS; cold: builds it)"
 tests/cluster/cluster.sh node-up >/dev/null
+tests/cluster/cluster.sh store-up >/dev/null
 
 step "3/7 image $IMAGE: the tractor binary (release build unless TRACTOR_DEMO_BIN), packed without a container engine, imported"
 if [[ -n "${TRACTOR_DEMO_BIN:-}" ]]; then
@@ -49,7 +58,9 @@ step "4/7 helm install $RELEASE charts/tractor -n $RELEASE_NS (cluster mode: eve
 # Idempotent: a second make demo upgrades the release in place. The image is the one just imported.
 helm upgrade --install "$RELEASE" charts/tractor -n "$RELEASE_NS" --create-namespace \
   --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" \
-  --set prometheusUrl="http://$HOST_IP:$PROMETHEUS_PORT" --wait --timeout 180s >/dev/null
+  --set prometheusUrl="http://$HOST_IP:$PROMETHEUS_PORT" \
+  --set artifactStore.uri="s3://$STORE_BUCKET/artifacts" --set artifactStore.endpoint="http://$HOST_IP:$STORE_PORT" \
+  --set artifactStore.region=us-east-1 --set artifactStore.pathStyle=true --wait --timeout 180s >/dev/null
 # A new image under the same tag: restart so the pod runs what was just imported.
 kubectl -n "$RELEASE_NS" rollout restart deployment/"$RELEASE" >/dev/null
 kubectl -n "$RELEASE_NS" rollout status deployment/"$RELEASE" --timeout=180s >/dev/null
@@ -59,6 +70,9 @@ step "5/7 model: kubectl apply -f manifests/examples/minimal.yaml in $NS, its fi
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 # The namespace enforces Pod Security "restricted": every tractor pod is built to pass it.
 kubectl label namespace "$NS" --overwrite pod-security.kubernetes.io/enforce=restricted >/dev/null
+# The artifact store's keys, where the chart's artifactStore.secretName says Jobs and pods find them.
+kubectl -n "$NS" create secret generic tractor-artifact-store --from-literal=AWS_ACCESS_KEY_ID="$STORE_ACCESS_KEY" \
+  --from-literal=AWS_SECRET_ACCESS_KEY="$STORE_SECRET_KEY" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl -n "$NS" create configmap digits-model --from-file=digits_mlp.onnx=tests/fixtures/digits_mlp.onnx \
   --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 sha=$(sha256sum tests/fixtures/digits_mlp.onnx | cut -d' ' -f1)
@@ -83,6 +97,8 @@ while :; do
   fi
   sleep 2
 done
+
+jq -r '"  artifact: \(.status.model.artifactDigest // "-"); delivery: \(.status.model.delivery.mode // "-") (\(.status.model.delivery.message // ""))"' <<<"$md"
 
 step "7/7 a V2 inference request through the Service"
 ip=$(kubectl -n "$NS" get service "$MODEL" -o jsonpath='{.spec.clusterIP}')

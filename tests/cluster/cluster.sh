@@ -12,6 +12,8 @@
 #   tests/cluster/cluster.sh node-up    add the real node (containerd, kubelet, kube-proxy; see node/node.sh) to
 #                                       the running control plane, wait until it is Ready (idempotent)
 #   tests/cluster/cluster.sh node-down  stop the real node, its containers and mounts; delete its Node object
+#   tests/cluster/cluster.sh store-up   start the artifact store (SeaweedFS's S3 gateway on HOST_IP, built from
+#                                       Go modules by tests/s3/build.sh) with bucket STORE_BUCKET (idempotent)
 #
 # The kubeconfig is always ${TRACTOR_CLUSTER_DIR:-$HOME/.cache/tractor/cluster}/admin.kubeconfig
 # (client certs of a system:masters user, embedded, so any client library can read it).
@@ -35,6 +37,14 @@ KCM_PORT=10257              # https, kube-controller-manager /healthz, /metrics
 SCHEDULER_PORT=10259        # https, kube-scheduler /healthz, /metrics
 KWOK_PORT=10247             # http, kwok /healthz, /metrics
 PROMETHEUS_PORT=19090       # http, Prometheus UI and API (lifecycle API enabled: POST /-/reload)
+STORE_PORT=18333            # http, the artifact store's S3 gateway (SeaweedFS), on HOST_IP; started by store-up
+STORE_MASTER_PORT=19334     # SeaweedFS master, volume and filer: internal to the store, on HOST_IP
+STORE_VOLUME_PORT=18334
+STORE_FILER_PORT=18889
+STORE_BUCKET=tractor        # the bucket store-up creates
+# The store's one identity: a local, throwaway cluster's credentials (the demo's Secret carries them).
+STORE_ACCESS_KEY=tractor-local
+STORE_SECRET_KEY=tractor-local-secret
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -124,6 +134,8 @@ healthy() {
     kwok) curl -fsS --max-time 2 "http://127.0.0.1:$KWOK_PORT/healthz" >/dev/null 2>&1 ;;
     coredns) curl -fsS --max-time 2 "http://127.0.0.1:$COREDNS_READY_PORT/ready" >/dev/null 2>&1 ;;
     prometheus) curl -fsS --max-time 2 "http://$HOST_IP:$PROMETHEUS_PORT/-/ready" >/dev/null 2>&1 ;;
+    # Any HTTP answer (an unsigned request is refused with 403): the gateway is up.
+    store) [[ $(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 "http://$HOST_IP:$STORE_PORT/" 2>/dev/null) != 000 ]] ;;
   esac
 }
 
@@ -410,8 +422,32 @@ up() {
   echo "export KUBECONFIG=$KUBECONFIG_PATH"
 }
 
+# store_up: the artifact store, on HOST_IP so pods on the real node reach it; then its bucket.
+store_up() {
+  healthy kube-apiserver || die "the cluster is not up: run '$0 up' first"
+  local weed data="$DIR/store"
+  weed=$("$here/../s3/build.sh")
+  mkdir -p "$data/data"
+  printf '{"identities": [{"name": "tractor", "credentials": [{"accessKey": "%s", "secretKey": "%s"}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}\n' \
+    "$STORE_ACCESS_KEY" "$STORE_SECRET_KEY" >"$data/s3.json"
+  start store "$weed" server -dir="$data/data" -ip="$HOST_IP" -ip.bind="$HOST_IP" -s3 -filer \
+    -master.port="$STORE_MASTER_PORT" -volume.port="$STORE_VOLUME_PORT" -filer.port="$STORE_FILER_PORT" \
+    -s3.port="$STORE_PORT" -s3.config="$data/s3.json" -master.volumeSizeLimitMB=64 -volume.max=8
+  wait_healthy store
+  # The gateway answers before the filer behind it is ready: retry the bucket until it exists (409: it did).
+  local code deadline=$((SECONDS + TIMEOUT))
+  until code=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT --aws-sigv4 aws:amz:us-east-1:s3 \
+    -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' --user "$STORE_ACCESS_KEY:$STORE_SECRET_KEY" \
+    "http://$HOST_IP:$STORE_PORT/$STORE_BUCKET") && [[ $code == 2* || $code == 409 ]]; do
+    ((SECONDS < deadline)) || { log_tail store; die "store: bucket $STORE_BUCKET not created (HTTP $code)"; }
+    sleep 0.5
+  done
+  log "store ready: s3://$STORE_BUCKET at http://$HOST_IP:$STORE_PORT"
+}
+
 down() {
   if [[ -d "$NODE/kubelet" ]]; then node_down; fi
+  stop store
   # The operator make demo leaves running, if any.
   stop operator
   # Clients first, etcd last, so the apiserver can still reach it while it drains.
@@ -419,7 +455,7 @@ down() {
   stop kube-apiserver
   stop etcd
   # Fresh state next time: a stale etcd would bring back objects of earlier runs. Certs are kept (cheap reuse).
-  rm -rf "$DIR/etcd" "$DIR/prometheus/data"
+  rm -rf "$DIR/etcd" "$DIR/prometheus/data" "$DIR/store"
   ip link delete "$HOST_IF" 2>/dev/null || true
   log "stopped"
 }
@@ -458,5 +494,6 @@ case "${1:-}" in
   env) echo "export KUBECONFIG=$KUBECONFIG_PATH" ;;
   node-up) locked node_up ;;
   node-down) locked node_down ;;
-  *) echo "usage: $0 up|down|status|env|node-up|node-down" >&2; exit 2 ;;
+  store-up) locked store_up ;;
+  *) echo "usage: $0 up|down|status|env|node-up|node-down|store-up" >&2; exit 2 ;;
 esac
