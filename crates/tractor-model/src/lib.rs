@@ -4,7 +4,8 @@
 //! evaluation) in `tractor-optimize`, so the server depends on neither object stores nor labelled sets.
 //!
 //! The lifecycle is visible in the types, as in tract: [`load`] gives a decluttered [`Model`] with its
-//! [`Signature`]; [`Model::runner`] optimizes it once per batch-size bucket into a shared [`Runner`];
+//! [`Signature`]; [`Model::runner`] optimizes it once per batch-size bucket into a shared [`Runner`] (the bucket
+//! plans hold one copy of the weights they pack alike);
 //! each worker thread opens a [`Session`] that keeps one reusable run state per bucket.
 
 pub mod datatype;
@@ -12,9 +13,11 @@ mod declared;
 pub mod dequant;
 pub mod loader;
 mod runner;
+pub mod timings;
 
 pub use datatype::DatatypeExt;
-pub use runner::{Runner, Session};
+pub use runner::{DEFAULT_EXTRA_WEIGHT_BYTES, Runner, Session};
+pub use timings::{LoadTimings, PlanTiming};
 /// tract's tensor type, re-exported so callers need no direct tract dependency.
 pub use tract_onnx::prelude::{Datum, DatumType, Tensor, f16};
 /// The API's tensor datatype and model format, re-exported: one definition each, in `tractor-api`.
@@ -24,6 +27,7 @@ pub use tractor_onnx_ml::threads::{set_threads, threads};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -162,6 +166,7 @@ pub struct Model {
     signature: Signature,
     format: ModelFormat,
     sha256: String,
+    timings: LoadTimings,
 }
 
 /// The lowercase hex sha256 of a file (for a directory: not supported, returns an error).
@@ -186,11 +191,14 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 /// Load a model file, checking its sha256 first when one is pinned.
 pub fn load(path: &Path, expected_sha256: Option<&str>) -> Result<Model> {
     let format = format_of_path(path);
+    let mut timings = LoadTimings::default();
+    let start = Instant::now();
     let sha256 = if path.is_file() {
         sha256_file(path)?
     } else {
         String::new()
     };
+    timings.digest = start.elapsed();
     if let Some(expected) = expected_sha256 {
         let expected = expected.trim().to_lowercase();
         if expected != sha256 {
@@ -209,17 +217,32 @@ pub fn load(path: &Path, expected_sha256: Option<&str>) -> Result<Model> {
     let typed = match format {
         // One ONNX loader for optimize and serve: it names the unnamed batch axis skl2onnx leaves (tract
         // cannot type the graph without it) and casts TDim outputs to int64.
-        ModelFormat::Onnx => loader::load(path).map(|(model, _)| model)?,
-        ModelFormat::Nnef => loader::nnef()
-            .model_for_path(path)
-            .and_then(|loaded| loaded.into_decluttered())
-            .map_err(load_err)?,
+        ModelFormat::Onnx => {
+            let (model, _, phases) = loader::load_timed(path)?;
+            timings.parse = phases.parse;
+            timings.declutter = phases.declutter;
+            model
+        }
+        ModelFormat::Nnef => {
+            let start = Instant::now();
+            let parsed = loader::nnef().model_for_path(path).map_err(load_err)?;
+            timings.parse = start.elapsed();
+            let start = Instant::now();
+            let model = parsed.into_decluttered().map_err(load_err)?;
+            timings.declutter = start.elapsed();
+            model
+        }
     };
-    Model::from_typed(typed, format, sha256)
+    Model::from_typed(typed, format, sha256, timings)
 }
 
 impl Model {
-    fn from_typed(typed: TypedModel, format: ModelFormat, sha256: String) -> Result<Model> {
+    fn from_typed(
+        typed: TypedModel,
+        format: ModelFormat,
+        sha256: String,
+        timings: LoadTimings,
+    ) -> Result<Model> {
         let mut batch = None;
         let mut spec = |outlet: OutletId| -> Result<TensorSpec> {
             let node = typed.node(outlet.node);
@@ -281,6 +304,7 @@ impl Model {
             },
             format,
             sha256,
+            timings,
         })
     }
 
@@ -304,21 +328,42 @@ impl Model {
         &self.sha256
     }
 
+    /// How long hashing, parsing and decluttering took ([`Runner::timings`] adds the optimization).
+    pub fn timings(&self) -> &LoadTimings {
+        &self.timings
+    }
+
     /// Whether the first axis of the inputs is a symbolic batch dimension, so requests can be merged.
     pub fn batchable(&self) -> bool {
         self.batch.is_some()
     }
 
-    /// Optimize once per batch-size bucket (powers of two up to `max_batch`) and return the shared runner.
+    /// Optimize once per batch-size bucket (powers of two below `max_batch`, and `max_batch`) and return the
+    /// shared runner. Bucket plans share the packed weights they have in common; a smaller bucket whose weights
+    /// would cost more memory than [`Runner`] allows is left out (see [`Runner::buckets`]).
     ///
     /// Why buckets: a plan optimized for a concrete batch is up to 2× faster than a symbolic one on
-    /// convolutions, and a handful of buckets bounds both memory and start-up time.
+    /// convolutions, and tract picks its matmul kernels for the batch it is given.
     pub fn runner(&self, max_batch: usize) -> Result<Runner> {
+        self.runner_with_extra_weights(max_batch, DEFAULT_EXTRA_WEIGHT_BYTES)
+    }
+
+    /// [`Model::runner`] with its memory bound given: the bytes of packed weights the smaller buckets' plans may
+    /// add to the largest bucket's. `0` holds the weights once (a large dense model then runs small batches
+    /// padded on a bucket of 8 or so); `usize::MAX` keeps every bucket, each as fast as it can be, at up to one
+    /// copy of the weights per bucket.
+    pub fn runner_with_extra_weights(
+        &self,
+        max_batch: usize,
+        extra_weight_bytes: usize,
+    ) -> Result<Runner> {
         runner::Runner::build(
             &self.typed,
             self.batch.clone(),
             self.signature.clone(),
             max_batch.max(1),
+            self.timings.clone(),
+            extra_weight_bytes,
         )
     }
 }

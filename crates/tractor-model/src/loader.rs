@@ -3,6 +3,7 @@
 
 use std::io::Read;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use tract_nnef::internal::*;
 use tract_onnx::prelude::{Framework, InferenceFact, InferenceModel, InferenceModelExt};
@@ -74,6 +75,27 @@ pub fn load(path: &Path) -> Result<(TypedModel, tractor_api::ModelFormat)> {
     load_declared(path, None, &[])
 }
 
+/// [`load`], with how long parsing and decluttering took (for [`crate::LoadTimings`]).
+pub(crate) fn load_timed(path: &Path) -> Result<(TypedModel, tractor_api::ModelFormat, Phases)> {
+    let mut phases = Phases::default();
+    let (model, format) =
+        read_declared(path, None, &[], &mut phases).map_err(|failure| Error::LoadModel {
+            path: path.to_owned(),
+            reason: failure.reason,
+            message: failure.message,
+        })?;
+    Ok((model, format, phases))
+}
+
+/// The loader's share of [`crate::LoadTimings`].
+#[derive(Debug, Default)]
+pub(crate) struct Phases {
+    /// Reading and parsing the file.
+    pub(crate) parse: Duration,
+    /// Declaring inputs, typing and decluttering.
+    pub(crate) declutter: Duration,
+}
+
 /// [`load`] as `spec.model` declares it: a `format` is loaded as that format (no sniffing: an ONNX file declared
 /// NNEF is refused, not loaded anyway), and declared `inputs` are checked against the model's own (refused with
 /// `InputMismatch` naming the first disagreement) and, for ONNX, fixed into it: type and fixed sizes as declared,
@@ -83,10 +105,12 @@ pub fn load_declared(
     format: Option<tractor_api::ModelFormat>,
     declared: &[tractor_api::InputOverride],
 ) -> Result<(TypedModel, tractor_api::ModelFormat)> {
-    read_declared(path, format, declared).map_err(|failure| Error::LoadModel {
-        path: path.to_owned(),
-        reason: failure.reason,
-        message: failure.message,
+    read_declared(path, format, declared, &mut Phases::default()).map_err(|failure| {
+        Error::LoadModel {
+            path: path.to_owned(),
+            reason: failure.reason,
+            message: failure.message,
+        }
     })
 }
 
@@ -95,6 +119,7 @@ fn read_declared(
     path: &Path,
     format: Option<tractor_api::ModelFormat>,
     declared: &[tractor_api::InputOverride],
+    phases: &mut Phases,
 ) -> Result<(TypedModel, tractor_api::ModelFormat), Failure> {
     use tractor_api::ModelFormat;
     let invalid = |message: String| Failure::new(Reason::InvalidModel, message);
@@ -119,14 +144,21 @@ fn read_declared(
         None => ModelFormat::Onnx,
     };
     if format == ModelFormat::Nnef {
-        let model = nnef()
+        let start = Instant::now();
+        let parsed = nnef()
             .model_for_path(path)
-            .and_then(|loaded| loaded.into_decluttered())
             .map_err(|error| classify(&error))?;
+        phases.parse = start.elapsed();
+        let start = Instant::now();
+        let model = parsed
+            .into_decluttered()
+            .map_err(|error| classify(&error))?;
+        phases.declutter = start.elapsed();
         crate::declared::check(declared, &typed_inputs(&model))
             .map_err(|message| Failure::new(Reason::InputMismatch, message))?;
         return Ok((model, ModelFormat::Nnef));
     }
+    let start = Instant::now();
     let mut inference = tractor_onnx_ml::onnx()
         .model_for_path(path)
         .map_err(|error| {
@@ -135,6 +167,8 @@ fn read_declared(
                 flat(&error)
             ))
         })?;
+    phases.parse = start.elapsed();
+    let start = Instant::now();
     declare_onnx_inputs(&mut inference, declared)?;
     // Exporters (skl2onnx, torch without dynamic_axes names) often leave the batch axis unnamed; tract needs a
     // symbol there to type the graph, and a symbolic batch is what lets the server merge requests.
@@ -221,7 +255,9 @@ fn read_declared(
             .properties
             .insert(NOTES_PROPERTY.to_owned(), rctensor1(&notes));
     }
-    Ok((integer_outputs(model)?, tractor_api::ModelFormat::Onnx))
+    let model = integer_outputs(model)?;
+    phases.declutter = start.elapsed();
+    Ok((model, tractor_api::ModelFormat::Onnx))
 }
 
 /// What a typed (NNEF) model says of its inputs.
