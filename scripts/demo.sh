@@ -56,6 +56,10 @@ fi
 
 step "4/7 helm install $RELEASE charts/tractor -n $RELEASE_NS (cluster mode: every namespace)"
 # Idempotent: a second make demo upgrades the release in place. The image is the one just imported.
+# The store's keys for the operator too (it reads the shared optimize cache with them), in its own namespace.
+kubectl create namespace "$RELEASE_NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl -n "$RELEASE_NS" create secret generic tractor-artifact-store --from-literal=AWS_ACCESS_KEY_ID="$STORE_ACCESS_KEY" \
+  --from-literal=AWS_SECRET_ACCESS_KEY="$STORE_SECRET_KEY" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 helm upgrade --install "$RELEASE" charts/tractor -n "$RELEASE_NS" --create-namespace \
   --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" \
   --set prometheusUrl="http://$HOST_IP:$PROMETHEUS_PORT" \

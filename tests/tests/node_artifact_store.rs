@@ -59,18 +59,18 @@ fn template_args(ns: &TestNamespace, name: &str) -> Result<(ContainerArgs, Conta
     Ok((args(&spec["initContainers"]), args(&spec["containers"])))
 }
 
-/// Every prediction of the digits test split through the Service equals onnxruntime's.
-fn assert_predictions(client: &Client, url: &str, split: &Split) -> Result<()> {
+/// Every prediction of the digits test split through model `name`'s Service equals onnxruntime's.
+fn assert_predictions(client: &Client, url: &str, name: &str, split: &Split) -> Result<()> {
     let reference = split
         .reference_argmax("probabilities")
         .context("the split's reference outputs")?;
     wait_serving("an answer through the ClusterIP", || {
-        infer_argmax(client, url, "digits", split, 0..1)
+        infer_argmax(client, url, name, split, 0..1)
     })?;
     let mut agree = 0;
     for start in (0..split.rows()).step_by(50) {
         let end = (start + 50).min(split.rows());
-        let got = infer_argmax(client, url, "digits", split, start..end)?;
+        let got = infer_argmax(client, url, name, split, start..end)?;
         agree += got
             .iter()
             .zip(&reference[start..end])
@@ -205,7 +205,7 @@ fn pods_download_the_published_digest_once_the_namespace_holds_the_secret() -> R
             .any(|arg| arg == "optimize"),
         "a serving container runs optimize: {inits:?} {mains:?}"
     );
-    assert_predictions(&client, &url, &split)?;
+    assert_predictions(&client, &url, "digits", &split)?;
 
     // The store down: the next revision cannot publish, fails with the reason, and nothing else moves.
     let served = model["revision"].as_str().unwrap_or_default().to_owned();
@@ -233,6 +233,74 @@ fn pods_download_the_published_digest_once_the_namespace_holds_the_secret() -> R
         "the serving pods: {}",
         deployment["status"]
     );
-    assert_predictions(&client, &url, &split)?;
+    assert_predictions(&client, &url, "digits", &split)?;
+    Ok(())
+}
+
+/// The shared optimize cache, on the user's path: with the store's Secret in the namespace (where the operator,
+/// installed there, finds its keys too), a first ModelDeployment's Job publishes and records the cache entry;
+/// a second ModelDeployment of the same pinned bytes and recipe, from another ConfigMap, becomes Ready with no
+/// Job of its own, its pods download the first one's artifact, and they answer as onnxruntime does.
+#[test]
+fn a_second_model_deployment_of_the_same_pinned_model_runs_no_job() -> Result<()> {
+    let cluster = real_node()?;
+    cluster.install_crd()?;
+    let store = s3_server_at(HOST_IP)?;
+    s3_put_at(HOST_IP, store.port, BUCKET, None)?;
+    let ns = restricted_namespace(cluster, "node-cache")?;
+    let prefix = ns.name().to_owned();
+    ns.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        STORE_SECRET,
+        &format!("--from-literal=AWS_ACCESS_KEY_ID={S3_ACCESS_KEY}"),
+        &format!("--from-literal=AWS_SECRET_ACCESS_KEY={S3_SECRET_KEY}"),
+    ])?;
+    let _op = Operator::start_with(
+        cluster,
+        ns.name(),
+        &[
+            &format!("artifactStore.uri=s3://{BUCKET}/{prefix}"),
+            &format!("artifactStore.endpoint=http://{HOST_IP}:{}", store.port),
+            "artifactStore.region=us-east-1",
+            "artifactStore.pathStyle=true",
+        ],
+    )?;
+    apply_digits(&ns, "digits", 1)?;
+    let first = wait_model_ready(&ns, "digits")?;
+    let keys = s3_keys_at(HOST_IP, store.port, BUCKET, &format!("{prefix}/cache/"))?;
+    ensure!(keys.len() == 1, "one cache entry: {keys:?}");
+
+    apply_digits(&ns, "digits-copy", 1)?;
+    let second = wait_model_ready(&ns, "digits-copy")?;
+    let jobs = ns.kubectl_json(&["get", "jobs", "-l", "serving.tractor.dev/model=digits-copy"])?;
+    ensure!(
+        jobs["items"].as_array().is_some_and(Vec::is_empty),
+        "digits-copy ran a Job: {}",
+        jobs["items"]
+    );
+    let model = &second["status"]["model"];
+    ensure!(
+        model["artifactDigest"] == first["status"]["model"]["artifactDigest"]
+            && model["artifactUri"] == first["status"]["model"]["artifactUri"],
+        "the copy serves another artifact: {model}"
+    );
+    ensure!(
+        model["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("shared optimize cache")),
+        "status.model.message: {}",
+        model["message"]
+    );
+    ensure!(
+        model["delivery"]["mode"] == "ArtifactStore",
+        "status.model.delivery: {}",
+        model["delivery"]
+    );
+    let url = service_url(&ns, "digits-copy")?;
+    let split = Split::load("digits_mlp")?;
+    let client = Client::builder().timeout(Duration::from_secs(10)).build()?;
+    assert_predictions(&client, &url, "digits-copy", &split)?;
     Ok(())
 }

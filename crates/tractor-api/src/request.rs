@@ -52,6 +52,11 @@ pub struct OptimizeRequest {
     /// exactly that digest (`tractor fetch`) instead of re-deriving it; unset: the artifact stays in `out`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<String>,
+    /// The shared optimize cache's key for this run ([`crate::revision::cache_key`]): with `publish`, a
+    /// successful run also records its report at `<prefix>/cache/<key>.json`, where the operator finds it for
+    /// the next ModelDeployment of the same pinned bytes and recipe and runs no Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_key: Option<String>,
 }
 
 /// The evaluation of an [`OptimizeRequest`]: `spec.optimize.evaluation` with its dataset located.
@@ -112,6 +117,7 @@ mod tests {
                 max_regression: Some(0.01),
             }),
             publish: Some("s3://artifacts/tractor".to_owned()),
+            cache_key: Some("c".repeat(64)),
         }
     }
 

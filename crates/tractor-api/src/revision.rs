@@ -56,6 +56,45 @@ pub fn revision(spec: &ModelDeploymentSpec) -> String {
     hex::encode(digest)[..REVISION_LEN].to_owned()
 }
 
+/// What the shared optimize cache is keyed by: the source's bytes (its pinned digest, not its URI) and the
+/// recipe. Version 1; bump it when the artifact comes to depend on something else.
+#[derive(Serialize)]
+struct CacheInputs<'a> {
+    version: u32,
+    sha256: String,
+    format: Option<ModelFormat>,
+    inputs: &'a [InputOverride],
+    precision: Precision,
+    pruning: Option<&'a Pruning>,
+}
+
+/// The key of this spec's optimize result in the shared cache (64 lowercase hex): equal for every
+/// ModelDeployment of the same pinned bytes and recipe, whatever the URI, so N of them cost one optimize.
+/// `None`, never cached, where the result is not a function of the key: a source without a pinned `sha256`, or
+/// an evaluation (its labelled set has no pinned digest, and the gate's outcome depends on it).
+pub fn cache_key(spec: &ModelDeploymentSpec) -> Option<String> {
+    let sha256 = spec.model.sha256.as_deref()?;
+    if spec.optimize.evaluation.is_some() {
+        return None;
+    }
+    let inputs = CacheInputs {
+        version: 1,
+        sha256: sha256.trim_start_matches("sha256:").to_ascii_lowercase(),
+        // What the run will take the format to be: a declared one, else the file name's (the bytes decide
+        // only when neither says; equal bytes decide alike).
+        format: spec
+            .model
+            .format
+            .or_else(|| ModelFormat::from_file_name(&spec.model.uri)),
+        inputs: &spec.model.inputs,
+        precision: spec.optimize.precision,
+        pruning: spec.optimize.pruning.as_ref(),
+    };
+    // Serializing plain structs, strings, options and floats to JSON cannot fail.
+    let bytes = serde_json::to_vec(&inputs).unwrap_or_default();
+    Some(hex::encode(Sha256::digest(&bytes)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +137,32 @@ mod tests {
         s.optimize.backoff_limit = 3;
         s.rollout.rollback_on_accuracy_drop = true;
         assert_eq!(revision(&s), base);
+    }
+
+    /// Same bytes and recipe share a key whatever the URI; any recipe change, no pin or an evaluation do not.
+    #[test]
+    fn cache_key_follows_the_bytes_and_the_recipe() {
+        let key = cache_key(&spec()).expect("a pinned source without evaluation is cached");
+        assert_eq!(key.len(), 64);
+        let mut moved = spec();
+        moved.model.uri = "https://mirror.example.org/models/digits.onnx".into();
+        moved.model.sha256 = Some(format!("sha256:{}", "0".repeat(64)));
+        moved.serving.replicas = Some(9);
+        assert_eq!(cache_key(&moved).as_deref(), Some(key.as_str()));
+        let mut int8 = spec();
+        int8.optimize.precision = Precision::Int8;
+        assert_ne!(cache_key(&int8).as_deref(), Some(key.as_str()));
+        let mut unpinned = spec();
+        unpinned.model.sha256 = None;
+        assert_eq!(cache_key(&unpinned), None);
+        let mut evaluated = spec();
+        evaluated.optimize.evaluation = Some(Evaluation {
+            dataset: "https://d/x.npz".into(),
+            metric: EvalMetric::Accuracy,
+            min_score: None,
+            max_regression: None,
+        });
+        assert_eq!(cache_key(&evaluated), None);
     }
 
     #[test]

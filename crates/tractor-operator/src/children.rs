@@ -365,6 +365,10 @@ fn optimize_command(
             .map(|pruning| pruning.sparsity),
         evaluation,
         publish: publish.map(|store| store.uri.clone()),
+        // Only the Job records the cache entry (an init container re-deriving publishes nothing).
+        cache_key: publish
+            .filter(|_| evaluate)
+            .and_then(|_| tractor_api::revision::cache_key(spec)),
     };
     if let Some(store) = publish {
         access.env.extend(store.env());
@@ -1237,6 +1241,7 @@ spec:
                 precision: Precision::Auto,
                 prune_sparsity: None,
                 publish: None,
+                cache_key: None,
                 evaluation: Some(EvaluationRequest {
                     data: "/var/run/tractor/dataset/test.npz".to_owned(),
                     metric: tractor_api::EvalMetric::Accuracy,

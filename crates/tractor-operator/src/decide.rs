@@ -517,6 +517,19 @@ fn model_state(
     {
         return (ModelState::Ready(Box::new(model.clone())), None);
     }
+    // Another ModelDeployment of the same pinned bytes and recipe was optimized: its result, no Job.
+    if let Some(cached) = job
+        .filter(|seen| seen.job.is_none())
+        .and_then(|seen| seen.cached.as_ref())
+    {
+        let mut model = cached.model_status();
+        model.revision = Some(validated.revision.clone());
+        model.message = Some(match &model.message {
+            Some(words) => format!("{words} (reused from the shared optimize cache: no Job ran)"),
+            None => "reused from the shared optimize cache: no Job ran".to_owned(),
+        });
+        return (ModelState::Ready(Box::new(model)), None);
+    }
     let Some((job, report)) = job.and_then(|seen| Some((seen.job.as_ref()?, seen.report.as_ref())))
     else {
         return (ModelState::Optimizing, None);

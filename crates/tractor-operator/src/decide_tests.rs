@@ -160,7 +160,11 @@ fn job(v: &Validated, finished: Option<(&str, i64)>) -> Job {
 }
 
 fn job_seen(job: Option<Job>, report: Option<OptimizeReport>) -> Option<JobSeen> {
-    Some(JobSeen { job, report })
+    Some(JobSeen {
+        job,
+        report,
+        cached: None,
+    })
 }
 
 /// `object` as applied: carrying its content hash.
@@ -753,6 +757,56 @@ fn a_completed_job_with_a_report_makes_the_model_ready_and_applies_the_deploymen
             "{rest}"
         );
     }
+}
+
+/// The shared cache holds this bytes-and-recipe's report: the model is Ready from it, no Job is created, and
+/// the Deployment is applied as after a Job.
+#[test]
+fn a_cache_hit_serves_without_a_job() {
+    let v1 = spec("v1", PLAIN);
+    let old = first_optimizing(&v1, &ago(BEFORE));
+    let mut seen = observed(&v1, &old);
+    seen.job = Some(JobSeen {
+        job: None,
+        report: None,
+        cached: Some(report(&v1)),
+    });
+    let plan = decide(&seen, &config());
+    assert!(
+        !plan
+            .writes
+            .iter()
+            .any(|write| matches!(write, Write::CreateJob(_))),
+        "a cache hit creates no Job: {:?}",
+        plan.writes
+    );
+    let status = plan.status.expect("the status changes");
+    let served = status.model.expect("a model");
+    assert_eq!(served.revision.as_deref(), Some(v1.revision.as_str()));
+    assert_eq!(served.artifact_digest, model(&v1).artifact_digest);
+    assert!(
+        served
+            .message
+            .as_deref()
+            .is_some_and(|words| words.contains("shared optimize cache")),
+        "{:?}",
+        served.message
+    );
+    assert!(
+        plan.writes.iter().any(
+            |write| matches!(write, Write::Apply(child) if matches!(**child, Child::Deployment(_)))
+        ),
+        "the Deployment is applied: {:?}",
+        plan.writes
+    );
+    // Without a hit the Job is created, as before.
+    seen.job = job_seen(None, None);
+    let plan = decide(&seen, &config());
+    assert!(
+        plan.writes
+            .iter()
+            .any(|write| matches!(write, Write::CreateJob(_)))
+    );
 }
 
 #[test]

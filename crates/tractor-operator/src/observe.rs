@@ -68,6 +68,9 @@ pub struct JobSeen {
     pub job: Option<Job>,
     /// The report its newest finished container wrote, once the Job has finished.
     pub report: Option<OptimizeReport>,
+    /// The shared optimize cache's report for this spec's bytes and recipe, looked up (in the operator's
+    /// artifact store) only while no Job exists: a hit means no Job runs.
+    pub cached: Option<OptimizeReport>,
 }
 
 /// Spec hashes of the objects in front of the pods.
@@ -218,19 +221,54 @@ async fn job(
     }
     let name = children::job_name(&validated.name, &validated.revision);
     let job = get::<Job>(ctx, validated, &name, rbac::GET_JOB).await?;
-    let finished = job.as_ref().is_some_and(|j| {
-        j.status
+    let finished = job.as_ref().is_some_and(|found| {
+        found
+            .status
             .iter()
-            .flat_map(|s| s.conditions.iter().flatten())
-            .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+            .flat_map(|status| status.conditions.iter().flatten())
+            .any(|condition| {
+                (condition.type_ == "Complete" || condition.type_ == "Failed")
+                    && condition.status == "True"
+            })
     });
     let report = if finished {
         read_report(validated, &name, ctx).await?
     } else {
         None
     };
-    Ok(Some(JobSeen { job, report }))
+    let cached = match &job {
+        None => cached_report(validated, ctx).await,
+        Some(_) => None,
+    };
+    Ok(Some(JobSeen {
+        job,
+        report,
+        cached,
+    }))
 }
+
+/// The shared optimize cache's entry for this spec, from the operator's artifact store with the operator's own
+/// keys. A store that cannot be read is a miss (logged): the Job then optimizes, as without a cache.
+async fn cached_report(validated: &Validated, ctx: &Context) -> Option<OptimizeReport> {
+    let store = ctx.build.artifact_store.as_ref()?;
+    let key = tractor_api::revision::cache_key(&validated.md.spec)?;
+    let read = tokio::time::timeout(
+        CACHE_READ_TIMEOUT,
+        tractor_optimize::read_cache(&store.uri, &key),
+    )
+    .await
+    .unwrap_or_else(|_| Err(format!("no answer in {} s", CACHE_READ_TIMEOUT.as_secs())));
+    match read {
+        Ok(found) => found,
+        Err(why) => {
+            tracing::warn!(store = %store.uri, key, "shared optimize cache unreadable, optimizing: {why}");
+            None
+        }
+    }
+}
+
+/// How long a cache lookup may hold a reconcile before the Job runs instead.
+const CACHE_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The report of the Job's newest terminated optimize container, from its termination message.
 async fn read_report(

@@ -112,6 +112,12 @@ impl ArtifactStore {
         self.key(&format!("{DIGEST_DIR}/{hex}{REPORT_SUFFIX}"))
     }
 
+    /// Key of the shared optimize cache's entry `key` (a `tractor_api::revision::cache_key`):
+    /// `prefix/cache/<key>.json`.
+    pub fn cache_entry_key(&self, key: &str) -> String {
+        self.key(&format!("cache/{key}.json"))
+    }
+
     /// Folder of uploads in flight: `prefix/tmp/`.
     pub fn temp_prefix(&self) -> String {
         self.key(&format!("{TEMP_DIR}/"))
@@ -236,6 +242,86 @@ pub async fn publish(
     )
     .await?;
     Ok(Published { uri, uploaded })
+}
+
+/// Whether `key` is a cache key as `tractor_api::revision::cache_key` makes them (64 lowercase hex), so it
+/// can name an object and nothing else.
+fn valid_cache_key(key: &str) -> bool {
+    key.len() == 64
+        && key
+            .bytes()
+            .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Record `report` (a successful run's, with its `artifactUri`) as the shared cache's entry `key`, written once
+/// like the artifact: the first run's report stays.
+pub async fn record_cache(
+    store: &ArtifactStore,
+    key: &str,
+    report: Vec<u8>,
+) -> Result<(), OptError> {
+    if !valid_cache_key(key) {
+        return Err(OptError::new(
+            Reason::Internal,
+            format!("cache key `{key}` is not 64 lowercase hex characters"),
+        ));
+    }
+    let client = store_client(&store.bucket)
+        .map_err(|error| store.unavailable("configuring the client", &error))?;
+    let entry = store.cache_entry_key(key);
+    let name = format!("cache-{key}.json");
+    put_once(&client, store, &entry, &name, report.into(), |_| true).await?;
+    progress("publish", &format!("cache entry {}", store.uri_of(&entry)));
+    Ok(())
+}
+
+/// The shared cache's entry `key` in the store `uri` (`s3://bucket/prefix`), read with the store's settings
+/// (see the module docs): the recorded report, `None` when there is none. `Err` says why it could not be read;
+/// a caller treats that as a miss and optimizes.
+pub async fn read_cache(
+    uri: &str,
+    key: &str,
+) -> Result<Option<tractor_api::report::OptimizeReport>, String> {
+    if !valid_cache_key(key) {
+        return Err(format!(
+            "cache key `{key}` is not 64 lowercase hex characters"
+        ));
+    }
+    let store = ArtifactStore::parse(uri).map_err(|error| error.message)?;
+    let client = store_client(&store.bucket).map_err(|error| fetch::error_chain(&error))?;
+    let entry = store.cache_entry_key(key);
+    let location = object_store::path::Path::from(entry.as_str());
+    let found = match client.get(&location).await {
+        Ok(found) => found,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(error) => {
+            return Err(format!(
+                "reading {}: {}",
+                store.uri_of(&entry),
+                fetch::error_chain(&error)
+            ));
+        }
+    };
+    let bytes = found.bytes().await.map_err(|error| {
+        format!(
+            "reading {}: {}",
+            store.uri_of(&entry),
+            fetch::error_chain(&error)
+        )
+    })?;
+    let report: tractor_api::report::OptimizeReport =
+        serde_json::from_slice(&bytes).map_err(|error| {
+            format!(
+                "{} is not an optimize report: {error}",
+                store.uri_of(&entry)
+            )
+        })?;
+    // Only a successful run that published its artifact is worth reusing.
+    Ok(report
+        .artifact_uri
+        .is_some()
+        .then_some(report)
+        .filter(tractor_api::report::OptimizeReport::succeeded))
 }
 
 /// Write `bytes` at `key` through a temporary key, unless the store already holds an object there that `keep`
@@ -518,6 +604,20 @@ mod tests {
     use super::*;
 
     /// The key layout, with and without a prefix and a trailing slash.
+    /// Only what `cache_key` makes names a cache entry: nothing a path could be smuggled through.
+    #[test]
+    fn cache_keys_are_64_lowercase_hex() {
+        assert!(valid_cache_key(&"0a".repeat(32)));
+        for bad in [
+            "0a".repeat(31),
+            "0A".repeat(32),
+            format!("../{}", "0".repeat(61)),
+            "g".repeat(64),
+        ] {
+            assert!(!valid_cache_key(&bad), "{bad}");
+        }
+    }
+
     #[test]
     fn keys_follow_the_layout() {
         let hex = "ab".repeat(32);
@@ -542,6 +642,11 @@ mod tests {
                 "{uri}"
             );
             assert_eq!(store.temp_prefix(), format!("{prefix}tmp/"), "{uri}");
+            assert_eq!(
+                store.cache_entry_key(&hex),
+                format!("{prefix}cache/{hex}.json"),
+                "{uri}"
+            );
             let temp = store.temp_key(&hex);
             assert!(temp.starts_with(&format!("{prefix}tmp/{hex}-")), "{temp}");
             assert_eq!(

@@ -21,7 +21,7 @@ mod inspect;
 mod passes;
 mod progress;
 
-pub use artifact::{FetchArgs, run_fetch};
+pub use artifact::{FetchArgs, read_cache, run_fetch};
 pub use eval::Dataset;
 pub use inspect::{InspectArgs, inspect};
 
@@ -219,6 +219,8 @@ impl OptimizeArgs {
                     max_regression,
                 }),
                 publish,
+                // The shared cache is the operator's: a run by hand publishes without recording an entry.
+                cache_key: None,
             }),
             // clap refuses this; only arguments built by hand get here.
             (None, _, _) => Err(OptError::new(
@@ -664,8 +666,11 @@ fn pipeline(
             store,
             written,
             &artifact_hex,
-            published_report,
+            published_report.clone(),
         ))?;
+        if let Some(key) = &request.cache_key {
+            rt.block_on(artifact::record_cache(store, key, published_report))?;
+        }
     }
     Ok(())
 }
@@ -979,6 +984,7 @@ mod tests {
                 max_regression: Some(0.02),
             }),
             publish: Some("s3://artifacts/tractor".to_owned()),
+            cache_key: None,
         };
         assert_eq!(from_flags, expected);
         let json = expected.to_json();
