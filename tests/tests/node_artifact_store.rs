@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use reqwest::blocking::Client;
 use serde_json::Value;
-use tractor_e2e::cluster::{HOST_IP, TestNamespace, wait_for};
+use tractor_e2e::cluster::{Cluster, HOST_IP, TestNamespace, wait_for};
 use tractor_e2e::modeldeployment::{apply_as_is, get};
 use tractor_e2e::node::{
     NODE_WAIT, apply_digits, infer_argmax, real_node, restricted_namespace, service_url,
@@ -25,7 +25,8 @@ use tractor_e2e::node::{
 };
 use tractor_e2e::operator::Operator;
 use tractor_e2e::optimize::{
-    S3_ACCESS_KEY, S3_SECRET_KEY, s3_keys_at, s3_put_at, s3_request_at, s3_server_at, sha256_bytes,
+    S3_ACCESS_KEY, S3_SECRET_KEY, Server, s3_keys_at, s3_put_at, s3_request_at, s3_server_at,
+    sha256_bytes,
 };
 use tractor_e2e::serve::Split;
 
@@ -59,6 +60,45 @@ fn template_args(ns: &TestNamespace, name: &str) -> Result<(ContainerArgs, Conta
     Ok((args(&spec["initContainers"]), args(&spec["containers"])))
 }
 
+/// A SeaweedFS S3 gateway on the cluster's host address, where pods reach it, with the bucket [`BUCKET`].
+fn store() -> Result<Server> {
+    let store = s3_server_at(HOST_IP)?;
+    s3_put_at(HOST_IP, store.port, BUCKET, None)?;
+    Ok(store)
+}
+
+/// The store's keys as a platform team hands them to a model namespace: the Secret the chart names.
+fn create_store_secret(ns: &TestNamespace) -> Result<()> {
+    ns.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        STORE_SECRET,
+        &format!("--from-literal=AWS_ACCESS_KEY_ID={S3_ACCESS_KEY}"),
+        &format!("--from-literal=AWS_SECRET_ACCESS_KEY={S3_SECRET_KEY}"),
+    ])?;
+    Ok(())
+}
+
+/// The chart's operator for `ns`, publishing to `store` under the prefix `ns` (each test its own).
+fn operator_with_store(
+    cluster: &'static Cluster,
+    ns: &TestNamespace,
+    store: &Server,
+) -> Result<Operator> {
+    let prefix = ns.name();
+    Operator::start_with(
+        cluster,
+        ns.name(),
+        &[
+            &format!("artifactStore.uri=s3://{BUCKET}/{prefix}"),
+            &format!("artifactStore.endpoint=http://{HOST_IP}:{}", store.port),
+            "artifactStore.region=us-east-1",
+            "artifactStore.pathStyle=true",
+        ],
+    )
+}
+
 /// Every prediction of the digits test split through model `name`'s Service equals onnxruntime's.
 fn assert_predictions(client: &Client, url: &str, name: &str, split: &Split) -> Result<()> {
     let reference = split
@@ -89,20 +129,10 @@ fn assert_predictions(client: &Client, url: &str, name: &str, split: &Split) -> 
 fn pods_download_the_published_digest_once_the_namespace_holds_the_secret() -> Result<()> {
     let cluster = real_node()?;
     cluster.install_crd()?;
-    let store = s3_server_at(HOST_IP)?;
-    s3_put_at(HOST_IP, store.port, BUCKET, None)?;
+    let store = store()?;
     let ns = restricted_namespace(cluster, "node-store")?;
     let prefix = ns.name().to_owned();
-    let _op = Operator::start_with(
-        cluster,
-        ns.name(),
-        &[
-            &format!("artifactStore.uri=s3://{BUCKET}/{prefix}"),
-            &format!("artifactStore.endpoint=http://{HOST_IP}:{}", store.port),
-            "artifactStore.region=us-east-1",
-            "artifactStore.pathStyle=true",
-        ],
-    )?;
+    let _op = operator_with_store(cluster, &ns, &store)?;
     // No Secret yet: served by re-deriving, and the status says what is missing.
     let mut spec = apply_digits(&ns, "digits", 2)?;
     let md = wait_model_ready(&ns, "digits")?;
@@ -129,14 +159,7 @@ fn pods_download_the_published_digest_once_the_namespace_holds_the_secret() -> R
     );
 
     // The Secret created, and a new revision (the format declared): its Job publishes, its pods download.
-    ns.kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        STORE_SECRET,
-        &format!("--from-literal=AWS_ACCESS_KEY_ID={S3_ACCESS_KEY}"),
-        &format!("--from-literal=AWS_SECRET_ACCESS_KEY={S3_SECRET_KEY}"),
-    ])?;
+    create_store_secret(&ns)?;
     spec["spec"]["model"]["format"] = "onnx".into();
     apply_as_is(&ns, &spec)?;
     let md = wait_for(NODE_WAIT, "the new revision served from the store", || {
@@ -245,28 +268,11 @@ fn pods_download_the_published_digest_once_the_namespace_holds_the_secret() -> R
 fn a_second_model_deployment_of_the_same_pinned_model_runs_no_job() -> Result<()> {
     let cluster = real_node()?;
     cluster.install_crd()?;
-    let store = s3_server_at(HOST_IP)?;
-    s3_put_at(HOST_IP, store.port, BUCKET, None)?;
+    let store = store()?;
     let ns = restricted_namespace(cluster, "node-cache")?;
     let prefix = ns.name().to_owned();
-    ns.kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        STORE_SECRET,
-        &format!("--from-literal=AWS_ACCESS_KEY_ID={S3_ACCESS_KEY}"),
-        &format!("--from-literal=AWS_SECRET_ACCESS_KEY={S3_SECRET_KEY}"),
-    ])?;
-    let _op = Operator::start_with(
-        cluster,
-        ns.name(),
-        &[
-            &format!("artifactStore.uri=s3://{BUCKET}/{prefix}"),
-            &format!("artifactStore.endpoint=http://{HOST_IP}:{}", store.port),
-            "artifactStore.region=us-east-1",
-            "artifactStore.pathStyle=true",
-        ],
-    )?;
+    create_store_secret(&ns)?;
+    let _op = operator_with_store(cluster, &ns, &store)?;
     apply_digits(&ns, "digits", 1)?;
     let first = wait_model_ready(&ns, "digits")?;
     let keys = s3_keys_at(HOST_IP, store.port, BUCKET, &format!("{prefix}/cache/"))?;

@@ -254,7 +254,7 @@ async fn cached_report(validated: &Validated, ctx: &Context) -> Option<OptimizeR
     let key = tractor_api::revision::cache_key(&validated.md.spec)?;
     let read = tokio::time::timeout(
         CACHE_READ_TIMEOUT,
-        tractor_optimize::read_cache(&store.uri, &key),
+        tractor_store::read_cache(&store.uri, &key),
     )
     .await
     .unwrap_or_else(|_| Err(format!("no answer in {} s", CACHE_READ_TIMEOUT.as_secs())));

@@ -9,19 +9,19 @@
 //! only with a store-specific setting (a header, a multipart upload or DynamoDB), and losing a race to identical
 //! bytes is harmless.
 //!
-//! The store's settings are the operator's `TRACTOR_STORE_*` variables ([`store_env`]) when any is set, so a Job can
-//! read its source from one S3 store (the `AWS_*` variables) and publish to another; else the `AWS_*` variables.
+//! The client, its settings and the cache's layout are `tractor_store`'s: the `TRACTOR_STORE_*` variables when any
+//! is set, so a Job can read its source from one S3 store (the `AWS_*` variables) and publish to another; else the
+//! `AWS_*` variables.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use object_store::aws::{AmazonS3, AmazonS3Builder};
-use object_store::{BackoffConfig, ObjectMeta, ObjectStore, PutPayload, RetryConfig};
+use object_store::aws::AmazonS3;
+use object_store::{ObjectMeta, ObjectStore, PutPayload};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tractor_api::ModelUri;
-use tractor_api::names::{ARTIFACT_FILE, store_env};
+use tractor_api::names::ARTIFACT_FILE;
 
 use crate::fetch::{self, Source};
 use crate::{OptError, Reason, progress};
@@ -34,21 +34,6 @@ const DIGEST_DIR: &str = "sha256";
 const TEMP_DIR: &str = "tmp";
 /// Suffix of an artifact's report beside it.
 const REPORT_SUFFIX: &str = ".report.json";
-
-/// Retries of one store call: about ten seconds of a store restarting or a connection refused (measured: a closed
-/// port fails in 3 to 10 s), where object_store's default (10 retries over up to 3 minutes) would hold a Job that
-/// Kubernetes retries with its own back-off, and hide what is wrong for minutes.
-fn store_retry() -> RetryConfig {
-    RetryConfig {
-        backoff: BackoffConfig {
-            init_backoff: Duration::from_millis(250),
-            max_backoff: Duration::from_secs(5),
-            base: 3.0,
-        },
-        max_retries: 5,
-        retry_timeout: Duration::from_secs(30),
-    }
-}
 
 /// An artifact store, `s3://bucket/prefix` (the prefix may be empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +100,7 @@ impl ArtifactStore {
     /// Key of the shared optimize cache's entry `key` (a `tractor_api::revision::cache_key`):
     /// `prefix/cache/<key>.json`.
     pub fn cache_entry_key(&self, key: &str) -> String {
-        self.key(&format!("cache/{key}.json"))
+        tractor_store::cache_entry(&self.prefix, key)
     }
 
     /// Folder of uploads in flight: `prefix/tmp/`.
@@ -156,42 +141,9 @@ impl ArtifactStore {
     }
 }
 
-/// A client for `bucket` with the artifact store's settings (see the module docs).
+/// A client for `bucket` with the artifact store's settings: `TRACTOR_STORE_*`, else a source's `AWS_*`.
 fn store_client(bucket: &str) -> object_store::Result<AmazonS3> {
-    let own = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
-    let names = [
-        store_env::ENDPOINT,
-        store_env::REGION,
-        store_env::PATH_STYLE,
-        store_env::ACCESS_KEY_ID,
-        store_env::SECRET_ACCESS_KEY,
-    ];
-    let builder = if names.iter().any(|name| own(name).is_some()) {
-        // The store's own settings alone: none of the source's AWS_* (its endpoint, keys or session token) may
-        // leak into requests to another store.
-        let mut builder = AmazonS3Builder::new()
-            .with_bucket_name(bucket)
-            .with_region(own(store_env::REGION).unwrap_or_else(|| "us-east-1".to_owned()));
-        if let Some(endpoint) = own(store_env::ENDPOINT) {
-            builder = builder
-                .with_allow_http(endpoint.starts_with("http://"))
-                .with_endpoint(endpoint);
-        }
-        if let Some(path_style) = own(store_env::PATH_STYLE) {
-            builder =
-                builder.with_virtual_hosted_style_request(!path_style.eq_ignore_ascii_case("true"));
-        }
-        if let Some(key) = own(store_env::ACCESS_KEY_ID) {
-            builder = builder.with_access_key_id(key);
-        }
-        if let Some(secret) = own(store_env::SECRET_ACCESS_KEY) {
-            builder = builder.with_secret_access_key(secret);
-        }
-        builder
-    } else {
-        fetch::s3_builder(bucket)
-    };
-    builder.with_retry(store_retry()).build()
+    tractor_store::client(bucket, || fetch::s3_builder(bucket))
 }
 
 /// What [`publish`] did.
@@ -244,15 +196,6 @@ pub async fn publish(
     Ok(Published { uri, uploaded })
 }
 
-/// Whether `key` is a cache key as `tractor_api::revision::cache_key` makes them (64 lowercase hex), so it
-/// can name an object and nothing else.
-fn valid_cache_key(key: &str) -> bool {
-    key.len() == 64
-        && key
-            .bytes()
-            .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
-}
-
 /// Record `report` (a successful run's, with its `artifactUri`) as the shared cache's entry `key`, written once
 /// like the artifact: the first run's report stays.
 pub async fn record_cache(
@@ -260,7 +203,7 @@ pub async fn record_cache(
     key: &str,
     report: Vec<u8>,
 ) -> Result<(), OptError> {
-    if !valid_cache_key(key) {
+    if !tractor_store::valid_cache_key(key) {
         return Err(OptError::new(
             Reason::Internal,
             format!("cache key `{key}` is not 64 lowercase hex characters"),
@@ -273,55 +216,6 @@ pub async fn record_cache(
     put_once(&client, store, &entry, &name, report.into(), |_| true).await?;
     progress("publish", &format!("cache entry {}", store.uri_of(&entry)));
     Ok(())
-}
-
-/// The shared cache's entry `key` in the store `uri` (`s3://bucket/prefix`), read with the store's settings
-/// (see the module docs): the recorded report, `None` when there is none. `Err` says why it could not be read;
-/// a caller treats that as a miss and optimizes.
-pub async fn read_cache(
-    uri: &str,
-    key: &str,
-) -> Result<Option<tractor_api::report::OptimizeReport>, String> {
-    if !valid_cache_key(key) {
-        return Err(format!(
-            "cache key `{key}` is not 64 lowercase hex characters"
-        ));
-    }
-    let store = ArtifactStore::parse(uri).map_err(|error| error.message)?;
-    let client = store_client(&store.bucket).map_err(|error| fetch::error_chain(&error))?;
-    let entry = store.cache_entry_key(key);
-    let location = object_store::path::Path::from(entry.as_str());
-    let found = match client.get(&location).await {
-        Ok(found) => found,
-        Err(object_store::Error::NotFound { .. }) => return Ok(None),
-        Err(error) => {
-            return Err(format!(
-                "reading {}: {}",
-                store.uri_of(&entry),
-                fetch::error_chain(&error)
-            ));
-        }
-    };
-    let bytes = found.bytes().await.map_err(|error| {
-        format!(
-            "reading {}: {}",
-            store.uri_of(&entry),
-            fetch::error_chain(&error)
-        )
-    })?;
-    let report: tractor_api::report::OptimizeReport =
-        serde_json::from_slice(&bytes).map_err(|error| {
-            format!(
-                "{} is not an optimize report: {error}",
-                store.uri_of(&entry)
-            )
-        })?;
-    // Only a successful run that published its artifact is worth reusing.
-    Ok(report
-        .artifact_uri
-        .is_some()
-        .then_some(report)
-        .filter(tractor_api::report::OptimizeReport::succeeded))
 }
 
 /// Write `bytes` at `key` through a temporary key, unless the store already holds an object there that `keep`
@@ -604,20 +498,6 @@ mod tests {
     use super::*;
 
     /// The key layout, with and without a prefix and a trailing slash.
-    /// Only what `cache_key` makes names a cache entry: nothing a path could be smuggled through.
-    #[test]
-    fn cache_keys_are_64_lowercase_hex() {
-        assert!(valid_cache_key(&"0a".repeat(32)));
-        for bad in [
-            "0a".repeat(31),
-            "0A".repeat(32),
-            format!("../{}", "0".repeat(61)),
-            "g".repeat(64),
-        ] {
-            assert!(!valid_cache_key(&bad), "{bad}");
-        }
-    }
-
     #[test]
     fn keys_follow_the_layout() {
         let hex = "ab".repeat(32);
@@ -680,7 +560,7 @@ mod tests {
     fn temporary_keys_are_unique() {
         let store = ArtifactStore::parse("s3://models/tractor").expect("parses");
         let first = store.temp_key("x");
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(std::time::Duration::from_millis(1));
         assert_ne!(first, store.temp_key("x"));
     }
 

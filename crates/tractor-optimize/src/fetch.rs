@@ -161,21 +161,7 @@ pub(crate) async fn http_get(url: &str) -> Result<Vec<u8>, (bool, String)> {
     Ok(body.to_vec())
 }
 
-/// An error and its sources, joined with `: `, so a message keeps the cause (connection refused, the HTTP status).
-/// A source whose text is already in the message (object_store's errors print their source too) is left out.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        let text = inner.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cur = inner.source();
-    }
-    s
-}
+pub(crate) use tractor_store::error_chain;
 
 /// The store for one bucket, configured from the environment.
 fn s3_store(bucket: &str) -> object_store::Result<AmazonS3> {

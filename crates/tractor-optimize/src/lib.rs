@@ -21,7 +21,7 @@ mod inspect;
 mod passes;
 mod progress;
 
-pub use artifact::{FetchArgs, read_cache, run_fetch};
+pub use artifact::{FetchArgs, run_fetch};
 pub use eval::Dataset;
 pub use inspect::{InspectArgs, inspect};
 
