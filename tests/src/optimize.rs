@@ -100,9 +100,21 @@ pub fn sha256(path: &Path) -> Result<String> {
         .to_owned())
 }
 
-/// A free loopback port (the listener is dropped, so a server can take it).
+/// A free loopback port (the listener is dropped, so a server can take it), never one this process handed out
+/// before: tests in one binary run in parallel, and two of them given the same port between the drop and their
+/// server's bind would share one server, which the first to finish kills under the other.
 pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
 }
 
 /// Wait until `port` accepts connections on loopback.
@@ -117,11 +129,12 @@ const LOOPBACK: &str = "127.0.0.1";
 fn wait_for_port_at(host: &str, port: u16, timeout: Duration, child: &mut Child) -> Result<()> {
     let start = Instant::now();
     while start.elapsed() < timeout {
-        if TcpStream::connect((host, port)).is_ok() {
-            return Ok(());
-        }
+        // Exit first: a server that could not bind must not pass on another process's listener.
         if let Some(status) = child.try_wait()? {
             bail!("server exited early: {status}");
+        }
+        if TcpStream::connect((host, port)).is_ok() {
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
     }

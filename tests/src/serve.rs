@@ -2,20 +2,15 @@
 //! wait for readiness, read `/metrics`, send SIGTERM, and compare answers with onnxruntime's.
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+pub use crate::optimize::free_port;
 use crate::paths::tractor_binary;
 pub use crate::paths::{fixtures, repo_root, venv_python};
-
-/// A port free at the time of asking (the OS picks it).
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
 
 /// A running `tractor serve`; killed on drop.
 pub struct Serve {
