@@ -28,6 +28,7 @@ use tractor_e2e::optimize::{
     S3_ACCESS_KEY, S3_SECRET_KEY, Server, s3_keys_at, s3_put_at, s3_request_at, s3_server_at,
     sha256_bytes,
 };
+use tractor_e2e::scale::events;
 use tractor_e2e::serve::Split;
 
 /// The bucket the operator publishes to.
@@ -264,6 +265,11 @@ fn pods_download_the_published_digest_once_the_namespace_holds_the_secret() -> R
 /// installed there, finds its keys too), a first ModelDeployment's Job publishes and records the cache entry;
 /// a second ModelDeployment of the same pinned bytes and recipe, from another ConfigMap, becomes Ready with no
 /// Job of its own, its pods download the first one's artifact, and they answer as onnxruntime does.
+///
+/// Then the published object is changed in the store behind tractor's back and the copy scaled to two: the new
+/// pod's `fetch` refuses it (its termination message names both digests, and it never becomes Ready), a
+/// `PodStartFailed` Warning on the ModelDeployment names the pod and the published digest, and the pods already
+/// serving stay Ready throughout (checked at every poll) and keep answering as onnxruntime does.
 #[test]
 fn a_second_model_deployment_of_the_same_pinned_model_runs_no_job() -> Result<()> {
     let cluster = real_node()?;
@@ -278,7 +284,7 @@ fn a_second_model_deployment_of_the_same_pinned_model_runs_no_job() -> Result<()
     let keys = s3_keys_at(HOST_IP, store.port, BUCKET, &format!("{prefix}/cache/"))?;
     ensure!(keys.len() == 1, "one cache entry: {keys:?}");
 
-    apply_digits(&ns, "digits-copy", 1)?;
+    let mut copy = apply_digits(&ns, "digits-copy", 1)?;
     let second = wait_model_ready(&ns, "digits-copy")?;
     let jobs = ns.kubectl_json(&["get", "jobs", "-l", "serving.tractor.dev/model=digits-copy"])?;
     ensure!(
@@ -308,5 +314,103 @@ fn a_second_model_deployment_of_the_same_pinned_model_runs_no_job() -> Result<()
     let split = Split::load("digits_mlp")?;
     let client = Client::builder().timeout(Duration::from_secs(10)).build()?;
     assert_predictions(&client, &url, "digits-copy", &split)?;
+
+    // The object changed after upload, then a scale-out fetches it.
+    let digest = model["artifactDigest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let hex = digest.trim_start_matches("sha256:").to_owned();
+    let key = format!("{prefix}/sha256/{hex}");
+    let tampered = tempfile::NamedTempFile::new()?;
+    std::fs::write(tampered.path(), b"not the artifact the Job published")?;
+    s3_put_at(
+        HOST_IP,
+        store.port,
+        &format!("{BUCKET}/{key}"),
+        Some(tampered.path()),
+    )?;
+    let serving: Vec<String> = ready_pods(&ns)?;
+    ensure!(serving.len() == 2, "serving pods before: {serving:?}");
+    copy["spec"]["serving"]["replicas"] = 2.into();
+    apply_as_is(&ns, &copy)?;
+    let warning = wait_for(
+        NODE_WAIT,
+        "a PodStartFailed Warning naming the digest",
+        || {
+            let still = ready_pods(&ns)?;
+            ensure!(
+                serving.iter().all(|pod| still.contains(pod)),
+                "a pod already serving stopped being Ready: before {serving:?}, now {still:?}"
+            );
+            Ok(events(&ns, "digits-copy", "PodStartFailed")?
+                .into_iter()
+                .find(|event| {
+                    event["note"]
+                        .as_str()
+                        .is_some_and(|note| note.contains(&hex))
+                }))
+        },
+    )?;
+    let note = warning["note"].as_str().unwrap_or_default();
+    ensure!(
+        warning["type"] == "Warning" && note.contains("DigestMismatch") && note.contains(&key),
+        "the Warning: {warning}"
+    );
+    let pods = ns.kubectl_json(&["get", "pods", "-l", "serving.tractor.dev/model=digits-copy"])?;
+    let refused: Vec<&Value> = pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|pod| {
+            !serving.contains(
+                &pod["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    ensure!(refused.len() == 1, "one new pod: {}", pods["items"]);
+    let fetch = &refused[0]["status"]["initContainerStatuses"][0];
+    let terminated = if fetch["state"]["terminated"].is_null() {
+        &fetch["lastState"]["terminated"]
+    } else {
+        &fetch["state"]["terminated"]
+    };
+    let message = terminated["message"].as_str().unwrap_or_default();
+    ensure!(
+        terminated["exitCode"] == 1 && message.contains(&hex) && message.contains("DigestMismatch"),
+        "the new pod's fetch: {fetch}"
+    );
+    let refused_name = refused[0]["metadata"]["name"].as_str().unwrap_or("?");
+    ensure!(
+        note.contains(&format!("pod {refused_name} ")),
+        "the Warning names another pod than {refused_name}: {note}"
+    );
+    let still = ready_pods(&ns)?;
+    ensure!(
+        serving.iter().all(|pod| still.contains(pod)),
+        "a pod already serving stopped being Ready: before {serving:?}, now {still:?}"
+    );
+    assert_predictions(&client, &url, "digits-copy", &split)?;
     Ok(())
+}
+
+/// Names of the namespace's Ready serving pods.
+fn ready_pods(ns: &TestNamespace) -> Result<Vec<String>> {
+    let pods = ns.kubectl_json(&["get", "pods", "-l", "serving.tractor.dev/component=server"])?;
+    Ok(pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|pod| {
+            pod["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|condition| condition["type"] == "Ready" && condition["status"] == "True")
+        })
+        .filter_map(|pod| pod["metadata"]["name"].as_str().map(str::to_owned))
+        .collect())
 }

@@ -77,6 +77,9 @@ pub mod reason {
     pub const SCALING: &str = "Scaling";
     /// Autoscaling is not configured.
     pub const NOT_CONFIGURED: &str = "NotConfigured";
+    /// A serving pod's init container failed (an artifact whose digest does not match, a source that cannot be
+    /// fetched): the Warning Event names the pod and the init container's own message.
+    pub const POD_START_FAILED: &str = "PodStartFailed";
 }
 
 /// Builds a condition stamped with `now` and the generation it describes.

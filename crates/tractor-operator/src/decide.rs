@@ -375,6 +375,7 @@ pub fn decide(observed: &Observed, config: &BuildConfig) -> Plan {
         keep.dedup();
         writes.push(Write::PruneJobs { keep });
     }
+    events.extend(observed.pod_failures.iter().map(pod_start_failed));
     // Condition flips last: they describe the status this plan writes.
     events.extend(status::transitions(old, &new));
 
@@ -404,6 +405,22 @@ pub fn decide(observed: &Observed, config: &BuildConfig) -> Plan {
         autoscaler: remember,
         evaluation,
         requeue: soonest,
+    }
+}
+
+/// The Warning about a serving pod that cannot start. Every reconcile that sees it says it again; the recorder
+/// folds the repeats into one Event's series.
+fn pod_start_failed(failure: &crate::observe::PodFailure) -> Event {
+    Event {
+        type_: EventType::Warning,
+        reason: reason::POD_START_FAILED.into(),
+        note: Some(format!(
+            "pod {} (revision {}) cannot start: init container {} failed ({}): {}; pods already serving keep \
+             serving",
+            failure.pod, failure.revision, failure.container, failure.reason, failure.message
+        )),
+        action: "Serve".into(),
+        secondary: None,
     }
 }
 

@@ -254,6 +254,7 @@ fn observed(v: &Validated, status: &ModelDeploymentStatus) -> Observed {
         analysis: None,
         previous: None,
         store_secret: None,
+        pod_failures: vec![],
         now: now(),
     }
 }
@@ -700,6 +701,41 @@ fn a_running_job_with_steady_front_children_writes_nothing() {
             requeue: secs(30),
         }
     );
+}
+
+/// A serving pod whose init container refused a tampered artifact is named in a Warning with the init
+/// container's own words (both digests); nothing else in the plan changes.
+#[test]
+fn a_serving_pod_that_cannot_start_is_named_in_a_warning() {
+    let v1 = spec("v1", PLAIN);
+    let old = first_optimizing(&v1, &ago(BEFORE));
+    let mut seen = observed(&v1, &old);
+    seen.job = job_seen(Some(job(&v1, None)), None);
+    let quiet = decide(&seen, &config());
+    let words = "artifact s3://tractor/artifacts/sha256/aa: sha256 is bb, expected aa";
+    seen.pod_failures = vec![crate::observe::PodFailure {
+        pod: "m-7d9f-x2".into(),
+        revision: v1.revision.clone(),
+        container: "fetch".into(),
+        reason: "DigestMismatch".into(),
+        message: words.into(),
+    }];
+    let plan = decide(&seen, &config());
+    assert_eq!(
+        plan.events,
+        vec![event(
+            EventType::Warning,
+            reason::POD_START_FAILED,
+            format!(
+                "pod m-7d9f-x2 (revision {}) cannot start: init container fetch failed (DigestMismatch): {words}; \
+                 pods already serving keep serving",
+                v1.revision
+            ),
+            "Serve"
+        )]
+    );
+    assert_eq!(plan.writes, quiet.writes);
+    assert_eq!(plan.status, quiet.status);
 }
 
 /// The first revision rolls out directly, canary strategy or not: there is nothing to compare it with.
@@ -2176,6 +2212,7 @@ fn an_invalid_spec_writes_only_its_status_and_waits_for_a_change() {
         analysis: None,
         previous: None,
         store_secret: None,
+        pod_failures: vec![],
         now: now(),
     };
     let mut want = ModelDeploymentStatus {

@@ -33,7 +33,7 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
@@ -229,6 +229,10 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
         }
     };
     let (deployments, jobs, services) = api_for(&client);
+    let pods: Api<Pod> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
     // The store keeps every ModelDeployment in memory: without managedFields it is about half the size.
     let (store, writer) = reflector::store();
     let watched = reflector::reflector(
@@ -258,9 +262,25 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
                 .touched_objects(),
         )
         .owns_stream(
-            watcher::watcher(services, children)
+            watcher::watcher(services, children.clone())
                 .inspect_err(owned(rbac::LIST_SERVICES, rbac::WATCH_SERVICES))
                 .touched_objects(),
+        )
+        // Pods belong to ReplicaSets, and a pod whose init container fails changes no Deployment status: only a
+        // pod watch sees a tampered artifact refused. Only those pods wake their model.
+        .watches_stream(
+            watcher::watcher(pods, children)
+                .inspect_err(owned(rbac::LIST_PODS, rbac::WATCH_PODS))
+                .touched_objects(),
+            |pod: Pod| {
+                observe::pod_failure(&pod).and_then(|_| {
+                    let model = pod.labels().get(tractor_api::names::LABEL_MODEL)?;
+                    Some(
+                        reflector::ObjectRef::<ModelDeployment>::new(model)
+                            .within(&pod.namespace()?),
+                    )
+                })
+            },
         )
         // Bounded: at start-up every object is due at once, and each reconcile holds a few children in
         // memory; 16 keeps the peak small without slowing a 1000-object start (the API server is the limit).

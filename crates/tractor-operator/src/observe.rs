@@ -57,6 +57,8 @@ pub struct Observed {
     /// Whether the artifact store's Secret exists in the namespace (`None`: the operator has no store);
     /// `Err` says why it could not be read.
     pub store_secret: Option<Result<bool, String>>,
+    /// Serving pods whose init container failed, read only while a serving Deployment misses replicas.
+    pub pod_failures: Vec<PodFailure>,
     /// When this was observed.
     pub now: Timestamp,
 }
@@ -71,6 +73,94 @@ pub struct JobSeen {
     /// The shared optimize cache's report for this spec's bytes and recipe, looked up (in the operator's
     /// artifact store) only while no Job exists: a hit means no Job runs.
     pub cached: Option<OptimizeReport>,
+}
+
+/// A serving pod that cannot start because its init container (`tractor fetch`, or `tractor optimize` when pods
+/// re-derive) failed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodFailure {
+    /// The pod's name.
+    pub pod: String,
+    /// Its revision label.
+    pub revision: String,
+    /// The init container's name.
+    pub container: String,
+    /// The reason code its termination message gives (`DigestMismatch`, `FetchFailed`, ...), else the kubelet's
+    /// (`OOMKilled`, `Error`).
+    pub reason: String,
+    /// Its termination message's `message` (the digests compared, the uri), or the whole message when it is not
+    /// one of tractor's JSON lines.
+    pub message: String,
+}
+
+/// The failure of a serving pod's init container, from its current or last termination with a non-zero exit.
+/// Pure, so the pod watch can keep only the pods worth a reconcile.
+pub fn pod_failure(pod: &Pod) -> Option<PodFailure> {
+    let labels = pod.metadata.labels.as_ref()?;
+    if labels.get(names::LABEL_COMPONENT).map(String::as_str) != Some(names::COMPONENT_SERVER) {
+        return None;
+    }
+    let status = pod.status.as_ref()?;
+    status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .find_map(|container| {
+            let current = container.state.as_ref().and_then(|s| s.terminated.as_ref());
+            let last = container
+                .last_state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref());
+            let terminated = [current, last]
+                .into_iter()
+                .flatten()
+                .find(|terminated| terminated.exit_code != 0)?;
+            let text = terminated.message.as_deref().unwrap_or_default().trim();
+            #[derive(serde::Deserialize)]
+            struct Said {
+                reason: Option<String>,
+                message: Option<String>,
+            }
+            let said = serde_json::from_str::<Said>(text).ok();
+            let reason = said
+                .as_ref()
+                .and_then(|said| said.reason.clone())
+                .or_else(|| terminated.reason.clone())
+                .unwrap_or_else(|| format!("exit code {}", terminated.exit_code));
+            let message = said
+                .and_then(|said| said.message)
+                .unwrap_or_else(|| text.to_owned());
+            Some(PodFailure {
+                pod: pod.metadata.name.clone().unwrap_or_default(),
+                revision: labels
+                    .get(names::LABEL_REVISION)
+                    .cloned()
+                    .unwrap_or_default(),
+                container: container.name.clone(),
+                reason,
+                message,
+            })
+        })
+}
+
+/// Whether a serving Deployment misses replicas, when its pods are worth listing for a failure.
+fn misses_replicas(deployment: Option<&Deployment>) -> bool {
+    deployment
+        .and_then(|found| found.status.as_ref())
+        .is_some_and(|status| status.unavailable_replicas.unwrap_or(0) > 0)
+}
+
+/// Serving pods of the ModelDeployment whose init container failed.
+async fn pod_failures(ctx: &Context, validated: &Validated) -> Result<Vec<PodFailure>, Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &validated.namespace);
+    let selector = children::server_selector_string(&validated.name);
+    let list = call(
+        rbac::LIST_SERVING_PODS,
+        &validated.namespace,
+        pods.list(&ListParams::default().labels(&selector)),
+    )
+    .await?;
+    Ok(list.items.iter().filter_map(pod_failure).collect())
 }
 
 /// Spec hashes of the objects in front of the pods.
@@ -129,6 +219,7 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
         analysis: None,
         previous: None,
         store_secret: None,
+        pod_failures: vec![],
         now,
     };
     let Ok(validated) = spec else {
@@ -154,6 +245,9 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
     };
     observed.monitor = monitor(ctx, &validated).await;
     observed.store_secret = store_secret(ctx, &validated).await;
+    if misses_replicas(observed.stable.as_ref()) || misses_replicas(observed.canary.as_ref()) {
+        observed.pod_failures = pod_failures(ctx, &validated).await?;
+    }
     let secs = now.as_second() as f64;
     observed.autoscaling = autoscaling(ctx, &validated, observed.stable.is_some(), secs).await;
     observed.analysis = analysis(ctx, &validated, &observed, secs).await;
@@ -493,4 +587,104 @@ async fn previous(
     )
     .await?;
     Ok(rollout::previous(stable, &list.items, &validated.revision))
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus,
+    };
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    fn pod(component: &str, init: Vec<ContainerStatus>) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("m-1".into()),
+                labels: Some(
+                    [
+                        (names::LABEL_COMPONENT.to_owned(), component.to_owned()),
+                        (names::LABEL_REVISION.to_owned(), "r1".to_owned()),
+                    ]
+                    .into(),
+                ),
+                ..ObjectMeta::default()
+            },
+            status: Some(PodStatus {
+                init_container_statuses: Some(init),
+                ..PodStatus::default()
+            }),
+            ..Pod::default()
+        }
+    }
+
+    fn terminated(exit_code: i32, message: &str, last: bool) -> ContainerStatus {
+        let state = ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code,
+                message: Some(message.into()),
+                reason: Some("Error".into()),
+                ..ContainerStateTerminated::default()
+            }),
+            ..ContainerState::default()
+        };
+        let (state, last_state) = if last {
+            (None, Some(state))
+        } else {
+            (Some(state), None)
+        };
+        ContainerStatus {
+            name: "fetch".into(),
+            state,
+            last_state,
+            ..ContainerStatus::default()
+        }
+    }
+
+    #[test]
+    fn init_container_failures_are_read_from_the_termination_message() {
+        let json = r#"{"uri":"s3://b/sha256/aa","reason":"DigestMismatch","message":"sha256 is bb, expected aa"}"#;
+        let cases = [
+            // (component, init status, want (reason, message))
+            (
+                names::COMPONENT_SERVER,
+                terminated(1, json, false),
+                Some(("DigestMismatch", "sha256 is bb, expected aa")),
+            ),
+            // Crash-looping: the last termination says why while the container waits to restart.
+            (
+                names::COMPONENT_SERVER,
+                terminated(1, json, true),
+                Some(("DigestMismatch", "sha256 is bb, expected aa")),
+            ),
+            // Not one of tractor's lines: the kubelet's reason and the text as it is.
+            (
+                names::COMPONENT_SERVER,
+                terminated(137, "killed", false),
+                Some(("Error", "killed")),
+            ),
+            (names::COMPONENT_SERVER, terminated(0, json, false), None),
+            (names::COMPONENT_OPTIMIZE, terminated(1, json, false), None),
+        ];
+        for (component, status, want) in cases {
+            let got = pod_failure(&pod(component, vec![status.clone()]));
+            assert_eq!(
+                got.as_ref()
+                    .map(|failure| (failure.reason.as_str(), failure.message.as_str())),
+                want,
+                "{component} {status:?}"
+            );
+            if let Some(failure) = got {
+                assert_eq!(
+                    (
+                        failure.pod.as_str(),
+                        failure.revision.as_str(),
+                        failure.container.as_str()
+                    ),
+                    ("m-1", "r1", "fetch")
+                );
+            }
+        }
+    }
 }

@@ -103,13 +103,14 @@ pub const NETWORKPOLICIES: Permission = Permission {
     why: "server-side apply (create and patch), not watched",
 };
 
-/// Pods of optimize Jobs.
+/// Pods of optimize Jobs and serving pods.
 pub const PODS: Permission = Permission {
     group: "",
     resource: "pods",
     names: &[],
-    verbs: &["list"],
-    why: "the optimize Job pod's termination message carries the report",
+    verbs: &["list", "watch"],
+    why: "the optimize Job pod's termination message carries the report; serving pods watched for an init \
+          container that fails (a tampered artifact), and listed while replicas are missing",
 };
 
 /// Prometheus Operator ServiceMonitors, written only where their CRD is served.
@@ -286,6 +287,12 @@ pub const WATCH_JOBS: Request = Request::new("watch Jobs", "watch", &JOBS);
 pub const DELETE_JOB: Request = Request::new("delete Job", "delete", &JOBS);
 /// The optimize Job's pods, for the report in their termination message.
 pub const LIST_JOB_PODS: Request = Request::new("list Job pods", "list", &PODS);
+/// A ModelDeployment's serving pods, while replicas are missing: which init container failed and why.
+pub const LIST_SERVING_PODS: Request = Request::new("list serving pods", "list", &PODS);
+/// The pod watch's initial list (serving pods whose init container fails wake their ModelDeployment).
+pub const LIST_PODS: Request = Request::new("list pods", "list", &PODS);
+/// The pod watch.
+pub const WATCH_PODS: Request = Request::new("watch pods", "watch", &PODS);
 /// A serving Deployment, stable or canary.
 pub const GET_DEPLOYMENT: Request = Request::new("get Deployment", "get", &DEPLOYMENTS);
 /// Serving Deployments (the owned-object watch).
@@ -349,6 +356,9 @@ pub const REQUESTS: &[Request] = &[
     WATCH_JOBS,
     DELETE_JOB,
     LIST_JOB_PODS,
+    LIST_SERVING_PODS,
+    LIST_PODS,
+    WATCH_PODS,
     GET_DEPLOYMENT,
     LIST_DEPLOYMENTS,
     WATCH_DEPLOYMENTS,

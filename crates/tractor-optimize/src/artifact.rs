@@ -299,7 +299,7 @@ pub struct FetchArgs {
 }
 
 /// Run `tractor fetch`; returns the process exit code: 0 when `<out>/model.nnef.tgz` holds exactly the digest,
-/// 1 otherwise (with no `model.nnef.tgz` left). One JSON line on stdout says which; a failure's message also goes to
+/// 1 otherwise (with no `model.nnef.tgz` left). One JSON line on stdout says which; a failure's line also goes to
 /// /dev/termination-log when it is writable.
 pub fn run_fetch(args: FetchArgs) -> i32 {
     let FetchArgs { uri, sha256, out } = args;
@@ -324,17 +324,17 @@ pub fn run_fetch(args: FetchArgs) -> i32 {
         }
         Err(error) => {
             tracing::error!(reason = ?error.reason, "{}", error.message);
-            println!(
-                "{}",
-                json!({"uri": uri, "reason": error.reason, "message": error.message})
-            );
-            // The kubelet shows this file as the init container's termination message, in `kubectl describe`.
+            let line =
+                json!({"uri": uri, "reason": error.reason, "message": error.message}).to_string();
+            println!("{line}");
+            // The kubelet shows this file as the init container's termination message (`kubectl describe`), where
+            // the operator reads the reason to name the pod in a Warning Event.
             if let Ok(mut file) = std::fs::OpenOptions::new()
                 .write(true)
                 .truncate(true)
                 .open("/dev/termination-log")
             {
-                let _ = file.write_all(error.message.as_bytes());
+                let _ = file.write_all(line.as_bytes());
             }
             1
         }
