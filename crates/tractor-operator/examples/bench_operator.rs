@@ -404,7 +404,8 @@ async fn main() {
                 "One pinned model for all of them, its report already in the shared optimize cache ({uri}), as \
                  after the first one's Job: no Job runs."
             ),
-            None => "No artifact store: one optimize Job (and its pod) per ModelDeployment.".to_owned(),
+            None =>
+                "No artifact store: one optimize Job (and its pod) per ModelDeployment.".to_owned(),
         },
         md = md_time.as_secs_f64(),
         cr = created.as_secs_f64(),
