@@ -71,6 +71,11 @@ bench-optimize:
 	$(CARGO) build --locked --release -p tractor
 	scripts/bench-optimize.sh
 
+.PHONY: bench-coldstart
+## bench-coldstart: process start -> ready (tractor vs KServe's ModelServer) and pod created -> Ready (artifact store vs re-derivation), small and ~100 MB models; report in $(CARGO_TARGET_DIR)/bench-coldstart/
+bench-coldstart: cluster-build
+	scripts/bench-coldstart.sh
+
 .PHONY: bench-autoscale
 ## bench-autoscale: load step -> scale decision (BENCH_CYCLES, 3) and scale changes in a noisy-but-flat run (BENCH_NOISE_SECS, 600) on the local cluster; report in $(CARGO_TARGET_DIR)/bench-autoscale/
 bench-autoscale: cluster-build

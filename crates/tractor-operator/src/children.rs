@@ -730,10 +730,13 @@ pub fn deployment(
                 ..Default::default()
             },
         ]),
-        readiness_probe: Some(http_probe("/v2/health/ready", tls, 2, 2)),
+        // The kubelet probes on a ticker from the pod's start, and readiness only after the startup probe passed:
+        // each period adds up to itself to pod Ready after the server is. One second, the kubelet's least, for
+        // both (a health GET costs the server microseconds); readiness falls after three misses.
+        readiness_probe: Some(http_probe("/v2/health/ready", tls, 1, 3)),
         liveness_probe: Some(http_probe("/v2/health/live", tls, 10, 3)),
-        // Loading and warming a large model can take a while; liveness waits for it.
-        startup_probe: Some(http_probe("/v2/health/live", tls, 2, 90)),
+        // Loading and warming a large model can take a while: liveness waits up to three minutes for it.
+        startup_probe: Some(http_probe("/v2/health/live", tls, 1, 180)),
         resources: serving.resources.clone(),
         security_context: Some(restricted_container_context()),
         volume_mounts: Some(server_mounts),
