@@ -190,8 +190,16 @@ def optimize(tractor: Path, name: str, source: Path, out: Path, precision: str, 
     )
 
 
-def server_env() -> Dict[str, str]:
-    return {key: value for key, value in os.environ.items() if key not in STRIPPED_ENV}
+# What the operator sets in every serving container (MALLOC_MMAP_THRESHOLD in
+# crates/tractor-operator/src/children.rs): tractor's process is measured as it runs in a pod.
+TRACTOR_POD_ENV = {"MALLOC_MMAP_THRESHOLD_": "4194304"}
+
+
+def server_env(server: str = "") -> Dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in STRIPPED_ENV}
+    if server == "tractor":
+        env.update(TRACTOR_POD_ENV)
+    return env
 
 
 def tail(path: Path, lines: int = 20) -> str:
@@ -313,7 +321,7 @@ def measure(server: str, case: ModelCase, run: int, command: List[str], http_por
     with log.open("wb") as sink:
         spawned = time.perf_counter()
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=server_env(), start_new_session=True, cwd=REPO)
+                                   env=server_env(server), start_new_session=True, cwd=REPO)
     try:
         deadline = spawned + timeout
         while True:
@@ -490,8 +498,9 @@ def markdown(info: dict, cases: List[ModelCase], rows: List[dict], checks: List[
         f"`GET {MODEL_READY_PATH}` was 200 right after in every run: "
         f"{'yes' if all(row['model_ready_at_ready'] for row in rows) else 'NO'}). "
         "RSS: VmRSS summed over the server process and its descendants, read right after ready. "
-        "tractor serves the artifact `tractor optimize` made (default `--precision auto`, as a pod), with "
-        "`--sha256`; KServe serves the ONNX source with onnxruntime. Files are in the page cache (no cold disk).",
+        f"tractor serves the artifact `tractor optimize --precision {info['precision']}` made, with `--sha256` "
+        "and the environment a pod gives it (`MALLOC_MMAP_THRESHOLD_`); KServe serves the ONNX source with "
+        "onnxruntime. Files are in the page cache (no cold disk).",
         "",
         "| server | model | served file | precision | ready ms (median) | min | max | RSS MiB (median) | "
         "processes | file MiB | RSS − file MiB | KServe / tractor |",
@@ -584,7 +593,7 @@ def main() -> None:
                       flush=True)
 
     wall = time.perf_counter() - started
-    info = {"machine": machine(), "versions": versions(tractor), "runs": args.runs}
+    info = {"machine": machine(), "versions": versions(tractor), "runs": args.runs, "precision": args.precision}
     rows = summarize(cases, results)
     checks = goals(rows)
     agree = agreement(cases, results)
