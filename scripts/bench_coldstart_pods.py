@@ -35,6 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 CLUSTER_SH = REPO / "tests/cluster/cluster.sh"
 KUBECONFIG = Path(os.environ.get("TRACTOR_CLUSTER_DIR", Path.home() / ".cache/tractor/cluster")) / "admin.kubeconfig"
 STORE_SECRET = "tractor-artifact-store"
+# The store prefix scripts/demo.sh installs tractor with (artifactStore.uri s3://STORE_BUCKET/artifacts).
+DEMO_STORE_PREFIX = "artifacts"
 SOURCE_SECRET = "model-source"
 MODEL_LABEL = "serving.tractor.dev/model"
 READY_TIMEOUT = 600.0
@@ -85,7 +87,26 @@ def s3_put(host: str, port: str, path: str, file: Path) -> None:
                     "--data-binary", f"@{file}", f"http://{host}:{port}/{path}"], check=True)
 
 
+def s3_call(host: str, port: str, method: str, path: str) -> str:
+    done = subprocess.run(["curl", "-sSf", "-X", method, "--aws-sigv4", "aws:amz:us-east-1:s3",
+                           "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "--user",
+                           f"{cluster_value('STORE_ACCESS_KEY')}:{cluster_value('STORE_SECRET_KEY')}",
+                           f"http://{host}:{port}/{path}"], check=True, capture_output=True, text=True)
+    return done.stdout
+
+
+def clear_cache(host: str, port: str, bucket: str) -> None:
+    """Empties the shared optimize cache `make demo` set up (`s3://bucket/artifacts`): its entries are keyed by the
+    source and the recipe, not by the tractor that made them, so without this a rerun after a change to optimize
+    would serve the artifacts an older build published."""
+    listing = s3_call(host, port, "GET", f"{bucket}?list-type=2&prefix={DEMO_STORE_PREFIX}%2Fcache%2F")
+    for key in re.findall(r"<Key>([^<]+)</Key>", listing):
+        s3_call(host, port, "DELETE", f"{bucket}/{key}")
+
+
 def namespace(name: str, with_store: bool) -> None:
+    # Fresh each run: an existing ModelDeployment would keep the revision an older build optimized.
+    kubectl("delete", "namespace", name, "--ignore-not-found", "--wait=true", "--timeout=300s")
     apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
         "name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
     keys = {"AWS_ACCESS_KEY_ID": cluster_value("STORE_ACCESS_KEY"),
@@ -234,6 +255,7 @@ def main() -> None:
     s3_put(host, port, f"{bucket}/models/{large.name}", large)
     small = REPO / "tests/fixtures/digits_mlp.onnx"
     small_sha = process.sha256_of(small)
+    clear_cache(host, port, bucket)
 
     rows = []
     for ns, with_store in [("coldstart-store", True), ("coldstart-rederive", False)]:

@@ -430,9 +430,11 @@ store_up() {
   mkdir -p "$data/data"
   printf '{"identities": [{"name": "tractor", "credentials": [{"accessKey": "%s", "secretKey": "%s"}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}\n' \
     "$STORE_ACCESS_KEY" "$STORE_SECRET_KEY" >"$data/s3.json"
+  # As many 256 MB volumes as the disk has room for (volume.max 0): 8 of 64 MB, SeaweedFS's small default here,
+  # were full after a few 100 MB models and refused every upload with a 500.
   start store "$weed" server -dir="$data/data" -ip="$HOST_IP" -ip.bind="$HOST_IP" -s3 -filer \
     -master.port="$STORE_MASTER_PORT" -volume.port="$STORE_VOLUME_PORT" -filer.port="$STORE_FILER_PORT" \
-    -s3.port="$STORE_PORT" -s3.config="$data/s3.json" -master.volumeSizeLimitMB=64 -volume.max=8
+    -s3.port="$STORE_PORT" -s3.config="$data/s3.json" -master.volumeSizeLimitMB=256 -volume.max=0
   wait_healthy store
   # The gateway answers before the filer behind it is ready: retry the bucket until it exists (409: it did).
   local code deadline=$((SECONDS + TIMEOUT))

@@ -108,14 +108,19 @@ impl ArtifactStore {
         self.key(&format!("{TEMP_DIR}/"))
     }
 
-    /// A key of that folder for one upload of `name` (the hex, or the report's file name): unique per process and
-    /// instant, so two Jobs uploading the same digest never write the same temporary object.
+    /// A key of that folder for one upload of `name` (the hex, or the report's file name), so two Jobs uploading
+    /// the same digest never write the same temporary object: the pod's name (`HOSTNAME`; in a container the pid
+    /// is often 1 in every pod), the pid and the instant tell uploaders apart, a counter tells one process's
+    /// uploads apart.
     fn temp_key(&self, name: &str) -> String {
+        static UPLOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let upload = UPLOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_nanos());
+        let host = std::env::var("HOSTNAME").unwrap_or_default();
         format!(
-            "{}{name}-{}-{nanos}",
+            "{}{name}-{host}-{}-{nanos}-{upload}",
             self.temp_prefix(),
             std::process::id()
         )
@@ -560,7 +565,6 @@ mod tests {
     fn temporary_keys_are_unique() {
         let store = ArtifactStore::parse("s3://models/tractor").expect("parses");
         let first = store.temp_key("x");
-        std::thread::sleep(std::time::Duration::from_millis(1));
         assert_ne!(first, store.temp_key("x"));
     }
 
