@@ -172,13 +172,26 @@ pub fn ready_server_pods(ns: &TestNamespace, name: &str) -> Result<Vec<(String, 
         .collect())
 }
 
-/// `http://<ClusterIP>:8080` of the Service `name`.
+/// `http://<ClusterIP>:8080` of the Service `name`, once kube-proxy has programmed at least one endpoint for it.
+/// Until then a connection to the ClusterIP is not DNATed and leaves this machine, where the sandbox's network
+/// answers 404: CI once saw two minutes of those, with kube-proxy busy after the KWOK tests' churn of Services.
 pub fn service_url(ns: &TestNamespace, name: &str) -> Result<String> {
     let svc = ns.kubectl_json(&["get", "service", name])?;
     let ip = svc["spec"]["clusterIP"]
         .as_str()
         .filter(|ip| !ip.is_empty() && *ip != "None")
         .ok_or_else(|| anyhow!("service {name} has no ClusterIP: {}", svc["spec"]))?;
+    wait_for(
+        NODE_WAIT,
+        &format!("kube-proxy rules for service {name}"),
+        || Ok((!programmed_endpoints(ns.name(), name, "http")?.is_empty()).then_some(())),
+    )
+    .with_context(|| {
+        format!(
+            "EndpointSlices: {:?}",
+            ns.kubectl_json(&["get", "endpointslices"]).ok()
+        )
+    })?;
     Ok(format!("http://{ip}:8080"))
 }
 
@@ -223,6 +236,20 @@ pub fn infer_argmax(
     split: &crate::serve::Split,
     rows: std::ops::Range<usize>,
 ) -> Result<Vec<usize>> {
+    Ok(infer_probabilities(client, base, model, split, rows)?
+        .chunks(10)
+        .map(crate::serve::argmax)
+        .collect())
+}
+
+/// Sends rows `rows` to `<base>/v2/models/<model>/infer` and returns `probabilities`, ten per row, flat.
+pub fn infer_probabilities(
+    client: &reqwest::blocking::Client,
+    base: &str,
+    model: &str,
+    split: &crate::serve::Split,
+    rows: std::ops::Range<usize>,
+) -> Result<Vec<f64>> {
     let resp = client
         .post(format!("{base}/v2/models/{model}/infer"))
         .json(&infer_body(split, rows.clone()))
@@ -246,7 +273,7 @@ pub fn infer_argmax(
         probs.len(),
         rows.len()
     );
-    Ok(probs.chunks(10).map(crate::serve::argmax).collect())
+    Ok(probs)
 }
 
 /// Waits until `f` succeeds against the Service (kube-proxy programs a new Service's rules within seconds).
