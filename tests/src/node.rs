@@ -188,12 +188,30 @@ pub fn service_url(ns: &TestNamespace, name: &str) -> Result<String> {
     )
     .with_context(|| {
         format!(
-            "EndpointSlices: {:?}",
-            ns.kubectl_json(&["get", "endpointslices"]).ok()
+            "EndpointSlices: {:?}\nkube-proxy: {}",
+            ns.kubectl_json(&["get", "endpointslices"]).ok(),
+            kube_proxy_sync()
         )
     })?;
     Ok(format!("http://{ip}:8080"))
 }
+
+/// kube-proxy's own account of its rule syncs (pending changes, last sync, durations), to explain rules that lag.
+fn kube_proxy_sync() -> String {
+    let url = format!("http://127.0.0.1:{KUBE_PROXY_METRICS_PORT}/metrics");
+    match reqwest::blocking::get(&url).and_then(|response| response.text()) {
+        Ok(text) => text
+            .lines()
+            .filter(|line| line.starts_with("kubeproxy_sync_proxy_rules_"))
+            .filter(|line| !line.contains("_bucket{"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(error) => format!("{url}: {error}"),
+    }
+}
+
+/// kube-proxy's metrics port on loopback (`KUBE_PROXY_METRICS_PORT` in `tests/cluster/node/node.sh`).
+const KUBE_PROXY_METRICS_PORT: u16 = 10249;
 
 /// The endpoint IPs kube-proxy has programmed on the real node (this machine) for port `port` of Service
 /// `namespace/name`: what new connections to its ClusterIP are spread over now, which can lag behind the
