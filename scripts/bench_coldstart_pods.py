@@ -79,19 +79,15 @@ def apply(manifest: dict) -> None:
     kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
 
 
-def s3_put(host: str, port: str, path: str, file: Path) -> None:
-    """PUT with AWS SigV4 by curl, as the tests do (SeaweedFS accepts the unsigned-payload marker)."""
-    subprocess.run(["curl", "-sSf", "-o", "/dev/null", "-X", "PUT", "--aws-sigv4", "aws:amz:us-east-1:s3",
-                    "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "--user",
-                    f"{cluster_value('STORE_ACCESS_KEY')}:{cluster_value('STORE_SECRET_KEY')}",
-                    "--data-binary", f"@{file}", f"http://{host}:{port}/{path}"], check=True)
-
-
-def s3_call(host: str, port: str, method: str, path: str) -> str:
-    done = subprocess.run(["curl", "-sSf", "-X", method, "--aws-sigv4", "aws:amz:us-east-1:s3",
-                           "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "--user",
-                           f"{cluster_value('STORE_ACCESS_KEY')}:{cluster_value('STORE_SECRET_KEY')}",
-                           f"http://{host}:{port}/{path}"], check=True, capture_output=True, text=True)
+def s3_call(host: str, port: str, method: str, path: str, body: Optional[Path] = None) -> str:
+    """One S3 request signed with AWS SigV4 by curl, as the tests do (SeaweedFS accepts the unsigned-payload
+    marker)."""
+    command = ["curl", "-sSf", "-X", method, "--aws-sigv4", "aws:amz:us-east-1:s3",
+               "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "--user",
+               f"{cluster_value('STORE_ACCESS_KEY')}:{cluster_value('STORE_SECRET_KEY')}"]
+    if body is not None:
+        command += ["--data-binary", f"@{body}"]
+    done = subprocess.run([*command, f"http://{host}:{port}/{path}"], check=True, capture_output=True, text=True)
     return done.stdout
 
 
@@ -252,7 +248,7 @@ def main() -> None:
     host, port, bucket = cluster_value("HOST_IP"), cluster_value("STORE_PORT"), cluster_value("STORE_BUCKET")
     large = process.ensure_large_model(args.out)
     large_sha = process.sha256_of(large)
-    s3_put(host, port, f"{bucket}/models/{large.name}", large)
+    s3_call(host, port, "PUT", f"{bucket}/models/{large.name}", large)
     small = REPO / "tests/fixtures/digits_mlp.onnx"
     small_sha = process.sha256_of(small)
     clear_cache(host, port, bucket)

@@ -20,8 +20,8 @@ use serde_json::Value;
 use tractor_e2e::cluster::{Cluster, HOST_IP, TestNamespace, wait_for};
 use tractor_e2e::modeldeployment::{apply_as_is, get};
 use tractor_e2e::node::{
-    NODE_WAIT, apply_digits, infer_argmax, infer_probabilities, real_node, restricted_namespace,
-    service_url, wait_model_ready, wait_serving,
+    NODE_WAIT, apply_digits, infer_argmax, infer_probabilities, ready_server_pods, real_node,
+    restricted_namespace, service_url, wait_model_ready, wait_serving,
 };
 use tractor_e2e::operator::Operator;
 use tractor_e2e::optimize::{
@@ -246,13 +246,13 @@ fn pods_download_the_published_digest_once_the_namespace_holds_the_secret() -> R
 
     // The store down: the next revision cannot publish, fails with the reason, and nothing else moves.
     let served = model["revision"].as_str().unwrap_or_default().to_owned();
-    let serving = ready_pods(&ns)?;
+    let serving = ready_pods(&ns, &["digits"])?;
     ensure!(serving.len() == 2, "serving pods before: {serving:?}");
     drop(store);
     spec["spec"]["optimize"]["precision"] = "f16".into();
     apply_as_is(&ns, &spec)?;
     let failure = wait_for(NODE_WAIT, "the unpublishable revision failed", || {
-        let still = ready_pods(&ns)?;
+        let still = ready_pods(&ns, &["digits"])?;
         ensure!(
             serving.iter().all(|pod| still.contains(pod)),
             "a pod already serving stopped being Ready: before {serving:?}, now {still:?}"
@@ -350,7 +350,7 @@ fn a_second_model_deployment_of_the_same_pinned_model_runs_no_job() -> Result<()
         &format!("{BUCKET}/{key}"),
         Some(tampered.path()),
     )?;
-    let serving: Vec<String> = ready_pods(&ns)?;
+    let serving = ready_pods(&ns, &["digits", "digits-copy"])?;
     ensure!(serving.len() == 2, "serving pods before: {serving:?}");
     copy["spec"]["serving"]["replicas"] = 2.into();
     apply_as_is(&ns, &copy)?;
@@ -358,7 +358,7 @@ fn a_second_model_deployment_of_the_same_pinned_model_runs_no_job() -> Result<()
         NODE_WAIT,
         "a PodStartFailed Warning naming the digest",
         || {
-            let still = ready_pods(&ns)?;
+            let still = ready_pods(&ns, &["digits", "digits-copy"])?;
             ensure!(
                 serving.iter().all(|pod| still.contains(pod)),
                 "a pod already serving stopped being Ready: before {serving:?}, now {still:?}"
@@ -408,7 +408,7 @@ fn a_second_model_deployment_of_the_same_pinned_model_runs_no_job() -> Result<()
         note.contains(&format!("pod {refused_name} ")),
         "the Warning names another pod than {refused_name}: {note}"
     );
-    let still = ready_pods(&ns)?;
+    let still = ready_pods(&ns, &["digits", "digits-copy"])?;
     ensure!(
         serving.iter().all(|pod| still.contains(pod)),
         "a pod already serving stopped being Ready: before {serving:?}, now {still:?}"
@@ -417,21 +417,15 @@ fn a_second_model_deployment_of_the_same_pinned_model_runs_no_job() -> Result<()
     Ok(())
 }
 
-/// Names of the namespace's Ready serving pods (not those on their way out, which stay Ready while they drain).
-fn ready_pods(ns: &TestNamespace) -> Result<Vec<String>> {
-    let pods = ns.kubectl_json(&["get", "pods", "-l", "serving.tractor.dev/component=server"])?;
-    Ok(pods["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|pod| pod["metadata"]["deletionTimestamp"].is_null())
-        .filter(|pod| {
-            pod["status"]["conditions"]
-                .as_array()
+/// Names of the Ready serving pods of `models` (not those on their way out, which stay Ready while they drain).
+fn ready_pods(ns: &TestNamespace, models: &[&str]) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for model in models {
+        names.extend(
+            ready_server_pods(ns, model)?
                 .into_iter()
-                .flatten()
-                .any(|condition| condition["type"] == "Ready" && condition["status"] == "True")
-        })
-        .filter_map(|pod| pod["metadata"]["name"].as_str().map(str::to_owned))
-        .collect())
+                .map(|(pod, _, _)| pod),
+        );
+    }
+    Ok(names)
 }
