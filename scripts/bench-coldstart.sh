@@ -2,7 +2,8 @@
 # make bench-coldstart: where a cold start goes and how it compares. Two parts, one run, one report:
 #   process: `tractor serve` against KServe's Python ModelServer (onnxruntime) on the same two models, process
 #            start -> ready and RSS (scripts/bench_coldstart_process.py);
-#   pods:    pod created -> Ready on the real node, artifact store against re-derivation
+#   pods:    pod created -> Ready on the real node, artifact store against re-derivation, and the first request
+#            to a model at zero -> its answer
 #            (scripts/bench_coldstart_pods.py), after `make demo` has installed tractor with Helm and the store.
 # Both at precision f32 (KServe serves the f32 source; `auto` picks by noisy timings). BENCH_RUNS (default 5)
 # starts of each. Writes $CARGO_TARGET_DIR/bench-coldstart/report.md. Goals are reported, never asserted.

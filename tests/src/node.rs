@@ -302,17 +302,32 @@ pub fn wait_serving<T>(what: &str, mut f: impl FnMut() -> Result<T>) -> Result<T
 /// Kills the serving process of `pod` with SIGKILL through containerd, as a crash would (the kubelet
 /// restarts the container; the pod is not deleted).
 pub fn kill_server(c: &Cluster, ns: &TestNamespace, pod: &str) -> Result<()> {
-    let p = ns.kubectl_json(&["get", "pod", pod])?;
-    let id = p["status"]["containerStatuses"]
+    kill_container(c, ns, pod, "server")
+}
+
+/// SIGKILLs container `container` of `pod` through the real node's containerd: a crash, not a graceful stop.
+pub fn kill_container(
+    cluster: &Cluster,
+    ns: &TestNamespace,
+    pod: &str,
+    container: &str,
+) -> Result<()> {
+    let pod_json = ns.kubectl_json(&["get", "pod", pod])?;
+    let id = pod_json["status"]["containerStatuses"]
         .as_array()
         .into_iter()
         .flatten()
-        .find(|s| s["name"] == "server")
+        .find(|s| s["name"] == container)
         .and_then(|s| s["containerID"].as_str())
         .and_then(|id| id.strip_prefix("containerd://"))
-        .ok_or_else(|| anyhow!("pod {pod} has no running server container: {}", p["status"]))?
+        .ok_or_else(|| {
+            anyhow!(
+                "pod {pod} has no running {container} container: {}",
+                pod_json["status"]
+            )
+        })?
         .to_owned();
-    let sock = c
+    let sock = cluster
         .kubeconfig()
         .parent()
         .map(|d| d.join("node/containerd/containerd.sock"))

@@ -71,6 +71,8 @@ fn base_values(namespace: &str) -> Vec<String> {
         format!("watchNamespace={namespace}"),
         format!("prometheusUrl=http://{HOST_IP}:{PROMETHEUS_PORT}"),
         "logLevel=info\\,tractor_operator=debug".to_owned(),
+        // Two more pods per install that only the scale-to-zero tests use; they switch it on.
+        "activator.enabled=false".to_owned(),
     ]
 }
 

@@ -38,3 +38,18 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "tractor.leaderElect" -}}
 {{- if or .Values.leaderElection.enabled (gt (int .Values.replicas) 1) -}}true{{- end -}}
 {{- end -}}
+
+{{/* Labels selecting the activator's pods (not the operator's selector: the two Deployments must not overlap). */}}
+{{- define "tractor.activatorSelectorLabels" -}}
+app.kubernetes.io/name: tractor-activator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Labels on every activator object. */}}
+{{- define "tractor.activatorLabels" -}}
+{{ include "tractor.activatorSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: tractor
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}

@@ -80,6 +80,11 @@ pub mod reason {
     /// A serving pod's init container failed (an artifact whose digest does not match, a source that cannot be
     /// fetched): the Warning Event names the pod and the init container's own message.
     pub const POD_START_FAILED: &str = "PodStartFailed";
+    /// Ready and Available: no pods on purpose, after `scaleToZero.idleAfter` without requests; the activator
+    /// holds the first request and wakes the model. Healthy, not progressing.
+    pub const SCALED_TO_ZERO: &str = "ScaledToZero";
+    /// An Event: the activator held a request for a model at zero, and it is waking.
+    pub const WAKING: &str = "Waking";
 }
 
 /// Builds a condition stamped with `now` and the generation it describes.

@@ -98,3 +98,27 @@ pub const CORRECT: &str = "correct";
 pub const INCORRECT: &str = "incorrect";
 /// [`RESULT`] of feedback for a prediction id the server does not know (expired or never made).
 pub const UNKNOWN_ID: &str = "unknown_id";
+
+/// `tractor_activator_requests_total{namespace,model,outcome}`: requests the activator answered, by
+/// [`OUTCOME`]. `namespace` and `model` are empty for [`OUTCOME_UNKNOWN_MODEL`], so unknown hosts add no series.
+pub const ACTIVATOR_REQUESTS: &str = "tractor_activator_requests_total";
+/// `tractor_activator_held_requests{namespace,model}`: requests held now, waiting for the model's first ready pod.
+pub const ACTIVATOR_HELD: &str = "tractor_activator_held_requests";
+/// `tractor_activator_wake_signals_total{namespace,model}`: wake annotations the activator wrote (or tried to).
+pub const ACTIVATOR_WAKE_SIGNALS: &str = "tractor_activator_wake_signals_total";
+/// `tractor_activator_hold_seconds`: from a request's arrival at the activator to its forward to a ready pod.
+pub const ACTIVATOR_HOLD_SECONDS: &str = "tractor_activator_hold_seconds";
+/// Label `namespace`: the ModelDeployment's namespace, on the activator's metrics.
+pub const NAMESPACE: &str = "namespace";
+/// Label `outcome` of [`ACTIVATOR_REQUESTS`].
+pub const OUTCOME: &str = "outcome";
+/// [`OUTCOME`]: forwarded to a ready pod (whatever the pod answered).
+pub const OUTCOME_FORWARDED: &str = "forwarded";
+/// [`OUTCOME`]: the model's hold queue was full; answered 503 with `Retry-After`.
+pub const OUTCOME_OVERFLOW: &str = "overflow";
+/// [`OUTCOME`]: no pod was ready within the hold deadline; answered 504.
+pub const OUTCOME_TIMEOUT: &str = "timeout";
+/// [`OUTCOME`]: the request could not be forwarded (body too large or unreadable, the pod failed mid-request).
+pub const OUTCOME_ERROR: &str = "error";
+/// [`OUTCOME`]: the host names no tractor model, or several; answered 404 or 400.
+pub const OUTCOME_UNKNOWN_MODEL: &str = "unknown_model";

@@ -53,6 +53,16 @@ pub const CANARY_SUFFIX: &str = "-canary";
 pub const COMPONENT_OPTIMIZE: &str = "optimize";
 /// Component label value of serving pods.
 pub const COMPONENT_SERVER: &str = "server";
+/// Component label value of the EndpointSlice that leads a model's Service to the activator.
+pub const COMPONENT_ACTIVATOR: &str = "activator";
+/// The label an EndpointSlice names its Service with; kube-proxy routes a Service to every slice carrying it.
+pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
+/// The label saying which controller manages an EndpointSlice.
+pub const LABEL_ENDPOINTSLICE_MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
+/// Its value on slices the operator writes (the activator's, for models at zero).
+pub const ENDPOINTSLICE_MANAGER: &str = "operator.serving.tractor.dev";
+/// Its value on slices Kubernetes' endpoints controller writes for a Service's selector.
+pub const ENDPOINTSLICE_CONTROLLER: &str = "endpointslice-controller.k8s.io";
 
 /// File name `tractor optimize --out DIR` writes the served artifact (tract NNEF archive) to.
 pub const ARTIFACT_FILE: &str = "model.nnef.tgz";
@@ -86,3 +96,8 @@ pub mod store_env {
     /// The secret key, from the store Secret's `AWS_SECRET_ACCESS_KEY`.
     pub const SECRET_ACCESS_KEY: &str = "TRACTOR_STORE_SECRET_ACCESS_KEY";
 }
+
+/// `serving.tractor.dev/wake`: set on a ModelDeployment by the activator, by JSON merge patch, to the RFC 3339
+/// UTC time (with fractional seconds) it last held a request for the model; a model scaled to zero is woken by
+/// a value newer than its scale-down. Each activator replica writes it at most once a second per model.
+pub const ANNOTATION_WAKE: &str = "serving.tractor.dev/wake";

@@ -55,6 +55,17 @@ pub(crate) fn default_interval() -> Duration {
     Duration::from_static("15s")
 }
 
+/// Requests an activator replica holds per model while it wakes.
+pub(crate) fn default_max_held_requests() -> i32 {
+    100
+}
+
+/// How long a held request waits for the model to wake: a small model's pod is ready in about two seconds,
+/// a large one's in well under half a minute.
+pub(crate) fn default_hold_timeout() -> Duration {
+    Duration::from_static("30s")
+}
+
 /// The HPA's `--horizontal-pod-autoscaler-tolerance`.
 pub(crate) fn default_tolerance() -> f64 {
     0.1

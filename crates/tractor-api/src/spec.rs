@@ -600,11 +600,16 @@ pub struct AuthConfig {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas")
     .message("autoscaling.minReplicas must not exceed autoscaling.maxReplicas").reason(Reason::FieldValueInvalid))]
+#[x_kube(validation = Rule::new("self.minReplicas > 0 || has(self.scaleToZero)")
+    .message("autoscaling.minReplicas: 0 needs autoscaling.scaleToZero.idleAfter (how long without requests before the last replica goes)")
+    .reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new("!has(self.scaleToZero) || self.minReplicas == 0")
+    .message("autoscaling.scaleToZero goes with minReplicas: 0").reason(Reason::FieldValueInvalid))]
 #[serde(rename_all = "camelCase")]
 pub struct Autoscaling {
-    /// Fewest replicas.
+    /// Fewest replicas; 0 (with `scaleToZero`) lets an idle model go to no pods, woken by its first request.
     #[serde(default = "schema::default_min_replicas")]
-    #[schemars(range(min = 1, max = 1000))]
+    #[schemars(range(min = 0, max = 1000))]
     pub min_replicas: i32,
     /// Most replicas.
     #[schemars(range(min = 1, max = 1000))]
@@ -622,11 +627,35 @@ pub struct Autoscaling {
     /// Stabilization windows and rate policies, as in the HPA's `behavior`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub behavior: Option<ScalingBehavior>,
+    /// Going to zero replicas when idle, and back on the first request; required with `minReplicas: 0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_to_zero: Option<ScaleToZero>,
     /// The signals to scale on; each proposes a replica count and the largest wins. Default, as the HPA's:
     /// CPU at 80 % utilization (`[{type: Cpu, cpu: {targetUtilizationPercent: 80}}]`).
     #[serde(default = "schema::default_metrics")]
     #[schemars(length(min = 1, max = 8))]
     pub metrics: Vec<MetricSpec>,
+}
+
+/// Scale to zero: with `minReplicas: 0`, a model that served no request for `idleAfter` goes to no pods. Its
+/// Service then leads to the activator, which holds requests, wakes the model and forwards them to its first
+/// ready pod. Prometheus unreadable means no evidence of idleness, and the model stays up.
+///
+/// Example: `{idleAfter: 10m, maxHeldRequests: 100, holdTimeout: 30s}`
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleToZero {
+    /// How long without a request before the last replica goes, as a duration (`30s`, `10m`).
+    pub idle_after: Duration,
+    /// Requests each activator replica holds for this model while it wakes; more are answered 503 with
+    /// `Retry-After`.
+    #[serde(default = "schema::default_max_held_requests")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_held_requests: i32,
+    /// How long a held request waits for a ready pod before it is answered 504 (a gRPC client's shorter
+    /// deadline wins).
+    #[serde(default = "schema::default_hold_timeout")]
+    pub hold_timeout: Duration,
 }
 
 /// A Prometheus server.

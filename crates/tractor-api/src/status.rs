@@ -57,6 +57,35 @@ pub struct ModelDeploymentStatus {
     /// In-cluster URL of the V2 model endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Scale to zero: where the Service leads, when the model last went idle and last woke.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_to_zero: Option<ScaleToZeroStatus>,
+}
+
+/// Where a model that may scale to zero stands.
+///
+/// Example: `{endpoints: Activator, idleSince: "2026-12-05T10:00:00Z", wokeAt: "2026-12-05T09:40:12Z"}`
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleToZeroStatus {
+    /// What the Service leads to: the model's pods, or the activator that holds requests while it wakes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Endpoints>,
+    /// When the model last went to zero replicas for lack of requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_since: Option<Time>,
+    /// When a request held by the activator last woke the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub woke_at: Option<Time>,
+}
+
+/// What a scale-to-zero model's Service leads to.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoints {
+    /// The serving pods (the Service selects them).
+    Pods,
+    /// The activator (an EndpointSlice the operator writes), while the model is at zero or waking.
+    Activator,
 }
 
 /// One word on where a ModelDeployment stands.
@@ -70,6 +99,8 @@ pub enum Phase {
     RollingOut,
     /// Serving the current revision with every replica ready.
     Ready,
+    /// Idle on purpose: no pods; the first request wakes the model.
+    ScaledToZero,
     /// Serving, but below an accuracy floor or short of replicas.
     Degraded,
     /// Cannot make progress without a spec change (e.g. the optimize Job failed).

@@ -8,6 +8,8 @@ use std::time::Duration;
 use crate::events::Event;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Endpoints;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
     Preconditions,
@@ -73,7 +75,29 @@ pub async fn apply(md: &ModelDeployment, plan: Plan, ctx: &Context) -> Result<Ac
                 Child::Deployment(object) => {
                     server_side_apply(ctx, &namespace, object, rbac::APPLY_DEPLOYMENT).await?
                 }
+                Child::EndpointSlice(object) => {
+                    server_side_apply(ctx, &namespace, object, rbac::APPLY_ENDPOINTSLICE).await?
+                }
             },
+            Write::DeleteEndpointSlices { names } => {
+                delete_endpoint_slices(ctx, &namespace, &names).await?
+            }
+            Write::DeletePodEndpoints { slices } => {
+                // First the Endpoints object, so the mirroring controller does not copy it back.
+                let endpoints: Api<Endpoints> = Api::namespaced(ctx.client.clone(), &namespace);
+                match call(
+                    rbac::DELETE_ENDPOINTS,
+                    &namespace,
+                    endpoints.delete(&name, &DeleteParams::default()),
+                )
+                .await
+                {
+                    Ok(_) => info!(%name, "Endpoints deleted"),
+                    Err(Error::Api { source, .. }) if is_not_found(&source) => {}
+                    Err(error) => return Err(error),
+                }
+                delete_endpoint_slices(ctx, &namespace, &slices).await?
+            }
             Write::ServiceMonitor { object, resource } => {
                 // Optional: failing to write it (RBAC not granted for it, say) must not hold up serving.
                 if let Err(error) = service_monitor(ctx, &namespace, *object, &resource).await {
@@ -112,6 +136,29 @@ pub async fn apply(md: &ModelDeployment, plan: Plan, ctx: &Context) -> Result<Ac
         write_status(ctx, &namespace, &name, status).await?;
     }
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Deletes EndpointSlices of the Service; one already gone is fine.
+async fn delete_endpoint_slices(
+    ctx: &Context,
+    namespace: &str,
+    names: &[String],
+) -> Result<(), Error> {
+    let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), namespace);
+    for name in names {
+        match call(
+            rbac::DELETE_ENDPOINTSLICE,
+            namespace,
+            slices.delete(name, &DeleteParams::default()),
+        )
+        .await
+        {
+            Ok(_) => info!(slice = %name, "EndpointSlice deleted"),
+            Err(Error::Api { source, .. }) if is_not_found(&source) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 /// Creates the optimize Job; false when it already exists.

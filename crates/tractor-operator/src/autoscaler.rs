@@ -154,7 +154,12 @@ impl Autoscaler {
             // judges (during a canary the canary's is the analysis's business).
             revision: Some(revision.to_owned()),
         };
-        read_metrics(&self.prometheus, server, &sel, &a.metrics, &window).await
+        let mut reads = read_metrics(&self.prometheus, server, &sel, &a.metrics, &window).await;
+        if let Some(zero) = &a.scale_to_zero {
+            let query = prom::requests_over(&sel, &prom::window(zero.idle_after.as_std()));
+            reads.idle = Some(self.prometheus.value(server, &query).await);
+        }
+        reads
     }
     /// The Prometheus client, shared with canary analysis.
     pub fn prometheus(&self) -> &prom::Client {
@@ -297,7 +302,9 @@ pub fn evaluate(
         }
     };
     let bounds = Bounds {
-        min: spec.min_replicas,
+        // Zero is the scale-to-zero decision's alone (it moves the Service to the activator first): the
+        // metrics of an idle model would otherwise take its last replica with nothing to hold requests.
+        min: spec.min_replicas.max(1),
         max: spec.max_replicas,
         behavior: hpa::Behavior::from_spec(spec.behavior.as_ref()),
     };
@@ -375,6 +382,8 @@ pub struct Reads {
     pub values: Vec<Result<f64, QueryError>>,
     /// The status snapshot (p95, rps, error rate, accuracy).
     pub snapshot: MetricSnapshot,
+    /// With scale to zero: requests answered over the last `idleAfter`, all pods together.
+    pub idle: Option<Result<f64, QueryError>>,
 }
 
 async fn read_metrics(
@@ -429,7 +438,11 @@ async fn read_metrics(
         error_rate: ok(2).map(round),
         accuracy: ok(3).map(round),
     };
-    Reads { values, snapshot }
+    Reads {
+        values,
+        snapshot,
+        idle: None,
+    }
 }
 
 /// Four significant decimals are plenty for a status, and keep it from changing on float noise.
@@ -636,6 +649,7 @@ mod tests {
         let reads = |v: Result<f64, QueryError>| Reads {
             values: vec![v],
             snapshot: MetricSnapshot::default(),
+            idle: None,
         };
         let mut memory = Memory::default();
         assert_eq!(

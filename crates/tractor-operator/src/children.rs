@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::{
     PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
     Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec,
 };
@@ -28,8 +29,8 @@ use kube::Resource;
 use sha2::{Digest, Sha256};
 use tractor_api::names::{self, ARTIFACT_FILE, GRPC_PORT, HTTP_PORT, SERVER_CONTAINER};
 use tractor_api::{
-    Delivery, DeliveryMode, EvaluationRequest, ModelDeployment, ModelStatus, OptimizeRequest,
-    Precision,
+    Delivery, DeliveryMode, Endpoints, EvaluationRequest, ModelDeployment, ModelStatus,
+    OptimizeRequest, Precision,
 };
 
 use crate::validate::{Location, Validated};
@@ -557,7 +558,8 @@ pub fn desired_replicas(md: &ModelDeployment) -> i32 {
             .status
             .as_ref()
             .and_then(|s| s.desired_replicas)
-            .unwrap_or(a.min_replicas)
+            // A new model starts with a pod even when it may scale to zero: it has to serve before it can idle.
+            .unwrap_or(a.min_replicas.max(1))
             .clamp(a.min_replicas, a.max_replicas),
         None => md.spec.serving.replicas.unwrap_or(1),
     }
@@ -900,8 +902,10 @@ fn serving_port(name: &str, port: i32) -> ServicePort {
     }
 }
 
-/// The Service: same name as the ModelDeployment, every revision's serving pods behind it.
-pub fn service(validated: &Validated) -> Service {
+/// The Service: same name as the ModelDeployment, every revision's serving pods behind it. With
+/// `Endpoints::Activator` it has no selector: the activator's EndpointSlice ([`activator_slice`]) is what stands
+/// behind it while the model is at zero.
+pub fn service(validated: &Validated, endpoints: Endpoints) -> Service {
     Service {
         metadata: meta(
             &validated.md,
@@ -913,7 +917,7 @@ pub fn service(validated: &Validated) -> Service {
             ),
         ),
         spec: Some(ServiceSpec {
-            selector: Some(server_selector(&validated.name)),
+            selector: (endpoints == Endpoints::Pods).then(|| server_selector(&validated.name)),
             ports: Some(vec![
                 serving_port("http", HTTP_PORT),
                 serving_port("grpc", GRPC_PORT),
@@ -921,6 +925,74 @@ pub fn service(validated: &Validated) -> Service {
             ..ServiceSpec::default()
         }),
         status: None,
+    }
+}
+
+/// The name of the EndpointSlice that leads a model's Service to the activator (the endpoints controller names
+/// its own `<service>-<5 random characters>`, so the two never meet).
+pub fn activator_slice_name(md_name: &str) -> String {
+    format!("{md_name}-activator")
+}
+
+/// The activator's addresses and ports, as its own Service's EndpointSlices list them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Activator {
+    /// Ready pod addresses (IPv4).
+    pub addresses: Vec<String>,
+    /// Its `http` port.
+    pub http_port: Option<i32>,
+    /// Its `grpc` port.
+    pub grpc_port: Option<i32>,
+}
+
+/// The EndpointSlice that puts the activator behind a model's Service: the Service's `http` and `grpc` ports
+/// lead to the activator's.
+pub fn activator_slice(validated: &Validated, activator: &Activator) -> EndpointSlice {
+    let mut labels = labels(
+        &validated.name,
+        &validated.revision,
+        names::COMPONENT_ACTIVATOR,
+    );
+    labels.insert(names::LABEL_SERVICE_NAME.to_owned(), validated.name.clone());
+    labels.insert(
+        names::LABEL_ENDPOINTSLICE_MANAGED_BY.to_owned(),
+        names::ENDPOINTSLICE_MANAGER.to_owned(),
+    );
+    let port = |name: &str, number: Option<i32>| {
+        number.map(|number| EndpointPort {
+            name: Some(name.to_owned()),
+            port: Some(number),
+            protocol: Some("TCP".to_owned()),
+            app_protocol: None,
+        })
+    };
+    EndpointSlice {
+        metadata: meta(&validated.md, activator_slice_name(&validated.name), labels),
+        address_type: "IPv4".to_owned(),
+        endpoints: Some(
+            activator
+                .addresses
+                .iter()
+                .map(|address| Endpoint {
+                    addresses: vec![address.clone()],
+                    conditions: Some(EndpointConditions {
+                        ready: Some(true),
+                        serving: Some(true),
+                        terminating: Some(false),
+                    }),
+                    ..Endpoint::default()
+                })
+                .collect(),
+        ),
+        ports: Some(
+            [
+                port("http", activator.http_port),
+                port("grpc", activator.grpc_port),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        ),
     }
 }
 
@@ -1665,11 +1737,14 @@ spec:
     #[test]
     fn spec_hash_changes_with_content_only() {
         let validated = validate(&md(CONFIG_MAP_MODEL)).expect("valid");
-        let a = with_spec_hash(service(&validated));
-        let b = with_spec_hash(service(&validated));
+        let a = with_spec_hash(service(&validated, Endpoints::Pods));
+        let b = with_spec_hash(service(&validated, Endpoints::Pods));
         assert_eq!(spec_hash(&a), spec_hash(&b));
         let mut other = validate(&md(CONFIG_MAP_MODEL)).expect("valid");
         other.name = "other".into();
-        assert_ne!(spec_hash(&a), spec_hash(&with_spec_hash(service(&other))));
+        assert_ne!(
+            spec_hash(&a),
+            spec_hash(&with_spec_hash(service(&other, Endpoints::Pods)))
+        );
     }
 }

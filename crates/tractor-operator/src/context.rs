@@ -31,6 +31,9 @@ pub struct Context {
     pub written: Written,
     /// Consecutive failed reconciles per object, for the error policy's backoff.
     pub failures: Failures,
+    /// The activator's Service (`namespace`, `name`), when one is installed: models that scale to zero lead
+    /// their Service to its pods.
+    pub activator: Option<(String, String)>,
 }
 
 /// When each canary was last analysed; lost on restart, which only brings the next analysis forward.

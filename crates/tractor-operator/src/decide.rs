@@ -9,14 +9,16 @@ use crate::events::{Event, EventType};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject};
 use tractor_api::conditions::{self, reason};
+use tractor_api::names;
 use tractor_api::report::{FailureReason, OptimizeReport};
-use tractor_api::{ModelDeploymentStatus, RevisionFailure};
+use tractor_api::{Endpoints, ModelDeploymentStatus, RevisionFailure};
 
 use crate::autoscaler::{self, Memory, Outcome};
 use crate::children::{self, BuildConfig};
@@ -24,6 +26,7 @@ use crate::observe::{JobSeen, Observed};
 use crate::rollout::{self, Previous};
 use crate::status::{self, ModelState, Served};
 use crate::validate::Validated;
+use crate::zero;
 
 /// How long a Job may be complete without its report before the revision is marked failed. The kubelet
 /// writes the termination message before the Job controller can see the pod succeed, so this only covers
@@ -94,6 +97,18 @@ pub enum Write {
         /// The uid the deletion is conditional on.
         uid: String,
     },
+    /// Delete these EndpointSlices of the ModelDeployment's Service.
+    DeleteEndpointSlices {
+        /// Their names.
+        names: Vec<String>,
+    },
+    /// Delete what names a Service's pods once it has no selector: its Endpoints object (the endpoints
+    /// controller leaves it, and the mirroring controller would copy it into a slice naming pods long gone),
+    /// then these slices.
+    DeletePodEndpoints {
+        /// The slices' names.
+        slices: Vec<String>,
+    },
     /// Delete optimize Jobs of revisions other than these.
     PruneJobs {
         /// Revisions whose Jobs stay.
@@ -113,6 +128,8 @@ pub enum Child {
     NetworkPolicy(NetworkPolicy),
     /// A serving Deployment (stable or canary).
     Deployment(Deployment),
+    /// The EndpointSlice leading the Service to the activator while the model is at zero.
+    EndpointSlice(EndpointSlice),
 }
 
 /// Decides what to do about what was observed.
@@ -164,18 +181,29 @@ pub fn decide(observed: &Observed, config: &BuildConfig) -> Plan {
     let recorded = children::desired_replicas(&validated.md);
     let (remember, evaluation, next_evaluation) =
         autoscale(validated, observed, serving_model.is_some(), recorded);
-    let replicas = evaluation
+    let mut replicas = evaluation
         .as_ref()
         .map_or(recorded, |outcome| outcome.replicas);
+    // Scale to zero has the last word on the count: the autoscaler never goes below one replica.
+    let zero = scale_to_zero(validated, observed, serving_model.is_some());
+    if let Some(count) = zero.as_ref().and_then(|outcome| outcome.replicas) {
+        replicas = count;
+    }
+    let endpoints = zero
+        .as_ref()
+        .map_or(Endpoints::Pods, |outcome| outcome.endpoints);
 
     // Front objects exist from the start, so the URL resolves as soon as a pod is ready.
     let front = &observed.front;
     push_changed(
         &mut writes,
         front.service.as_deref(),
-        children::service(validated),
+        children::service(validated, endpoints),
         Child::Service,
     );
+    // After the Service: going to zero, it has left the pods before the activator's slice stands in for
+    // them, and both before the Deployment below loses its last pod.
+    endpoint_slices(&mut writes, validated, observed, zero.as_ref());
     push_changed(
         &mut writes,
         front.pod_disruption_budget.as_deref(),
@@ -361,6 +389,26 @@ pub fn decide(observed: &Observed, config: &BuildConfig) -> Plan {
             });
         }
     }
+    // After the autoscaler's record: its count is never below one, and scale to zero's is the one applied.
+    match &zero {
+        Some(outcome) => {
+            new.scale_to_zero = Some(outcome.status.clone());
+            new.desired_replicas = Some(replicas);
+            if outcome.at_zero {
+                status::at_zero(validated, old, &mut new, &time);
+            }
+            if let Some((why, note)) = &outcome.event {
+                events.push(Event {
+                    type_: EventType::Normal,
+                    reason: (*why).into(),
+                    note: Some(note.clone()),
+                    action: "ScaleToZero".into(),
+                    secondary: None,
+                });
+            }
+        }
+        None => new.scale_to_zero = None,
+    }
     let became_ready = !conditions::is_true(&old.conditions, conditions::READY)
         && conditions::is_true(&new.conditions, conditions::READY);
     if became_ready {
@@ -394,6 +442,7 @@ pub fn decide(observed: &Observed, config: &BuildConfig) -> Plan {
         Some(after),
         next_evaluation,
         canary.as_ref().map(|step| step.requeue),
+        zero.as_ref().and_then(|outcome| outcome.requeue),
     ]
     .into_iter()
     .flatten()
@@ -505,6 +554,103 @@ fn autoscale(
             None,
             autoscaler::not_due(&seen.memory, every, secs),
         ),
+    }
+}
+
+/// Scale to zero's decision, for a spec that asks for it once a model has been built.
+fn scale_to_zero(validated: &Validated, observed: &Observed, built: bool) -> Option<zero::Outcome> {
+    let spec = validated
+        .md
+        .spec
+        .autoscaling
+        .as_ref()?
+        .scale_to_zero
+        .as_ref()?;
+    let seen = observed.zero.as_ref()?;
+    if !built {
+        return None;
+    }
+    let old = &observed.status;
+    let stable = observed.stable.as_ref();
+    let replicas = stable.map_or(0, |live| {
+        live.spec
+            .as_ref()
+            .and_then(|spec| spec.replicas)
+            .unwrap_or(1)
+    });
+    let ready_replicas = stable
+        .and_then(|live| live.status.as_ref())
+        .and_then(|status| status.ready_replicas)
+        .unwrap_or(0);
+    let wake = validated
+        .md
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(names::ANNOTATION_WAKE))
+        .and_then(|text| text.parse::<Timestamp>().ok());
+    let idle = observed
+        .autoscaling
+        .as_ref()
+        .and_then(|seen| seen.reads.as_ref())
+        .and_then(|reads| match reads {
+            Ok(found) => found
+                .idle
+                .as_ref()
+                .map(|read| read.as_ref().copied().map_err(|error| error.to_string())),
+            Err(why) => Some(Err(why.clone())),
+        });
+    // Serving in full, with no canary: since the later of Ready turning true and the last wake.
+    let woke_at = old
+        .scale_to_zero
+        .as_ref()
+        .and_then(|recorded| recorded.woke_at.as_ref())
+        .map(|time| time.0);
+    let serving_since = conditions::find(&old.conditions, conditions::READY)
+        .filter(|ready| ready.status == conditions::status::TRUE && observed.canary.is_none())
+        .map(|ready| ready.last_transition_time.0)
+        .map(|since| woke_at.map_or(since, |woke| woke.max(since)));
+    Some(zero::decide(&zero::Input {
+        spec,
+        now: observed.now,
+        replicas,
+        ready_replicas,
+        status: old.scale_to_zero.as_ref(),
+        wake,
+        idle,
+        serving_since,
+        activator: &seen.activator.addresses,
+        ready_pod_endpoints: seen.ready_pod_endpoints,
+    }))
+}
+
+/// The EndpointSlice writes of scale to zero: the activator's slice applied or deleted, and what names pods
+/// deleted once the Service has no selector (the endpoints controllers leave it behind).
+fn endpoint_slices(
+    writes: &mut Vec<Write>,
+    validated: &Validated,
+    observed: &Observed,
+    zero: Option<&zero::Outcome>,
+) {
+    let Some(seen) = &observed.zero else {
+        return;
+    };
+    if zero.is_some_and(|outcome| outcome.activator_slice) {
+        let desired =
+            children::with_spec_hash(children::activator_slice(validated, &seen.activator));
+        let live = seen.activator_slice.clone().flatten();
+        if live.as_deref() != children::spec_hash(&desired) {
+            writes.push(Write::Apply(Box::new(Child::EndpointSlice(desired))));
+        }
+    } else if seen.activator_slice.is_some() {
+        writes.push(Write::DeleteEndpointSlices {
+            names: vec![children::activator_slice_name(&validated.name)],
+        });
+    }
+    if zero.is_some_and(|outcome| outcome.delete_pod_slices) && !seen.pod_slices.is_empty() {
+        writes.push(Write::DeletePodEndpoints {
+            slices: seen.pod_slices.clone(),
+        });
     }
 }
 

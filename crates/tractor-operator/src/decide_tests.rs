@@ -175,7 +175,7 @@ fn hash_of<K: serde::Serialize + kube::Resource>(object: K) -> Option<String> {
 /// The live front children of `v`, as last applied.
 fn steady_front(v: &Validated) -> Front {
     Front {
-        service: hash_of(children::service(v)),
+        service: hash_of(children::service(v, tractor_api::Endpoints::Pods)),
         pod_disruption_budget: hash_of(children::pod_disruption_budget(v)),
         network_policy: hash_of(children::network_policy(v)),
     }
@@ -185,7 +185,7 @@ fn steady_front(v: &Validated) -> Front {
 fn front_writes(v: &Validated) -> Vec<Write> {
     vec![
         Write::Apply(Box::new(Child::Service(children::with_spec_hash(
-            children::service(v),
+            children::service(v, tractor_api::Endpoints::Pods),
         )))),
         Write::Apply(Box::new(Child::PodDisruptionBudget(
             children::with_spec_hash(children::pod_disruption_budget(v)),
@@ -255,6 +255,7 @@ fn observed(v: &Validated, status: &ModelDeploymentStatus) -> Observed {
         previous: None,
         store_secret: None,
         pod_failures: vec![],
+        zero: None,
         now: now(),
     }
 }
@@ -1844,6 +1845,7 @@ fn latency_well_above_target_scales_up_within_the_policy() {
     let reads = Ok(Reads {
         values: vec![Ok(200.0)],
         snapshot: snapshot(200.0, Time(now())),
+        idle: None,
     });
     let mut seen = observed(&v1, &old);
     seen.stable = Some(stable_on(&v1, 2));
@@ -1922,6 +1924,7 @@ fn a_scale_down_within_the_stabilization_window_is_held() {
     let reads = Ok(Reads {
         values: vec![Ok(10.0)],
         snapshot: snapshot(10.0, Time(now())),
+        idle: None,
     });
     // Six pods recommended 100 s ago, inside the default 300 s scale-down window.
     let before = Memory {
@@ -2040,6 +2043,7 @@ fn accuracy_below_the_floor_for_the_window_rolls_back_to_the_previous_revision()
             accuracy: Some(0.5),
             ..MetricSnapshot::default()
         },
+        idle: None,
     });
     // Below the floor for 120 s, twice the window.
     let before = Memory {
@@ -2143,6 +2147,7 @@ fn accuracy_below_the_floor_without_a_rollback_only_degrades() {
                 accuracy: Some(0.5),
                 ..MetricSnapshot::default()
             },
+            idle: None,
         });
         let before = Memory {
             accuracy_low_since: Some((NOW - 120) as f64),
@@ -2213,6 +2218,7 @@ fn an_invalid_spec_writes_only_its_status_and_waits_for_a_change() {
         previous: None,
         store_secret: None,
         pod_failures: vec![],
+        zero: None,
         now: now(),
     };
     let mut want = ModelDeploymentStatus {
@@ -2381,4 +2387,139 @@ fn a_service_monitor_is_applied_when_absent_or_changed_only() {
             "{case}"
         );
     }
+}
+
+const SCALES_TO_ZERO: &str = "autoscaling:
+  minReplicas: 0
+  maxReplicas: 4
+  interval: 15s
+  scaleToZero: {idleAfter: 60s}
+  metrics: [{type: Throughput, throughput: {targetPerReplica: 10}}]";
+
+fn activator() -> children::Activator {
+    children::Activator {
+        addresses: vec!["10.1.0.7".into(), "10.1.0.8".into()],
+        http_port: Some(8080),
+        grpc_port: Some(8081),
+    }
+}
+
+#[test]
+fn an_idle_model_leaves_its_pods_for_the_activator_before_its_last_pod_goes() {
+    let v1 = spec("v1", SCALES_TO_ZERO);
+    let old = autoscaled(ready_on(&v1, 1), 1, "idle");
+    let mut seen = observed(&v1, &old);
+    seen.stable = Some(stable_on(&v1, 1));
+    seen.autoscaling = Some(AutoscalingSeen {
+        memory: memory(15),
+        reads: Some(Ok(Reads {
+            values: vec![Ok(0.0)],
+            snapshot: snapshot(0.0, Time(now())),
+            idle: Some(Ok(0.0)),
+        })),
+    });
+    seen.zero = Some(crate::observe::ZeroSeen {
+        activator: activator(),
+        pod_slices: vec!["digits-x7k2p".into()],
+        ready_pod_endpoints: 1,
+        activator_slice: None,
+    });
+    let plan = decide(&seen, &config());
+    let kinds: Vec<&str> = plan
+        .writes
+        .iter()
+        .map(|write| match write {
+            Write::Apply(child) => match &**child {
+                Child::Service(service) => {
+                    assert!(
+                        service
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.selector.as_ref())
+                            .is_none(),
+                        "the Service keeps its selector"
+                    );
+                    "Service"
+                }
+                Child::EndpointSlice(slice) => {
+                    assert_eq!(slice.metadata.name.as_deref(), Some("digits-activator"));
+                    assert_eq!(slice.endpoints.as_ref().map(Vec::len), Some(2));
+                    "EndpointSlice"
+                }
+                Child::Deployment(deployment) => {
+                    assert_eq!(
+                        deployment.spec.as_ref().and_then(|spec| spec.replicas),
+                        Some(0)
+                    );
+                    "Deployment"
+                }
+                _ => "other",
+            },
+            Write::DeletePodEndpoints { slices } => {
+                assert_eq!(slices, &["digits-x7k2p".to_owned()]);
+                "DeletePodEndpoints"
+            }
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "Service",
+            "EndpointSlice",
+            "DeletePodEndpoints",
+            "Deployment"
+        ],
+        "{:#?}",
+        plan.writes
+    );
+    let status = plan.status.expect("status");
+    let ready = conditions::find(&status.conditions, READY).expect("Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", reason::SCALED_TO_ZERO)
+    );
+    // Ready all along: only the reason changed, not the transition time.
+    assert_eq!(ready.last_transition_time, ago(BEFORE));
+    assert_eq!(status.phase, Some(Phase::ScaledToZero));
+    assert_eq!(status.desired_replicas, Some(0));
+    let zero = status.scale_to_zero.expect("scaleToZero");
+    assert_eq!(zero.endpoints, Some(tractor_api::Endpoints::Activator));
+    assert_eq!(zero.idle_since, Some(Time(now())));
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.reason == reason::SCALED_TO_ZERO),
+        "{:?}",
+        plan.events
+    );
+}
+
+#[test]
+fn prometheus_dark_keeps_a_scale_to_zero_model_on_its_pods() {
+    let v1 = spec("v1", SCALES_TO_ZERO);
+    let old = autoscaled(ready_on(&v1, 1), 1, "idle");
+    let mut seen = observed(&v1, &old);
+    seen.stable = Some(stable_on(&v1, 1));
+    seen.autoscaling = Some(AutoscalingSeen {
+        memory: memory(15),
+        reads: Some(Err("Prometheus unreachable".into())),
+    });
+    seen.zero = Some(crate::observe::ZeroSeen {
+        activator: activator(),
+        pod_slices: vec!["digits-x7k2p".into()],
+        ready_pod_endpoints: 1,
+        activator_slice: None,
+    });
+    let plan = decide(&seen, &config());
+    assert!(
+        plan.writes.iter().all(|write| !matches!(
+            write,
+            Write::DeletePodEndpoints { .. } | Write::Scale { .. }
+        )),
+        "{:#?}",
+        plan.writes
+    );
+    let status = plan.status.unwrap_or(old);
+    assert_ne!(status.phase, Some(Phase::ScaledToZero));
 }

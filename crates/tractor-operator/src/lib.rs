@@ -24,6 +24,7 @@ pub mod reconcile;
 pub mod rollout;
 pub mod status;
 pub mod validate;
+pub mod zero;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
@@ -92,6 +94,21 @@ pub struct OperatorArgs {
         default_value = "tractor-artifact-store"
     )]
     pub artifact_store_secret: String,
+    /// The activator's Service as `namespace/name` (the chart sets it): models with
+    /// `autoscaling.scaleToZero` lead their Service to its pods while at zero. Unset: no model goes to zero.
+    #[arg(long, env = "TRACTOR_ACTIVATOR_SERVICE", value_parser = parse_service_ref)]
+    pub activator_service: Option<(String, String)>,
+}
+
+fn parse_service_ref(text: &str) -> Result<(String, String), String> {
+    match text.split_once('/') {
+        Some((namespace, name))
+            if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
+        {
+            Ok((namespace.to_owned(), name.to_owned()))
+        }
+        _ => Err(format!("`{text}` is not namespace/name")),
+    }
 }
 
 /// `--artifact-store`: an `s3://bucket[/prefix]` URI.
@@ -121,6 +138,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
         artifact_store_region,
         artifact_store_path_style,
         artifact_store_secret,
+        activator_service,
     } = args;
     let artifact_store = artifact_store.map(|uri| children::ArtifactStore {
         uri,
@@ -210,6 +228,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
         rollouts: Default::default(),
         written: Default::default(),
         failures: Default::default(),
+        activator: activator_service.clone(),
     });
     let children = watcher::Config::default().labels(&managed_selector());
     // Metadata only: a child's change matters as a trigger, its content is read in the reconcile.
@@ -233,8 +252,34 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
+    let slices: Api<PartialObjectMeta<EndpointSlice>> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
     // The store keeps every ModelDeployment in memory: without managedFields it is about half the size.
     let (store, writer) = reflector::store();
+    let (slice_store, activator_store) = (store.clone(), store.clone());
+    // No activator: a stream that never yields, so the controller's shape does not depend on the flag.
+    let activator_slices = match &activator_service {
+        Some((activator_namespace, activator_name)) => watcher::watcher(
+            Api::<PartialObjectMeta<EndpointSlice>>::namespaced(
+                client.clone(),
+                activator_namespace,
+            ),
+            watcher::Config::default().labels(&format!(
+                "{}={activator_name}",
+                tractor_api::names::LABEL_SERVICE_NAME
+            )),
+        )
+        .inspect_err(log_forbidden(
+            rbac::LIST_ENDPOINTSLICES,
+            rbac::WATCH_ENDPOINTSLICES,
+            Some(activator_namespace.clone()),
+        ))
+        .touched_objects()
+        .boxed(),
+        None => futures::stream::pending().boxed(),
+    };
     let watched = reflector::reflector(
         writer,
         watcher::watcher(mds, watcher::Config::default().any_semantic())
@@ -282,6 +327,39 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
                 })
             },
         )
+        // Scale to zero: a model's slices (the endpoints controller copies the Service's labels onto its own)
+        // say when a woken model's pods are listed, so the activator's slice can go.
+        .watches_stream(
+            watcher::watcher(
+                slices,
+                watcher::Config::default().labels(&managed_selector()),
+            )
+            .inspect_err(owned(rbac::LIST_ENDPOINTSLICES, rbac::WATCH_ENDPOINTSLICES))
+            .touched_objects(),
+            move |slice: PartialObjectMeta<EndpointSlice>| {
+                let model = slice.labels().get(tractor_api::names::LABEL_MODEL)?;
+                let key =
+                    reflector::ObjectRef::<ModelDeployment>::new(model).within(&slice.namespace()?);
+                scales_to_zero(&slice_store, &key).then_some(key)
+            },
+        )
+        // The activator's own slices: a replica gone or added changes every model at zero's slice at once.
+        .watches_stream(
+            activator_slices,
+            move |_: PartialObjectMeta<EndpointSlice>| {
+                activator_store
+                    .state()
+                    .into_iter()
+                    .filter(|md| {
+                        md.spec
+                            .autoscaling
+                            .as_ref()
+                            .is_some_and(|a| a.scale_to_zero.is_some())
+                    })
+                    .map(|md| reflector::ObjectRef::from_obj(&*md))
+                    .collect::<Vec<_>>()
+            },
+        )
         // Bounded: at start-up every object is due at once, and each reconcile holds a few children in
         // memory; 16 keeps the peak small without slowing a 1000-object start (the API server is the limit).
         .with_config(
@@ -327,6 +405,19 @@ pub async fn run(args: OperatorArgs) -> Result<(), error::StartError> {
     }
     info!("operator stopped");
     Ok(())
+}
+
+/// Whether the ModelDeployment `key` names (as the store holds it) may scale to zero.
+fn scales_to_zero(
+    store: &reflector::Store<ModelDeployment>,
+    key: &reflector::ObjectRef<ModelDeployment>,
+) -> bool {
+    store.get(key).is_some_and(|md| {
+        md.spec
+            .autoscaling
+            .as_ref()
+            .is_some_and(|a| a.scale_to_zero.is_some())
+    })
 }
 
 /// `namespace/name`, the key of what the operator keeps per object.

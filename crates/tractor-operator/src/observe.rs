@@ -8,6 +8,7 @@
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
@@ -59,6 +60,8 @@ pub struct Observed {
     pub store_secret: Option<Result<bool, String>>,
     /// Serving pods whose init container failed, read only while a serving Deployment misses replicas.
     pub pod_failures: Vec<PodFailure>,
+    /// With `autoscaling.scaleToZero`: the activator and the Service's EndpointSlices.
+    pub zero: Option<ZeroSeen>,
     /// When this was observed.
     pub now: Timestamp,
 }
@@ -163,6 +166,105 @@ async fn pod_failures(ctx: &Context, validated: &Validated) -> Result<Vec<PodFai
     Ok(list.items.iter().filter_map(pod_failure).collect())
 }
 
+/// What scale to zero reads besides the autoscaler's signals.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ZeroSeen {
+    /// The activator's ready addresses and ports (no addresses: not installed, not ready, or unreadable).
+    pub activator: children::Activator,
+    /// Names of the model Service's slices other than the activator's: the endpoints controller's, and the
+    /// mirroring controller's copies of the Endpoints object that controller leaves behind without a selector.
+    pub pod_slices: Vec<String>,
+    /// Ready endpoints in the endpoints controller's slices.
+    pub ready_pod_endpoints: usize,
+    /// The live activator slice's spec hash: `None` when there is none, `Some(None)` when it is unhashed.
+    pub activator_slice: Option<Option<String>>,
+}
+
+/// Reads the activator's slices and the model Service's.
+async fn zero(ctx: &Context, validated: &Validated) -> Result<ZeroSeen, Error> {
+    let by_service =
+        |name: &str| ListParams::default().labels(&format!("{}={name}", names::LABEL_SERVICE_NAME));
+    let mut seen = ZeroSeen::default();
+    if let Some((namespace, name)) = &ctx.activator {
+        let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), namespace);
+        // The activator unreadable is the activator absent: the model then never goes to zero, and wakes if it is.
+        match call(
+            rbac::LIST_ENDPOINTSLICES,
+            namespace,
+            slices.list(&by_service(name)),
+        )
+        .await
+        {
+            Ok(list) => seen.activator = activator_of(&list.items),
+            Err(error) => tracing::warn!(%error, "activator's EndpointSlices not read"),
+        }
+    }
+    let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &validated.namespace);
+    let list = call(
+        rbac::LIST_ENDPOINTSLICES,
+        &validated.namespace,
+        slices.list(&by_service(&validated.name)),
+    )
+    .await?;
+    let ours = children::activator_slice_name(&validated.name);
+    for slice in &list.items {
+        let name = slice.metadata.name.clone().unwrap_or_default();
+        let manager = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(names::LABEL_ENDPOINTSLICE_MANAGED_BY))
+            .map(String::as_str);
+        if name == ours {
+            seen.activator_slice = Some(children::spec_hash(slice).map(str::to_owned));
+            continue;
+        }
+        if manager == Some(names::ENDPOINTSLICE_CONTROLLER) {
+            seen.ready_pod_endpoints += slice
+                .endpoints
+                .iter()
+                .flatten()
+                .filter(|e| ready(e))
+                .count();
+        }
+        // The endpoints controller's, or the mirroring controller's copy of the Endpoints object the
+        // endpoints controller left behind when the selector went: both name pods.
+        seen.pod_slices.push(name);
+    }
+    Ok(seen)
+}
+
+/// An endpoint kube-proxy sends new connections to (`ready` unset counts as ready, as the API says).
+fn ready(endpoint: &k8s_openapi::api::discovery::v1::Endpoint) -> bool {
+    endpoint
+        .conditions
+        .as_ref()
+        .and_then(|conditions| conditions.ready)
+        .unwrap_or(true)
+}
+
+/// The activator's ready IPv4 addresses and its `http` and `grpc` ports, from its Service's slices.
+pub fn activator_of(slices: &[EndpointSlice]) -> children::Activator {
+    let mut activator = children::Activator::default();
+    for slice in slices.iter().filter(|slice| slice.address_type == "IPv4") {
+        for port in slice.ports.iter().flatten() {
+            match port.name.as_deref() {
+                Some("http") => activator.http_port = activator.http_port.or(port.port),
+                Some("grpc") => activator.grpc_port = activator.grpc_port.or(port.port),
+                _ => {}
+            }
+        }
+        for endpoint in slice.endpoints.iter().flatten().filter(|e| ready(e)) {
+            activator
+                .addresses
+                .extend(endpoint.addresses.iter().cloned());
+        }
+    }
+    activator.addresses.sort();
+    activator.addresses.dedup();
+    activator
+}
+
 /// Spec hashes of the objects in front of the pods.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Front {
@@ -220,6 +322,7 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
         previous: None,
         store_secret: None,
         pod_failures: vec![],
+        zero: None,
         now,
     };
     let Ok(validated) = spec else {
@@ -248,8 +351,22 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
     if misses_replicas(observed.stable.as_ref()) || misses_replicas(observed.canary.as_ref()) {
         observed.pod_failures = pod_failures(ctx, &validated).await?;
     }
+    if validated
+        .md
+        .spec
+        .autoscaling
+        .as_ref()
+        .is_some_and(|a| a.scale_to_zero.is_some())
+    {
+        observed.zero = Some(zero(ctx, &validated).await?);
+    }
     let secs = now.as_second() as f64;
-    observed.autoscaling = autoscaling(ctx, &validated, observed.stable.is_some(), secs).await;
+    // A Deployment at zero replicas has nothing to measure: Prometheus has no series for it.
+    let running = observed
+        .stable
+        .as_ref()
+        .is_some_and(|d| d.spec.as_ref().and_then(|spec| spec.replicas) != Some(0));
+    observed.autoscaling = autoscaling(ctx, &validated, running, secs).await;
     observed.analysis = analysis(ctx, &validated, &observed, secs).await;
     let evaluating = observed
         .autoscaling

@@ -304,6 +304,16 @@ pub fn requests_per_second(sel: &Selector, w: &str) -> String {
     )
 }
 
+/// Requests answered over `w`, all selected pods together; 0 while Prometheus scrapes them and none came in.
+/// No value (an error) when no selected server is scraped: no evidence of idleness.
+pub fn requests_over(sel: &Selector, w: &str) -> String {
+    format!(
+        "sum(increase({REQUESTS_TOTAL}{}[{w}])) or {}",
+        sel.matchers(""),
+        idle(sel)
+    )
+}
+
 /// CPU cores the selected servers use together, averaged over `w`. No idle fallback: the counter exists from
 /// a server's first scrape, so no value means no server scraped twice yet, and the autoscaler holds.
 pub fn cpu_seconds_per_second(sel: &Selector, w: &str) -> String {

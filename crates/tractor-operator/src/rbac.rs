@@ -159,6 +159,27 @@ pub const SECRETS: Permission = Permission {
     why: "the Prometheus authorization header of a spec that names a Secret",
 };
 
+/// EndpointSlices: scale to zero points a model's Service at the activator with a slice of its own.
+pub const ENDPOINTSLICES: Permission = Permission {
+    group: "discovery.k8s.io",
+    resource: "endpointslices",
+    names: &[],
+    verbs: &["list", "watch", "create", "patch", "delete"],
+    why: "scale to zero: the activator's addresses listed (and watched, so a lost replica leaves every \
+          slice at once); the slice leading a model's Service to them applied and deleted; the endpoints \
+          controller's slices of a Service without its selector deleted (that controller leaves them behind)",
+};
+
+/// Endpoints objects: a Service that loses its selector keeps the last one the endpoints controller wrote.
+pub const ENDPOINTS: Permission = Permission {
+    group: "",
+    resource: "endpoints",
+    names: &[],
+    verbs: &["delete"],
+    why: "scale to zero: the Endpoints object of a model Service without its selector deleted (the endpoints \
+          controller leaves it behind, and the mirroring controller would copy its gone pods into a slice)",
+};
+
 /// The rules of the operator's Role (one watched namespace) or ClusterRole (all namespaces).
 pub const OPERATOR: &[Permission] = &[
     MODELDEPLOYMENTS,
@@ -172,6 +193,8 @@ pub const OPERATOR: &[Permission] = &[
     PODS,
     SERVICEMONITORS,
     EVENTS,
+    ENDPOINTSLICES,
+    ENDPOINTS,
 ];
 
 /// The rules of the leader-election Role, in the release namespace.
@@ -345,6 +368,21 @@ pub const RENEW_LEASE: Request = Request::new("renew Lease", "update", &LEADER_L
 /// The Prometheus authorization header's Secret.
 pub const GET_SECRET: Request = Request::new("get Secret", "get", &SECRETS);
 
+/// Scale to zero: the activator's slices and a model Service's.
+pub const LIST_ENDPOINTSLICES: Request =
+    Request::new("list EndpointSlices", "list", &ENDPOINTSLICES);
+/// The watch that moves models at zero off an activator replica that went away.
+pub const WATCH_ENDPOINTSLICES: Request =
+    Request::new("watch EndpointSlices", "watch", &ENDPOINTSLICES);
+/// The slice leading a model's Service to the activator.
+pub const APPLY_ENDPOINTSLICE: Request = Request::apply("apply EndpointSlice", &ENDPOINTSLICES);
+/// Slices the Service no longer needs.
+pub const DELETE_ENDPOINTSLICE: Request =
+    Request::new("delete EndpointSlice", "delete", &ENDPOINTSLICES);
+
+/// The Endpoints object of a Service without its selector.
+pub const DELETE_ENDPOINTS: Request = Request::new("delete Endpoints", "delete", &ENDPOINTS);
+
 /// Every request above: a verb in the table that none of them makes is one the chart grants for nothing.
 pub const REQUESTS: &[Request] = &[
     LIST_MODELDEPLOYMENTS,
@@ -383,6 +421,11 @@ pub const REQUESTS: &[Request] = &[
     CREATE_LEASE,
     RENEW_LEASE,
     GET_SECRET,
+    LIST_ENDPOINTSLICES,
+    WATCH_ENDPOINTSLICES,
+    APPLY_ENDPOINTSLICE,
+    DELETE_ENDPOINTSLICE,
+    DELETE_ENDPOINTS,
 ];
 
 /// The message of the one log line (level WARN) for every API call the API server forbade, with the fields

@@ -377,6 +377,54 @@ pub fn compute(
     status
 }
 
+/// A model at zero on purpose is healthy and settled, as kstatus, Argo CD and `kubectl wait` read it: Ready
+/// and Available true with reason `ScaledToZero`, not a rollout short of pods.
+pub fn at_zero(
+    validated: &Validated,
+    old: &ModelDeploymentStatus,
+    status: &mut ModelDeploymentStatus,
+    now: &Time,
+) {
+    let generation = validated.md.metadata.generation;
+    let text = "no pods after scaleToZero.idleAfter without requests; the activator holds the next request and \
+                wakes the model"
+        .to_owned();
+    for kind in [conditions::READY, conditions::AVAILABLE] {
+        // A model that was Ready stays so, since then: only the reason changes. (The status being built may
+        // have judged the last pod's scale-down a rollout.)
+        let since = conditions::find(&old.conditions, kind)
+            .filter(|was| was.status == conditions::status::TRUE)
+            .map_or_else(|| now.clone(), |was| was.last_transition_time.clone());
+        conditions::remove(&mut status.conditions, kind);
+        conditions::set(
+            &mut status.conditions,
+            conditions::new(
+                kind,
+                true,
+                reason::SCALED_TO_ZERO,
+                text.clone(),
+                generation,
+                since,
+            ),
+        );
+    }
+    // Settled, not progressing: kstatus reads Reconciling.
+    conditions::set(
+        &mut status.conditions,
+        conditions::new(
+            conditions::RECONCILING,
+            false,
+            reason::SCALED_TO_ZERO,
+            String::new(),
+            generation,
+            now.clone(),
+        ),
+    );
+    if matches!(status.phase, Some(Phase::Ready | Phase::RollingOut)) {
+        status.phase = Some(Phase::ScaledToZero);
+    }
+}
+
 /// Events for condition flips: one per transition, never per reconcile.
 pub fn transitions(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> Vec<Event> {
     let flipped = |kind: &str| {

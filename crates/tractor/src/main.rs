@@ -26,6 +26,8 @@ enum Command {
     /// Download a published artifact by digest from the artifact store, verify it and write it where the server
     /// reads it.
     Fetch(tractor_optimize::FetchArgs),
+    /// Hold requests for models scaled to zero, wake them and forward the requests once a pod is ready.
+    Activator(tractor_activator::ActivatorArgs),
     /// Print a model's signature, op histogram, parameter count, size and FLOPs estimate as JSON.
     Inspect(tractor_optimize::InspectArgs),
 }
@@ -90,6 +92,10 @@ fn main() -> anyhow::Result<()> {
         Command::Operator(args) => {
             init_tracing(log_format);
             runtime()?.block_on(tractor_operator::run(args))?;
+        }
+        Command::Activator(args) => {
+            init_tracing(log_format);
+            runtime()?.block_on(tractor_activator::run(args))?;
         }
     }
     Ok(())
