@@ -65,6 +65,15 @@ bench-serve:
 	$(CARGO) build --locked --release -p tractor
 	$(CARGO) run --locked --release -q -p tractor-serve --example bench_serve -- --bin $(CARGO_TARGET_DIR)/release/tractor --out $(CARGO_TARGET_DIR)/bench-serve
 
+.PHONY: bench bench-quick
+## bench: tractor vs KServe, MLServer, BentoML and Ray Serve on the same models, pinned core and load (wrk, vegeta, ghz); writes docs/bench/REPORT.md and its plots
+bench:
+	scripts/bench.sh
+
+## bench-quick: the same at 2 s a cell and one start per server (~10 min once the peers' venvs are installed)
+bench-quick:
+	scripts/bench.sh --quick
+
 .PHONY: bench-optimize
 ## bench-optimize: latency (batch 1, 32), size and score per fixture and precision, and auto's choice; report in $(CARGO_TARGET_DIR)/bench-optimize/
 bench-optimize:
