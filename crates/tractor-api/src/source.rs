@@ -151,18 +151,26 @@ pub fn format_from_name(uri: &str) -> Option<ModelFormat> {
 
 impl ModelFormat {
     /// Every format, for tables and tests.
-    pub const ALL: [ModelFormat; 2] = [ModelFormat::Onnx, ModelFormat::Nnef];
+    pub const ALL: [ModelFormat; 4] = [
+        ModelFormat::Onnx,
+        ModelFormat::Nnef,
+        ModelFormat::Tflite,
+        ModelFormat::Tensorflow,
+    ];
 
-    /// The spelling in the spec and on the command line (`onnx`, `nnef`).
+    /// The spelling in the spec and on the command line (`onnx`, `nnef`, `tflite`, `tensorflow`).
     pub fn as_str(self) -> &'static str {
         match self {
             ModelFormat::Onnx => "onnx",
             ModelFormat::Nnef => "nnef",
+            ModelFormat::Tflite => "tflite",
+            ModelFormat::Tensorflow => "tensorflow",
         }
     }
 
-    /// The format a file name's suffix implies, case-insensitively: `.onnx`, or `.nnef`, `.nnef.tar`, `.nnef.tgz`,
-    /// `.nnef.tar.gz`; `None` when the suffix says nothing.
+    /// The format a file name's suffix implies, case-insensitively: `.onnx`; `.nnef`, `.nnef.tar`, `.nnef.tgz`,
+    /// `.nnef.tar.gz`; `.tflite`; `.pb` (a frozen TensorFlow graph); `None` when the suffix says nothing. The
+    /// schema's CEL rule that makes `model.format` required lists the same suffixes.
     pub fn from_file_name(name: &str) -> Option<ModelFormat> {
         let name = name.to_ascii_lowercase();
         if name.ends_with(".onnx") {
@@ -172,6 +180,10 @@ impl ModelFormat {
             .any(|suffix| name.ends_with(suffix))
         {
             Some(ModelFormat::Nnef)
+        } else if name.ends_with(".tflite") {
+            Some(ModelFormat::Tflite)
+        } else if name.ends_with(".pb") {
+            Some(ModelFormat::Tensorflow)
         } else {
             None
         }
@@ -280,6 +292,10 @@ mod tests {
             ("https://h/m.nnef#frag", Some(ModelFormat::Nnef)),
             ("pvc://c/m.nnef.tar", Some(ModelFormat::Nnef)),
             ("pvc://c/m.nnef.tar.gz", Some(ModelFormat::Nnef)),
+            ("s3://b/digits.TFLite?v=2", Some(ModelFormat::Tflite)),
+            ("https://h/frozen_graph.pb", Some(ModelFormat::Tensorflow)),
+            ("https://h/model.pbtxt", None),
+            ("https://h/model.tflite.bak", None),
             ("https://h/model.bin", None),
             ("https://h/model.tgz", None),
         ];

@@ -120,8 +120,8 @@ pub struct ModelDeploymentSpec {
     .message("a plain http:// model uri needs sha256: nothing else protects it in transit").reason(Reason::FieldValueRequired))]
 #[x_kube(validation = Rule::new("!self.uri.startsWith('s3://') || (has(self.s3) && (has(self.s3.endpoint) || has(self.s3.region)))")
     .message("an s3:// model uri needs s3.endpoint or s3.region").reason(Reason::FieldValueRequired))]
-#[x_kube(validation = Rule::new("has(self.format) || self.uri.matches('(?i)\\\\.(onnx|nnef|nnef\\\\.tar|nnef\\\\.tgz|nnef\\\\.tar\\\\.gz)([?#].*)?$')")
-    .message("model.format is required when the uri does not end in .onnx, .nnef, .nnef.tar or .nnef.tgz").reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new("has(self.format) || self.uri.matches('(?i)\\\\.(onnx|nnef|nnef\\\\.tar|nnef\\\\.tgz|nnef\\\\.tar\\\\.gz|tflite|pb)([?#].*)?$')")
+    .message("model.format is required when the uri does not end in .onnx, .nnef, .nnef.tar, .nnef.tgz, .tflite or .pb").reason(Reason::FieldValueRequired))]
 #[x_kube(validation = Rule::new("!has(oldSelf.format) || self.uri != oldSelf.uri || (has(self.format) && self.format == oldSelf.format)")
     .message("model.format is immutable while model.uri stays the same: the bytes at one uri have one format"))]
 #[serde(rename_all = "camelCase")]
@@ -139,8 +139,10 @@ pub struct ModelSource {
     #[schemars(regex(pattern = r"^[a-f0-9]{64}$"))]
     pub sha256: Option<String>,
     /// File format. When set, the optimize Job loads the file as this format only: an ONNX file declared `nnef`
-    /// (or an NNEF archive declared `onnx`) fails it with `InvalidModel`. When unset, the uri must end in
-    /// `.onnx`, `.nnef`, `.nnef.tar` or `.nnef.tgz`, and the Job tells the format from the file's bytes.
+    /// (or an NNEF archive declared `onnx`, or a file that is not TensorFlow Lite declared `tflite`) fails it
+    /// with `InvalidModel`. When unset, the uri must end in `.onnx`, `.nnef`, `.nnef.tar`, `.nnef.tgz`,
+    /// `.tflite` or `.pb`, and the Job tells the format from the file's bytes (and, between the two protobuf
+    /// formats, from its name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<ModelFormat>,
     /// Connection to an S3-compatible store, for `s3://` uris.
@@ -164,6 +166,11 @@ pub enum ModelFormat {
     Onnx,
     /// NNEF as written by tract (`.nnef.tar`, `.nnef.tgz` or a folder).
     Nnef,
+    /// TensorFlow Lite flatbuffer (`.tflite`), float or integer-quantized (int8 inputs and outputs are served
+    /// as float, quantized with the model's own scale and zero point).
+    Tflite,
+    /// Frozen TensorFlow graph: a `GraphDef` protobuf with its variables folded into constants (`.pb`).
+    Tensorflow,
 }
 
 /// Connection to an S3-compatible object store.

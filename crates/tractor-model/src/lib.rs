@@ -1,4 +1,5 @@
-//! Everything about a model file: load (ONNX, NNEF), digest check, signature, and a batched runner.
+//! Everything about a model file: load (ONNX, NNEF, TensorFlow Lite, frozen TensorFlow), digest check, signature,
+//! and a batched runner.
 //!
 //! The ai.onnx.ml operators the loader registers live in `tractor-onnx-ml`; the optimizer (fetch, passes,
 //! evaluation) in `tractor-optimize`, so the server depends on neither object stores nor labelled sets.
@@ -11,8 +12,11 @@
 pub mod datatype;
 mod declared;
 pub mod dequant;
+mod formats;
 pub mod loader;
 mod runner;
+mod tensorflow;
+pub mod tflite;
 pub mod timings;
 
 pub use datatype::DatatypeExt;
@@ -106,9 +110,10 @@ fn flat(e: &TractError) -> String {
     format!("{e:#}")
 }
 
-/// The format a local model path implies: the name's suffix as for a uri ([`ModelFormat::from_file_name`]),
-/// else a folder or any `.nnef`, `.tgz` or `.tar` name is NNEF, and anything else ONNX. Lenient where the spec is
-/// strict, because `tractor serve` is handed artifacts and fixtures, not user uris.
+/// The format a local model path's name implies: its suffix as for a uri ([`ModelFormat::from_file_name`]), else a
+/// folder or any `.nnef`, `.tgz` or `.tar` name is NNEF, and anything else ONNX. Lenient where the spec is strict,
+/// because `tractor serve` is handed artifacts and fixtures, not user uris. [`load`] goes by the bytes, where they
+/// tell.
 pub fn format_of_path(path: &Path) -> ModelFormat {
     let name = path
         .file_name()
@@ -132,6 +137,8 @@ pub fn platform(format: ModelFormat) -> &'static str {
     match format {
         ModelFormat::Onnx => "tract_onnx",
         ModelFormat::Nnef => "tract_nnef",
+        ModelFormat::Tflite => "tract_tflite",
+        ModelFormat::Tensorflow => "tract_tensorflow",
     }
 }
 
@@ -188,9 +195,9 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Load a model file, checking its sha256 first when one is pinned.
+/// Load a model file, checking its sha256 first when one is pinned. The format is what the bytes say (and,
+/// between the two protobuf formats, the name), as the loader tells it.
 pub fn load(path: &Path, expected_sha256: Option<&str>) -> Result<Model> {
-    let format = format_of_path(path);
     let mut timings = LoadTimings::default();
     let start = Instant::now();
     let sha256 = if path.is_file() {
@@ -209,30 +216,11 @@ pub fn load(path: &Path, expected_sha256: Option<&str>) -> Result<Model> {
             });
         }
     }
-    let load_err = |error: TractError| Error::LoadModel {
-        path: path.to_owned(),
-        reason: loader::reason(&error),
-        message: flat(&error),
-    };
-    let typed = match format {
-        // One ONNX loader for optimize and serve: it names the unnamed batch axis skl2onnx leaves (tract
-        // cannot type the graph without it) and casts TDim outputs to int64.
-        ModelFormat::Onnx => {
-            let (model, _, phases) = loader::load_timed(path)?;
-            timings.parse = phases.parse;
-            timings.declutter = phases.declutter;
-            model
-        }
-        ModelFormat::Nnef => {
-            let start = Instant::now();
-            let parsed = loader::nnef().model_for_path(path).map_err(load_err)?;
-            timings.parse = start.elapsed();
-            let start = Instant::now();
-            let model = parsed.into_decluttered().map_err(load_err)?;
-            timings.declutter = start.elapsed();
-            model
-        }
-    };
+    // One loader for every format: it names the unnamed batch axis exporters leave (tract cannot type the graph
+    // without it), casts TDim outputs to int64, and serves TFLite's int8 edges as float.
+    let (typed, format, phases) = loader::load_timed(path)?;
+    timings.parse = phases.parse;
+    timings.declutter = phases.declutter;
     Model::from_typed(typed, format, sha256, timings)
 }
 
@@ -409,6 +397,8 @@ mod tests {
             ("/m/model.tar", ModelFormat::Nnef),
             ("/m/model.nnef.bak", ModelFormat::Nnef),
             ("/m/model.bin", ModelFormat::Onnx),
+            ("/m/digits.tflite", ModelFormat::Tflite),
+            ("/m/frozen.pb", ModelFormat::Tensorflow),
         ];
         for (path, want) in cases {
             assert_eq!(format_of_path(Path::new(path)), want, "{path}");

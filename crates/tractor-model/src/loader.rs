@@ -1,7 +1,7 @@
-//! One loader for `tractor optimize` and `tractor serve`: an ONNX file or an NNEF archive into a decluttered typed
-//! model, telling unsupported ops from broken files, with declared inputs checked and fixed in.
+//! One loader for `tractor optimize` and `tractor serve`: an ONNX file, an NNEF archive, a TensorFlow Lite
+//! flatbuffer or a frozen TensorFlow graph into a decluttered typed model, telling unsupported ops from broken
+//! files, with declared inputs checked and fixed in.
 
-use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -57,17 +57,55 @@ fn flat(e: &TractError) -> String {
     format!("{e:#}")
 }
 
-/// Whether the bytes are an NNEF archive (gzip or tar) rather than an ONNX protobuf.
-fn looks_like_nnef(path: &Path) -> bool {
-    if path.is_dir() {
-        return true;
+/// One operator type of a TensorFlow Lite or TensorFlow source, and whether tract translates it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceOp {
+    /// The source's name for it (`FULLY_CONNECTED`, `MatMul`; `CUSTOM:<code>` for a TFLite custom operator).
+    pub op: String,
+    /// Nodes of that type.
+    pub count: usize,
+    /// Whether tract translates it; a model with any that is not is refused with `UnsupportedOp`.
+    pub supported: bool,
+}
+
+/// The operator types of a TensorFlow Lite file or a frozen TensorFlow graph, with who runs each (for `tractor
+/// inspect`); `None` for the formats whose ops are listed elsewhere (ONNX: `tractor-onnx-ml`) or not at all.
+pub fn source_ops(path: &Path, format: tractor_api::ModelFormat) -> Result<Option<Vec<SourceOp>>> {
+    let invalid = |message: String| Error::LoadModel {
+        path: path.to_owned(),
+        reason: Reason::InvalidModel,
+        message,
+    };
+    match format {
+        tractor_api::ModelFormat::Tflite => {
+            let bytes = std::fs::read(path).map_err(|source| Error::ReadModel {
+                path: path.to_owned(),
+                source,
+            })?;
+            crate::tflite::source_ops(&bytes).map(Some).map_err(invalid)
+        }
+        tractor_api::ModelFormat::Tensorflow => {
+            let framework = tract_tensorflow::tensorflow();
+            let graph = framework
+                .proto_model_for_path(path)
+                .map_err(|error| invalid(flat(&error)))?;
+            let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+            for node in &graph.node {
+                *counts.entry(node.op.as_str()).or_insert(0) += 1;
+            }
+            Ok(Some(
+                counts
+                    .into_iter()
+                    .map(|(op, count)| SourceOp {
+                        op: op.to_owned(),
+                        count,
+                        supported: framework.op_register.0.contains_key(op),
+                    })
+                    .collect(),
+            ))
+        }
+        tractor_api::ModelFormat::Onnx | tractor_api::ModelFormat::Nnef => Ok(None),
     }
-    let mut head = [0u8; 262];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| f.read(&mut head))
-        .unwrap_or(0);
-    // gzip magic, or the ustar magic at offset 257 of a tar header.
-    (n >= 2 && head[..2] == [0x1f, 0x8b]) || (n >= 262 && &head[257..262] == b"ustar")
 }
 
 /// Load a model file into a decluttered typed model; `UnsupportedOp` names the op tract lacks.
@@ -96,10 +134,11 @@ pub(crate) struct Phases {
     pub(crate) declutter: Duration,
 }
 
-/// [`load`] as `spec.model` declares it: a `format` is loaded as that format (no sniffing: an ONNX file declared
-/// NNEF is refused, not loaded anyway), and declared `inputs` are checked against the model's own (refused with
-/// `InputMismatch` naming the first disagreement) and, for ONNX, fixed into it: type and fixed sizes as declared,
-/// `-1` free. An NNEF archive carries its own types, so there they are checked only.
+/// [`load`] as `spec.model` declares it: a `format` is loaded as that format (an ONNX file declared NNEF is
+/// refused, not loaded anyway; only between the two protobuf formats, ONNX and TensorFlow, can bytes not tell), and
+/// declared `inputs` are checked against the model's own (refused with `InputMismatch` naming the first
+/// disagreement) and, for ONNX and TensorFlow, fixed into it: type and fixed sizes as declared, `-1` free. NNEF
+/// and TensorFlow Lite files carry their own types, so there they are checked only.
 pub fn load_declared(
     path: &Path,
     format: Option<tractor_api::ModelFormat>,
@@ -123,26 +162,7 @@ fn read_declared(
 ) -> Result<(TypedModel, tractor_api::ModelFormat), Failure> {
     use tractor_api::ModelFormat;
     let invalid = |message: String| Failure::new(Reason::InvalidModel, message);
-    let nnef_bytes = looks_like_nnef(path);
-    let format = match format {
-        Some(ModelFormat::Nnef) if !nnef_bytes => {
-            return Err(invalid(
-                "model.format is nnef, but the file is neither an NNEF folder nor a tar/gzip archive \
-                 (an ONNX file? set format: onnx or leave format unset)"
-                    .to_owned(),
-            ));
-        }
-        Some(ModelFormat::Onnx) if nnef_bytes => {
-            return Err(invalid(
-                "model.format is onnx, but the file is a folder or a tar/gzip archive \
-                 (NNEF? set format: nnef or leave format unset)"
-                    .to_owned(),
-            ));
-        }
-        Some(given) => given,
-        None if nnef_bytes => ModelFormat::Nnef,
-        None => ModelFormat::Onnx,
-    };
+    let format = crate::formats::pick(format, crate::formats::sniff(path)).map_err(invalid)?;
     if format == ModelFormat::Nnef {
         let start = Instant::now();
         let parsed = nnef()
@@ -158,15 +178,22 @@ fn read_declared(
             .map_err(|message| Failure::new(Reason::InputMismatch, message))?;
         return Ok((model, ModelFormat::Nnef));
     }
+    if format == ModelFormat::Tflite {
+        return read_tflite(path, declared, phases).map(|model| (model, ModelFormat::Tflite));
+    }
     let start = Instant::now();
-    let mut inference = tractor_onnx_ml::onnx()
-        .model_for_path(path)
-        .map_err(|error| {
-            invalid(format!(
-                "not a loadable ONNX or NNEF model: {}",
-                flat(&error)
-            ))
-        })?;
+    let mut inference = if format == ModelFormat::Tensorflow {
+        read_tensorflow(path)?
+    } else {
+        tractor_onnx_ml::onnx()
+            .model_for_path(path)
+            .map_err(|error| {
+                invalid(format!(
+                    "not a loadable ONNX or NNEF model: {}",
+                    flat(&error)
+                ))
+            })?
+    };
     phases.parse = start.elapsed();
     let start = Instant::now();
     declare_onnx_inputs(&mut inference, declared)?;
@@ -205,7 +232,12 @@ fn read_declared(
     if !missing.is_empty() {
         return Err(Failure::new(
             Reason::UnsupportedOp,
-            format!("tract cannot run op(s): {}", missing.join(", ")),
+            match format {
+                tractor_api::ModelFormat::Tensorflow => {
+                    format!("tract cannot run TensorFlow op(s): {}", missing.join(", "))
+                }
+                _ => format!("tract cannot run op(s): {}", missing.join(", ")),
+            },
         ));
     }
     let input_names: Vec<String> = inference
@@ -257,7 +289,170 @@ fn read_declared(
     }
     let model = integer_outputs(model)?;
     phases.declutter = start.elapsed();
-    Ok((model, tractor_api::ModelFormat::Onnx))
+    Ok((model, format))
+}
+
+/// A frozen TensorFlow graph as an inference model, typed on from there as ONNX is. TensorFlow keeps a `NoOp`
+/// for control dependencies that nothing reads; tract would take it for an output, so the outputs are the nodes
+/// nothing reads that compute something.
+fn read_tensorflow(path: &Path) -> Result<InferenceModel, Failure> {
+    let framework = tract_tensorflow::tensorflow();
+    let mut graph = framework.proto_model_for_path(path).map_err(|error| {
+        Failure::new(
+            Reason::InvalidModel,
+            format!("not a loadable frozen TensorFlow graph: {}", flat(&error)),
+        )
+    })?;
+    crate::tensorflow::complete_constants(&mut graph);
+    let mut model = framework
+        .model_for_proto_model(&graph)
+        .map_err(|error| classify(&error))?;
+    let outputs: Vec<OutletId> = model
+        .outputs
+        .iter()
+        .copied()
+        .filter(|outlet| {
+            let node = model.node(outlet.node);
+            !graph.node.iter().any(|proto| {
+                proto.name == node.name && matches!(proto.op.as_str(), "NoOp" | "Const")
+            })
+        })
+        .collect();
+    let internal = |error: TractError| Failure::new(Reason::Internal, flat(&error));
+    model.select_output_outlets(&outputs).map_err(internal)?;
+    // Clients know an output by its node's name (`Identity`), which decluttering would drop with the node.
+    for outlet in outputs {
+        let name = model.node(outlet.node).name.clone();
+        model.set_outlet_label(outlet, name).map_err(internal)?;
+    }
+    Ok(model)
+}
+
+/// A TensorFlow Lite flatbuffer into a decluttered typed model: operators tract-tflite lacks are refused by name
+/// first; int8 inputs and outputs become f32 edges around the model's own (de)quantization; the file's batch of 1
+/// becomes the symbol `N` when the graph wires with it and two rows run together give what each gives alone
+/// (else the model serves batch 1, and a note says so). Declared inputs are checked, as for NNEF.
+fn read_tflite(
+    path: &Path,
+    declared: &[tractor_api::InputOverride],
+    phases: &mut Phases,
+) -> Result<TypedModel, Failure> {
+    let start = Instant::now();
+    let bytes = std::fs::read(path).map_err(|error| {
+        Failure::new(
+            Reason::InvalidModel,
+            format!("reading {}: {error}", path.display()),
+        )
+    })?;
+    let ops = crate::tflite::source_ops(&bytes)
+        .map_err(|message| Failure::new(Reason::InvalidModel, message))?;
+    let missing: Vec<&str> = ops
+        .iter()
+        .filter(|op| !op.supported)
+        .map(|op| op.op.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Failure::new(
+            Reason::UnsupportedOp,
+            format!(
+                "tract cannot run TensorFlow Lite op(s): {}",
+                missing.join(", ")
+            ),
+        ));
+    }
+    let declared_types = crate::tflite::quantized_tensors(&bytes)
+        .map_err(|error| Failure::new(Reason::InvalidModel, flat(&error)))?;
+    let unchecked = crate::tflite::refused(&ops, !declared_types.is_empty());
+    if !unchecked.is_empty() {
+        return Err(Failure::new(
+            Reason::UnsupportedOp,
+            format!(
+                "tractor runs integer-quantized TensorFlow Lite op(s) {} only; this model also uses {}",
+                crate::tflite::QUANTIZED_CHECKED.join(", "),
+                unchecked.join(", ")
+            ),
+        ));
+    }
+    // The flatbuffer is sound and every op is one tract-tflite knows, so a failure from here on is tract not
+    // translating a variant TFLite runs (per-channel weights in FULLY_CONNECTED, a fused activation it lacks):
+    // `UnsupportedOp`, naming the operator when tract's error does, with tract's innermost reason.
+    let tflite_error = |error: TractError| {
+        let message = flat(&error);
+        // The last one: `deprecated_builtin_code` comes first in the operator code's Debug text.
+        let op = message
+            .rsplit_once("builtin_code: ")
+            .map(|(_, rest)| rest)
+            .and_then(|rest| {
+                rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .next()
+            })
+            .filter(|name| !name.is_empty());
+        let cause = error.root_cause().to_string();
+        Failure::new(
+            Reason::UnsupportedOp,
+            match op {
+                Some(op) => {
+                    format!("tract cannot run this model's TensorFlow Lite op {op}: {cause}")
+                }
+                None => format!("tract cannot run this TensorFlow Lite model: {cause}"),
+            },
+        )
+    };
+    let parsed = tract_tflite::tflite()
+        .model_for_read(&mut bytes.as_slice())
+        .map_err(tflite_error)?;
+    let (input_names, output_names) = crate::tflite::edge_names(&bytes).map_err(tflite_error)?;
+    phases.parse = start.elapsed();
+    let start = Instant::now();
+    let internal = |error: TractError| Failure::new(Reason::Internal, flat(&error));
+    let single =
+        crate::tflite::rebuild(&parsed, None, &input_names, &output_names, &declared_types)
+            .and_then(|model| model.into_decluttered())
+            .map_err(tflite_error)?;
+    let mut notes = Vec::new();
+    if parsed
+        .input_outlets()
+        .map_err(internal)?
+        .iter()
+        .chain(parsed.output_outlets().map_err(internal)?)
+        .any(|outlet| {
+            parsed
+                .outlet_fact(*outlet)
+                .is_ok_and(|fact| fact.datum_type.is_quantized())
+        })
+    {
+        notes.push(crate::tflite::QUANTIZED_EDGES_NOTE.to_owned());
+    }
+    let batched = crate::tflite::rebuild(
+        &parsed,
+        Some("N"),
+        &input_names,
+        &output_names,
+        &declared_types,
+    )
+    .and_then(|model| model.into_decluttered())
+    .ok()
+    .filter(|model| crate::tflite::rows_are_independent(model, &single, "N").unwrap_or(false));
+    let mut model = match batched {
+        Some(model) => model,
+        None => {
+            notes.push(
+                "the TensorFlow Lite graph has its batch of 1 built in (a shape or an op that mixes rows); \
+                 this model serves batch 1 only"
+                    .to_owned(),
+            );
+            single
+        }
+    };
+    if !notes.is_empty() {
+        model
+            .properties
+            .insert(NOTES_PROPERTY.to_owned(), rctensor1(&notes));
+    }
+    crate::declared::check(declared, &typed_inputs(&model))
+        .map_err(|message| Failure::new(Reason::InputMismatch, message))?;
+    phases.declutter = start.elapsed();
+    Ok(model)
 }
 
 /// What a typed (NNEF) model says of its inputs.
@@ -518,11 +713,6 @@ fn integer_outputs(mut model: TypedModel) -> Result<TypedModel, Failure> {
         }
     }
     model.into_compact().map_err(internal)
-}
-
-/// The report's reason for a tract error that stopped a load: an op tract lacks, or a broken file.
-pub(crate) fn reason(e: &TractError) -> Reason {
-    classify(e).reason
 }
 
 fn classify(e: &TractError) -> Failure {

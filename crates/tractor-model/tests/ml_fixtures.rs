@@ -17,6 +17,9 @@ const FIXTURES: &[&str] = &[
     "iris_svc",
     "diabetes_svr",
     "iris_encoders",
+    // XGBoost through onnxmltools; references from xgboost's own predict (tests/fixtures/make_tf_models.py).
+    "breast_cancer_xgb",
+    "diabetes_xgb",
 ];
 
 fn fixtures() -> PathBuf {

@@ -122,18 +122,73 @@ impl Exec {
         Ok(outputs.into_iter().map(|t| t.into_tensor()).collect())
     }
 
-    /// Median wall time of one run on `input`, over as many runs as fit in about `budget` (at least 5).
-    pub fn median_latency(&self, input: &Tensor, budget: Duration) -> Result<Duration, OptError> {
-        self.run(input)?; // warm-up: first run allocates scratch space
+    /// Wall time of one run on `input`.
+    fn time_one(&self, input: &Tensor) -> Result<Duration, OptError> {
         let started = Instant::now();
-        let mut times = Vec::new();
-        while times.len() < 5 || (started.elapsed() < budget && times.len() < 2000) {
-            let t = Instant::now();
-            self.run(input)?;
-            times.push(t.elapsed());
+        self.run(input)?;
+        Ok(started.elapsed())
+    }
+}
+
+/// Runs each plan makes before it is timed: the first allocates scratch space and faults pages in, the next few
+/// let caches and the thread pool settle.
+const WARM_UP_RUNS: usize = 3;
+/// Rounds the timing budget is cut into: each round times every plan in turn, starting with a different one.
+const ROUNDS: usize = 5;
+/// Most runs per plan and round: tiny models would otherwise run hundreds of thousands of times for nothing.
+const MAX_RUNS_PER_ROUND: usize = 400;
+
+/// One plan's timing: the median run and how far it could move.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    /// Median wall time of one run.
+    pub median: Duration,
+    /// Half the interquartile range of the runs.
+    pub spread: Duration,
+}
+
+/// Time every plan on `input` for about `budget` each, interleaved: after a warm-up, [`ROUNDS`] rounds each give
+/// every plan a slice of its budget (at least one run), starting with a different plan each round. Interleaving
+/// puts a slow spell of the machine (a neighbour, frequency scaling) on every plan alike instead of on whichever
+/// happened to be timed then, which is what made two runs of one spec choose differently.
+pub fn time_interleaved(
+    plans: &[Exec],
+    input: &Tensor,
+    budget: Duration,
+) -> Result<Vec<Timing>, OptError> {
+    for plan in plans {
+        for _ in 0..WARM_UP_RUNS {
+            plan.run(input)?;
         }
-        times.sort();
-        Ok(times[times.len() / 2])
+    }
+    let slice = budget / ROUNDS as u32;
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); plans.len()];
+    for round in 0..ROUNDS {
+        for offset in 0..plans.len() {
+            let ix = (round + offset) % plans.len();
+            let started = Instant::now();
+            let mut runs = 0;
+            while runs == 0 || (started.elapsed() < slice && runs < MAX_RUNS_PER_ROUND) {
+                samples[ix].push(plans[ix].time_one(input)?);
+                runs += 1;
+            }
+        }
+    }
+    Ok(samples.into_iter().map(summarize).collect())
+}
+
+/// Median and half the interquartile range of some run times.
+fn summarize(mut times: Vec<Duration>) -> Timing {
+    times.sort();
+    let at = |fraction: f64| {
+        times
+            .get(((times.len().saturating_sub(1)) as f64 * fraction).round() as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    Timing {
+        median: at(0.5),
+        spread: at(0.75).saturating_sub(at(0.25)) / 2,
     }
 }
 
@@ -166,7 +221,29 @@ pub fn row_shape(model: &TypedModel) -> Result<Vec<usize>, OptError> {
 mod tests {
     use std::io::Read;
 
-    use super::gzip_archive;
+    use std::time::Duration;
+
+    use super::{Timing, gzip_archive, summarize};
+
+    /// The median and the half interquartile range, in any order of runs.
+    #[test]
+    fn timings_summarize_to_median_and_half_iqr() {
+        let micros = |values: &[u64]| values.iter().map(|v| Duration::from_micros(*v)).collect();
+        for (runs, median, spread) in [
+            (micros(&[50, 10, 30, 20, 40]), 30, 10),
+            (micros(&[7]), 7, 0),
+            (micros(&[100, 100, 100, 900, 100]), 100, 0),
+        ] {
+            assert_eq!(
+                summarize(runs),
+                Timing {
+                    median: Duration::from_micros(median),
+                    spread: Duration::from_micros(spread),
+                }
+            );
+        }
+        assert_eq!(summarize(Vec::new()).median, Duration::ZERO);
+    }
 
     /// Bytes that do not compress (a xorshift stream, like dense f32 mantissas) are stored; zeros (pruned weights)
     /// are compressed; either way the gzip reads back to the same bytes, and the same input gives the same output.

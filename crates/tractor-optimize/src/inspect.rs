@@ -13,7 +13,8 @@ use super::{OptError, signature};
 /// `tractor inspect`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct InspectArgs {
-    /// An ONNX file, an NNEF archive (`.nnef.tgz`, `.nnef.tar`) or an NNEF folder.
+    /// An ONNX file, an NNEF archive (`.nnef.tgz`, `.nnef.tar`) or folder, a TensorFlow Lite file (`.tflite`) or a
+    /// frozen TensorFlow graph (`.pb`).
     #[arg(env = "TRACTOR_MODEL")]
     pub model: PathBuf,
 }
@@ -41,7 +42,8 @@ pub struct Inspection {
     pub parameters: BTreeMap<String, usize>,
     /// Floating-point operations of one run at batch 1 (2 per multiply-add), as tract's cost model counts them.
     pub flops_batch1: u64,
-    /// The source's operators (ONNX only) and who runs each: tractor, tract, or no one.
+    /// The source's operators (ONNX, TensorFlow Lite, TensorFlow; not NNEF) and who runs each: tractor, tract, or
+    /// no one.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub source_ops: Vec<SourceOp>,
     /// What the loader changed or wants you to know, e.g. a ZipMap it serves as its probability tensor.
@@ -49,7 +51,8 @@ pub struct Inspection {
     pub warnings: Vec<String>,
 }
 
-/// One operator type of an ONNX source.
+/// One operator type of a source: ONNX (`domain.OpType`), TensorFlow Lite (`FULLY_CONNECTED`) or TensorFlow
+/// (`MatMul`).
 #[derive(Serialize, Debug)]
 pub struct SourceOp {
     /// `domain.OpType` (no domain for the standard one).
@@ -104,7 +107,20 @@ pub fn inspect(args: &InspectArgs) -> Result<Inspection, OptError> {
     let (model, format) = loader::load(path)?;
     let source_ops = match format {
         ModelFormat::Onnx => source_ops(path)?,
-        _ => Vec::new(),
+        ModelFormat::Tflite | ModelFormat::Tensorflow => loader::source_ops(path, format)?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|op| SourceOp {
+                op: op.op,
+                count: op.count,
+                support: if op.supported {
+                    tractor_onnx_ml::Support::Tract
+                } else {
+                    tractor_onnx_ml::Support::No
+                },
+            })
+            .collect(),
+        ModelFormat::Nnef => Vec::new(),
     };
     let mut warnings = loader::notes(&model);
     if warnings

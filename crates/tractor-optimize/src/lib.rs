@@ -5,7 +5,9 @@
 //! kept only where it is faster; int8 is *weight-only*: weights are stored per output channel as int8 (a ~4×
 //! smaller artifact) and dequantized into f32 constants when the server loads the archive, because tract's int8
 //! execution paths are slower than f32 or wrong on these models. Pruning zeroes the smallest weights; tract runs
-//! dense kernels, so it gains size (the archive compresses better), not speed.
+//! dense kernels, so it gains size (the archive compresses better), not speed. `auto` keeps the fastest candidate
+//! that passes the gate, timings within a noise margin counting as equal (the [`choose`] module's rule), so a
+//! weight-only int8 that times like f32 is decided by score and size, the same way every run.
 //!
 //! Determinism: the archive is tract's deterministic tar (fixed mtime, sorted entries) in a gzip with a fixed
 //! header; passes are pure functions of the weights. A fixed precision without a labelled set is built exactly as
@@ -14,6 +16,7 @@
 //! ([`artifact`]).
 
 pub mod artifact;
+mod choose;
 mod eval;
 pub mod fetch;
 mod graph;
@@ -94,7 +97,8 @@ pub struct OptimizeArgs {
     /// Expected sha256 of the source bytes (hex, optionally prefixed `sha256:`).
     #[arg(long, env = "TRACTOR_SHA256")]
     pub sha256: Option<String>,
-    /// The source's format (`onnx` or `nnef`), as `spec.model.format` declares it; unset: told from the bytes.
+    /// The source's format (`onnx`, `nnef`, `tflite` or `tensorflow`), as `spec.model.format` declares it; unset:
+    /// told from the bytes.
     #[arg(long, env = "TRACTOR_FORMAT", value_parser = parse_format)]
     pub format: Option<tractor_api::ModelFormat>,
     /// `spec.model.inputs` as JSON (`[{"name":"x","datatype":"FP32","shape":[-1,64]}]`): checked against the
@@ -135,7 +139,8 @@ pub struct OptimizeArgs {
     /// Write the JSON report here (and to /dev/termination-log when it is writable).
     #[arg(long, env = "TRACTOR_REPORT")]
     pub report: Option<PathBuf>,
-    /// Batch sizes `auto` times candidates at; the first decides.
+    /// Batch sizes `auto` times candidates at; the first decides which is fastest, and a candidate counts as
+    /// tied with it only when within the noise margin at every one.
     #[arg(
         long,
         env = "TRACTOR_BATCH_SIZES",
@@ -250,7 +255,12 @@ fn parse_format(s: &str) -> Result<tractor_api::ModelFormat, String> {
     tractor_api::ModelFormat::ALL
         .into_iter()
         .find(|format| format.as_str() == s)
-        .ok_or_else(|| format!("unknown format `{s}`: expected onnx or nnef"))
+        .ok_or_else(|| {
+            let known: Vec<&str> = tractor_api::ModelFormat::ALL
+                .map(|format| format.as_str())
+                .into();
+            format!("unknown format `{s}`: expected one of {}", known.join(", "))
+        })
 }
 
 /// `--precision`: the spec's spellings, each with the help `tractor optimize --help` lists (the CLI's own words: what
@@ -258,7 +268,9 @@ fn parse_format(s: &str) -> Result<tractor_api::ModelFormat, String> {
 fn precision_parser() -> impl clap::builder::TypedValueParser<Value = Precision> {
     use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
     let help = |precision: Precision| match precision {
-        Precision::Auto => "Time every candidate and keep the fastest that passes the gate",
+        Precision::Auto => {
+            "Time every candidate; keep the fastest that passes the gate (within 10 % at every batch size: the better score, then the smaller artifact)"
+        }
         Precision::F32 => "32-bit floats, as trained",
         Precision::F16 => "16-bit floats",
         Precision::Int8 => "int8 weights (per output channel), dequantized at load",
@@ -314,6 +326,8 @@ pub const MIN_AGREEMENT: f64 = 0.99;
 /// Rows of the calibration sample used when no labelled set is given.
 const CALIBRATION_ROWS: usize = 256;
 /// Timing budget per candidate and batch size: enough for a stable median on small models, short for the Job.
+/// Spent in interleaved rounds ([`graph::time_interleaved`]), so a slow spell of the machine falls on every
+/// candidate alike rather than on whichever was being timed.
 const TIMING_BUDGET: Duration = Duration::from_millis(400);
 
 /// Run the whole optimize step; returns the process exit code (0 on success) after writing the report.
@@ -360,7 +374,12 @@ struct Built {
     score: Option<f64>,
     agreement: f64,
     passed: bool,
+    /// Median latency per batch size (`--batch-sizes`, in order); empty when not timed.
     latencies: Vec<Duration>,
+    /// Half the interquartile range of the runs behind each median.
+    spreads: Vec<Duration>,
+    /// The model as served, kept until it is timed (auto, passing candidates only).
+    served: Option<TypedModel>,
 }
 
 fn pipeline(
@@ -503,6 +522,15 @@ fn pipeline(
         for &precision in &order {
             progress("candidate", &format!("{precision:?}"));
             let candidate = match precision {
+                // An integer-quantized source (TFLite int8) is served as it is: f32 is the model itself.
+                Precision::F16 | Precision::Int8
+                    if tractor_model::tflite::is_integer_quantized(base) =>
+                {
+                    Err(OptError::new(
+                        Reason::Internal,
+                        "the model is integer-quantized already",
+                    ))
+                }
                 Precision::F16 => passes::to_f16(base),
                 Precision::Int8 => passes::int8_weights(base),
                 _ => Ok(base.clone()),
@@ -525,19 +553,6 @@ fn pipeline(
                 None => None,
             };
             let passed = gate.passes(score, agreement);
-            let mut latencies = Vec::new();
-            if timed && passed {
-                for &batch_size in &options.batch_sizes {
-                    let fixed = graph::Exec::with_batch(&served, batch_size)?;
-                    let input = batch_of(&sample, batch_size)?;
-                    latencies.push(fixed.median_latency(&input, TIMING_BUDGET)?);
-                }
-            }
-            tracing::info!(
-                precision = ?precision, pruned, size = bytes.len(), agreement, score, passed,
-                latencies_micros = ?latencies.iter().map(|labelled| labelled.as_micros()).collect::<Vec<_>>(),
-                "candidate measured"
-            );
             let stop = !timed && passed;
             built.push(Built {
                 precision,
@@ -546,7 +561,10 @@ fn pipeline(
                 score,
                 agreement,
                 passed,
-                latencies,
+                latencies: Vec::new(),
+                spreads: Vec::new(),
+                // Timed once every candidate is built, side by side (see TIMING_BUDGET).
+                served: (timed && passed).then_some(served),
             });
             if stop {
                 break; // fixed precision: the first that passes in the int8 → f16 → f32 chain
@@ -581,15 +599,37 @@ fn pipeline(
         ));
         built.extend(measure(&model, false)?);
     }
+    if timed {
+        time_candidates(&mut built, &sample, &options.batch_sizes)?;
+    }
+    for measured in &built {
+        tracing::info!(
+            precision = ?measured.precision, pruned = measured.pruned, size = measured.bytes.len(),
+            agreement = measured.agreement, score = measured.score, passed = measured.passed,
+            latencies_micros = ?measured.latencies.iter().map(|latency| latency.as_micros()).collect::<Vec<_>>(),
+            spreads_micros = ?measured.spreads.iter().map(|spread| spread.as_micros()).collect::<Vec<_>>(),
+            "candidate measured"
+        );
+    }
 
-    // 5. Choose.
-    let chosen = if timed {
-        built
+    // 5. Choose: auto by its rule (the `choose` module), a fixed precision the first that passes in its chain.
+    let higher_is_better = dataset.is_none() || eval::higher_is_better(metric);
+    let (chosen, why) = if timed {
+        let rule = choose::Rule {
+            margin: choose::NOISE_MARGIN,
+            higher_is_better,
+            gate: gate_name(dataset.is_some()),
+        };
+        let figures: Vec<choose::Measured> = built
             .iter()
-            .filter(|measured| measured.passed)
-            .min_by_key(|measured| measured.latencies.first().copied().unwrap_or(Duration::MAX))
+            .map(|measured| figures(measured, &options.batch_sizes))
+            .collect();
+        match choose::choose(&figures, &rule) {
+            Some(choice) => (Some(&built[choice.winner]), choice.why),
+            None => (None, String::new()),
+        }
     } else {
-        built.iter().find(|measured| measured.passed)
+        (built.iter().find(|measured| measured.passed), String::new())
     };
     let Some(chosen) = chosen else {
         let why = match &refused {
@@ -617,7 +657,7 @@ fn pipeline(
         .iter()
         .filter(|measured| measured.pruned == chosen.pruned)
         .collect();
-    report.message = explain(requested, chosen, &unpruned, dataset.is_some());
+    report.message = explain(requested, chosen, &unpruned, dataset.is_some(), &why);
     if let Some(refusal) = refused {
         report.pruning_refused = true;
         report.message = format!("{refusal}; {}", report.message);
@@ -707,12 +747,75 @@ impl Gate {
     }
 }
 
-fn explain(requested: Precision, chosen: &Built, built: &[&Built], labelled: bool) -> String {
-    let gate = if labelled {
+/// Time every candidate that passed, at each batch size, interleaved ([`graph::time_interleaved`]), and free the
+/// served models.
+fn time_candidates(
+    built: &mut [Built],
+    sample: &Tensor,
+    batch_sizes: &[usize],
+) -> Result<(), OptError> {
+    let timed: Vec<usize> = (0..built.len())
+        .filter(|ix| built[*ix].served.is_some())
+        .collect();
+    for &batch_size in batch_sizes {
+        progress("timing", &format!("batch {batch_size}"));
+        let input = batch_of(sample, batch_size)?;
+        let plans = timed
+            .iter()
+            .filter_map(|ix| built[*ix].served.as_ref())
+            .map(|served| graph::Exec::with_batch(served, batch_size))
+            .collect::<Result<Vec<_>, _>>()?;
+        let timings = graph::time_interleaved(&plans, &input, TIMING_BUDGET)?;
+        for (ix, timing) in timed.iter().zip(timings) {
+            built[*ix].latencies.push(timing.median);
+            built[*ix].spreads.push(timing.spread);
+        }
+    }
+    for measured in built.iter_mut() {
+        measured.served = None;
+    }
+    Ok(())
+}
+
+/// A built candidate as `auto`'s rule sees it: its timings at each batch size (the first decides), score, size.
+fn figures(measured: &Built, batch_sizes: &[usize]) -> choose::Measured {
+    choose::Measured {
+        precision: measured.precision,
+        pruned: measured.pruned,
+        // Untimed means it did not pass: only passing candidates are timed.
+        passed: measured.passed && !measured.latencies.is_empty(),
+        timings: batch_sizes
+            .iter()
+            .zip(measured.latencies.iter().zip(&measured.spreads))
+            .map(|(batch, (latency, spread))| choose::Timed {
+                batch: *batch,
+                latency: *latency,
+                spread: *spread,
+            })
+            .collect(),
+        score: measured.score.unwrap_or(measured.agreement),
+        bytes: measured.bytes.len(),
+    }
+}
+
+/// The gate's name in messages.
+fn gate_name(labelled: bool) -> &'static str {
+    if labelled {
         "the accuracy gate"
     } else {
         "the calibration agreement gate"
-    };
+    }
+}
+
+/// `status.model.message`: what was chosen and why (`why` is auto's reason), and which candidates failed the gate.
+fn explain(
+    requested: Precision,
+    chosen: &Built,
+    built: &[&Built],
+    labelled: bool,
+    why: &str,
+) -> String {
+    let gate = gate_name(labelled);
     let failed: Vec<String> = built
         .iter()
         .filter(|b| !b.passed)
@@ -725,7 +828,7 @@ fn explain(requested: Precision, chosen: &Built, built: &[&Built], labelled: boo
     };
     let p = format!("{:?}", chosen.precision).to_lowercase();
     match requested {
-        Precision::Auto => format!("auto chose {p}: fastest candidate passing {gate}{failed}"),
+        Precision::Auto => format!("auto chose {p}: {why}{failed}"),
         r if r == chosen.precision => format!("{p} as requested{failed}"),
         r => format!(
             "fell back from {} to {p}{failed}",
