@@ -74,6 +74,11 @@ bench:
 bench-quick:
 	scripts/bench.sh --quick
 
+.PHONY: bench-payload-log
+## bench-payload-log: tractor serve with payload logging off, to a fast sink and to a hanging sink (wrk closed loop, vegeta fixed rate); writes docs/bench/PAYLOAD-LOG.md
+bench-payload-log:
+	scripts/bench-payload-log.sh
+
 .PHONY: bench-optimize
 ## bench-optimize: latency (batch 1, 32), size and score per fixture and precision, and auto's choice; report in $(CARGO_TARGET_DIR)/bench-optimize/
 bench-optimize:

@@ -10,3 +10,4 @@ pub mod optimize;
 pub mod paths;
 pub mod scale;
 pub mod serve;
+pub mod sink;

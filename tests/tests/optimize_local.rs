@@ -110,11 +110,25 @@ fn every_fixture_at_every_precision() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     for (name, int8_ends_at) in FIXTURES {
         let (src, data) = (model(name), eval(name));
-        // Built as asked, without a labelled set: what a serving pod re-derives from the recorded precision.
+        // Built as asked, with the labelled set for the drift reference only (no gate): what a serving pod
+        // re-derives from the recorded precision.
         let mut built = BTreeMap::new();
         for precision in PRECISIONS {
             let out = tmp.path().join(format!("{name}-{precision}-asked"));
-            let run = optimize(&out, &["--source", &src, "--precision", precision], &[])?;
+            let run = optimize(
+                &out,
+                &[
+                    "--source",
+                    &src,
+                    "--precision",
+                    precision,
+                    "--reference-data",
+                    &data,
+                    "--metric",
+                    "accuracy",
+                ],
+                &[],
+            )?;
             assert_eq!(run.code, 0, "{name} {precision}: {}", run.stderr);
             let report = &run.report;
             assert_eq!(report["precision"], precision, "{name}: {report}");
@@ -234,7 +248,16 @@ fn quantization_that_costs_accuracy_falls_back_to_f32_and_says_why() -> Result<(
     let (src, data) = (model("fine_margins"), eval("fine_margins"));
     let asked = optimize(
         &tmp.path().join("f32-asked"),
-        &["--source", &src, "--precision", "f32"],
+        &[
+            "--source",
+            &src,
+            "--precision",
+            "f32",
+            "--reference-data",
+            &data,
+            "--metric",
+            "accuracy",
+        ],
         &[],
     )?;
     assert_eq!(asked.code, 0, "{}", asked.stderr);

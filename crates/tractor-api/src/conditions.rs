@@ -61,6 +61,10 @@ pub mod reason {
     pub const RECONCILED: &str = "Reconciled";
     /// Online accuracy is below the floor.
     pub const ACCURACY_BELOW_FLOOR: &str = "AccuracyBelowFloor";
+    /// Inputs drifted from the reference: some feature's drift score is above `monitoring.drift.threshold`.
+    pub const INPUT_DRIFT: &str = "InputDrift";
+    /// Both: online accuracy below the floor and inputs drifted.
+    pub const ACCURACY_BELOW_FLOOR_AND_INPUT_DRIFT: &str = "AccuracyBelowFloorAndInputDrift";
     /// All signals within limits.
     pub const HEALTHY: &str = "Healthy";
     /// A canary is under analysis.

@@ -92,6 +92,28 @@ pub const PHASE_WARM_UP: &str = "warm_up";
 /// [`PHASE`]: from the start of preparation to ready, the phases and what lies between them.
 pub const PHASE_TOTAL: &str = "total";
 
+/// `tractor_model_input_drift{model,revision,feature}`: population stability index (PSI) of one input
+/// feature over the server's drift window, against the reference bins the optimize step recorded from its
+/// labelled set. Exported only while the window holds rows; the operator weighs each pod's score by its
+/// [`DRIFT_WINDOW_ROWS`]. `feature` is bounded by the model's input width (or two summary features for images).
+pub const INPUT_DRIFT: &str = "tractor_model_input_drift";
+/// `tractor_model_prediction_drift{model,revision}`: PSI of the predictions over the drift window against the
+/// reference predictions' distribution (classes for a classifier, bins of the output for a regression).
+pub const PREDICTION_DRIFT: &str = "tractor_model_prediction_drift";
+/// `tractor_model_drift_window_rows{model,revision}`: rows the drift scores are computed on now.
+pub const DRIFT_WINDOW_ROWS: &str = "tractor_model_drift_window_rows";
+/// Label `feature` of [`INPUT_DRIFT`]: `<input>[<index>]` for a tabular or vector input, `<input>:mean` and
+/// `<input>:std` for an input summarized per row.
+pub const FEATURE: &str = "feature";
+/// `tractor_payload_log_records_total{model,outcome}`: payload log records (one per request, one per response)
+/// by [`OUTCOME`]: [`LOG_SENT`] or a reason it was dropped. Dropping never waits on the sink.
+pub const PAYLOAD_LOG_RECORDS: &str = "tractor_payload_log_records_total";
+/// [`OUTCOME`] of [`PAYLOAD_LOG_RECORDS`]: accepted by the sink (2xx).
+pub const LOG_SENT: &str = "sent";
+/// [`OUTCOME`] of [`PAYLOAD_LOG_RECORDS`]: dropped because the bounded queue to the sink was full.
+pub const LOG_QUEUE_FULL: &str = "queue_full";
+/// [`OUTCOME`] of [`PAYLOAD_LOG_RECORDS`]: dropped because the sink refused, failed or timed out.
+pub const LOG_SINK_ERROR: &str = "sink_error";
 /// [`RESULT`] of a prediction that matched its label.
 pub const CORRECT: &str = "correct";
 /// [`RESULT`] of a prediction that did not match its label.
@@ -110,7 +132,7 @@ pub const ACTIVATOR_WAKE_SIGNALS: &str = "tractor_activator_wake_signals_total";
 pub const ACTIVATOR_HOLD_SECONDS: &str = "tractor_activator_hold_seconds";
 /// Label `namespace`: the ModelDeployment's namespace, on the activator's metrics.
 pub const NAMESPACE: &str = "namespace";
-/// Label `outcome` of [`ACTIVATOR_REQUESTS`].
+/// Label `outcome` of [`ACTIVATOR_REQUESTS`] and [`PAYLOAD_LOG_RECORDS`].
 pub const OUTCOME: &str = "outcome";
 /// [`OUTCOME`]: forwarded to a ready pod (whatever the pod answered).
 pub const OUTCOME_FORWARDED: &str = "forwarded";

@@ -47,6 +47,11 @@ pub struct OptimizeRequest {
     /// fixed precision, not at all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluation: Option<EvaluationRequest>,
+    /// A labelled set read only for the drift reference the artifact carries (its `data` and `metric`; no gate):
+    /// how a serving pod re-derives, byte for byte, an artifact the Job built with `evaluation`. Ignored when
+    /// `evaluation` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<EvaluationRequest>,
     /// Artifact store, `s3://bucket/prefix`: the verified artifact is published there content-addressed, at
     /// `<prefix>/sha256/<hex>`, with its report at `<prefix>/sha256/<hex>.report.json`, so serving pods fetch
     /// exactly that digest (`tractor fetch`) instead of re-deriving it; unset: the artifact stays in `out`.
@@ -116,6 +121,7 @@ mod tests {
                 min_score: Some(0.25),
                 max_regression: Some(0.01),
             }),
+            reference: None,
             publish: Some("s3://artifacts/tractor".to_owned()),
             cache_key: Some("c".repeat(64)),
         }

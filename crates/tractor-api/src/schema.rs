@@ -87,3 +87,33 @@ pub(crate) fn default_pause() -> Duration {
 pub(crate) fn default_failure_limit() -> i32 {
     1
 }
+
+/// PSI above which a feature counts as drifted: between the usual "moderate" (0.1) and "major" (0.25) shifts.
+pub(crate) fn default_drift_threshold() -> f64 {
+    0.2
+}
+
+/// How often drift is judged.
+pub(crate) fn default_drift_interval() -> Duration {
+    Duration::from_static("30s")
+}
+
+/// The servers' drift window: long enough for a few hundred rows at modest traffic.
+pub(crate) fn default_drift_window() -> Duration {
+    Duration::from_static("5m")
+}
+
+/// Rows before drift is judged: with ten bins, PSI's noise floor at 100 rows is about 0.09, under the threshold.
+pub(crate) fn default_drift_min_rows() -> i32 {
+    100
+}
+
+/// Payload logging logs every call unless told otherwise.
+pub(crate) fn default_log_sample_rate() -> f64 {
+    1.0
+}
+
+/// A record's data above 64 KiB is sent without its values.
+pub(crate) fn default_log_max_bytes() -> i32 {
+    65536
+}

@@ -88,6 +88,8 @@ use crate::status::ModelDeploymentStatus;
     .message("spec.serving.replicas and spec.autoscaling are exclusive: the autoscaler owns the replica count").reason(Reason::FieldValueForbidden))]
 #[x_kube(validation = Rule::new("!has(self.rollout) || !has(self.rollout.rollbackOnAccuracyDrop) || !self.rollout.rollbackOnAccuracyDrop || (has(self.autoscaling) && self.autoscaling.metrics.exists(m, m.type == 'Accuracy')) || (has(self.rollout.canary) && has(self.rollout.canary.analysis) && has(self.rollout.canary.analysis.minAccuracy))")
     .message("rollout.rollbackOnAccuracyDrop needs an accuracy floor: an Accuracy autoscaling metric or rollout.canary.analysis.minAccuracy"))]
+#[x_kube(validation = Rule::new("!has(self.monitoring) || !has(self.monitoring.drift) || (has(self.optimize) && has(self.optimize.evaluation))")
+    .message("monitoring.drift needs optimize.evaluation: its dataset is the reference the served inputs are compared with").reason(Reason::FieldValueRequired))]
 #[serde(rename_all = "camelCase")]
 pub struct ModelDeploymentSpec {
     /// Where the trained model comes from and how to verify it.
@@ -105,6 +107,10 @@ pub struct ModelDeploymentSpec {
     /// How a new model revision replaces the serving one.
     #[serde(default)]
     pub rollout: Rollout,
+    /// Watching what the model is asked: input drift against the optimize step's reference, and payload logs
+    /// for offline evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<Monitoring>,
 }
 
 /// The source of the trained model.
@@ -884,6 +890,77 @@ pub struct CustomMetric {
     /// Value per replica at which the current replica count is right.
     #[schemars(range(min = 0.000001))]
     pub target: f64,
+}
+
+/// Monitoring beyond the scaling signals.
+///
+/// Example:
+/// ```yaml
+/// drift: {threshold: 0.2, interval: 30s, window: 5m}
+/// logging: {url: "http://sink.monitoring:8080/", sampleRate: 0.1}
+/// ```
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Monitoring {
+    /// Input drift: each serving pod scores what it served over a sliding window against the reference bins
+    /// the optimize step recorded from `optimize.evaluation.dataset` (no dataset, no reference, no drift); the
+    /// operator reads the scores from Prometheus and marks the resource `Degraded` with reason `InputDrift`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftMonitoring>,
+    /// Payload logging: request and response records sent as CloudEvents to an HTTP sink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<PayloadLogging>,
+}
+
+/// Input drift, judged without labels. Each feature's score is its population stability index (PSI) over the
+/// window against the reference: `Σ (p − q)·ln(p/q)` over the reference's decile bins (below 0.1 is commonly
+/// read as no shift, above 0.25 as a major one). Pods' scores are weighted by the rows each served.
+///
+/// Example: `{threshold: 0.2, interval: 30s, window: 5m, minRows: 100}`
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftMonitoring {
+    /// PSI above which a feature counts as drifted; `Degraded` names the worst such features.
+    #[serde(default = "schema::default_drift_threshold")]
+    #[schemars(range(min = 0.001, max = 100.0))]
+    pub threshold: f64,
+    /// How often drift is read from Prometheus and judged, with or without autoscaling, as a duration.
+    #[serde(default = "schema::default_drift_interval")]
+    pub interval: Duration,
+    /// How much recent traffic each pod's scores cover (its sliding window), as a duration. Drift clears
+    /// about one window after the traffic is back to normal.
+    #[serde(default = "schema::default_drift_window")]
+    pub window: Duration,
+    /// Rows the windows must hold, all pods together, before drift is judged: a PSI over few rows is noise
+    /// (about `(bins − 1) / rows` even without drift).
+    #[serde(default = "schema::default_drift_min_rows")]
+    #[schemars(range(min = 1, max = 100000000))]
+    pub min_rows: i32,
+}
+
+/// Payload logging: each sampled call gives two CloudEvents 1.0 records (types
+/// `dev.tractor.serving.inference.request` and `.response`), sent in batches (`application/cloudevents-batch+json`)
+/// by a background task. The queue to the sink is bounded: a slow or dead sink drops records (counted in
+/// `tractor_payload_log_records_total`) and never slows inference.
+///
+/// Example: `{url: "http://sink.monitoring:8080/", sampleRate: 0.1, includeInputs: true, maxBytes: 65536}`
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PayloadLogging {
+    /// The sink's URL (`http://` or `https://`).
+    #[schemars(regex(pattern = r"^https?://[^\s]+$"), length(max = 2048))]
+    pub url: String,
+    /// Share of calls logged, in [0, 1]; a call's request and response are logged together or not at all.
+    #[serde(default = "schema::default_log_sample_rate")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub sample_rate: f64,
+    /// Whether request records carry the input values (false: names, datatypes and shapes only).
+    #[serde(default = "schema::default_true")]
+    pub include_inputs: bool,
+    /// Largest `data` of one record in bytes; a larger one is sent without its values, marked truncated.
+    #[serde(default = "schema::default_log_max_bytes")]
+    #[schemars(range(min = 256, max = 16777216))]
+    pub max_bytes: i32,
 }
 
 /// How a new revision replaces the serving one.

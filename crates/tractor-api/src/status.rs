@@ -60,6 +60,48 @@ pub struct ModelDeploymentStatus {
     /// Scale to zero: where the Service leads, when the model last went idle and last woke.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_to_zero: Option<ScaleToZeroStatus>,
+    /// Input drift as last judged, with `monitoring.drift`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftStatus>,
+}
+
+/// Input drift of the serving revision as last read from Prometheus.
+///
+/// Example: `{evaluatedAt: "2026-12-05T10:00:00Z", rows: 812, drifted: true, features: [{feature: "x[3]", score: 1.92}], predictionScore: 0.31}`
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftStatus {
+    /// When drift was last read (or tried); the next read is one `interval` later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluated_at: Option<Time>,
+    /// Rows the scores stand on, all serving pods' windows together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<i64>,
+    /// Whether some feature's score is above the threshold; absent while unknown (too few rows, no
+    /// reference statistics, Prometheus unreadable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drifted: Option<bool>,
+    /// The highest-scoring features (at most five), highest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<FeatureDrift>,
+    /// PSI of the predictions against the reference predictions; reported, not judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction_score: Option<f64>,
+    /// What was found, or why nothing could be judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One feature's drift score.
+///
+/// Example: `{feature: "x[3]", score: 1.92}`
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureDrift {
+    /// The feature: `<input>[<index>]`, or `<input>:mean` / `<input>:std` for a summarized input.
+    pub feature: String,
+    /// Its population stability index over the window.
+    pub score: f64,
 }
 
 /// Where a model that may scale to zero stands.
@@ -101,7 +143,7 @@ pub enum Phase {
     Ready,
     /// Idle on purpose: no pods; the first request wakes the model.
     ScaledToZero,
-    /// Serving, but below an accuracy floor or short of replicas.
+    /// Serving every replica, but `Degraded`: online accuracy below its floor, or inputs drifted.
     Degraded,
     /// Cannot make progress without a spec change (e.g. the optimize Job failed).
     Failed,

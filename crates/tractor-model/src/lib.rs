@@ -12,6 +12,7 @@
 pub mod datatype;
 mod declared;
 pub mod dequant;
+pub mod drift;
 mod formats;
 pub mod loader;
 mod runner;

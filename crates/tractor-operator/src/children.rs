@@ -351,6 +351,17 @@ fn optimize_command(
         }),
         _ => None,
     };
+    // A re-derivation reads the labelled set for the drift reference only (no gate): the artifact's bytes, and
+    // so its digest, are then the Job's.
+    let reference = match (evaluate, &spec.optimize.evaluation, &validated.dataset) {
+        (false, Some(evaluation), Some(dataset)) => Some(EvaluationRequest {
+            data: access.locate(dataset, "dataset", DATASET_DIR),
+            metric: evaluation.metric,
+            min_score: None,
+            max_regression: None,
+        }),
+        _ => None,
+    };
     let request = OptimizeRequest {
         source,
         sha256: spec.model.sha256.clone(),
@@ -365,6 +376,7 @@ fn optimize_command(
             .filter(|_| prune)
             .map(|pruning| pruning.sparsity),
         evaluation,
+        reference,
         publish: publish.map(|store| store.uri.clone()),
         // Only the Job records the cache entry (an init container re-deriving publishes nothing).
         cache_key: publish
@@ -565,6 +577,42 @@ pub fn desired_replicas(md: &ModelDeployment) -> i32 {
     }
 }
 
+/// The server's flags for `spec.monitoring`: its drift window, and where and how it logs payloads. The
+/// CloudEvents `source` names the ModelDeployment as its API path does.
+fn monitoring_args(validated: &Validated) -> Vec<String> {
+    let mut args = vec![];
+    let Some(monitoring) = &validated.md.spec.monitoring else {
+        return args;
+    };
+    if let Some(drift) = &monitoring.drift {
+        args.extend([
+            "--drift-window-secs".to_owned(),
+            drift.window.as_std().as_secs().max(1).to_string(),
+        ]);
+    }
+    if let Some(logging) = &monitoring.logging {
+        args.extend([
+            "--log-url".to_owned(),
+            logging.url.clone(),
+            "--log-sample-rate".to_owned(),
+            logging.sample_rate.to_string(),
+            "--log-include-inputs".to_owned(),
+            logging.include_inputs.to_string(),
+            "--log-max-bytes".to_owned(),
+            logging.max_bytes.to_string(),
+            "--log-source".to_owned(),
+            format!(
+                "/apis/{}/{}/namespaces/{}/modeldeployments/{}",
+                names::GROUP,
+                names::VERSION,
+                validated.namespace,
+                validated.name
+            ),
+        ]);
+    }
+    args
+}
+
 /// The serving Deployment for the model in `model` (the current revision's, or the last good one's while a
 /// new revision is optimizing or has failed), with `replicas` pods.
 pub fn deployment(
@@ -674,6 +722,7 @@ pub fn deployment(
     if let Some(threads) = serving.threads {
         server_args.extend(["--threads".to_owned(), threads.to_string()]);
     }
+    server_args.extend(monitoring_args(validated));
     let mut server_mounts = vec![
         VolumeMount {
             read_only: Some(true),
@@ -1335,6 +1384,7 @@ spec:
                     min_score: Some(0.9),
                     max_regression: None,
                 }),
+                reference: None,
             }
         );
         let volumes: Vec<_> = pod
@@ -1453,11 +1503,18 @@ spec:
                 &config(),
                 desired_replicas(&validated.md),
             );
+            // The labelled set comes along for the drift reference inside the artifact, without its gate.
+            let evaluation = job_request.evaluation.clone().expect("evaluation");
             assert_eq!(
                 request_of(init_container(&served)),
                 OptimizeRequest {
                     precision,
                     evaluation: None,
+                    reference: Some(EvaluationRequest {
+                        min_score: None,
+                        max_regression: None,
+                        ..evaluation
+                    }),
                     ..job_request.clone()
                 }
             );
@@ -1470,7 +1527,7 @@ spec:
                 .map(|volume| volume.name)
                 .collect();
             assert!(volumes.contains(&"model-source".to_owned()), "{volumes:?}");
-            assert!(!volumes.contains(&"dataset".to_owned()), "{volumes:?}");
+            assert!(volumes.contains(&"dataset".to_owned()), "{volumes:?}");
         }
     }
 
@@ -1551,6 +1608,42 @@ spec:
             .clone()?;
         let ix = args.iter().position(|a| a == flag)?;
         args.get(ix + 1).cloned()
+    }
+
+    #[test]
+    fn monitoring_becomes_the_servers_drift_and_logging_flags() {
+        let status = ModelStatus {
+            revision: Some("r1".to_owned()),
+            artifact_digest: Some(format!("sha256:{}", "ab".repeat(32))),
+            ..ModelStatus::default()
+        };
+        let with = |monitoring: &str| {
+            let mut md = md(CONFIG_MAP_MODEL);
+            md.metadata.namespace = Some("ns".into());
+            md.spec.monitoring = serde_yaml::from_str(monitoring).expect("monitoring");
+            let validated = validate(&md).expect("valid");
+            deployment(&validated, &status, &config(), 2)
+        };
+        let none = with("null");
+        assert_eq!(server_arg(&none, "--drift-window-secs"), None);
+        assert_eq!(server_arg(&none, "--log-url"), None);
+        let both = with(
+            "{drift: {window: 2m}, logging: {url: 'http://sink.ns:8080/', sampleRate: 0.25, includeInputs: false}}",
+        );
+        let flags = [
+            ("--drift-window-secs", "120"),
+            ("--log-url", "http://sink.ns:8080/"),
+            ("--log-sample-rate", "0.25"),
+            ("--log-include-inputs", "false"),
+            ("--log-max-bytes", "65536"),
+            (
+                "--log-source",
+                "/apis/serving.tractor.dev/v1alpha1/namespaces/ns/modeldeployments/digits",
+            ),
+        ];
+        for (flag, want) in flags {
+            assert_eq!(server_arg(&both, flag).as_deref(), Some(want), "{flag}");
+        }
     }
 
     #[test]

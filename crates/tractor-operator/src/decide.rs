@@ -18,10 +18,11 @@ use kube::api::{ApiResource, DynamicObject};
 use tractor_api::conditions::{self, reason};
 use tractor_api::names;
 use tractor_api::report::{FailureReason, OptimizeReport};
-use tractor_api::{Endpoints, ModelDeploymentStatus, RevisionFailure};
+use tractor_api::{DriftStatus, Endpoints, ModelDeploymentStatus, RevisionFailure};
 
 use crate::autoscaler::{self, Memory, Outcome};
 use crate::children::{self, BuildConfig};
+use crate::drift;
 use crate::observe::{JobSeen, Observed};
 use crate::rollout::{self, Previous};
 use crate::status::{self, ModelState, Served};
@@ -374,6 +375,18 @@ pub fn decide(observed: &Observed, config: &BuildConfig) -> Plan {
         }
         None => rollout::clear(&mut new),
     }
+    // Drift is judged on its own interval, with or without autoscaling; Degraded joins both verdicts.
+    let drift = drift_check(validated, observed, &time);
+    new.drift = drift.as_ref().map(|(status, _)| status.clone());
+    status::record_degraded(
+        validated,
+        &mut new,
+        evaluation
+            .as_ref()
+            .and_then(|outcome| outcome.degraded.as_ref()),
+        drift.as_ref().and_then(|(_, verdict)| verdict.as_ref()),
+        &time,
+    );
     if let Some(outcome) = &evaluation {
         status::record_scaling(validated, &mut new, outcome, &time);
         if outcome.scaled() {
@@ -443,6 +456,7 @@ pub fn decide(observed: &Observed, config: &BuildConfig) -> Plan {
         next_evaluation,
         canary.as_ref().map(|step| step.requeue),
         zero.as_ref().and_then(|outcome| outcome.requeue),
+        next_drift_read(validated, &new, now),
     ]
     .into_iter()
     .flatten()
@@ -455,6 +469,35 @@ pub fn decide(observed: &Observed, config: &BuildConfig) -> Plan {
         evaluation,
         requeue: soonest,
     }
+}
+
+/// `status.drift` and the drift verdict: judged when observe read Prometheus, else the last status kept;
+/// `None` without `monitoring.drift`.
+fn drift_check(
+    validated: &Validated,
+    observed: &Observed,
+    time: &Time,
+) -> Option<(DriftStatus, Option<(bool, String)>)> {
+    let spec = validated.md.spec.monitoring.as_ref()?.drift.as_ref()?;
+    let old = observed.status.drift.as_ref();
+    Some(match &observed.drift {
+        Some(reads) => {
+            let judged = drift::judge(spec, reads, old, time);
+            (judged.status, judged.verdict)
+        }
+        None => (old.cloned().unwrap_or_default(), None),
+    })
+}
+
+/// When the next drift read is due, while something serves to read.
+fn next_drift_read(
+    validated: &Validated,
+    new: &ModelDeploymentStatus,
+    now: Timestamp,
+) -> Option<Duration> {
+    let spec = validated.md.spec.monitoring.as_ref()?.drift.as_ref()?;
+    new.model.as_ref()?;
+    Some(drift::not_due(new.drift.as_ref(), spec, now).unwrap_or_else(|| spec.interval.as_std()))
 }
 
 /// The Warning about a serving pod that cannot start. Every reconcile that sees it says it again; the recorder

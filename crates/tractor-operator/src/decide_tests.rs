@@ -256,6 +256,7 @@ fn observed(v: &Validated, status: &ModelDeploymentStatus) -> Observed {
         store_secret: None,
         pod_failures: vec![],
         zero: None,
+        drift: None,
         now: now(),
     }
 }
@@ -2219,6 +2220,7 @@ fn an_invalid_spec_writes_only_its_status_and_waits_for_a_change() {
         store_secret: None,
         pod_failures: vec![],
         zero: None,
+        drift: None,
         now: now(),
     };
     let mut want = ModelDeploymentStatus {
@@ -2522,4 +2524,113 @@ fn prometheus_dark_keeps_a_scale_to_zero_model_on_its_pods() {
     );
     let status = plan.status.unwrap_or(old);
     assert_ne!(status.phase, Some(Phase::ScaledToZero));
+}
+
+/// `monitoring.drift` with a 30 s interval.
+const DRIFT: &str =
+    "serving: {replicas: 2}\nmonitoring:\n  drift: {threshold: 0.2, interval: 30s, minRows: 100}";
+
+fn drift_reads(scores: &[(&str, f64)]) -> Option<Result<crate::drift::DriftReads, String>> {
+    Some(Ok(crate::drift::DriftReads {
+        rows: 500.0,
+        features: scores.iter().map(|(f, s)| ((*f).to_owned(), *s)).collect(),
+        prediction: Some(0.05),
+    }))
+}
+
+#[test]
+fn input_drift_degrades_a_ready_model_warns_once_and_clears_with_normal_traffic() {
+    let v1 = spec("v1", DRIFT);
+    let old = ready_on(&v1, 2);
+    let mut seen = observed(&v1, &old);
+    seen.stable = Some(stable_on(&v1, 2));
+    seen.drift = drift_reads(&[("x[0]", 0.01), ("x[3]", 1.5)]);
+    let plan = decide(&seen, &config());
+    let drifted = plan.status.clone().expect("the status changes");
+    let condition = conditions::find(&drifted.conditions, DEGRADED).expect("Degraded");
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("True", reason::INPUT_DRIFT)
+    );
+    assert!(
+        condition.message.contains("x[3] PSI 1.500"),
+        "{}",
+        condition.message
+    );
+    assert_eq!(drifted.phase, Some(Phase::Degraded));
+    let drift = drifted.drift.clone().expect("status.drift");
+    assert_eq!(drift.drifted, Some(true));
+    assert_eq!(drift.evaluated_at, Some(Time(now())));
+    assert_eq!(drift.features[0].feature, "x[3]");
+    assert_eq!(plan.writes, vec![], "drift changes no child");
+    let warnings: Vec<&Event> = plan
+        .events
+        .iter()
+        .filter(|e| e.reason == reason::INPUT_DRIFT)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{:?}", plan.events);
+    assert_eq!(warnings[0].type_, EventType::Warning);
+    assert_eq!(plan.requeue, secs(30), "the next read is one interval away");
+
+    // Between reads: nothing read, nothing changes, and the phase stays Degraded.
+    let mut between = observed(&v1, &drifted);
+    between.stable = Some(stable_on(&v1, 2));
+    let plan = decide(&between, &config());
+    assert_eq!(plan.status, None);
+    assert_eq!(plan.events, vec![]);
+    assert_eq!(plan.requeue, secs(30));
+
+    // Normal traffic again: Degraded clears, the phase is Ready, no Warning.
+    let mut back = observed(&v1, &drifted);
+    back.stable = Some(stable_on(&v1, 2));
+    back.drift = drift_reads(&[("x[0]", 0.01), ("x[3]", 0.04)]);
+    let plan = decide(&back, &config());
+    let healthy = plan.status.expect("the status changes");
+    let condition = conditions::find(&healthy.conditions, DEGRADED).expect("Degraded");
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("False", reason::HEALTHY)
+    );
+    assert_eq!(healthy.phase, Some(Phase::Ready));
+    assert_eq!(healthy.drift.and_then(|d| d.drifted), Some(false));
+    assert!(
+        plan.events.iter().all(|e| e.type_ != EventType::Warning),
+        "{:?}",
+        plan.events
+    );
+}
+
+#[test]
+fn a_drift_read_that_cannot_judge_keeps_the_verdict_and_says_why() {
+    let v1 = spec("v1", DRIFT);
+    let mut old = ready_on(&v1, 2);
+    old.drift = Some(tractor_api::DriftStatus {
+        evaluated_at: Some(ago(60)),
+        drifted: Some(false),
+        ..tractor_api::DriftStatus::default()
+    });
+    let mut seen = observed(&v1, &old);
+    seen.stable = Some(stable_on(&v1, 2));
+    seen.drift = Some(Err("Prometheus: unreachable".into()));
+    let plan = decide(&seen, &config());
+    let new = plan.status.expect("evaluatedAt and the message change");
+    let drift = new.drift.expect("status.drift");
+    assert_eq!(drift.drifted, Some(false));
+    assert_eq!(
+        drift.message.as_deref(),
+        Some("drift not judged: Prometheus: unreachable")
+    );
+    assert_eq!(new.conditions, old.conditions, "Degraded is left as it was");
+}
+
+#[test]
+fn without_monitoring_drift_there_is_no_drift_status() {
+    let v1 = spec("v1", PLAIN);
+    let mut old = ready_on(&v1, 2);
+    old.drift = Some(tractor_api::DriftStatus::default());
+    let mut seen = observed(&v1, &old);
+    seen.stable = Some(stable_on(&v1, 2));
+    let plan = decide(&seen, &config());
+    assert_eq!(plan.status.expect("drift is dropped").drift, None);
+    assert_eq!(plan.requeue, secs(300));
 }

@@ -10,6 +10,7 @@ pub mod children;
 pub mod clock;
 pub mod context;
 pub mod decide;
+pub mod drift;
 pub mod error;
 pub mod events;
 pub mod hpa;

@@ -15,14 +15,15 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
-use tractor_api::names;
 use tractor_api::report::OptimizeReport;
 use tractor_api::{ModelDeployment, ModelDeploymentStatus, PrometheusSource};
+use tractor_api::{metrics, names};
 
 use crate::autoscaler::{self, Memory, Reads};
 use crate::canary::{self, Accuracy, Signals};
 use crate::children;
 use crate::context::Context;
+use crate::drift::{self, DriftReads};
 use crate::error::{Error, call};
 use crate::object_key;
 use crate::prom::{self, Selector, Server};
@@ -62,6 +63,8 @@ pub struct Observed {
     pub pod_failures: Vec<PodFailure>,
     /// With `autoscaling.scaleToZero`: the activator and the Service's EndpointSlices.
     pub zero: Option<ZeroSeen>,
+    /// With `monitoring.drift`, when a read is due and something serves: the serving revision's drift scores.
+    pub drift: Option<Result<DriftReads, String>>,
     /// When this was observed.
     pub now: Timestamp,
 }
@@ -323,6 +326,7 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
         store_secret: None,
         pod_failures: vec![],
         zero: None,
+        drift: None,
         now,
     };
     let Ok(validated) = spec else {
@@ -368,6 +372,7 @@ pub async fn observe(md: &ModelDeployment, ctx: &Context) -> Result<Observed, Er
         .is_some_and(|d| d.spec.as_ref().and_then(|spec| spec.replicas) != Some(0));
     observed.autoscaling = autoscaling(ctx, &validated, running, secs).await;
     observed.analysis = analysis(ctx, &validated, &observed, secs).await;
+    observed.drift = drift(ctx, &validated, &observed.status, running, now).await;
     let evaluating = observed
         .autoscaling
         .as_ref()
@@ -653,6 +658,67 @@ async fn analysis(
         }
     };
     Some(AnalysisSeen { window, reads })
+}
+
+/// The serving revision's drift scores, when `monitoring.drift` asks, a read is due and something serves.
+async fn drift(
+    ctx: &Context,
+    validated: &Validated,
+    status: &ModelDeploymentStatus,
+    serving: bool,
+    now: Timestamp,
+) -> Option<Result<DriftReads, String>> {
+    let spec = validated.md.spec.monitoring.as_ref()?.drift.as_ref()?;
+    if !serving || drift::not_due(status.drift.as_ref(), spec, now).is_some() {
+        return None;
+    }
+    // The same Prometheus as the autoscaler's and the canary analysis'.
+    let source = validated
+        .md
+        .spec
+        .autoscaling
+        .as_ref()
+        .and_then(|autoscaling| autoscaling.prometheus.as_ref());
+    let server = match prometheus(ctx, validated, source).await {
+        Ok(server) => server,
+        Err(why) => return Some(Err(format!("Prometheus: {why}"))),
+    };
+    let sel = Selector {
+        namespace: validated.namespace.clone(),
+        model: validated.name.clone(),
+        deployment: None,
+        revision: Some(autoscaler::serving_revision(validated)),
+    };
+    let client = ctx.autoscaler.prometheus();
+    let rows = match client.value(&server, &prom::drift_rows(&sel)).await {
+        Ok(rows) => rows,
+        Err(prom::QueryError::Empty(_)) => {
+            return Some(Err(format!(
+                "no drift scores for revision {}: its pods export them once they serve rows, and only with \
+                 a reference (optimize.evaluation.dataset)",
+                sel.revision.as_deref().unwrap_or_default()
+            )));
+        }
+        Err(error) => return Some(Err(format!("Prometheus: {error}"))),
+    };
+    let features = match client
+        .values_by(&server, &prom::input_drift(&sel), metrics::FEATURE)
+        .await
+    {
+        Ok(features) => features,
+        // No rows yet in any window: nothing scored.
+        Err(prom::QueryError::Empty(_)) => vec![],
+        Err(error) => return Some(Err(format!("Prometheus: {error}"))),
+    };
+    let prediction = client
+        .value(&server, &prom::prediction_drift(&sel))
+        .await
+        .ok();
+    Some(Ok(DriftReads {
+        rows,
+        features,
+        prediction,
+    }))
 }
 
 /// Whether the artifact store's Secret exists in the model's namespace. Its metadata only: the operator never

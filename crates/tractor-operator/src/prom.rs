@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tractor_api::metrics::{
-    ACCURACY, CODE, CORRECT, FEEDBACK_WINDOW, MODEL, MODEL_INFO, PREDICTIONS_LABELLED, PROCESS_CPU,
-    REQUEST_DURATION, REQUESTS_TOTAL, RESULT, REVISION,
+    ACCURACY, CODE, CORRECT, DRIFT_WINDOW_ROWS, FEATURE, FEEDBACK_WINDOW, INPUT_DRIFT, MODEL,
+    MODEL_INFO, PREDICTION_DRIFT, PREDICTIONS_LABELLED, PROCESS_CPU, REQUEST_DURATION,
+    REQUESTS_TOTAL, RESULT, REVISION,
 };
 
 /// Codes that count as failed requests: server errors and load shedding, over REST and gRPC. Client errors
@@ -126,6 +127,23 @@ impl Client {
 
     /// Runs an instant query and returns its single finite value.
     pub async fn value(&self, server: &Server, query: &str) -> Result<f64, QueryError> {
+        let (status, body) = self.query(server, query).await?;
+        parse_value(status, &body, query)
+    }
+
+    /// Runs an instant query and returns each series' value of `label` with its finite value.
+    pub async fn values_by(
+        &self,
+        server: &Server,
+        query: &str,
+        label: &str,
+    ) -> Result<Vec<(String, f64)>, QueryError> {
+        let (status, body) = self.query(server, query).await?;
+        parse_vector(status, &body, query, label)
+    }
+
+    /// The status and body of an instant query's answer.
+    async fn query(&self, server: &Server, query: &str) -> Result<(u16, String), QueryError> {
         let base = server.url.trim_end_matches('/');
         let endpoint = format!("{base}/api/v1/query");
         let url = reqwest::Url::parse_with_params(&endpoint, &[("query", query)]).map_err(|e| {
@@ -147,7 +165,7 @@ impl Client {
             .text()
             .await
             .map_err(|e| self.transport(server, &e))?;
-        parse_value(status.as_u16(), &body, query)
+        Ok((status.as_u16(), body))
     }
 
     fn transport(&self, server: &Server, e: &reqwest::Error) -> QueryError {
@@ -172,8 +190,8 @@ impl Client {
     }
 }
 
-/// Reads one finite value out of an instant-query answer (vector of one sample, or a scalar).
-pub fn parse_value(status: u16, body: &str, query: &str) -> Result<f64, QueryError> {
+/// The `data` of a successful API answer.
+fn parse_data(status: u16, body: &str) -> Result<Value, QueryError> {
     let answer: Value = match serde_json::from_str(body) {
         Ok(answer) => answer,
         Err(_) if !(200..300).contains(&status) => {
@@ -196,7 +214,63 @@ pub fn parse_value(status: u16, body: &str, query: &str) -> Result<f64, QueryErr
             answer["status"]
         )));
     }
-    let data = &answer["data"];
+    Ok(answer["data"].clone())
+}
+
+/// A sample's value, parsed; NaN and infinities are an error.
+fn sample(raw: &Value, query: &str) -> Result<f64, QueryError> {
+    let text = raw
+        .as_str()
+        .ok_or_else(|| QueryError::Decode(format!("sample value {raw} is not a string")))?;
+    // Prometheus writes NaN, +Inf and -Inf as such; Rust parses them, and they are no basis for a decision.
+    let value: f64 = text
+        .parse()
+        .map_err(|_| QueryError::Decode(format!("sample value {text:?}")))?;
+    if !value.is_finite() {
+        return Err(QueryError::NotANumber {
+            query: query.to_owned(),
+            value: text.to_owned(),
+        });
+    }
+    Ok(value)
+}
+
+/// Reads each series' `label` and finite value out of an instant-query vector answer, sorted by label. Series
+/// whose value is not finite are left out; none left is [`QueryError::Empty`].
+pub fn parse_vector(
+    status: u16,
+    body: &str,
+    query: &str,
+    label: &str,
+) -> Result<Vec<(String, f64)>, QueryError> {
+    let data = parse_data(status, body)?;
+    if data["resultType"].as_str() != Some("vector") {
+        return Err(QueryError::Decode(format!(
+            "result type {:?}, expected vector",
+            data["resultType"]
+        )));
+    }
+    let result = data["result"]
+        .as_array()
+        .ok_or_else(|| QueryError::Decode("vector without result".into()))?;
+    let mut values: Vec<(String, f64)> = result
+        .iter()
+        .filter_map(|series| {
+            let name = series["metric"][label].as_str()?.to_owned();
+            let value = sample(&series["value"][1], query).ok()?;
+            Some((name, value))
+        })
+        .collect();
+    if values.is_empty() {
+        return Err(QueryError::Empty(query.to_owned()));
+    }
+    values.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(values)
+}
+
+/// Reads one finite value out of an instant-query answer (vector of one sample, or a scalar).
+pub fn parse_value(status: u16, body: &str, query: &str) -> Result<f64, QueryError> {
+    let data = parse_data(status, body)?;
     let raw = match data["resultType"].as_str() {
         Some("vector") => {
             let result = data["result"]
@@ -220,20 +294,7 @@ pub fn parse_value(status: u16, body: &str, query: &str) -> Result<f64, QueryErr
             )));
         }
     };
-    let text = raw
-        .as_str()
-        .ok_or_else(|| QueryError::Decode(format!("sample value {raw} is not a string")))?;
-    // Prometheus writes NaN, +Inf and -Inf as such; Rust parses them, and they are no basis for a decision.
-    let value: f64 = text
-        .parse()
-        .map_err(|_| QueryError::Decode(format!("sample value {text:?}")))?;
-    if !value.is_finite() {
-        return Err(QueryError::NotANumber {
-            query: query.to_owned(),
-            value: text.to_owned(),
-        });
-    }
-    Ok(value)
+    sample(&raw, query)
 }
 
 /// Which serving pods a query covers: all of a ModelDeployment's, or one Deployment's (stable or canary).
@@ -360,6 +421,37 @@ pub fn labelled(sel: &Selector) -> String {
     }
 }
 
+/// The matchers of one revision's drift series: every pod that serves it, stable or canary.
+fn drift_matchers(sel: &Selector) -> String {
+    let revision = sel
+        .revision
+        .as_ref()
+        .map(|r| format!("{REVISION}=\"{}\"", escape(r)))
+        .unwrap_or_default();
+    sel.matchers(&revision)
+}
+
+/// Rows the selected pods' drift windows hold, all together; no data while no pod has a drift reference.
+pub fn drift_rows(sel: &Selector) -> String {
+    format!("sum({DRIFT_WINDOW_ROWS}{})", drift_matchers(sel))
+}
+
+/// Each feature's drift score, the pods' scores weighted by the rows each window holds (a pod's score over
+/// few rows counts little), one series per `feature`.
+pub fn input_drift(sel: &Selector) -> String {
+    let m = drift_matchers(sel);
+    format!(
+        "sum by ({FEATURE}) ({INPUT_DRIFT}{m} * ignoring({FEATURE}) group_left {DRIFT_WINDOW_ROWS}{m}) \
+         / ignoring({FEATURE}) group_left sum({DRIFT_WINDOW_ROWS}{m})"
+    )
+}
+
+/// The predictions' drift score, weighted like [`input_drift`].
+pub fn prediction_drift(sel: &Selector) -> String {
+    let m = drift_matchers(sel);
+    format!("sum({PREDICTION_DRIFT}{m} * {DRIFT_WINDOW_ROWS}{m}) / sum({DRIFT_WINDOW_ROWS}{m})")
+}
+
 /// The matchers of a revision's labelled-prediction counters (without braces), if a revision is selected,
 /// and the selected pods' matchers for their window gauges.
 fn feedback_sources(sel: &Selector) -> (Option<String>, String) {
@@ -377,6 +469,59 @@ fn feedback_sources(sel: &Selector) -> (Option<String>, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vectors_by_label_sorted_without_non_finite_values() {
+        let body = r#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"feature":"x[2]"},"value":[1,"0.5"]},
+            {"metric":{"feature":"x[0]"},"value":[1,"0.25"]},
+            {"metric":{"feature":"x[1]"},"value":[1,"NaN"]},
+            {"metric":{},"value":[1,"7"]}]}}"#;
+        assert_eq!(
+            parse_vector(200, body, "q", "feature"),
+            Ok(vec![("x[0]".to_owned(), 0.25), ("x[2]".to_owned(), 0.5)])
+        );
+        let none = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+        assert_eq!(
+            parse_vector(200, none, "q", "feature").map_err(|e| e.category()),
+            Err("empty")
+        );
+        let scalar = r#"{"status":"success","data":{"resultType":"scalar","result":[1,"3"]}}"#;
+        assert_eq!(
+            parse_vector(200, scalar, "q", "feature").map_err(|e| e.category()),
+            Err("decode")
+        );
+    }
+
+    #[test]
+    fn drift_queries_select_one_revision_and_weigh_pods_by_rows() {
+        let sel = Selector {
+            namespace: "ns".into(),
+            model: "m".into(),
+            deployment: None,
+            revision: Some("r1".into()),
+        };
+        let m = r#"{namespace="ns",model="m",revision="r1"}"#;
+        assert_eq!(
+            drift_rows(&sel),
+            format!("sum(tractor_model_drift_window_rows{m})")
+        );
+        assert_eq!(
+            input_drift(&sel),
+            format!(
+                "sum by (feature) (tractor_model_input_drift{m} * ignoring(feature) group_left \
+                 tractor_model_drift_window_rows{m}) / ignoring(feature) group_left \
+                 sum(tractor_model_drift_window_rows{m})"
+            )
+        );
+        assert_eq!(
+            prediction_drift(&sel),
+            format!(
+                "sum(tractor_model_prediction_drift{m} * tractor_model_drift_window_rows{m}) / \
+                 sum(tractor_model_drift_window_rows{m})"
+            )
+        );
+    }
 
     #[test]
     fn values_and_every_way_to_have_none() {

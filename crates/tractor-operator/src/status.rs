@@ -3,7 +3,7 @@
 
 use crate::events::{Event, EventType};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use tractor_api::conditions::{self, reason};
 use tractor_api::names;
 use tractor_api::{ModelDeploymentStatus, ModelStatus, Phase, RevisionFailure, RevisionStatus};
@@ -56,7 +56,8 @@ pub fn invalid(
     status
 }
 
-/// Writes one autoscaler outcome into the status: count, snapshot, `ScalingActive`, `Degraded`.
+/// Writes one autoscaler outcome into the status: count, snapshot, `ScalingActive` (its accuracy verdict goes
+/// to [`record_degraded`]).
 pub fn record_scaling(
     validated: &Validated,
     status: &mut ModelDeploymentStatus,
@@ -77,40 +78,92 @@ pub fn record_scaling(
             now.clone(),
         ),
     );
-    match &outcome.degraded {
-        Some((true, message)) => {
-            conditions::set(
-                &mut status.conditions,
-                conditions::new(
-                    conditions::DEGRADED,
-                    true,
-                    reason::ACCURACY_BELOW_FLOOR,
-                    message.clone(),
-                    generation,
-                    now.clone(),
-                ),
-            );
-        }
-        Some((false, message)) => {
-            conditions::set(
-                &mut status.conditions,
-                conditions::new(
-                    conditions::DEGRADED,
-                    false,
-                    reason::HEALTHY,
-                    message.clone(),
-                    generation,
-                    now.clone(),
-                ),
-            );
-        }
-        None => {}
+}
+
+/// Writes `Degraded` from this reconcile's verdicts, each `Some((below or drifted, message))` when judged now.
+/// The two signals are kept apart: one judged now, the other's last verdict is read back from the condition
+/// (its reason says which held, its message joins their parts with `"; "`, accuracy first), so `Degraded`
+/// clears only when neither holds. Neither judged: the condition stays as it is.
+pub fn record_degraded(
+    validated: &Validated,
+    status: &mut ModelDeploymentStatus,
+    accuracy: Option<&(bool, String)>,
+    drift: Option<&(bool, String)>,
+    now: &Time,
+) {
+    let Some((degraded, why, message)) = degraded(
+        conditions::find(&status.conditions, conditions::DEGRADED),
+        accuracy,
+        drift,
+    ) else {
+        return;
+    };
+    conditions::set(
+        &mut status.conditions,
+        conditions::new(
+            conditions::DEGRADED,
+            degraded,
+            why,
+            message,
+            validated.md.metadata.generation,
+            now.clone(),
+        ),
+    );
+    // The phase was computed from the last Degraded; it follows this one.
+    match (degraded, status.phase) {
+        (true, Some(Phase::Ready)) => status.phase = Some(Phase::Degraded),
+        (false, Some(Phase::Degraded)) => status.phase = Some(Phase::Ready),
+        _ => {}
     }
-    if conditions::is_true(&status.conditions, conditions::DEGRADED)
-        && status.phase == Some(Phase::Ready)
-    {
-        status.phase = Some(Phase::Degraded);
+}
+
+/// The `Degraded` condition's status, reason and message from the last one and this reconcile's verdicts. Pure.
+fn degraded(
+    last: Option<&Condition>,
+    accuracy: Option<&(bool, String)>,
+    drift: Option<&(bool, String)>,
+) -> Option<(bool, &'static str, String)> {
+    if accuracy.is_none() && drift.is_none() {
+        return None;
     }
+    // What held at the last write: the reason names the signals, the message their parts in that order.
+    let held = last
+        .filter(|c| c.status == conditions::status::TRUE)
+        .map(|c| {
+            let parts: Vec<&str> = c.message.splitn(2, "; ").collect();
+            let part = |i: usize| parts.get(i).copied().unwrap_or_default().to_owned();
+            match c.reason.as_str() {
+                reason::ACCURACY_BELOW_FLOOR_AND_INPUT_DRIFT => (Some(part(0)), Some(part(1))),
+                reason::ACCURACY_BELOW_FLOOR => (Some(c.message.clone()), None),
+                reason::INPUT_DRIFT => (None, Some(c.message.clone())),
+                _ => (None, None),
+            }
+        })
+        .unwrap_or((None, None));
+    let now_or_held = |verdict: Option<&(bool, String)>, held: Option<String>| match verdict {
+        Some((true, message)) => Some(message.clone()),
+        Some((false, _)) => None,
+        None => held,
+    };
+    let low = now_or_held(accuracy, held.0);
+    let drifted = now_or_held(drift, held.1);
+    Some(match (low, drifted) {
+        (Some(low), Some(drifted)) => (
+            true,
+            reason::ACCURACY_BELOW_FLOOR_AND_INPUT_DRIFT,
+            format!("{low}; {drifted}"),
+        ),
+        (Some(low), None) => (true, reason::ACCURACY_BELOW_FLOOR, low),
+        (None, Some(drifted)) => (true, reason::INPUT_DRIFT, drifted),
+        (None, None) => {
+            let said: Vec<&str> = [accuracy, drift]
+                .into_iter()
+                .flatten()
+                .map(|(_, message)| message.as_str())
+                .collect();
+            (false, reason::HEALTHY, said.join("; "))
+        }
+    })
 }
 
 /// How the Stalled and Ready messages of a failed revision begin.
@@ -365,8 +418,12 @@ pub fn compute(
             "spec.autoscaling is not set".to_owned(),
         );
     }
+    // Degraded is judged every interval, not every reconcile: the phase follows the condition in between.
+    let degraded = conditions::is_true(&status.conditions, conditions::DEGRADED);
     status.phase = Some(if stalled.is_some() {
         Phase::Failed
+    } else if ready && degraded {
+        Phase::Degraded
     } else if ready {
         Phase::Ready
     } else if !model_ready {
@@ -510,8 +567,14 @@ pub fn transitions(old: &ModelDeploymentStatus, new: &ModelDeploymentStatus) -> 
             });
         }
     }
-    if let Some(condition) = flipped(conditions::DEGRADED)
+    // Degraded: a Warning when it turns True, and when a second signal joins (or one of two clears) while it
+    // stays True: the reason names which hold.
+    let old_degraded = conditions::find(&old.conditions, conditions::DEGRADED)
+        .filter(|condition| condition.status == conditions::status::TRUE);
+    if let Some(condition) = conditions::find(&new.conditions, conditions::DEGRADED)
         .filter(|condition| condition.status == conditions::status::TRUE)
+        .filter(|condition| old_degraded.is_none_or(|before| before.reason != condition.reason))
+        .cloned()
     {
         events.push(Event {
             type_: EventType::Warning,
@@ -538,6 +601,150 @@ mod tests {
                 .collect(),
             ..ModelDeploymentStatus::default()
         }
+    }
+
+    /// A verdict: (below the floor or drifted, message).
+    type Verdict = (bool, String);
+    /// (case, the last condition, accuracy judged now, drift judged now, the condition wanted)
+    type Case<'a> = (
+        &'a str,
+        Option<&'a Condition>,
+        Option<&'a Verdict>,
+        Option<&'a Verdict>,
+        Option<(bool, &'a str, String)>,
+    );
+
+    #[test]
+    fn degraded_joins_accuracy_and_drift_and_clears_when_neither_holds() {
+        let low = (
+            true,
+            "online accuracy 0.700 has been below the floor 0.9 for 60 s (window 1m)".to_owned(),
+        );
+        let fine = (
+            false,
+            "online accuracy 0.950 meets the floor 0.9".to_owned(),
+        );
+        let drifted = (
+            true,
+            "input drift over 500 rows: x[3] PSI 1.920 above the threshold 0.2".to_owned(),
+        );
+        let steady = (
+            false,
+            "no input drift over 500 rows: highest x[1] PSI 0.050, threshold 0.2".to_owned(),
+        );
+        let condition = |reason: &str, message: &str| {
+            conditions::new(
+                conditions::DEGRADED,
+                reason != reason::HEALTHY,
+                reason,
+                message,
+                Some(1),
+                Time(Timestamp::UNIX_EPOCH),
+            )
+        };
+        let both_message = format!("{}; {}", low.1, drifted.1);
+        let acc = condition(reason::ACCURACY_BELOW_FLOOR, &low.1);
+        let dri = condition(reason::INPUT_DRIFT, &drifted.1);
+        let both = condition(reason::ACCURACY_BELOW_FLOOR_AND_INPUT_DRIFT, &both_message);
+        let healthy = condition(reason::HEALTHY, "");
+        let cases: Vec<Case> = vec![
+            ("nothing judged leaves it", Some(&acc), None, None, None),
+            (
+                "drift alone",
+                Some(&healthy),
+                None,
+                Some(&drifted),
+                Some((true, reason::INPUT_DRIFT, drifted.1.clone())),
+            ),
+            (
+                "drift joins a held accuracy drop",
+                Some(&acc),
+                None,
+                Some(&drifted),
+                Some((
+                    true,
+                    reason::ACCURACY_BELOW_FLOOR_AND_INPUT_DRIFT,
+                    both_message.clone(),
+                )),
+            ),
+            (
+                "accuracy joins held drift",
+                Some(&dri),
+                Some(&low),
+                None,
+                Some((
+                    true,
+                    reason::ACCURACY_BELOW_FLOOR_AND_INPUT_DRIFT,
+                    both_message.clone(),
+                )),
+            ),
+            (
+                "drift clears, accuracy still low",
+                Some(&both),
+                None,
+                Some(&steady),
+                Some((true, reason::ACCURACY_BELOW_FLOOR, low.1.clone())),
+            ),
+            (
+                "accuracy recovers, drift still held",
+                Some(&both),
+                Some(&fine),
+                None,
+                Some((true, reason::INPUT_DRIFT, drifted.1.clone())),
+            ),
+            (
+                "drift clears alone",
+                Some(&dri),
+                None,
+                Some(&steady),
+                Some((false, reason::HEALTHY, steady.1.clone())),
+            ),
+            (
+                "both fine now",
+                Some(&both),
+                Some(&fine),
+                Some(&steady),
+                Some((false, reason::HEALTHY, format!("{}; {}", fine.1, steady.1))),
+            ),
+            (
+                "no condition yet",
+                None,
+                Some(&low),
+                None,
+                Some((true, reason::ACCURACY_BELOW_FLOOR, low.1.clone())),
+            ),
+        ];
+        for (case, last, accuracy, drift, want) in cases {
+            let got = degraded(last, accuracy, drift);
+            assert_eq!(
+                got.as_ref().map(|(d, r, m)| (*d, *r, m.as_str())),
+                want.as_ref().map(|(d, r, m)| (*d, *r, m.as_str())),
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_second_degraded_signal_is_a_new_warning() {
+        let old = with(&[(
+            conditions::DEGRADED,
+            true,
+            reason::ACCURACY_BELOW_FLOOR,
+            "low",
+        )]);
+        let new = with(&[(
+            conditions::DEGRADED,
+            true,
+            reason::ACCURACY_BELOW_FLOOR_AND_INPUT_DRIFT,
+            "low; drifted",
+        )]);
+        let events = transitions(&old, &new);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(
+            events[0].reason,
+            reason::ACCURACY_BELOW_FLOOR_AND_INPUT_DRIFT
+        );
+        assert!(transitions(&new, &new).is_empty());
     }
 
     #[test]

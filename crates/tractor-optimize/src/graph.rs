@@ -28,7 +28,7 @@ pub fn archive(model: &TypedModel) -> Result<Vec<u8>, OptError> {
 }
 
 /// The tar gzipped: compressed, or stored where compression saves less than a tenth.
-fn gzip_archive(tar: &[u8]) -> Result<Vec<u8>, OptError> {
+pub fn gzip_archive(tar: &[u8]) -> Result<Vec<u8>, OptError> {
     let gzip = |level: flate2::Compression| {
         // mtime 0, no file name, fixed OS byte and level: the same tar always gives the same gzip bytes.
         let mut gz = flate2::GzBuilder::new()

@@ -14,6 +14,13 @@
 //! asked, with no gate: that is how serving pods re-derive the artifact the optimize Job already gated and recorded.
 //! With an artifact store (`--publish`), the Job publishes the artifact by digest and pods fetch it instead
 //! ([`artifact`]).
+//!
+//! With a labelled set, the artifact also carries the reference statistics the server measures drift against
+//! (quantile bins of the first input's features; the labels' distribution, which served predictions are compared
+//! with), as the first entry of its tar ([`tractor_model::drift`]). They are a function of the labelled set alone,
+//! not of any candidate's outputs (which may differ in a near-tie row from one CPU to another), and covered by the
+//! artifact's digest. Without one, the artifact has none. A re-derivation is given the same set as `reference`
+//! (no gate) and so writes the same bytes.
 
 pub mod artifact;
 mod choose;
@@ -23,6 +30,7 @@ mod graph;
 mod inspect;
 mod passes;
 mod progress;
+mod reference;
 
 pub use artifact::{FetchArgs, run_fetch};
 pub use eval::Dataset;
@@ -127,6 +135,10 @@ pub struct OptimizeArgs {
     /// baseline).
     #[arg(long, env = "TRACTOR_MAX_REGRESSION")]
     pub max_regression: Option<f64>,
+    /// Labelled set read only for the drift reference the artifact carries, with --metric telling classes from
+    /// values; no gate. How a serving pod re-derives an artifact built with --eval-data. Ignored with --eval-data.
+    #[arg(long, env = "TRACTOR_REFERENCE_DATA")]
+    pub reference_data: Option<String>,
     /// Artifact store, `s3://bucket/prefix`: publish the verified artifact at `prefix/sha256/<hex>` and its report
     /// at `prefix/sha256/<hex>.report.json`, once (an object already there at the same size is kept). Settings
     /// from TRACTOR_STORE_*, else AWS_*. A store that cannot be reached or refuses fails the run with
@@ -153,7 +165,7 @@ pub struct OptimizeArgs {
 /// The flags `--request` stands for: giving one of them beside it (on the command line or in the environment)
 /// is refused rather than one of the two silently ignored. Defaults (`--precision auto`, `--metric accuracy`)
 /// are no conflict.
-const REQUEST_FLAGS: [&str; 12] = [
+const REQUEST_FLAGS: [&str; 13] = [
     "source",
     "sha256",
     "format",
@@ -165,6 +177,7 @@ const REQUEST_FLAGS: [&str; 12] = [
     "metric",
     "min_score",
     "max_regression",
+    "reference_data",
     "publish",
 ];
 
@@ -195,6 +208,7 @@ impl OptimizeArgs {
             metric,
             min_score,
             max_regression,
+            reference_data,
             publish,
             upload,
             report,
@@ -222,6 +236,12 @@ impl OptimizeArgs {
                     metric,
                     min_score,
                     max_regression,
+                }),
+                reference: reference_data.map(|data| EvaluationRequest {
+                    data,
+                    metric,
+                    min_score: None,
+                    max_regression: None,
                 }),
                 publish,
                 // The shared cache is the operator's: a run by hand publishes without recording an entry.
@@ -461,18 +481,26 @@ fn pipeline(
     let metric = evaluation.map_or_else(EvalMetric::default, |evaluation| evaluation.metric);
     let min_score = evaluation.and_then(|evaluation| evaluation.min_score);
     let regression = eval::is_regression(metric);
-    let dataset = match evaluation {
-        Some(EvaluationRequest { data: uri, .. }) => {
-            progress("dataset", uri);
-            let dir = work.path().join("dataset");
-            std::fs::create_dir_all(&dir)
-                .map_err(|error| OptError::new(Reason::Internal, error.to_string()))?;
-            let local = rt.block_on(fetch::fetch(uri, &dir)).map_err(|error| {
-                OptError::new(error.reason, format!("labelled set: {}", error.message))
-            })?;
-            Some(eval::load_npz(&local)?)
-        }
-        None => None,
+    let labelled = |uri: &str| -> Result<eval::Dataset, OptError> {
+        progress("dataset", uri);
+        let dir = work.path().join("dataset");
+        std::fs::create_dir_all(&dir)
+            .map_err(|error| OptError::new(Reason::Internal, error.to_string()))?;
+        let local = rt.block_on(fetch::fetch(uri, &dir)).map_err(|error| {
+            OptError::new(error.reason, format!("labelled set: {}", error.message))
+        })?;
+        eval::load_npz(&local)
+    };
+    let dataset = evaluation
+        .map(|evaluation| labelled(&evaluation.data))
+        .transpose()?;
+    // The drift reference's labelled set: the evaluation's, or (re-deriving without a gate) the request's.
+    let reference_set = match (&dataset, &request.reference) {
+        (None, Some(reference)) => Some((
+            labelled(&reference.data)?,
+            eval::is_regression(reference.metric),
+        )),
+        _ => None,
     };
     let sample = match &dataset {
         Some(labelled) => labelled.x.clone(),
@@ -663,17 +691,61 @@ fn pipeline(
         report.message = format!("{refusal}; {}", report.message);
     }
 
-    // 6. Write, atomically.
+    // 6. With a labelled set, the reference statistics drift is measured against go inside the artifact (the
+    // `tractor_model::drift` module docs): its digest covers them.
+    let reference_from = match (&dataset, &reference_set) {
+        (Some(labelled), _) => Some((labelled, regression)),
+        (None, Some((labelled, regression))) => Some((labelled, *regression)),
+        (None, None) => None,
+    };
+    let bytes = match reference_from {
+        Some((labelled, regression)) => {
+            let input = report
+                .inputs
+                .first()
+                .map_or("input", |input| input.name.as_str());
+            let input_type = model
+                .inputs
+                .first()
+                .map(|outlet| model.outlet_fact(*outlet).map(|fact| fact.datum_type))
+                .transpose()
+                .map_err(|error| OptError::new(Reason::Internal, format!("{error:#}")))?
+                .unwrap_or(f32::datum_type());
+            let recorded = reference::record(input, input_type, labelled, regression)?;
+            progress(
+                "reference",
+                &format!(
+                    "{} features, {} rows, {} bins, {}",
+                    recorded.features.len(),
+                    recorded.rows,
+                    recorded
+                        .features
+                        .iter()
+                        .map(|feature| feature.shares.len())
+                        .sum::<usize>(),
+                    if recorded.predictions.is_some() {
+                        "with label bins"
+                    } else {
+                        "no label bins"
+                    }
+                ),
+            );
+            std::borrow::Cow::<[u8]>::Owned(reference::into_artifact(&chosen.bytes, &recorded)?)
+        }
+        None => std::borrow::Cow::Borrowed(chosen.bytes.as_slice()),
+    };
+
+    // 7. Write, atomically.
     let artifact = out.join(tractor_api::names::ARTIFACT_FILE);
-    write_atomic(&artifact, &chosen.bytes).map_err(|error| {
+    write_atomic(&artifact, &bytes).map_err(|error| {
         OptError::new(
             Reason::Internal,
             format!("writing {}: {error}", artifact.display()),
         )
     })?;
-    let artifact_hex = hex::encode(Sha256::digest(&chosen.bytes));
+    let artifact_hex = hex::encode(Sha256::digest(&bytes));
     report.artifact_digest = Some(format!("sha256:{artifact_hex}"));
-    report.size_bytes = Some(chosen.bytes.len() as i64);
+    report.size_bytes = Some(bytes.len() as i64);
     report.precision = Some(chosen.precision);
     report.optimized_score = chosen.score.map(round6);
     if let Some(uri) = &options.upload {
@@ -1086,6 +1158,7 @@ mod tests {
                 min_score: Some(0.25),
                 max_regression: Some(0.02),
             }),
+            reference: None,
             publish: Some("s3://artifacts/tractor".to_owned()),
             cache_key: None,
         };
@@ -1140,6 +1213,7 @@ mod tests {
             ("--metric", "accuracy"),
             ("--min-score", "0.9"),
             ("--max-regression", "0.01"),
+            ("--reference-data", "d.npz"),
             ("--publish", "s3://artifacts/tractor"),
         ];
         assert_eq!(values.len(), REQUEST_FLAGS.len());

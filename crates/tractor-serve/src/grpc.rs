@@ -8,6 +8,7 @@ use tonic::{Code, Request, Response, Status};
 use tractor_model::{Datatype, Tensor};
 
 use crate::codec::{self, BadRequest, OutputSelection};
+use crate::payload_log::{Capture, PROTOCOL_GRPC};
 use crate::server::{InferError, Server};
 
 /// Code generated from `proto/grpc_predict_v2.proto` by `tests/proto_drift.rs`; committed, never edited.
@@ -74,8 +75,15 @@ impl Service {
         if v.is_empty() { None } else { Some(v) }
     }
 
-    async fn infer(&self, req: ModelInferRequest) -> Result<ModelInferResponse, Status> {
+    async fn infer(
+        &self,
+        req: ModelInferRequest,
+        mut capture: Option<&mut Capture>,
+    ) -> Result<ModelInferResponse, Status> {
         let server = &self.server;
+        if let Some(capture) = capture.as_deref_mut() {
+            capture.id(&req.id);
+        }
         server.check_model(&req.model_name, Self::version(&req.model_version))?;
         let inputs = decode_inputs(server, &req).map_err(invalid)?;
         let rows = codec::batch_rows(&server.signature, &inputs).map_err(invalid)?;
@@ -93,7 +101,18 @@ impl Service {
         } else {
             Some(req.id.as_str())
         };
+        if let Some(capture) = capture.as_deref_mut() {
+            capture.request(id, &server.signature, &inputs);
+        }
         let inferred = server.infer(inputs, rows, id).await?;
+        if let Some(capture) = capture {
+            capture.response(
+                &server.signature,
+                selection.outputs.iter().map(|(ix, _)| *ix),
+                &inferred.outputs,
+                inferred.receipt.as_deref(),
+            );
+        }
         let outputs = inferred.outputs;
         let mut resp = ModelInferResponse {
             model_name: server.name.clone(),
@@ -331,8 +350,17 @@ impl GrpcInferenceService for Service {
         let start = Instant::now();
         let metrics = &self.server.metrics;
         metrics.in_flight.inc();
+        // Sampled only once authenticated, as REST's auth layer runs before its handler.
+        let mut capture = None;
         let result = match self.check_auth(&req) {
-            Ok(()) => self.infer(req.into_inner()).await,
+            Ok(()) => {
+                capture = self
+                    .server
+                    .payload_log
+                    .as_ref()
+                    .and_then(|log| log.begin(PROTOCOL_GRPC));
+                self.infer(req.into_inner(), capture.as_mut()).await
+            }
             Err(e) => Err(e),
         };
         metrics.in_flight.dec();
@@ -341,6 +369,10 @@ impl GrpcInferenceService for Service {
             .map(|_| Code::Ok)
             .unwrap_or_else(|s| s.code());
         metrics.observe_request("grpc", code_label(code), start.elapsed().as_secs_f64());
+        if let Some(capture) = capture {
+            let error = result.as_ref().err().map(|s| s.message().to_owned());
+            capture.finish(code_label(code), error);
+        }
         result.map(Response::new)
     }
 }

@@ -4,9 +4,11 @@
 
 pub mod batcher;
 pub mod codec;
+pub mod drift;
 pub mod feedback;
 pub mod grpc;
 pub mod metrics;
+pub mod payload_log;
 pub mod receipt;
 pub mod rest;
 pub mod revision;
@@ -75,9 +77,32 @@ pub struct ServeArgs {
     /// Predictions and outcomes older than this many seconds leave the feedback window.
     #[arg(long, env = "TRACTOR_FEEDBACK_MAX_AGE_SECS", default_value_t = 3600)]
     pub feedback_max_age_secs: u64,
+    /// Sliding window, in seconds, over which served rows are compared with the artifact's reference statistics
+    /// (`tractor_model_input_drift`, `tractor_model_prediction_drift`); 0 turns drift off. An artifact optimized
+    /// without a labelled set has no reference, and exports no drift either way.
+    #[arg(long, env = "TRACTOR_DRIFT_WINDOW_SECS", default_value_t = 300)]
+    pub drift_window_secs: u64,
     /// After SIGTERM, keep serving (not ready) this long so endpoints drop the pod before it stops accepting.
     #[arg(long, env = "TRACTOR_DRAIN_DELAY_MILLIS", default_value_t = 0)]
     pub drain_delay_millis: u64,
+    /// Payload logging: the sink's `http://` or `https://` URL, to which sampled inference requests and responses
+    /// are POSTed as CloudEvents batches (`application/cloudevents-batch+json`). Absent: no payload logging.
+    #[arg(long, env = "TRACTOR_LOG_URL")]
+    pub log_url: Option<payload_log::SinkUrl>,
+    /// Share of inference calls logged, from 0 to 1; a call's request and response are sampled together.
+    #[arg(long, env = "TRACTOR_LOG_SAMPLE_RATE", default_value = "1.0")]
+    pub log_sample_rate: payload_log::SampleRate,
+    /// Whether request records carry the input values (`false`: names, datatypes and shapes only).
+    #[arg(long, env = "TRACTOR_LOG_INCLUDE_INPUTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub log_include_inputs: bool,
+    /// Largest `data` of one record, in bytes of compact JSON; a record over it is sent without its values and
+    /// marked `truncated: true`.
+    #[arg(long, env = "TRACTOR_LOG_MAX_BYTES", default_value_t = 65536)]
+    pub log_max_bytes: usize,
+    /// CloudEvents `source` of the records, a URI-reference (the operator passes the ModelDeployment's API path);
+    /// default `/v2/models/<name>`.
+    #[arg(long, env = "TRACTOR_LOG_SOURCE")]
+    pub log_source: Option<payload_log::LogSource>,
 }
 
 /// Failures that stop the server, named for the step that failed.
@@ -110,6 +135,9 @@ pub enum Error {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Grpc(#[source] tonic::transport::Error),
+    /// Starting the payload log (its HTTP client).
+    #[error("payload log: {0}")]
+    PayloadLog(#[source] payload_log::StartError),
 }
 
 impl Error {
@@ -123,6 +151,7 @@ impl Error {
             Error::Metrics(_) => "metrics",
             Error::Start(_) => "start",
             Error::Grpc(_) => "grpc",
+            Error::PayloadLog(_) => "payload_log",
         }
     }
 }
@@ -135,6 +164,8 @@ pub struct Prepared {
     pub rest: rest::RestConfig,
     /// TLS for both ports, when configured.
     pub tls: Option<tls::TlsFiles>,
+    /// The payload log's background sender, when `--log-url` is set; [`serve`] runs it and flushes it on SIGTERM.
+    pub payload_log: Option<payload_log::Worker<payload_log::HttpSink>>,
 }
 
 /// Load, verify, optimize and warm up the model; returns a ready server.
@@ -157,7 +188,13 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, Error> {
         auth_token_file,
         feedback_window,
         feedback_max_age_secs,
+        drift_window_secs,
         drain_delay_millis: _,
+        log_url,
+        log_sample_rate,
+        log_include_inputs,
+        log_max_bytes,
+        log_source,
     } = args;
     // Checked before the model loads, so a bad Secret fails fast with the file named.
     let tls = match (tls_cert, tls_key) {
@@ -206,6 +243,22 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, Error> {
         revision.as_ref().map(revision::Revision::as_str),
     )
     .map_err(Error::Metrics)?;
+    // Drift against the artifact's reference statistics, when it has them; set up before the metrics are shared,
+    // so every copy renders the drift gauges.
+    let drift = drift::start(
+        model,
+        loaded.format(),
+        Duration::from_secs(*drift_window_secs),
+    );
+    let metrics = match &drift {
+        Some(drift) => metrics
+            .with_drift(
+                revision.as_ref().map(revision::Revision::as_str),
+                Arc::clone(drift),
+            )
+            .map_err(Error::Metrics)?,
+        None => metrics,
+    };
     let config = batcher::BatchConfig {
         threads,
         max_batch_size: *max_batch_size,
@@ -218,6 +271,29 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, Error> {
         max_count: *feedback_window,
         max_age: Duration::from_secs(*feedback_max_age_secs),
     });
+    let (payload_logger, payload_log) = match log_url {
+        None => (None, None),
+        Some(url) => {
+            let config = payload_log::LogConfig {
+                url: url.clone(),
+                sample_rate: *log_sample_rate,
+                include_inputs: *log_include_inputs,
+                max_bytes: *log_max_bytes,
+                source: log_source
+                    .clone()
+                    .unwrap_or_else(|| payload_log::LogSource::for_model(name)),
+            };
+            let identity = payload_log::Identity {
+                model: name.clone(),
+                version: server::VERSION.to_owned(),
+                revision: revision.as_ref().map(|r| r.as_str().to_owned()),
+            };
+            let (logger, worker) =
+                payload_log::start(&config, identity, &metrics).map_err(Error::PayloadLog)?;
+            tracing::info!(url = %config.url, sample_rate = %config.sample_rate, include_inputs = config.include_inputs, max_bytes = config.max_bytes, source = %config.source, "payload logging on");
+            (Some(logger), Some(worker))
+        }
+    };
     let server = Arc::new(
         server::Server::new(
             name.clone(),
@@ -228,7 +304,9 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, Error> {
             batcher,
             feedback,
         )
-        .with_revision(revision.clone()),
+        .with_revision(revision.clone())
+        .with_drift(drift)
+        .with_payload_log(payload_logger),
     );
     let auth_token = match auth_token_file {
         None => None,
@@ -270,6 +348,7 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, Error> {
             auth_token,
         },
         tls,
+        payload_log,
     })
 }
 
@@ -324,7 +403,14 @@ pub async fn serve(
     grpc_addr: SocketAddr,
     drain_delay: Duration,
 ) -> Result<(), Error> {
-    let Prepared { server, rest, tls } = prepared;
+    let Prepared {
+        server,
+        rest,
+        tls,
+        payload_log,
+    } = prepared;
+    // Started here, on the serving runtime; its queue exists since `prepare`, so nothing is lost before.
+    let payload_log = payload_log.map(payload_log::Worker::spawn);
     let http = tokio::net::TcpListener::bind(http_addr)
         .await
         .map_err(Error::Start)?;
@@ -375,6 +461,10 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let http_result = http_task.await;
     let grpc_result = grpc_task.await;
+    // Every answered call is queued by now: give the records a short, bounded time to reach the sink.
+    if let Some(payload_log) = payload_log {
+        payload_log.flush(payload_log::FLUSH_TIMEOUT).await;
+    }
     if let Ok(Err(source)) = http_result {
         return Err(Error::Start(source));
     }

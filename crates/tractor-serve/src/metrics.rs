@@ -59,6 +59,9 @@ pub struct Metrics {
     cpu: Counter,
     rss: Gauge,
     load: GaugeVec,
+    payload_log: IntCounterVec,
+    /// The drift gauges, when the artifact has reference statistics ([`Metrics::with_drift`]).
+    drift: Option<crate::drift::DriftGauges>,
 }
 
 /// Where a server's start went: the phases [`tractor_api::metrics::MODEL_LOAD_SECONDS`] exports, in seconds.
@@ -277,6 +280,18 @@ impl Metrics {
                 &[PHASE],
             )?,
         )?;
+        // Series appear only once the payload log starts (`payload_log::start`), so a server without one exports
+        // none of them.
+        let payload_log = fixed(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    PAYLOAD_LOG_RECORDS,
+                    "Payload log records (one per request, one per response), by outcome: sent, or why dropped.",
+                ),
+                &[MODEL, OUTCOME],
+            )?,
+        )?;
         let info = fixed(
             &registry,
             GaugeVec::new(
@@ -312,7 +327,36 @@ impl Metrics {
             cpu,
             rss,
             load,
+            payload_log,
+            drift: None,
         })
+    }
+
+    /// The same metrics with the drift gauges ([`INPUT_DRIFT`], [`PREDICTION_DRIFT`], [`DRIFT_WINDOW_ROWS`]) of
+    /// `drift`'s window, labelled with `revision` (empty when not told), set at each scrape.
+    pub fn with_drift(
+        self,
+        revision: Option<&str>,
+        drift: std::sync::Arc<crate::drift::Drift>,
+    ) -> Result<Metrics, prometheus::Error> {
+        let gauges = crate::drift::DriftGauges::register(
+            &self.registry,
+            &self.model,
+            revision.unwrap_or_default(),
+            drift,
+        )?;
+        Ok(Metrics {
+            drift: Some(gauges),
+            ..self
+        })
+    }
+
+    /// Count `records` payload log records with `outcome` ([`LOG_SENT`], [`LOG_QUEUE_FULL`] or
+    /// [`LOG_SINK_ERROR`]); 0 creates the series.
+    pub fn payload_log(&self, outcome: &str, records: u64) {
+        self.payload_log
+            .with_label_values(&[self.model.as_str(), outcome])
+            .inc_by(records);
     }
 
     /// Count one answered request and observe its duration.
@@ -386,6 +430,10 @@ impl Metrics {
     pub fn render(&self) -> String {
         if let Some(bytes) = process_rss_bytes() {
             self.rss.set(bytes);
+        }
+        // Scores at scrape time: the window as it is now, however long since the last request.
+        if let Some(drift) = &self.drift {
+            drift.export(std::time::Instant::now());
         }
         // A counter only moves up: catch it up with the process's clock at each scrape.
         if let Some(now) = process_cpu_seconds() {

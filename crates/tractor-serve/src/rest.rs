@@ -18,6 +18,7 @@ use serde_json::json;
 
 use crate::codec;
 use crate::feedback::{FeedbackRequest, MAX_ITEMS};
+use crate::payload_log::{Capture, PROTOCOL_REST};
 use crate::revision;
 use crate::server::{InferError, Server};
 
@@ -276,17 +277,35 @@ async fn infer_v(
 
 async fn run_infer(
     st: AppState,
-    m: String,
-    v: Option<String>,
+    model: String,
+    version: Option<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let start = Instant::now();
     let metrics = &st.server.metrics;
     metrics.in_flight.inc();
-    let response = match infer_inner(&st, &m, v.as_deref(), &headers, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
+    let mut capture = st
+        .server
+        .payload_log
+        .as_ref()
+        .and_then(|log| log.begin(PROTOCOL_REST));
+    let (response, error) = match infer_inner(
+        &st,
+        &model,
+        version.as_deref(),
+        &headers,
+        body,
+        capture.as_mut(),
+    )
+    .await
+    {
+        Ok(answer) => (answer, None),
+        Err(rejection) => {
+            // The message is kept only for a sampled call's response record.
+            let error = capture.as_ref().map(|_| rejection.1.clone());
+            (rejection.into_response(), error)
+        }
     };
     metrics.in_flight.dec();
     metrics.observe_request(
@@ -294,6 +313,9 @@ async fn run_infer(
         response.status().as_str(),
         start.elapsed().as_secs_f64(),
     );
+    if let Some(capture) = capture {
+        capture.finish(response.status().as_str(), error);
+    }
     response
 }
 
@@ -303,6 +325,7 @@ async fn infer_inner(
     version: Option<&str>,
     headers: &HeaderMap,
     body: Body,
+    mut capture: Option<&mut Capture>,
 ) -> Result<Response, ApiError> {
     let server = &st.server;
     server.check_model(model, version)?;
@@ -310,9 +333,20 @@ async fn infer_inner(
     let (json_part, binary) = split_body(headers, &body)?;
     let decoded =
         codec::decode_rest(&server.signature, &json_part, &binary).map_err(|e| bad(e.0))?;
+    if let Some(capture) = capture.as_deref_mut() {
+        capture.request(decoded.id.as_deref(), &server.signature, &decoded.inputs);
+    }
     let inferred = server
         .infer(decoded.inputs, decoded.rows, decoded.id.as_deref())
         .await?;
+    if let Some(capture) = capture {
+        capture.response(
+            &server.signature,
+            decoded.outputs.outputs.iter().map(|(ix, _)| *ix),
+            &inferred.outputs,
+            inferred.receipt.as_deref(),
+        );
+    }
     let (header_json, binary_out) = codec::encode_rest(
         &server.name,
         &server.version,

@@ -11,9 +11,11 @@ use tractor_model::{Datatype, Signature, Tensor};
 
 use crate::batcher::{Batcher, SubmitError};
 use crate::codec;
+use crate::drift::Drift;
 use crate::feedback::{Feedback, FeedbackItem, FeedbackSummary, Labelled};
 use crate::metrics::Metrics;
 use crate::metrics::{CORRECT, INCORRECT, UNKNOWN_ID};
+use crate::payload_log::Logger as PayloadLogger;
 use crate::receipt::{Predicted, Receipt};
 use crate::revision::Revision;
 
@@ -43,6 +45,9 @@ impl From<codec::BadRequest> for InferError {
     }
 }
 
+/// The model version every process reports (one version per process; revisions are named apart from it).
+pub const VERSION: &str = "1";
+
 /// Everything a request handler needs.
 #[derive(Debug)]
 pub struct Server {
@@ -61,8 +66,12 @@ pub struct Server {
     pub signature: Signature,
     /// Metrics.
     pub metrics: Metrics,
+    /// The payload log's request-path handle, when `--log-url` is set; the front ends capture sampled calls.
+    pub payload_log: Option<PayloadLogger>,
     batcher: Batcher,
     feedback: Mutex<Feedback>,
+    /// The drift window, when the artifact has reference statistics.
+    drift: Option<std::sync::Arc<Drift>>,
     ready: AtomicBool,
     /// (output index, true when it is a class label rather than scores).
     class_output: Option<(usize, bool)>,
@@ -118,14 +127,16 @@ impl Server {
         };
         Server {
             name,
-            version: "1".into(),
+            version: VERSION.into(),
             revision: None,
+            payload_log: None,
             platform,
             sha256,
             signature,
             metrics,
             batcher,
             feedback: Mutex::new(feedback),
+            drift: None,
             ready: AtomicBool::new(false),
             class_output,
             value_output,
@@ -136,6 +147,19 @@ impl Server {
     /// The same server, naming `revision` on its responses.
     pub fn with_revision(self, revision: Option<Revision>) -> Server {
         Server { revision, ..self }
+    }
+
+    /// The same server, counting what it serves in `drift`'s window.
+    pub fn with_drift(self, drift: Option<std::sync::Arc<Drift>>) -> Server {
+        Server { drift, ..self }
+    }
+
+    /// The same server, logging sampled inference calls to `payload_log`.
+    pub fn with_payload_log(self, payload_log: Option<PayloadLogger>) -> Server {
+        Server {
+            payload_log,
+            ..self
+        }
     }
 
     /// Whether the model is loaded, warmed up and not draining.
@@ -169,6 +193,27 @@ impl Server {
         rows: usize,
         id: Option<&str>,
     ) -> Result<Inferred, InferError> {
+        self.run(inputs, rows, id, true).await
+    }
+
+    /// [`Server::infer`]; `observed`: whether the rows are traffic the drift window counts (explain's occluded
+    /// rows are not).
+    async fn run(
+        &self,
+        inputs: Vec<Tensor>,
+        rows: usize,
+        id: Option<&str>,
+        observed: bool,
+    ) -> Result<Inferred, InferError> {
+        // Binned before the batcher takes the inputs, outside any lock; counted once the model has answered.
+        let drift_rows = match (&self.drift, inputs.first(), self.signature.inputs.first()) {
+            (Some(drift), Some(input), Some(spec)) if observed => {
+                codec::tensor_to_f64(spec.datatype, input)
+                    .ok()
+                    .and_then(|values| drift.bin_rows(&values, rows))
+            }
+            _ => None,
+        };
         // No readiness check here: readiness is for probes; during a drain requests still in flight or
         // still routed to this pod are served.
         let rx = self.batcher.submit(inputs, rows).map_err(|e| match e {
@@ -183,6 +228,14 @@ impl Server {
             other => InferError::Internal(other.to_string()),
         })?;
         let classes = self.classes(&out.outputs);
+        if let (Some(drift), Some(binned)) = (&self.drift, drift_rows) {
+            let binned = if drift.bins_classes() {
+                drift.with_predictions(binned, classes.as_deref(), None)
+            } else {
+                drift.with_predictions(binned, None, self.values(&out.outputs).as_deref())
+            };
+            drift.record(&binned, Instant::now());
+        }
         if let (Some(id), Some(classes)) = (id, &classes)
             && let Ok(mut store) = self.feedback.lock()
         {
@@ -355,7 +408,7 @@ impl Server {
         }
         let batch = Tensor::from_shape(&[expanded, features], &data)
             .map_err(|e| InferError::Internal(e.to_string()))?;
-        let out = self.infer(vec![batch], expanded, None).await?.outputs;
+        let out = self.run(vec![batch], expanded, None, false).await?.outputs;
         let scores_t = out
             .get(score_ix)
             .ok_or_else(|| InferError::Internal("missing score output".into()))?;
