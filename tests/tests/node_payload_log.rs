@@ -82,8 +82,8 @@ fn every_call_through_the_service_reaches_the_sink_as_a_request_and_a_response()
         let events = sink.wait_for(0, Duration::ZERO, BATCH_CONTENT_TYPE)?;
         let ours = events
             .iter()
-            .filter(|e| {
-                e[EXT_INFERENCE_ID]
+            .filter(|event| {
+                event[EXT_INFERENCE_ID]
                     .as_str()
                     .is_some_and(|id| answers.contains_key(id))
             })

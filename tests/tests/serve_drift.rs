@@ -179,11 +179,11 @@ fn held_out_rows_are_stable_and_a_shifted_feature_drifts_first() -> Result<()> {
     let shifted: Vec<f32> = held_out
         .iter()
         .enumerate()
-        .map(|(i, v)| {
-            if i % features == SHIFTED {
-                (f64::from(*v) + 2.0 * sd) as f32
+        .map(|(index, value)| {
+            if index % features == SHIFTED {
+                (f64::from(*value) + 2.0 * sd) as f32
             } else {
-                *v
+                *value
             }
         })
         .collect();

@@ -160,10 +160,10 @@ fn main() -> TractResult<()> {
     for (label, layers) in [("1 layer", 1), ("4 layers + ReLU", 4)] {
         for batch in [1, 32] {
             let plan = tract_plan(&kn[..layers], &bias, width, batch)?;
-            let x: Vec<f32> = (0..batch * width)
+            let activations: Vec<f32> = (0..batch * width)
                 .map(|ix| ((ix % 97) as f32 / 97.0) - 0.3)
                 .collect();
-            let input = Tensor::from_shape(&[batch, width], &x)?;
+            let input = Tensor::from_shape(&[batch, width], &activations)?;
             let reference = plan.run(tvec!(input.clone().into_tvalue()))?[0]
                 .to_plain_array_view::<f32>()?
                 .iter()
@@ -179,14 +179,16 @@ fn main() -> TractResult<()> {
                 })?);
                 for (times, layers_packed) in int8_rounds.iter_mut().zip(&packed) {
                     let net = &layers_packed[..layers];
-                    times.push(median(|| int8_net(net, &bias, &x, batch, width).map(drop))?);
+                    times.push(median(|| {
+                        int8_net(net, &bias, &activations, batch, width).map(drop)
+                    })?);
                 }
             }
             let (tract_time, tract_best, tract_spread) = summarize(tract_rounds);
             let mut cells = vec![];
             for (times, layers_packed) in int8_rounds.into_iter().zip(&packed) {
                 let (time, best, spread) = summarize(times);
-                let out = int8_net(&layers_packed[..layers], &bias, &x, batch, width)?;
+                let out = int8_net(&layers_packed[..layers], &bias, &activations, batch, width)?;
                 let (diff, magnitude) = largest_difference(&out, &reference);
                 cells.push(format!(
                     "{:.3} ms ±{:.0}% ({:.2}×, best {:.2}×, {diff:.4} / {magnitude:.3})",

@@ -73,28 +73,28 @@ pub(crate) fn check_len(what: &'static str, expected: usize, actual: usize) -> R
     }
 }
 
-/// `out = x · Wᵀ + bias` for `x` of `rows × w.k()` and `out` of `rows × w.n()`, both row-major f32, through the
-/// integer path: quantize each row of `x`, accumulate u8 × i8 in i32 with `kernel`, scale each result by its row's
-/// and channel's scales and add the bias (one per output channel, or none).
+/// `out = input · Wᵀ + bias` for `input` of `rows × weights.k()` and `out` of `rows × weights.n()`, both row-major
+/// f32, through the integer path: quantize each row of `input`, accumulate u8 × i8 in i32 with `kernel`, scale each
+/// result by its row's and channel's scales and add the bias (one per output channel, or none).
 pub fn linear(
-    x: &[f32],
+    input: &[f32],
     rows: usize,
-    w: &PackedWeights,
+    weights: &PackedWeights,
     bias: Option<&[f32]>,
     out: &mut [f32],
     kernel: Kernel,
 ) -> Result<(), Error> {
-    let n = w.n();
-    check_len("x", rows * w.k(), x.len())?;
-    check_len("out", rows * n, out.len())?;
+    let channels = weights.n();
+    check_len("x", rows * weights.k(), input.len())?;
+    check_len("out", rows * channels, out.len())?;
     if let Some(bias) = bias {
-        check_len("bias", n, bias.len())?;
+        check_len("bias", channels, bias.len())?;
     }
-    let quantized = QuantizedRows::quantize(x, rows, w.k())?;
-    let scales = w.scales();
-    gemm::for_each_tile(&quantized, w, kernel, |row, first, dots| {
+    let quantized = QuantizedRows::quantize(input, rows, weights.k())?;
+    let scales = weights.scales();
+    gemm::for_each_tile(&quantized, weights, kernel, |row, first, dots| {
         let row_scale = quantized.scale(row);
-        let at = row * n + first;
+        let at = row * channels + first;
         let out = &mut out[at..at + dots.len()];
         let scales = &scales[first..first + dots.len()];
         match bias {
@@ -145,34 +145,35 @@ mod tests {
     fn linear_is_within_the_quantization_bound_of_f32() {
         let mut rng = Rng(7);
         for &(rows, k, n) in &[(1, 2560, 40), (5, 300, 17), (32, 129, 33)] {
-            let x: Vec<f32> = (0..rows * k).map(|_| rng.uniform() * 3.0).collect();
+            let input: Vec<f32> = (0..rows * k).map(|_| rng.uniform() * 3.0).collect();
             let weights: Vec<f32> = (0..n * k).map(|_| rng.uniform() * 0.05).collect();
             let bias: Vec<f32> = (0..n).map(|_| rng.uniform()).collect();
-            let expected = matmul(&x, rows, &weights, n, k, &bias);
+            let expected = matmul(&input, rows, &weights, n, k, &bias);
             for scheme in [Scheme::I8, Scheme::I7, Scheme::U7] {
-                let w = PackedWeights::pack(&weights, n, k, scheme).expect("shapes match");
-                let quantized = QuantizedRows::quantize(&x, rows, k).expect("shapes match");
+                let packed = PackedWeights::pack(&weights, n, k, scheme).expect("shapes match");
+                let quantized = QuantizedRows::quantize(&input, rows, k).expect("shapes match");
                 for kernel in [Kernel::Scalar, Kernel::detect()] {
                     let mut out = vec![0.0; rows * n];
-                    linear(&x, rows, &w, Some(&bias), &mut out, kernel).expect("shapes match");
-                    for r in 0..rows {
-                        let sa = quantized.scale(r);
-                        for j in 0..n {
-                            let sw = w.scales()[j];
+                    linear(&input, rows, &packed, Some(&bias), &mut out, kernel)
+                        .expect("shapes match");
+                    for row in 0..rows {
+                        let sa = quantized.scale(row);
+                        for channel in 0..n {
+                            let sw = packed.scales()[channel];
                             // |x − x̂| ≤ sa/2 and |w − ŵ| ≤ sw/2, so |Σ x·w − Σ x̂·ŵ| ≤ Σ (|x|·sw/2 + |ŵ|·sa/2);
                             // plus f32 rounding of the epilogue, relative to Σ |x·w|.
                             let bound: f32 = (0..k)
                                 .map(|kk| {
-                                    let (xv, wv) = (x[r * k + kk], weights[j * k + kk]);
+                                    let (xv, wv) = (input[row * k + kk], weights[channel * k + kk]);
                                     xv.abs() * sw / 2.0
                                         + (wv.abs() + sw / 2.0) * sa / 2.0
                                         + 1e-5 * (xv * wv).abs()
                                 })
                                 .sum();
-                            let (got, want) = (out[r * n + j], expected[r * n + j]);
+                            let (got, want) = (out[row * n + channel], expected[row * n + channel]);
                             assert!(
                                 (got - want).abs() <= bound + 1e-5,
-                                "{scheme:?} {kernel:?} ({rows}, {k}, {n}) [{r}, {j}]: {got} vs {want}, bound {bound}"
+                                "{scheme:?} {kernel:?} ({rows}, {k}, {n}) [{row}, {channel}]: {got} vs {want}, bound {bound}"
                             );
                         }
                     }

@@ -64,37 +64,50 @@ pub struct PackedWeights {
 }
 
 impl PackedWeights {
-    /// Quantizes `weights` (`n × k`, row-major: row `j` is output channel `j`) with one scale per channel, the
-    /// channel's largest magnitude over [`Scheme::max_weight`], and packs them.
-    pub fn pack(weights: &[f32], n: usize, k: usize, scheme: Scheme) -> Result<Self, Error> {
-        check_len("weights", n * k, weights.len())?;
-        let k_padded = k.div_ceil(KSTEP) * KSTEP;
-        let panels = n.div_ceil(NR);
+    /// Quantizes `weights` (`channels × depth`, row-major: row `j` is output channel `j`) with one scale per channel,
+    /// the channel's largest magnitude over [`Scheme::max_weight`], and packs them.
+    pub fn pack(
+        weights: &[f32],
+        channels: usize,
+        depth: usize,
+        scheme: Scheme,
+    ) -> Result<Self, Error> {
+        check_len("weights", channels * depth, weights.len())?;
+        let k_padded = depth.div_ceil(KSTEP) * KSTEP;
+        let panels = channels.div_ceil(NR);
         let steps = k_padded / KSTEP;
         let offset = scheme.offset();
         let max = scheme.max_weight() as f32;
         // Every byte starts as the encoding of 0, so the padding needs no further work.
         let mut blocks = vec![[offset as u8; 32]; panels * steps * 2 * NB];
-        let mut scales = vec![1.0; n];
-        let mut sums = vec![0; n];
-        for (j, row) in weights.chunks_exact(k.max(1)).take(n).enumerate() {
+        let mut scales = vec![1.0; channels];
+        let mut sums = vec![0; channels];
+        for (output_channel, row) in weights
+            .chunks_exact(depth.max(1))
+            .take(channels)
+            .enumerate()
+        {
             let largest = row.iter().fold(0f32, |largest, w| largest.max(w.abs()));
             // An all-zero channel keeps scale 1: any scale gives it the exact zeros.
             let scale = if largest > 0.0 { largest / max } else { 1.0 };
-            scales[j] = scale;
-            let (panel, block, channel) = (j / NR, (j % NR) / 8, j % 8);
-            for (kk, &w) in row.iter().enumerate() {
-                let q = (w / scale).round().clamp(-max, max) as i32;
-                sums[j] += q;
+            scales[output_channel] = scale;
+            let (panel, block, channel) = (
+                output_channel / NR,
+                (output_channel % NR) / 8,
+                output_channel % 8,
+            );
+            for (kk, &weight) in row.iter().enumerate() {
+                let quantized = (weight / scale).round().clamp(-max, max) as i32;
+                sums[output_channel] += quantized;
                 let (step, quad, lane) = (kk / KSTEP, (kk % KSTEP) / 4, kk % 4);
                 let at = ((panel * steps + step) * 2 + quad) * NB + block;
-                blocks[at][channel * 4 + lane] = (q + offset) as i8 as u8;
+                blocks[at][channel * 4 + lane] = (quantized + offset) as i8 as u8;
             }
         }
         Ok(Self {
             scheme,
-            k,
-            n,
+            k: depth,
+            n: channels,
             k_padded,
             blocks,
             scales,

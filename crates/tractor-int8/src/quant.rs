@@ -24,17 +24,17 @@ pub struct QuantizedRows {
 }
 
 impl QuantizedRows {
-    /// Quantizes `x`, `rows × k` row-major.
-    pub fn quantize(x: &[f32], rows: usize, k: usize) -> Result<Self, Error> {
-        check_len("x", rows * k, x.len())?;
-        let k_padded = k.div_ceil(KSTEP) * KSTEP;
+    /// Quantizes `input`, `rows × depth` row-major.
+    pub fn quantize(input: &[f32], rows: usize, depth: usize) -> Result<Self, Error> {
+        check_len("x", rows * depth, input.len())?;
+        let k_padded = depth.div_ceil(KSTEP) * KSTEP;
         let mut values = vec![0u8; rows * k_padded];
         let mut scales = Vec::with_capacity(rows);
         let mut zeros = Vec::with_capacity(rows);
         let mut sums = Vec::with_capacity(rows);
         for row in 0..rows {
-            let x = &x[row * k..(row + 1) * k];
-            let (low, high) = x
+            let row_values = &input[row * depth..(row + 1) * depth];
+            let (low, high) = row_values
                 .iter()
                 .fold((0f32, 0f32), |(low, high), &v| (low.min(v), high.max(v)));
             let (scale, zero) = if high > low {
@@ -50,12 +50,12 @@ impl QuantizedRows {
             // `+ 0.5` then truncation rounds half up; the clamp before the cast keeps it in range and lets the loop
             // vectorize (no call to `roundf`). The error stays within half a step.
             let bias = zero + 0.5;
-            let out = &mut values[row * k_padded..row * k_padded + k];
+            let out = &mut values[row * k_padded..row * k_padded + depth];
             let mut sum = 0i32;
-            for (out, &v) in out.iter_mut().zip(x) {
-                let q = (v * inverse + bias).clamp(0.0, MAX_ACTIVATION as f32) as u8;
-                *out = q;
-                sum += i32::from(q);
+            for (out, &value) in out.iter_mut().zip(row_values) {
+                let quantized = (value * inverse + bias).clamp(0.0, MAX_ACTIVATION as f32) as u8;
+                *out = quantized;
+                sum += i32::from(quantized);
             }
             scales.push(scale);
             zeros.push(zero as i32);

@@ -170,25 +170,25 @@ pub struct Reference {
 }
 
 impl Reference {
-    /// The reference of a labelled set: `x` holds `rows` rows of the first input (flat, row-major, as f64), and
+    /// The reference of a labelled set: `data` holds `rows` rows of the first input (flat, row-major, as f64), and
     /// `predicted` the labels per row, as classes or values (ignored when its length is not `rows`).
     pub fn build(
         input: &str,
-        x: &[f64],
+        data: &[f64],
         rows: usize,
         predicted: Option<Predicted<'_>>,
     ) -> Result<Reference, String> {
-        if rows == 0 || x.is_empty() || !x.len().is_multiple_of(rows) {
+        if rows == 0 || data.is_empty() || !data.len().is_multiple_of(rows) {
             return Err(format!(
                 "{} values do not make {rows} rows of one input",
-                x.len()
+                data.len()
             ));
         }
-        let row_elements = x.len() / rows;
+        let row_elements = data.len() / rows;
         let kind = FeatureKind::for_row(row_elements);
         let width = kind.count(row_elements);
         let mut table = Vec::with_capacity(rows * width);
-        for row in x.chunks(row_elements) {
+        for row in data.chunks(row_elements) {
             kind.row_features(row, &mut table);
         }
         let features = kind
@@ -629,12 +629,13 @@ mod tests {
     #[test]
     fn the_reference_is_deterministic_and_reads_back_from_the_archive() {
         let rows = 40;
-        let x: Vec<f64> = (0..rows * 3)
+        let data: Vec<f64> = (0..rows * 3)
             .map(|i| ((i * 37) % 101) as f64 / 7.0)
             .collect();
         let classes: Vec<i64> = (0..rows as i64).map(|i| i % 3 * 2).collect();
-        let build =
-            || Reference::build("X", &x, rows, Some(Predicted::Classes(&classes))).expect("built");
+        let build = || {
+            Reference::build("X", &data, rows, Some(Predicted::Classes(&classes))).expect("built")
+        };
         let reference = build();
         assert_eq!(reference.to_json(), build().to_json());
         assert_eq!(

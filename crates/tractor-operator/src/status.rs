@@ -129,13 +129,13 @@ fn degraded(
     // What held at the last write: the reason names the signals, the message their parts in that order.
     let held = last
         .filter(|c| c.status == conditions::status::TRUE)
-        .map(|c| {
-            let parts: Vec<&str> = c.message.splitn(2, "; ").collect();
+        .map(|condition| {
+            let parts: Vec<&str> = condition.message.splitn(2, "; ").collect();
             let part = |i: usize| parts.get(i).copied().unwrap_or_default().to_owned();
-            match c.reason.as_str() {
+            match condition.reason.as_str() {
                 reason::ACCURACY_BELOW_FLOOR_AND_INPUT_DRIFT => (Some(part(0)), Some(part(1))),
-                reason::ACCURACY_BELOW_FLOOR => (Some(c.message.clone()), None),
-                reason::INPUT_DRIFT => (None, Some(c.message.clone())),
+                reason::ACCURACY_BELOW_FLOOR => (Some(condition.message.clone()), None),
+                reason::INPUT_DRIFT => (None, Some(condition.message.clone())),
                 _ => (None, None),
             }
         })

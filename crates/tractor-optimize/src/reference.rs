@@ -78,9 +78,9 @@ mod tests {
     #[test]
     fn records_the_rows_as_served_and_the_labels() {
         let rows = 20;
-        let x: Vec<i64> = (0..rows as i64 * 2).collect();
+        let inputs: Vec<i64> = (0..rows as i64 * 2).collect();
         let dataset = Dataset {
-            x: Tensor::from_shape(&[rows, 2], &x).expect("tensor"),
+            x: Tensor::from_shape(&[rows, 2], &inputs).expect("tensor"),
             y: (0..rows).map(|i| (i % 2) as f64).collect(),
         };
         let reference = record("X", f32::datum_type(), &dataset, false).expect("recorded");

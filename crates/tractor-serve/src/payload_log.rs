@@ -882,8 +882,8 @@ impl<S: Sink> Worker<S> {
                 tokio::select! {
                     result = tokio::time::timeout(POST_TIMEOUT, self.sink.post(body)) => match result {
                         Ok(Ok(())) => true,
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, records, "payload log sink failed");
+                        Ok(Err(error)) => {
+                            tracing::debug!(error = %error, records, "payload log sink failed");
                             false
                         }
                         Err(_) => {
@@ -894,12 +894,12 @@ impl<S: Sink> Worker<S> {
                     _ = flush_deadline(stop) => false,
                 }
             }
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "payload log batch did not serialize");
+            Ok(Err(error)) => {
+                tracing::debug!(error = %error, "payload log batch did not serialize");
                 false
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "payload log encoder failed");
+            Err(error) => {
+                tracing::debug!(error = %error, "payload log encoder failed");
                 false
             }
         };

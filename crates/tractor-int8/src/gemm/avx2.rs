@@ -79,16 +79,16 @@ fn run_scheme<const SCHEME: u8>(
     }
 }
 
-/// Raw sums `Σ a · stored` of `M` rows (as 4-byte groups) with one panel.
+/// Raw sums `Σ row · stored` of the `M` rows of `rows` (as 4-byte groups) with one panel.
 #[target_feature(enable = "avx2")]
 fn tile<const M: usize, const SCHEME: u8>(
-    a: &[&[[u8; 4]]; M],
+    rows: &[&[[u8; 4]]; M],
     panel: &[[u8; 32]],
 ) -> [[i32; NR]; M] {
     let steps = panel.len() / (2 * NB);
-    for a in a {
+    for row in rows {
         assert_eq!(
-            a.len(),
+            row.len(),
             steps * KSTEP / 4,
             "a quantized row is as long as a panel"
         );
@@ -99,17 +99,17 @@ fn tile<const M: usize, const SCHEME: u8>(
     for (step, blocks) in panel.chunks_exact(2 * NB).enumerate() {
         let mut w0 = [_mm256_setzero_si256(); NB];
         let mut w1 = [_mm256_setzero_si256(); NB];
-        for b in 0..NB {
-            w0[b] = load(&blocks[b]);
-            w1[b] = load(&blocks[NB + b]);
+        for block in 0..NB {
+            w0[block] = load(&blocks[block]);
+            w1[block] = load(&blocks[NB + block]);
         }
-        for r in 0..M {
-            let a0 = _mm256_set1_epi32(i32::from_ne_bytes(a[r][2 * step]));
-            let a1 = _mm256_set1_epi32(i32::from_ne_bytes(a[r][2 * step + 1]));
-            for b in 0..NB {
+        for row in 0..M {
+            let a0 = _mm256_set1_epi32(i32::from_ne_bytes(rows[row][2 * step]));
+            let a1 = _mm256_set1_epi32(i32::from_ne_bytes(rows[row][2 * step + 1]));
+            for block in 0..NB {
                 // Each i16 lane: a·w + a'·w' for two adjacent k of one channel, at most 2·127·127: never saturated.
-                let p0 = _mm256_maddubs_epi16(a0, w0[b]);
-                let p1 = _mm256_maddubs_epi16(a1, w1[b]);
+                let p0 = _mm256_maddubs_epi16(a0, w0[block]);
+                let p1 = _mm256_maddubs_epi16(a1, w1[block]);
                 let sum = match SCHEME {
                     I8 => {
                         _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones))
@@ -118,11 +118,14 @@ fn tile<const M: usize, const SCHEME: u8>(
                     I7 => _mm256_madd_epi16(_mm256_add_epi16(p0, p1), ones),
                     // 0 ≤ p0 + p1 ≤ 4·127·127 = 64 516: exact in u16; the two u16 of each i32 lane added as i32.
                     _ => {
-                        let s = _mm256_add_epi16(p0, p1);
-                        _mm256_add_epi32(_mm256_and_si256(s, low), _mm256_srli_epi32::<16>(s))
+                        let pair_sums = _mm256_add_epi16(p0, p1);
+                        _mm256_add_epi32(
+                            _mm256_and_si256(pair_sums, low),
+                            _mm256_srli_epi32::<16>(pair_sums),
+                        )
                     }
                 };
-                acc[r][b] = _mm256_add_epi32(acc[r][b], sum);
+                acc[row][block] = _mm256_add_epi32(acc[row][block], sum);
             }
         }
     }
