@@ -3,9 +3,16 @@
 # candidate precision, latency at batch 1 and 32 (medians of interleaved timing, from the binary's JSON log: f32,
 # f16 and int8 timed in the same run), artifact size, score, gate result and what auto chose; then auto again,
 # AUTO_RUNS times in all, on the digits MLP and a generated ~25 M-parameter dense net, to show whether the same
-# spec gives the same choice; then tract's own integer matmul against f32 on a 4 x 2560x2560 net (the int8_probe
-# example: why int8 stays weight-only); then tree ensembles, tractor against onnxruntime at batch 1 and 256. Writes
-# $OUT/report.md and $OUT/runs/*. Never gates on a time.
+# spec gives the same choice; then, on a 4 x 2560x2560 net, tractor-int8's integer layer against tract f32 for each
+# weight scheme (the bench_linear example: what the served int8 kernel gains) and tract's own integer matmul against
+# f32 (the int8_probe example: why int8 runs on a kernel of our own); then tree ensembles, tractor against
+# onnxruntime at batch 1 and 256. Writes $OUT/report.md and $OUT/runs/*. Never gates on a time.
+#
+# int8 is served on tractor-int8's kernel (u8 activations quantized per row at run time x 7-bit weights, i32
+# accumulation; AVX2 when the CPU has it, else its scalar loop); f32 on the kernels tract picks (named in the
+# int8_probe section). Candidates that fail the gate are timed too, so the table shows what the gate turned down.
+#
+# BENCH_CPU=N pins every timed process to CPU N (taskset), so a neighbour's build moves less of the timings.
 #
 # Labelled sets: int8 is decided on >= 1,000 rows where it matters (a 0.5 % loss is then >= 5 rows): the digits MLP
 # on all 1,797 digits, the 25 M net on 1,024 rows it labelled itself (scripts/bench-optimize-models.py says why);
@@ -19,6 +26,8 @@ AUTO_RUNS=${AUTO_RUNS:-10}
 MODELS=${BENCH_MODELS:-$CARGO_TARGET_DIR/bench-optimize-models}
 PYTHON="${TRACTOR_VENV:-$HOME/.cache/tractor/venv}/bin/python"
 mkdir -p "$OUT/runs"
+PIN=()
+if [[ -n "${BENCH_CPU:-}" ]]; then PIN=(taskset -c "$BENCH_CPU"); fi
 scripts/python-env.sh
 "$PYTHON" scripts/bench-optimize-models.py "$MODELS"
 # name, source, labelled set
@@ -29,7 +38,7 @@ MODELS_TABLE=(
   "dense25m $MODELS/dense25m.onnx $MODELS/dense25m_eval.npz"
 )
 auto() { # name source data run
-  "$BIN" --log-format json optimize --source "$2" --precision auto --batch-sizes 1,32 \
+  "${PIN[@]}" "$BIN" --log-format json optimize --source "$2" --precision auto --batch-sizes 1,32 \
     --eval-data "$3" --metric accuracy \
     --out "$OUT/runs/$1-auto-$4" --report "$OUT/runs/$1-auto-$4.report.json" >/dev/null 2>"$OUT/runs/$1-auto-$4.log" || true
   rm -rf "$OUT/runs/$1-auto-$4" # the artifact: only its report and log are read
@@ -64,9 +73,15 @@ def measured(name, run):
 def micros(text):
     return [int(v) for v in str(text).strip("[]").split(",") if v.strip()]
 
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+isa = ", ".join(f"{f}: {'yes' if f in flags else 'no'}" for f in ["avx2", "avx512_vnni", "avx_vnni"])
 lines = ["# tractor optimize benchmark", "",
          "One `--precision auto` run per model: every candidate timed in the same run, interleaved (median of runs "
-         "in 5 rounds after a warm-up), tract, this machine. Speed-up is f32's median over the candidate's.", "",
+         "in 5 rounds after a warm-up), single-threaded, this machine. Speed-up is f32's median over the "
+         "candidate's. f32 and f16 run on tract's kernels; int8 on tractor-int8's (7-bit weights, activations "
+         "quantized per row at run time). Candidates that failed the gate are timed too.", "",
+         f"Machine: {cpu}; {isa}.", "",
          "| model | precision | batch 1 (µs) | batch 32 (µs) | × f32 b1 | × f32 b32 | size (bytes) | accuracy | passed | auto chose |",
          "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
 for name in ["digits_mlp", "breast_cancer_logreg", "dense", "dense25m"]:
@@ -92,11 +107,16 @@ for name in ["digits_mlp", "dense25m"]:
 (out / "report.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
-# tract's own integer path on the same shape of net (4 x 2560x2560), int8 against f32 at batch 1 and 32, with the
-# kernels tract picks: why int8 stays weight-only (see the int8_probe example).
+# The served int8 kernel against tract f32 on the dense net's shape (4 x 2560x2560 + bias + ReLU) for each weight
+# scheme: I8 (8-bit weights), and the 7-bit I7 and U7 (U7 is what int8 artifacts are served with).
+cargo build --locked --release -q -p tractor-int8 --features bench --example bench_linear
+{ echo; echo "## tractor-int8's integer layer against tract f32 (int8 artifacts run U7)"; echo; echo '```'
+  "${PIN[@]}" "$CARGO_TARGET_DIR/release/examples/bench_linear" 2>&1; echo '```'; } | tee -a "$OUT/report.md"
+# tract's own integer path on the same shape of net, int8 against f32 at batch 1 and 32, with the kernels tract
+# picks: why int8 runs on a kernel of our own (see the int8_probe example).
 cargo build --locked --release -q -p tractor-optimize --example int8_probe
 { echo; echo "## tract's integer matmul (i8 x i8 -> i32 EinSum) against f32"; echo; echo '```'
-  "$CARGO_TARGET_DIR/release/examples/int8_probe" 2>&1; echo '```'; } | tee -a "$OUT/report.md"
+  "${PIN[@]}" "$CARGO_TARGET_DIR/release/examples/int8_probe" 2>&1; echo '```'; } | tee -a "$OUT/report.md"
 # Tree ensembles: tractor's evaluator against onnxruntime at batch 1 and 256, same rows, same run
 # (scripts/bench-trees.py trains the forests and times onnxruntime; the bench_trees example times tractor).
 cargo build --locked --release -q -p tractor-model --example bench_trees

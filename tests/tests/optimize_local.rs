@@ -367,9 +367,14 @@ fn auto_times_candidates_and_records_the_table() -> Result<()> {
         "{message}"
     );
     if fastest["precision"] != chosen {
+        // A tie won on score or size, or the winner was faster beyond the margin at a later batch size.
         let fastest = fastest["precision"].as_str().expect("present");
         assert!(message.contains("noise margin"), "{message}");
-        assert!(message.contains(&format!("fastest {fastest}")), "{message}");
+        assert!(
+            message.contains(&format!("fastest {fastest}"))
+                || message.contains(&format!("faster than {fastest}")),
+            "{message}"
+        );
     } else {
         assert!(
             message.contains("faster than") || message.contains("noise margin"),

@@ -1,9 +1,10 @@
 //! `TractorDequantI8`: int8 weights times a per-channel f32 scale, kept as an op in the artifact so the weights
-//! stay one byte each on disk, and folded into an f32 constant when a loader declutters the model.
+//! stay one byte each on disk; when a loader declutters the model, each matmul it feeds becomes an integer
+//! [`crate::int8_linear::Int8Linear`], and any other use folds into an f32 constant.
 //!
 //! Why an op of our own: a plain `cast` + `mul` on constants is constant-folded by tract before the NNEF writer
 //! sees it, which stored the weights as f32 again (no size gain). This op refuses evaluation outside a plan, so
-//! nothing folds it before it is written, and its `declutter` folds it once the archive is read back.
+//! nothing folds it before it is written, and its `declutter` replaces or folds it once the archive is read back.
 
 use tract_nnef::internal::*;
 
@@ -31,7 +32,8 @@ impl EvalOp for DequantI8 {
     }
 }
 
-fn dequantize(q: &Tensor, scale: &Tensor) -> TractResult<Tensor> {
+/// `q · scale` as f32, `scale` broadcast along `q`.
+pub(crate) fn dequantize(q: &Tensor, scale: &Tensor) -> TractResult<Tensor> {
     let q = q.to_plain_array_view::<i8>()?;
     let scale = scale.to_plain_array_view::<f32>()?;
     let scale = scale.broadcast(q.shape()).ok_or_else(|| {
@@ -73,6 +75,10 @@ impl TypedOp for DequantI8 {
         ) else {
             return Ok(None);
         };
+        // A matmul the integer kernel takes runs on it; anything else keeps f32 weights, as before.
+        if let Some(patch) = crate::int8_linear::replace_matmul(model, node, &q, &scale)? {
+            return Ok(Some(patch));
+        }
         let weights = dequantize(&q, &scale)?;
         let mut patch = TypedModelPatch::default();
         let folded = patch.add_const(&node.name, weights)?;
@@ -86,7 +92,7 @@ impl TypedOp for DequantI8 {
 /// The NNEF extension that stores [`DequantI8`] in artifacts.
 pub fn nnef_registry() -> tract_nnef::internal::Registry {
     let mut registry = tract_nnef::internal::Registry::new("tractor_quant").with_doc(
-        "Extension `tractor_quant`: int8 weights with per-channel f32 scales, dequantized at load.",
+        "Extension `tractor_quant`: int8 weights with per-channel f32 scales, run on the integer kernel or dequantized at load.",
     );
     registry.register_primitive(
         NNEF_ID,

@@ -14,6 +14,7 @@ mod declared;
 pub mod dequant;
 pub mod drift;
 mod formats;
+pub mod int8_linear;
 pub mod loader;
 mod runner;
 mod tensorflow;

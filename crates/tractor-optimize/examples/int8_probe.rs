@@ -1,5 +1,5 @@
 //! tract's own integer path against f32 on a dense net (4 × 2560×2560 by default), batch 1 and 32: the evidence
-//! behind int8 staying weight-only. Prints the kernel tract picks for each matmul, the median times and the
+//! behind int8 running on `tractor-int8`'s kernel rather than tract's. Prints the kernel tract picks for each matmul, the median times and the
 //! largest output difference. Usage: `int8_probe [WIDTH]`.
 //!
 //! The int8 net is what an integer rewrite of each layer would be: activations quantized to i8

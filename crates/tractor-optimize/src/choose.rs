@@ -4,9 +4,12 @@
 //! that candidates within the noise margin of it at every batch size timed count as equally fast; among those, the
 //! higher score wins, then the smaller artifact, then the first in a fixed precision order. "At every batch size":
 //! a candidate as fast at batch 1 but much slower at batch 32 (f16 on a CPU without f16 arithmetic) does not win a
-//! tie on its smaller artifact. Two candidates whose speed differs by less than a
-//! timing can tell apart (int8 that is weight-only runs f32 arithmetic, so it times like f32) are thus decided by
-//! figures that do not move between runs, and the same spec gives the same choice.
+//! tie on its smaller artifact. And among the tied, one that another beats beyond the noise at some batch size and
+//! loses to at none drops out: a small model whose batch-1 time is overhead times int8 and f32 alike there, but
+//! int8's integer kernel is clearly faster at batch 32, and which of the two the noise put first at batch 1 must
+//! not decide between "int8 is faster" and "f32 scores a row better". Two candidates whose speed differs by less
+//! than a timing can tell apart at every batch size are thus decided by figures that do not move between runs, and
+//! the same spec gives the same choice.
 
 use std::time::Duration;
 
@@ -88,35 +91,54 @@ pub fn choose(candidates: &[Measured], rule: &Rule) -> Option<Choice> {
         });
     }
     let quickest = &candidates[fastest];
-    // The first timing of `candidate` that is slower than the fastest's beyond the noise, if any: beyond the stated
+    // The first timing of `candidate` that is slower than `reference`'s beyond the noise, if any: beyond the stated
     // margin and beyond the two timings' combined spread (where the run was noisier than the margin).
-    let slower_at = |candidate: &Measured| {
+    let slower_than = |candidate: &Measured, reference: &Measured| {
         candidate
             .timings
             .iter()
-            .zip(&quickest.timings)
+            .zip(&reference.timings)
             .position(|(own, best)| {
                 let gap = own.latency.saturating_sub(best.latency);
                 // In whole nanoseconds, so a gap exactly at the margin is a tie whatever the float rounding.
                 gap > best.latency.mul_f64(rule.margin) && gap > own.spread + best.spread
             })
     };
-    let ties: Vec<usize> = passing
+    let tied: Vec<usize> = passing
         .iter()
         .copied()
-        .filter(|ix| slower_at(&candidates[*ix]).is_none())
+        .filter(|ix| slower_than(&candidates[*ix], quickest).is_none())
         .collect();
+    // Out of the tie: a candidate another tied one beats beyond the noise at some batch size and loses to at none.
+    // Per batch size "beyond the noise" is transitive, so with two batch sizes someone is always left; the guard
+    // keeps the tie whole should more batch sizes ever leave no one.
+    let beaten = |ix: usize| {
+        tied.iter().any(|&other| {
+            other != ix
+                && slower_than(&candidates[ix], &candidates[other]).is_some()
+                && slower_than(&candidates[other], &candidates[ix]).is_none()
+        })
+    };
+    let unbeaten: Vec<usize> = tied.iter().copied().filter(|ix| !beaten(*ix)).collect();
+    let ties = if unbeaten.is_empty() { tied } else { unbeaten };
     let margin = percent(rule.margin);
     let deciding = deciding(quickest);
-    if ties.len() == 1 {
-        let next = passing
-            .iter()
-            .copied()
-            .filter(|ix| *ix != fastest)
-            .min_by(|left, right| by_latency(&candidates[*left], &candidates[*right]))?;
+    if let [winner] = ties[..] {
+        let best = &candidates[winner];
+        // Who it beat: the next fastest at the deciding batch size, or, when it won by a later batch size, the one
+        // that was fastest at the deciding one.
+        let next = if winner == fastest {
+            passing
+                .iter()
+                .copied()
+                .filter(|ix| *ix != fastest)
+                .min_by(|left, right| by_latency(&candidates[*left], &candidates[*right]))?
+        } else {
+            fastest
+        };
         let runner_up = &candidates[next];
-        let at = slower_at(runner_up).unwrap_or(0);
-        let (own, theirs) = (quickest.timings.get(at)?, runner_up.timings.get(at)?);
+        let at = slower_than(runner_up, best).unwrap_or(0);
+        let (own, theirs) = (best.timings.get(at)?, runner_up.timings.get(at)?);
         let mut why = format!(
             "{:.2}× faster than {} (the next fastest passing {}) at batch {} ({} vs {}), beyond the {margin} noise \
              margin",
@@ -128,17 +150,15 @@ pub fn choose(candidates: &[Measured], rule: &Rule) -> Option<Choice> {
             micros(theirs.latency),
         );
         if at > 0 {
+            let first = self::deciding(best);
             why.push_str(&format!(
                 " (within it at batch {}, where {} takes {})",
-                deciding.batch,
-                label(quickest),
-                micros(deciding.latency),
+                first.batch,
+                label(best),
+                micros(first.latency),
             ));
         }
-        return Some(Choice {
-            winner: fastest,
-            why,
-        });
+        return Some(Choice { winner, why });
     }
     let winner = *ties.iter().max_by(|left, right| {
         let (left, right) = (&candidates[**left], &candidates[**right]);
@@ -350,6 +370,24 @@ mod tests {
         }
     }
 
+    /// [`at_1_and_32`] in nanoseconds, for a small model's few microseconds.
+    fn nanos_at_1_and_32(
+        precision: Precision,
+        nanos: [u64; 2],
+        score: f64,
+        bytes: usize,
+    ) -> Measured {
+        let timed = |batch: usize, nanos: u64| Timed {
+            batch,
+            latency: Duration::from_nanos(nanos),
+            spread: Duration::from_nanos(nanos / 100),
+        };
+        Measured {
+            timings: vec![timed(1, nanos[0]), timed(32, nanos[1])],
+            ..measured(precision, 0, 0, score, bytes)
+        }
+    }
+
     fn failed(candidate: Measured) -> Measured {
         Measured {
             passed: false,
@@ -556,6 +594,42 @@ mod tests {
                 true,
                 INT8,
                 &["2.00× faster than f32 (the next fastest passing the accuracy gate) at batch 1"],
+            ),
+            (
+                "a small model: int8 ties f32 at batch 1 (overhead) and is 1.6× faster at 32; f32 first at batch 1 and \
+                 a row better: int8 still wins, on batch 32",
+                vec![
+                    nanos_at_1_and_32(F32, [6_000, 34_000], 0.9933, 19_420),
+                    nanos_at_1_and_32(F16, [7_000, 36_000], 0.9933, 10_007),
+                    nanos_at_1_and_32(INT8, [6_200, 21_000], 0.9928, 6_515),
+                ],
+                true,
+                INT8,
+                &[
+                    "1.62× faster than f32 (the next fastest passing the accuracy gate) at batch 32 (21.0 µs vs 34.0 µs)",
+                    "within it at batch 1, where int8 takes 6.2 µs",
+                ],
+            ),
+            (
+                "the same with int8 first at batch 1: the same choice",
+                vec![
+                    nanos_at_1_and_32(F32, [6_300, 34_000], 0.9933, 19_420),
+                    nanos_at_1_and_32(INT8, [6_000, 21_000], 0.9928, 6_515),
+                ],
+                true,
+                INT8,
+                &["1.62× faster than f32 (the next fastest passing the accuracy gate) at batch 32"],
+            ),
+            (
+                "int8 compute on the dense net: faster at both batch sizes, the accuracy gate passed",
+                vec![
+                    at_1_and_32(F32, [12_223, 53_159], 1.0, 105_031_347),
+                    at_1_and_32(F16, [9_476, 50_503], 1.0, 52_522_597),
+                    at_1_and_32(INT8, [4_100, 30_000], 0.995, 26_346_056),
+                ],
+                true,
+                INT8,
+                &["2.31× faster than f16 (the next fastest passing the accuracy gate) at batch 1"],
             ),
             (
                 "a slower candidate outside the margin plays no part in the tie",

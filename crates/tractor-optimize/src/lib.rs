@@ -2,12 +2,15 @@
 //! gate each candidate on accuracy, and write the chosen one atomically with a compact JSON report.
 //!
 //! What tract 0.23 can do shapes the candidates (measured, see the issue): f16 is tract's own f32→f16 translation,
-//! kept only where it is faster; int8 is *weight-only*: weights are stored per output channel as int8 (a ~4×
-//! smaller artifact) and dequantized into f32 constants when the server loads the archive, because tract's int8
-//! execution paths are slower than f32 or wrong on these models. Pruning zeroes the smallest weights; tract runs
-//! dense kernels, so it gains size (the archive compresses better), not speed. `auto` keeps the fastest candidate
-//! that passes the gate, timings within a noise margin counting as equal (the [`choose`] module's rule), so a
-//! weight-only int8 that times like f32 is decided by score and size, the same way every run.
+//! kept only where it is faster; int8 stores matmul weights per output channel as int8 (a ~4× smaller artifact)
+//! and the server runs those matmuls on an integer kernel of our own (`tractor-int8`: u8 activations quantized per
+//! row at run time × 7-bit weights, accumulated in i32), because tract's own int8 paths are slower than f32 on
+//! x86-64 without VNNI. Matmuls that kernel cannot take (and every other op) stay f32. Every candidate is read back
+//! through the server's loader, so the gate measures the integer path that will be served. Pruning zeroes the
+//! smallest weights; tract runs dense kernels, so it gains size (the archive compresses better), not speed. `auto`
+//! keeps the fastest candidate that passes the gate, timings within a noise margin counting as equal (the
+//! [`choose`] module's rule), so candidates a timing cannot tell apart are decided by score and size, the same way
+//! every run.
 //!
 //! Determinism: the archive is tract's deterministic tar (fixed mtime, sorted entries) in a gzip with a fixed
 //! header; passes are pure functions of the weights. A fixed precision without a labelled set is built exactly as
@@ -293,7 +296,7 @@ fn precision_parser() -> impl clap::builder::TypedValueParser<Value = Precision>
         }
         Precision::F32 => "32-bit floats, as trained",
         Precision::F16 => "16-bit floats",
-        Precision::Int8 => "int8 weights (per output channel), dequantized at load",
+        Precision::Int8 => "int8 weights (per output channel); matmuls on the integer kernel",
     };
     PossibleValuesParser::new(
         Precision::ALL
@@ -398,7 +401,7 @@ struct Built {
     latencies: Vec<Duration>,
     /// Half the interquartile range of the runs behind each median.
     spreads: Vec<Duration>,
-    /// The model as served, kept until it is timed (auto, passing candidates only).
+    /// The model as served, kept until it is timed (auto only; failed candidates too, for the log).
     served: Option<TypedModel>,
 }
 
@@ -592,7 +595,8 @@ fn pipeline(
                 latencies: Vec::new(),
                 spreads: Vec::new(),
                 // Timed once every candidate is built, side by side (see TIMING_BUDGET).
-                served: (timed && passed).then_some(served),
+                // Failed candidates too: the log then says what speed the gate turned down.
+                served: timed.then_some(served),
             });
             if stop {
                 break; // fixed precision: the first that passes in the int8 → f16 → f32 chain
@@ -819,7 +823,7 @@ impl Gate {
     }
 }
 
-/// Time every candidate that passed, at each batch size, interleaved ([`graph::time_interleaved`]), and free the
+/// Time every candidate built, at each batch size, interleaved ([`graph::time_interleaved`]), and free the
 /// served models.
 fn time_candidates(
     built: &mut [Built],
@@ -854,7 +858,7 @@ fn figures(measured: &Built, batch_sizes: &[usize]) -> choose::Measured {
     choose::Measured {
         precision: measured.precision,
         pruned: measured.pruned,
-        // Untimed means it did not pass: only passing candidates are timed.
+        // Only candidates that passed compete; those that failed are timed for the log alone.
         passed: measured.passed && !measured.latencies.is_empty(),
         timings: batch_sizes
             .iter()
