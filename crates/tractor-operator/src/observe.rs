@@ -596,13 +596,7 @@ async fn analysis(
             reads: Ok((0.0, Signals::default(), Signals::default())),
         });
     }
-    let source = validated
-        .md
-        .spec
-        .autoscaling
-        .as_ref()
-        .and_then(|autoscaling| autoscaling.prometheus.as_ref());
-    let server = match prometheus(ctx, validated, source).await {
+    let server = match spec_prometheus(ctx, validated).await {
         Ok(server) => server,
         Err(why) => {
             return Some(AnalysisSeen {
@@ -672,14 +666,7 @@ async fn drift(
     if !serving || drift::not_due(status.drift.as_ref(), spec, now).is_some() {
         return None;
     }
-    // The same Prometheus as the autoscaler's and the canary analysis'.
-    let source = validated
-        .md
-        .spec
-        .autoscaling
-        .as_ref()
-        .and_then(|autoscaling| autoscaling.prometheus.as_ref());
-    let server = match prometheus(ctx, validated, source).await {
+    let server = match spec_prometheus(ctx, validated).await {
         Ok(server) => server,
         Err(why) => return Some(Err(format!("Prometheus: {why}"))),
     };
@@ -737,6 +724,18 @@ async fn store_secret(ctx: &Context, validated: &Validated) -> Option<Result<boo
             .map(|meta| meta.is_some())
             .map_err(|error| error.to_string()),
     )
+}
+
+/// The Prometheus the canary analysis and the drift check read: the autoscaler's (`autoscaling.prometheus`, else
+/// the operator's `--prometheus-url`).
+async fn spec_prometheus(ctx: &Context, validated: &Validated) -> Result<Server, String> {
+    let source = validated
+        .md
+        .spec
+        .autoscaling
+        .as_ref()
+        .and_then(|autoscaling| autoscaling.prometheus.as_ref());
+    prometheus(ctx, validated, source).await
 }
 
 /// The Prometheus a spec reads, with the Secret its header comes from.
