@@ -198,13 +198,17 @@ fn drift_on_one_feature_degrades_the_model_by_name_and_clears_when_traffic_is_no
         let score = feature["score"].as_f64().context("score")?;
         ensure!(score < THRESHOLD, "{feature} on held-out traffic");
     }
-    let scores = scraped_scores(&ns)?;
-    let pods: std::collections::BTreeSet<&str> =
-        scores.iter().map(|(pod, _, _)| pod.as_str()).collect();
-    ensure!(
-        pods.len() == 2,
-        "both replicas export drift scores: {scores:?}"
-    );
+    // The operator may judge on one pod's window before Prometheus has scraped the other's first scores.
+    let scores = wait_for(
+        NODE_WAIT,
+        "both replicas' drift scores in Prometheus",
+        || {
+            let scores = scraped_scores(&ns)?;
+            let pods: std::collections::BTreeSet<&str> =
+                scores.iter().map(|(pod, _, _)| pod.as_str()).collect();
+            Ok((pods.len() == 2).then_some(scores))
+        },
+    )?;
     ensure!(
         scores.iter().all(|(_, _, score)| *score < THRESHOLD),
         "a pod's score over the threshold on held-out traffic: {scores:?}"
