@@ -26,9 +26,18 @@ fn http_source_with_digest_gives_the_same_artifact_as_the_file() -> Result<()> {
     )?;
     assert_eq!(remote.code, 0, "{}", remote.stderr);
     let local_src = fixtures().join("digits_mlp.onnx").display().to_string();
+    // The same labelled set, read for the drift reference only (as a pod re-derives): it is in the artifact.
+    let local_data = fixtures().join("digits_mlp_test.npz").display().to_string();
     let local = optimize(
         &tmp.path().join("local"),
-        &["--source", &local_src, "--precision", "f16"],
+        &[
+            "--source",
+            &local_src,
+            "--precision",
+            "f16",
+            "--reference-data",
+            &local_data,
+        ],
         &[],
     )?;
     assert_eq!(local.code, 0, "{}", local.stderr);
