@@ -313,6 +313,21 @@ pub fn integer_matmul(
     Ok(k_axis.zip(n_axis))
 }
 
+thread_local! {
+    /// Set while [`folding_to_f32`] runs: loads on this thread keep the old f32 fold.
+    static FOLD_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `load` with the rewrite off on this thread (tract declutters on the calling thread), so an int8 artifact
+/// loads with f32 weights. For a model that will be written back as NNEF (the optimize step's source, when it is an
+/// int8 artifact already): [`Int8Linear`] has no NNEF form, and the candidates are built from f32 weights anyway.
+pub fn folding_to_f32<T>(load: impl FnOnce() -> T) -> T {
+    let before = FOLD_ONLY.with(|fold| fold.replace(true));
+    let loaded = load();
+    FOLD_ONLY.with(|fold| fold.set(before));
+    loaded
+}
+
 /// The patch that serves `dequant` (a [`crate::dequant::DequantI8`] node of constant weights `quantized` and `scale`)
 /// and the one `EinSum` it feeds with an [`Int8Linear`], or `None` when that matmul is not one the integer kernel
 /// takes ([`integer_matmul`]); the caller then folds the weights into f32 as before.
@@ -322,6 +337,9 @@ pub(crate) fn replace_matmul(
     quantized: &Tensor,
     scale: &Tensor,
 ) -> TractResult<Option<TypedModelPatch>> {
+    if FOLD_ONLY.with(std::cell::Cell::get) {
+        return Ok(None);
+    }
     let [consumer] = &*dequant.outputs[0].successors else {
         return Ok(None);
     };
@@ -616,6 +634,19 @@ mod tests {
         let batch = input(9)?;
         let error = relative_error(&run(&int8, &batch)?, &run(&mlp(Weights::F32)?, &batch)?);
         assert!(error < 0.05, "error {error} of the largest output");
+        Ok(())
+    }
+
+    /// The optimize step's source load: an int8 artifact comes back with f32 weights (it is written as NNEF
+    /// again, and the integer layer has no NNEF form), and the rewrite is back on afterwards.
+    #[test]
+    fn folding_to_f32_keeps_an_int8_artifact_writable() -> TractResult<()> {
+        let folded = folding_to_f32(|| served(&mlp(Weights::Quantized(127.0))?))?;
+        assert_eq!(layers(&folded).len(), 0, "{folded}");
+        assert_eq!(count::<DequantI8>(&folded), 0);
+        assert_eq!(count::<EinSum>(&folded), 2);
+        crate::loader::nnef().write_to_tar(&folded, Vec::new())?;
+        assert_eq!(layers(&served(&mlp(Weights::Quantized(127.0))?)?).len(), 2);
         Ok(())
     }
 

@@ -471,8 +471,11 @@ fn pipeline(
 
     // 2. Convert.
     progress("load", &path.display().to_string());
-    let (model, format) =
-        tractor_model::loader::load_declared(&path, request.format, &request.inputs)?;
+    // f32 weights even from an int8 artifact: the model is written back as NNEF, which the integer layer has no
+    // form in, and every candidate is built from f32 weights.
+    let (model, format) = tractor_model::int8_linear::folding_to_f32(|| {
+        tractor_model::loader::load_declared(&path, request.format, &request.inputs)
+    })?;
     report.format = Some(format);
     let (inputs, outputs) = signature(&model)?;
     report.inputs = inputs;
